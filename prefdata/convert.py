@@ -1,0 +1,223 @@
+"""Conversions between the contracts: pairs -> KTO, ratings / rankings -> pairs, thumbs -> KTO.
+
+Each is a stage: `convert(table, *, options) -> (table, report)`. Rows that cannot become
+output (a prompt whose completions all tie, tied thumbs) are counted in the report, never
+turned into a pair with chosen == rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from prefdata.io.importers.common import kto_table, pairs_table
+from prefdata.schema import MESSAGES, conform, with_messages
+
+# TRL's KTO advice: desirable_weight * n_desirable / (undesirable_weight * n_undesirable)
+# should lie between 1:1 and 4:3.
+KTO_RATIO_ADVICE = (1.0, 4.0 / 3.0)
+
+
+def kto_balance(kto: pl.DataFrame) -> dict[str, Any]:
+    """Desirable:undesirable counts and ratio, and whether it lies in TRL's advised range.
+
+    Input columns: `label` (bool). Output: a report dict.
+    """
+    n_good = int(kto["label"].sum())
+    n_bad = kto.height - n_good
+    ratio = n_good / n_bad if n_bad else float("inf")
+    lo, hi = KTO_RATIO_ADVICE
+    return {
+        "desirable": n_good,
+        "undesirable": n_bad,
+        "desirable_ratio": ratio,
+        "within_trl_advice": bool(lo <= ratio <= hi),
+        "trl_advice": "desirable:undesirable between 1:1 and 4:3 (after weights)",
+    }
+
+
+def pairs_to_kto(pairs: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Each pair -> one desirable row (chosen) and one undesirable row (rejected).
+
+    Input columns: pairs contract (prompt, chosen, rejected, confidence, source).
+    Output: kto contract, 2n rows for n pairs, in pair order (chosen row first); the
+    pair's confidence carries over to both rows. Report: kto_balance().
+    """
+    base = pairs.select("prompt", "confidence", "source", "pair_id")
+    good = base.with_columns(pairs["chosen"].alias("completion"), pl.lit(True).alias("label"))
+    bad = base.with_columns(pairs["rejected"].alias("completion"), pl.lit(False).alias("label"))
+    both = (
+        pl.concat([good.with_row_index("__i"), bad.with_row_index("__i")])
+        .sort("__i", maintain_order=True)
+        .drop("__i", "pair_id")
+    )
+    kto = kto_table(both.to_dicts(), source="pairs") if both.height else _empty_kto()
+    kto = kto.with_columns(pl.Series("source", both["source"].to_list(), dtype=pl.String))
+    return kto, {"pairs": pairs.height, **kto_balance(kto)}
+
+
+def _empty_kto() -> pl.DataFrame:
+    return conform(
+        pl.DataFrame(
+            schema={
+                "prompt": MESSAGES,
+                "completion": pl.String,
+                "label": pl.Boolean,
+                "confidence": pl.Float64,
+                "source": pl.String,
+            }
+        ),
+        "kto",
+    )
+
+
+def _score_matrix(scores: list[Any]) -> list[list[float]]:
+    # A score is one number or a list of numbers (one per rater); nulls are missing votes.
+    out = []
+    for s in scores:
+        if s is None:
+            out.append([])
+        elif isinstance(s, (list, tuple)):
+            out.append([float(v) for v in s if v is not None])
+        else:
+            out.append([float(s)])
+    return out
+
+
+def _prob_better(x: list[float], y: list[float]) -> float:
+    """P(a rating of x beats a rating of y), ties counting half (the AUC of x over y)."""
+    a = np.asarray(x)[:, None]
+    b = np.asarray(y)[None, :]
+    return float(((a > b).mean() + 0.5 * (a == b).mean()))
+
+
+def ratings_to_pairs(
+    rated: pl.DataFrame,
+    *,
+    mode: Literal["all", "best-vs-worst"] = "all",
+    min_margin: float = 0.0,
+    source: str = "ratings",
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Rated completions -> pairs.
+
+    Input columns: `prompt` (text or messages), `completion`, `score` (a number, or a list
+    with one number per rater), optional `generator`. Completions are grouped by prompt.
+    A pair is made when the mean scores differ by more than `min_margin` (strictly): with
+    mode "all", every such pair; with "best-vs-worst", the top against the bottom. A prompt
+    whose completions all tie yields no pair. Output: pairs with margin = difference of
+    mean scores, confidence = P(a rater's score for chosen beats one for rejected),
+    n_votes = raters per side, agreement = share of raters (aligned by position) ordering
+    the pair like the means.
+    """
+    table = with_messages(rated)
+    generators = table["generator"].to_list() if "generator" in table.columns else None
+    groups: dict[str, list[int]] = {}
+    keys = [json.dumps(p, sort_keys=True) for p in table["prompt"].to_list()]
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    scores = _score_matrix(table["score"].to_list())
+    completions = table["completion"].to_list()
+    prompts = table["prompt"].to_list()
+    records: list[dict[str, Any]] = []
+    report = {"prompts": len(groups), "prompts_all_tied": 0, "pairs_below_margin": 0,
+              "completions_without_score": 0}
+    for idx in groups.values():
+        scored = [i for i in idx if scores[i]]
+        report["completions_without_score"] += len(idx) - len(scored)
+        means = {i: float(np.mean(scores[i])) for i in scored}
+        if len(set(means.values())) <= 1:
+            report["prompts_all_tied"] += 1
+            continue
+        ranked = sorted(scored, key=lambda i: -means[i])
+        candidates = (
+            [(ranked[0], ranked[-1])] if mode == "best-vs-worst"
+            else [(i, j) for a, i in enumerate(ranked) for j in ranked[a + 1:]]
+        )
+        for i, j in candidates:
+            margin = means[i] - means[j]
+            if margin <= min_margin:
+                report["pairs_below_margin"] += 1
+                continue
+            si, sj = scores[i], scores[j]
+            aligned = len(si) == len(sj) and len(si) > 1
+            records.append(
+                {
+                    "prompt": prompts[i],
+                    "chosen": completions[i],
+                    "rejected": completions[j],
+                    "margin": margin,
+                    "confidence": _prob_better(si, sj),
+                    "n_votes": min(len(si), len(sj)),
+                    "agreement": (
+                        float(np.mean([a > b for a, b in zip(si, sj, strict=True)]))
+                        if aligned else None
+                    ),
+                    "provenance": {
+                        "scores_chosen": si,
+                        "scores_rejected": sj,
+                        "mode": mode,
+                        "min_margin": min_margin,
+                        **(
+                            {"generator_chosen": generators[i], "generator_rejected": generators[j]}
+                            if generators else {}
+                        ),
+                    },
+                }
+            )
+    pairs = pairs_table(records, source=source)
+    report["pairs"] = pairs.height
+    return pairs, report
+
+
+def rankings_to_pairs(
+    ranked: pl.DataFrame,
+    *,
+    mode: Literal["all", "best-vs-worst"] = "all",
+    source: str = "rankings",
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Ranked sibling completions -> pairs (rank 0 is best).
+
+    Input columns: `prompt` (messages), `completion`, `rank` (int; lower is better),
+    optional `group` (completions ranked together; default: the prompt). Output: pairs for
+    every ordered pair with different ranks ("all") or best against worst; equal ranks give
+    no pair. The score is the negated rank, so this is ratings_to_pairs on ranks.
+    """
+    scored = ranked.with_columns((-pl.col("rank").cast(pl.Float64)).alias("score"))
+    pairs, report = ratings_to_pairs(scored, mode=mode, source=source)
+    # Ranks are one aggregated ordering, not votes: confidence and agreement are unknown.
+    pairs = pairs.with_columns(
+        pl.lit(None, pl.Float64).alias("confidence"), pl.lit(None, pl.Float64).alias("agreement")
+    )
+    return pairs, report
+
+
+def thumbs_to_kto(
+    thumbs: pl.DataFrame, *, source: str = "thumbs"
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Up / down vote counts per completion -> KTO rows.
+
+    Input columns: `prompt` (messages), `completion`, `up` (int), `down` (int).
+    Output: (kto, tied, report). label = up > down; confidence = the posterior probability
+    that the label is right under a uniform Beta(1, 1) prior on the share of up-votes,
+    i.e. P(p > 1/2) for label True. Completions with up == down (including 0 / 0) carry
+    no label and go to `tied`, counted in the report.
+    """
+    from scipy.stats import beta  # scipy is a core dependency; imported here for start-up
+
+    up = thumbs["up"].fill_null(0).to_numpy().astype(float)
+    down = thumbs["down"].fill_null(0).to_numpy().astype(float)
+    p_good = beta.sf(0.5, up + 1, down + 1)
+    label = up > down
+    tied_mask = up == down
+    conf = np.where(label, p_good, 1 - p_good)
+    table = thumbs.with_columns(
+        pl.Series("label", label), pl.Series("confidence", conf), pl.Series("__tied", tied_mask)
+    )
+    keep = table.filter(~pl.col("__tied")).drop("__tied")
+    tied = table.filter(pl.col("__tied")).drop("__tied", "label", "confidence")
+    kto = kto_table(keep.to_dicts(), source=source) if keep.height else _empty_kto()
+    report = {"completions": thumbs.height, "dropped_tied_votes": tied.height, **kto_balance(kto)}
+    return kto, tied, report

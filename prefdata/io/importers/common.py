@@ -1,0 +1,179 @@
+"""Shared pieces of the importers: the result type and the table builders."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata import ids
+from prefdata.schema import MESSAGES, conform, contract_of, split_problems
+
+REJECTED_SCHEMA = {"row": pl.Int64, "reason": pl.String, "record": pl.String}
+
+
+@dataclass
+class Imported:
+    """What an importer produced.
+
+    tables: contract name -> table; the first entry is the main product.
+    rejected: source rows (or produced rows) that were not kept: `row`, `reason`, `record`.
+    report: counts, including `dropped_<reason>` for every rejection reason.
+    """
+
+    tables: dict[str, pl.DataFrame]
+    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECTED_SCHEMA))
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> tuple[str, pl.DataFrame]:
+        name = next(iter(self.tables))
+        return name, self.tables[name]
+
+
+def user(text: str) -> list[dict[str, str]]:
+    """A prompt of one user message."""
+    return [{"role": "user", "content": text}]
+
+
+def rejected_rows(rows: list[tuple[int, str, Any]]) -> pl.DataFrame:
+    """Rejected-table rows from (source row, reason, original record)."""
+    return pl.DataFrame(
+        {
+            "row": [r for r, _, _ in rows],
+            "reason": [reason for _, reason, _ in rows],
+            "record": [json.dumps(rec, ensure_ascii=False, default=str) for _, _, rec in rows],
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def frame(records: list[dict[str, Any]], contract: str) -> pl.DataFrame:
+    """A table from Python records, with the contract's types (prompt as messages)."""
+    spec = contract_of(contract)
+    schema = {k: v for k, v in spec.columns.items() if records and k in records[0]}
+    if not records:
+        schema = dict(spec.required)
+    return pl.DataFrame(records, schema=schema)
+
+
+def pairs_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
+    """Pairs from records with prompt (messages), chosen, rejected and optional estimates.
+
+    Missing `confidence`, `margin`, `agreement` stay null (unknown, never invented);
+    `n_votes` defaults to 1; `provenance` may be a dict and is stored as JSON.
+    """
+    rows = []
+    for r in records:
+        rows.append(
+            {
+                "prompt": r["prompt"],
+                "chosen": r["chosen"],
+                "rejected": r["rejected"],
+                "confidence": r.get("confidence"),
+                "margin": r.get("margin"),
+                "n_votes": r.get("n_votes", 1),
+                "agreement": r.get("agreement"),
+                "source": r.get("source", source),
+                "provenance": json.dumps(r.get("provenance", {}), ensure_ascii=False),
+                **({"split": r["split"]} if "split" in r else {}),
+            }
+        )
+    schema: dict[str, Any] = {
+        "prompt": MESSAGES,
+        "chosen": pl.String,
+        "rejected": pl.String,
+        "confidence": pl.Float64,
+        "margin": pl.Float64,
+        "n_votes": pl.Int64,
+        "agreement": pl.Float64,
+        "source": pl.String,
+        "provenance": pl.String,
+    }
+    if rows and "split" in rows[0]:
+        schema["split"] = pl.String
+    table = pl.DataFrame(rows, schema=schema)
+    return conform(ids.with_pair_ids(table), "pairs")
+
+
+def kto_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
+    """KTO rows from records with prompt (messages), completion, label, optional confidence."""
+    table = pl.DataFrame(
+        [
+            {
+                "prompt": r["prompt"],
+                "completion": r["completion"],
+                "label": r["label"],
+                "confidence": r.get("confidence"),
+                "source": r.get("source", source),
+            }
+            for r in records
+        ],
+        schema={
+            "prompt": MESSAGES,
+            "completion": pl.String,
+            "label": pl.Boolean,
+            "confidence": pl.Float64,
+            "source": pl.String,
+        },
+    )
+    return conform(ids.with_completion_ids(table), "kto")
+
+
+def annotations_table(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """Annotations from records (item_id, annotator, annotator_kind, label, ...)."""
+    return conform(frame(records, "annotations"), "annotations")
+
+
+def finish(
+    tables: dict[str, pl.DataFrame],
+    rejected: pl.DataFrame | None = None,
+    report: dict[str, Any] | None = None,
+    *,
+    path: str | Path | None = None,
+) -> Imported:
+    """Move rows that break their contract to the rejected table and count everything.
+
+    Each table is checked with schema.split_problems; its bad rows join `rejected` with the
+    reason. The report gets `rows_<table>` and `dropped_<reason>` counts.
+    """
+    report = dict(report or {})
+    if path is not None:
+        report.setdefault("source_file", str(path))
+    parts = [rejected if rejected is not None else pl.DataFrame(schema=REJECTED_SCHEMA)]
+    kept: dict[str, pl.DataFrame] = {}
+    for name, table in tables.items():
+        good, bad = split_problems(table, name)
+        kept[name] = good
+        report[f"rows_{name}"] = good.height
+        if bad.height:
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "row": pl.Series([None] * bad.height, dtype=pl.Int64),
+                        "reason": (f"{name}: " + bad["reason"]),
+                        "record": [
+                            json.dumps(r, ensure_ascii=False, default=str)
+                            for r in bad.drop("reason").to_dicts()
+                        ],
+                    },
+                    schema=REJECTED_SCHEMA,
+                )
+            )
+    all_rejected = pl.concat(parts)
+    counts = Counter(_reason_key(r) for r in all_rejected["reason"].to_list())
+    for key, n in sorted(counts.items()):
+        report[f"dropped_{key}"] = n
+    report["rows_rejected"] = all_rejected.height
+    return Imported(kept, all_rejected, report)
+
+
+def _reason_key(reason: str) -> str:
+    # "pairs: rejected: chosen == rejected; ..." -> "chosen_eq_rejected" style keys
+    first = reason.split(";")[0].split(":")[-1].strip().lower()
+    first = first.replace("==", "eq").split("(")[0].strip()
+    return "_".join(w for w in "".join(c if c.isalnum() else " " for c in first).split())

@@ -1,0 +1,67 @@
+"""Anthropic HH-RLHF transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...") -> pairs.
+
+Input: JSONL(.gz) with `chosen` and `rejected`, each a whole transcript.
+Output: pairs whose prompt is every turn before the last assistant turn (as chat messages)
+and whose chosen / rejected are the two last assistant turns. A row whose two transcripts
+differ before the last turn, or that does not end with an assistant turn, is rejected with
+its reason, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
+from prefdata.io.tables import iter_json_lines
+from prefdata.errors import InputError
+
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+_ROLE = {"Human": "user", "Assistant": "assistant"}
+
+
+def parse_transcript(text: str) -> list[dict[str, str]]:
+    """Chat messages from one transcript. Raises ValueError if it has no turn markers."""
+    parts = _TURN.split(text)
+    if len(parts) < 3:
+        raise ValueError("no '\\n\\nHuman:' / '\\n\\nAssistant:' turns found")
+    if parts[0].strip():
+        raise ValueError("text before the first turn marker")
+    return [
+        {"role": _ROLE[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)
+    ]
+
+
+def import_hh_rlhf(path: str | Path, *, source: str = "hh-rlhf") -> Imported:
+    """HH-RLHF JSONL(.gz) -> Imported with a `pairs` table (see the module doc)."""
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, str, Any]] = []
+    for line, obj in iter_json_lines(path):
+        for key in ("chosen", "rejected"):
+            if not isinstance(obj.get(key), str):
+                raise InputError(
+                    f"expected a transcript string in '{key}'", source=path, row=line, column=key
+                )
+        try:
+            chosen = parse_transcript(obj["chosen"])
+            rejected = parse_transcript(obj["rejected"])
+        except ValueError as exc:
+            bad.append((line, f"unparseable transcript: {exc}", obj))
+            continue
+        if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+            bad.append((line, "transcript does not end with an assistant turn", obj))
+            continue
+        if chosen[:-1] != rejected[:-1]:
+            bad.append((line, "transcripts differ before the last turn", obj))
+            continue
+        records.append(
+            {
+                "prompt": chosen[:-1],
+                "chosen": chosen[-1]["content"].strip(),
+                "rejected": rejected[-1]["content"].strip(),
+                "provenance": {"file": Path(path).name, "line": line, "annotators": 1},
+            }
+        )
+    pairs = pairs_table(records, source=source)
+    return finish({"pairs": pairs}, rejected_rows(bad), {"source_rows": len(records) + len(bad)}, path=path)

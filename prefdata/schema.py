@@ -1,0 +1,356 @@
+"""The column contracts that flow between stages, as polars schemas, and one `validate()`.
+
+Every stage checks its input with `validate(table, "<contract>", source=path)`; the error
+names the file, the row (1-based, the first data row is row 1; for JSONL it is the line)
+and the column. `find_problems()` returns every bad row instead of raising, so importers
+can move bad rows to a rejected table with a reason instead of failing or dropping them.
+
+Prompts are always stored as chat messages (a list of {role, content}); a plain-text prompt
+is accepted on input and becomes one user message, so every later stage sees one type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from prefdata.errors import ContractError
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+MESSAGES = pl.List(MESSAGE)
+ROLES = ("system", "user", "assistant", "tool")
+PAIR_LABELS = ("a", "b", "tie")
+ANNOTATOR_KINDS = ("human", "llm", "rule", "implicit")
+ORDERS = ("ab", "ba")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Required and optional columns with their types, and the id column that must be unique."""
+
+    name: str
+    required: dict[str, pl.DataType]
+    optional: dict[str, pl.DataType] = field(default_factory=dict)
+    unique: str | None = None
+    # Required columns that may hold nulls: estimates that a source may not have
+    # (a single crowd label has no measured confidence; we never invent one).
+    nullable: frozenset[str] = frozenset()
+
+    @property
+    def columns(self) -> dict[str, pl.DataType]:
+        return {**self.required, **self.optional}
+
+
+CONTRACTS: dict[str, Contract] = {
+    c.name: c
+    for c in [
+        Contract(
+            "prompts",
+            {"prompt_id": pl.String(), "prompt": MESSAGES},
+            # `answer`: a gold answer (GSM8K, MATH-500) for verifiable rewards.
+            {"metadata": pl.String(), "answer": pl.String(), "source": pl.String()},
+            unique="prompt_id",
+        ),
+        Contract(
+            "candidates",
+            {
+                "prompt_id": pl.String(),
+                "prompt": MESSAGES,
+                "completion_id": pl.String(),
+                "completion": pl.String(),
+                "generator": pl.String(),
+                "params": pl.String(),
+            },
+            unique="completion_id",
+        ),
+        Contract(
+            "annotations",
+            {
+                "item_id": pl.String(),
+                "annotator": pl.String(),
+                "annotator_kind": pl.String(),
+                # a / b / tie for pairs (a and b as in prefdata.ids.canonical_sides);
+                # a number as text for ratings; "true" / "false" for thumbs.
+                "label": pl.String(),
+            },
+            {
+                "confidence": pl.Float64(),
+                "rationale": pl.String(),
+                "raw": pl.String(),
+                "error": pl.String(),
+                "order": pl.String(),
+                "input_tokens": pl.Int64(),
+                "output_tokens": pl.Int64(),
+                "cost_usd": pl.Float64(),
+                "created_at": pl.String(),
+            },
+        ),
+        Contract(
+            "pairs",
+            {
+                "pair_id": pl.String(),
+                "prompt_id": pl.String(),
+                "prompt": MESSAGES,
+                "chosen": pl.String(),
+                "rejected": pl.String(),
+                "confidence": pl.Float64(),
+                "margin": pl.Float64(),
+                "n_votes": pl.Int64(),
+                "agreement": pl.Float64(),
+                "source": pl.String(),
+                "provenance": pl.String(),
+            },
+            {"split": pl.String()},
+            unique="pair_id",
+            nullable=frozenset({"confidence", "margin", "agreement"}),
+        ),
+        Contract(
+            "kto",
+            {
+                "prompt": MESSAGES,
+                "completion": pl.String(),
+                "label": pl.Boolean(),
+                "confidence": pl.Float64(),
+                "source": pl.String(),
+            },
+            {"prompt_id": pl.String(), "completion_id": pl.String()},
+            nullable=frozenset({"confidence"}),
+        ),
+        Contract(
+            "issues",
+            {
+                "item_id": pl.String(),
+                "issue": pl.String(),
+                "score": pl.Float64(),
+                "is_issue": pl.Boolean(),
+                "reason": pl.String(),
+            },
+        ),
+    ]
+}
+
+# Columns whose value must be a non-blank string for the row to mean anything.
+_NON_BLANK = {"chosen", "rejected", "completion"}
+_UNIT_INTERVAL = {"confidence", "agreement", "score"}
+
+
+def contract_of(name: str) -> Contract:
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise ContractError(
+            f"unknown contract '{name}'; known: {', '.join(CONTRACTS)}"
+        ) from None
+
+
+def empty(name: str) -> pl.DataFrame:
+    """An empty table with the contract's required columns."""
+    return pl.DataFrame(schema=contract_of(name).required)
+
+
+def guess_contract(table: pl.DataFrame) -> str | None:
+    """The most specific contract whose required columns the table has, if any."""
+    best: tuple[int, str] | None = None
+    for c in CONTRACTS.values():
+        if set(c.required) <= set(table.columns):
+            if best is None or len(c.required) > best[0]:
+                best = (len(c.required), c.name)
+    return best[1] if best else None
+
+
+def _coerce_column(
+    table: pl.DataFrame, column: str, target: pl.DataType, source: str | Path | None
+) -> pl.Series:
+    series = table.get_column(column)
+    if series.dtype == target:
+        return series
+    if target == MESSAGES:
+        if series.dtype == pl.String:
+            return pl.Series(
+                column,
+                [None if s is None else [{"role": "user", "content": s}] for s in series],
+                dtype=MESSAGES,
+            )
+        try:
+            return series.cast(MESSAGES)
+        except Exception:  # noqa: BLE001 - re-raised below with the location
+            raise ContractError(
+                f"expected text or a list of {{role, content}} messages, got {series.dtype}",
+                source=source,
+                column=column,
+            ) from None
+    if target == pl.String and isinstance(series.dtype, (pl.Struct, pl.List)):
+        # JSON columns (provenance, params, metadata) may arrive parsed from JSONL.
+        return pl.Series(
+            column,
+            [None if v is None else _to_json(v) for v in series.to_list()],
+            dtype=pl.String,
+        )
+    cast = series.cast(target, strict=False)
+    bad = (cast.is_null() & series.is_not_null()).arg_true()
+    if len(bad):
+        row = int(bad[0])
+        raise ContractError(
+            f"expected {target}, got {series[row]!r} (column type {series.dtype}); "
+            f"{len(bad)} row(s) affected",
+            source=source,
+            row=row + 1,
+            column=column,
+        )
+    return cast
+
+
+def with_messages(table: pl.DataFrame, column: str = "prompt") -> pl.DataFrame:
+    """The table with `column` as chat messages (a text prompt becomes one user message)."""
+    return table.with_columns(_coerce_column(table, column, MESSAGES, None))
+
+
+def _to_json(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def conform(
+    table: pl.DataFrame, contract: str, *, source: str | Path | None = None
+) -> pl.DataFrame:
+    """Check columns and types, coercing what is safe; raise ContractError naming the column.
+
+    Input: any table. Output: the same rows with the contract's columns in contract order
+    (known optional columns kept, unknown extra columns kept after them).
+    """
+    spec = contract_of(contract)
+    missing = [c for c in spec.required if c not in table.columns]
+    if missing:
+        raise ContractError(
+            f"missing column(s) {missing} for contract '{contract}'; "
+            f"the table has {table.columns}",
+            source=source,
+            column=missing[0],
+        )
+    columns = [
+        _coerce_column(table, name, dtype, source)
+        for name, dtype in spec.columns.items()
+        if name in table.columns
+    ]
+    extra = [table.get_column(c) for c in table.columns if c not in spec.columns]
+    return pl.DataFrame(columns + extra)
+
+
+def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
+    """Every row-level problem: columns `row` (1-based), `column`, `problem`.
+
+    Input: a table that already conforms (see `conform`). Checks nulls in required
+    columns, blank prompts and completions, chosen == rejected, values outside 0-1,
+    unknown labels / kinds / orders, and duplicate ids.
+    """
+    spec = contract_of(contract)
+    df = table.with_row_index("__row", offset=1)
+    checks: list[tuple[str, pl.Expr, str]] = []
+    for name in spec.required:
+        if name in spec.nullable:
+            continue
+        checks.append((name, pl.col(name).is_null(), "missing value"))
+    for name in _NON_BLANK & set(df.columns):
+        checks.append(
+            (name, pl.col(name).str.strip_chars().str.len_chars() == 0, "empty text")
+        )
+    if "prompt" in df.columns:
+        blank_prompt = (
+            pl.col("prompt")
+            .list.eval(pl.element().struct.field("content").str.strip_chars().str.len_chars())
+            .list.sum()
+            .fill_null(0)
+            == 0
+        )
+        checks.append(("prompt", blank_prompt, "prompt is empty or only whitespace"))
+        bad_role = pl.col("prompt").list.eval(
+            ~pl.element().struct.field("role").is_in(ROLES)
+        ).list.any()
+        checks.append(("prompt", bad_role.fill_null(False), f"message role not in {ROLES}"))
+    if {"chosen", "rejected"} <= set(df.columns):
+        checks.append(("rejected", pl.col("chosen") == pl.col("rejected"), "chosen == rejected"))
+    for name in _UNIT_INTERVAL & set(df.columns):
+        if df.schema[name].is_numeric():
+            checks.append(
+                (name, (pl.col(name) < 0) | (pl.col(name) > 1), "value outside 0-1")
+            )
+    if contract == "annotations":
+        checks.append(
+            (
+                "annotator_kind",
+                ~pl.col("annotator_kind").is_in(ANNOTATOR_KINDS),
+                f"must be one of {ANNOTATOR_KINDS}",
+            )
+        )
+        if "order" in df.columns:
+            checks.append(
+                ("order", ~pl.col("order").is_in(ORDERS) & pl.col("order").is_not_null(),
+                 f"must be one of {ORDERS} or empty")
+            )
+    if spec.unique and spec.unique in df.columns:
+        checks.append(
+            # The first occurrence stays good; later copies are the problem rows.
+            (
+                spec.unique,
+                ~pl.col(spec.unique).is_first_distinct(),
+                f"duplicate {spec.unique} (an earlier row has the same id)",
+            )
+        )
+    frames = [
+        df.filter(expr.fill_null(False)).select(
+            pl.col("__row").alias("row"),
+            pl.lit(column).alias("column"),
+            pl.lit(problem).alias("problem"),
+        )
+        for column, expr, problem in checks
+    ]
+    if not frames:
+        return pl.DataFrame(schema={"row": pl.UInt32, "column": pl.String, "problem": pl.String})
+    return pl.concat(frames).sort("row", maintain_order=True)
+
+
+def validate(
+    table: pl.DataFrame, contract: str, *, source: str | Path | None = None
+) -> pl.DataFrame:
+    """Conform `table` to `contract` and raise ContractError on the first bad row.
+
+    Input: any table. Output: the conformed table (see `conform`). The error names the
+    file (`source`), the row and the column, and counts the other problems.
+    """
+    conformed = conform(table, contract, source=source)
+    problems = find_problems(conformed, contract)
+    if problems.height:
+        first = problems.row(0, named=True)
+        more = ""
+        if problems.height > 1:
+            counts = problems.group_by("problem").len().sort("len", descending=True)
+            more = "; all problems: " + ", ".join(
+                f"{r['problem']} x{r['len']}" for r in counts.iter_rows(named=True)
+            )
+        raise ContractError(
+            f"{first['problem']}{more}", source=source, row=first["row"], column=first["column"]
+        )
+    return conformed
+
+
+def split_problems(
+    table: pl.DataFrame, contract: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a conformed table into (good rows, rejected rows with a `reason` column).
+
+    Nothing is dropped silently: every row is in exactly one of the two outputs.
+    """
+    problems = find_problems(table, contract)
+    if not problems.height:
+        return table, table.head(0).with_columns(pl.lit(None, pl.String).alias("reason"))
+    reasons = problems.group_by("row", maintain_order=True).agg(
+        pl.format("{}: {}", "column", "problem").str.join("; ").alias("reason")
+    )
+    indexed = table.with_row_index("__row", offset=1)
+    joined = indexed.join(reasons, left_on="__row", right_on="row", how="left")
+    good = joined.filter(pl.col("reason").is_null()).drop("__row", "reason")
+    bad = joined.filter(pl.col("reason").is_not_null()).drop("__row")
+    return good, bad
