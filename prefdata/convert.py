@@ -104,7 +104,9 @@ def ratings_to_pairs(
     """Rated completions -> pairs.
 
     Input columns: `prompt` (text or messages), `completion`, `score` (a number, or a list
-    with one number per rater), optional `generator`. Completions are grouped by prompt.
+    with one number per rater), optional `generator`, optional `group` (completions rated
+    together, e.g. one question id; recorded in provenance). Completions are grouped by
+    `group` when given, else by prompt; a pair takes the chosen completion's prompt.
     A pair is made when the mean scores differ by more than `min_margin` (strictly): with
     mode "all", every such pair; with "best-vs-worst", the top against the bottom. A prompt
     whose completions all tie yields no pair. Output: pairs with margin = difference of
@@ -115,7 +117,12 @@ def ratings_to_pairs(
     table = with_messages(rated)
     generators = table["generator"].to_list() if "generator" in table.columns else None
     groups: dict[str, list[int]] = {}
-    keys = [json.dumps(p, sort_keys=True) for p in table["prompt"].to_list()]
+    grouped = "group" in table.columns
+    keys = (
+        [str(g) for g in table["group"].to_list()]
+        if grouped
+        else [json.dumps(p, sort_keys=True) for p in table["prompt"].to_list()]
+    )
     for i, k in enumerate(keys):
         groups.setdefault(k, []).append(i)
     scores = _score_matrix(table["score"].to_list())
@@ -123,10 +130,23 @@ def ratings_to_pairs(
     prompts = table["prompt"].to_list()
     records: list[dict[str, Any]] = []
     report = {"prompts": len(groups), "prompts_all_tied": 0, "pairs_below_margin": 0,
-              "completions_without_score": 0}
+              "completions_merged_identical": 0, "completions_without_score": 0}
     for idx in groups.values():
+        # The same text rated twice is one completion with more votes: pool its scores,
+        # otherwise it would pair with itself or make duplicate pairs.
+        first_of: dict[str, int] = {}
+        for i in idx:
+            if completions[i] in first_of:
+                scores[first_of[completions[i]]] = scores[first_of[completions[i]]] + scores[i]
+                scores[i] = []
+                report["completions_merged_identical"] += 1
+            else:
+                first_of[completions[i]] = i
+        idx = list(first_of.values())
         scored = [i for i in idx if scores[i]]
-        report["completions_without_score"] += len(idx) - len(scored)
+        report["completions_without_score"] += sum(
+            1 for i in idx if not scores[i]
+        )
         means = {i: float(np.mean(scores[i])) for i in scored}
         if len(set(means.values())) <= 1:
             report["prompts_all_tied"] += 1
@@ -160,6 +180,7 @@ def ratings_to_pairs(
                         "scores_rejected": sj,
                         "mode": mode,
                         "min_margin": min_margin,
+                        **({"group": keys[i]} if grouped else {}),
                         **(
                             {"generator_chosen": generators[i], "generator_rejected": generators[j]}
                             if generators else {}
@@ -207,6 +228,7 @@ def thumbs_to_kto(
     """
     from scipy.stats import beta  # scipy is a core dependency; imported here for start-up
 
+    thumbs = with_messages(thumbs)
     up = thumbs["up"].fill_null(0).to_numpy().astype(float)
     down = thumbs["down"].fill_null(0).to_numpy().astype(float)
     p_good = beta.sf(0.5, up + 1, down + 1)

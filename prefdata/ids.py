@@ -26,10 +26,13 @@ def digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=ID_BYTES).hexdigest()
 
 
-def digests(texts: Iterable[str]) -> list[str]:
-    """digest() over many strings."""
+def digests(texts: Iterable[str | None]) -> list[str | None]:
+    """digest() over many strings; a missing value has no id (the contract check flags it)."""
     blake = hashlib.blake2b
-    return [blake(t.encode("utf-8"), digest_size=ID_BYTES).hexdigest() for t in texts]
+    return [
+        None if t is None else blake(t.encode("utf-8"), digest_size=ID_BYTES).hexdigest()
+        for t in texts
+    ]
 
 
 def prompt_key(messages: Sequence[dict[str, Any]]) -> str:
@@ -80,7 +83,8 @@ def _prompt_key_expr(column: str = "prompt") -> pl.Expr:
 def _digest_column(series: pl.Series) -> pl.Series:
     # Hash each distinct value once: prompts repeat across pairs and candidates.
     uniq = series.unique()
-    table = pl.DataFrame({"key": uniq, "id": digests(uniq.to_list())})
+    table = pl.DataFrame({"key": uniq, "id": digests(uniq.to_list())},
+                         schema={"key": pl.String, "id": pl.String})
     return (
         series.to_frame("key").join(table, on="key", how="left", maintain_order="left")
     )["id"]
@@ -100,11 +104,13 @@ def with_pair_ids(table: pl.DataFrame) -> pl.DataFrame:
     lo = pl.select(pl.min_horizontal(dc, dr)).to_series()
     hi = pl.select(pl.max_horizontal(dc, dr)).to_series()
     keys = table["prompt_id"] + _US + lo + _RS + hi
-    return table.with_columns(pl.Series("pair_id", digests(keys.to_list())))
+    return table.with_columns(pl.Series("pair_id", digests(keys.to_list()), dtype=pl.String))
 
 
 def with_completion_ids(table: pl.DataFrame) -> pl.DataFrame:
     """Add `prompt_id` and `completion_id` from `prompt` and `completion`."""
     table = with_prompt_ids(table)
     keys = table["prompt_id"] + _US + table["completion"]
-    return table.with_columns(pl.Series("completion_id", digests(keys.to_list())))
+    return table.with_columns(
+        pl.Series("completion_id", digests(keys.to_list()), dtype=pl.String)
+    )

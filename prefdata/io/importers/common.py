@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from prefdata import ids
-from prefdata.schema import MESSAGES, conform, contract_of, split_problems
+from prefdata.schema import MESSAGES, conform, contract_of, split_problems, with_messages
 
 REJECTED_SCHEMA = {"row": pl.Int64, "reason": pl.String, "record": pl.String}
 
@@ -84,7 +84,7 @@ def pairs_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
             }
         )
     schema: dict[str, Any] = {
-        "prompt": MESSAGES,
+        "prompt": _prompt_dtype(rows),
         "chosen": pl.String,
         "rejected": pl.String,
         "confidence": pl.Float64,
@@ -96,14 +96,13 @@ def pairs_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
     }
     if rows and "split" in rows[0]:
         schema["split"] = pl.String
-    table = pl.DataFrame(rows, schema=schema)
+    table = with_messages(pl.DataFrame(rows, schema=schema))
     return conform(ids.with_pair_ids(table), "pairs")
 
 
 def kto_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
     """KTO rows from records with prompt (messages), completion, label, optional confidence."""
-    table = pl.DataFrame(
-        [
+    rows = [
             {
                 "prompt": r["prompt"],
                 "completion": r["completion"],
@@ -112,16 +111,26 @@ def kto_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
                 "source": r.get("source", source),
             }
             for r in records
-        ],
+    ]
+    table = pl.DataFrame(
+        rows,
         schema={
-            "prompt": MESSAGES,
+            "prompt": _prompt_dtype(rows),
             "completion": pl.String,
             "label": pl.Boolean,
             "confidence": pl.Float64,
             "source": pl.String,
         },
     )
-    return conform(ids.with_completion_ids(table), "kto")
+    return conform(ids.with_completion_ids(with_messages(table)), "kto")
+
+
+def _prompt_dtype(rows: list[dict[str, Any]]) -> pl.DataType:
+    # Text prompts stay text here and become one user message in with_messages; building
+    # them straight into the messages type would silently turn them into nulls.
+    if rows and isinstance(rows[0]["prompt"], str):
+        return pl.String()
+    return MESSAGES
 
 
 def annotations_table(records: list[dict[str, Any]]) -> pl.DataFrame:

@@ -1,0 +1,268 @@
+"""The `prefdata` command line: parse, call one library function, write outputs. No logic.
+
+Every command prints a one-line error naming the file, row and column on bad input
+(exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from prefdata.errors import PrefdataError
+
+app = typer.Typer(
+    help="Clean preference data and train on it. Every stage reads and writes a table file "
+    "(Parquet by default, JSONL on request).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# format name -> (module, function); imported lazily so `prefdata --help` stays fast.
+IMPORTERS: dict[str, tuple[str, str]] = {
+    "hh-rlhf": ("prefdata.io.importers.hh_rlhf", "import_hh_rlhf"),
+    "pandalm": ("prefdata.io.importers.pandalm", "import_pandalm"),
+    "oasst": ("prefdata.io.importers.oasst", "import_oasst"),
+    "rated": ("prefdata.io.importers.rated", "import_rated"),
+    "hhh": ("prefdata.io.importers.hhh", "import_hhh"),
+    "gsm8k": ("prefdata.io.importers.math", "import_gsm8k"),
+    "gsm8k-solutions": ("prefdata.io.importers.math", "import_gsm8k_solutions"),
+    "math500": ("prefdata.io.importers.math", "import_math500"),
+    "trl": ("prefdata.io.importers.trl", "import_trl"),
+    "openai": ("prefdata.io.importers.openai", "import_openai_dpo"),
+    "feedback": ("prefdata.io.importers.feedback", "import_feedback"),
+}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from prefdata import __version__
+
+        print(f"prefdata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    """Clean preference data and train on it."""
+
+
+def friendly_errors(func: F) -> F:
+    """Turn prefdata's own errors into one red line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PrefdataError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(json.dumps(report, indent=1, default=str))
+
+
+def _parse_options(options: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in options:
+        if "=" not in item:
+            raise PrefdataError(f"--option expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            parsed[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.replace("-", "_")] = value
+    return parsed
+
+
+@app.command("import")
+@friendly_errors
+def import_cmd(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=f"one of: {', '.join(IMPORTERS)}")],
+    src: Annotated[Path, typer.Argument(help="the file (or folder) to import")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output table (.parquet or .jsonl)")],
+    mode: Annotated[str | None, typer.Option(help="all | best-vs-worst (rated, oasst)")] = None,
+    min_margin: Annotated[float | None, typer.Option(help="rated: minimum score gap")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="other importer option, key=value")
+    ] = None,
+) -> None:
+    """Import a public format into prefdata's tables.
+
+    The main table goes to OUT; companion tables (annotations, kto, prompts) and the rejected
+    rows (with their reason) go beside it as OUT-stem.<name>.<suffix>.
+
+    Example: prefdata import hh-rlhf harmless-base_test.jsonl.gz -o hh.parquet
+    """
+    from prefdata.io.tables import sibling, write_table
+
+    if fmt not in IMPORTERS:
+        raise PrefdataError(f"unknown format '{fmt}'; choose one of: {', '.join(IMPORTERS)}")
+    module, name = IMPORTERS[fmt]
+    importer = getattr(importlib.import_module(module), name)
+    kwargs = _parse_options(option or [])
+    if mode is not None:
+        kwargs["mode"] = mode
+    if min_margin is not None:
+        kwargs["min_margin"] = min_margin
+    accepted = inspect.signature(importer).parameters
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise PrefdataError(
+            f"format '{fmt}' takes no option(s) {unknown}; it takes "
+            f"{[p for p in accepted if p != 'path']}"
+        )
+    result = importer(src, **kwargs)
+    written = {}
+    for i, (table_name, table) in enumerate(result.tables.items()):
+        path = out if i == 0 else sibling(out, table_name)
+        written[table_name] = str(write_table(table, path))
+    if result.rejected.height:
+        written["rejected"] = str(write_table(result.rejected, sibling(out, "rejected")))
+    print_report({**result.report, "written": written})
+
+
+@app.command()
+@friendly_errors
+def validate(
+    file: Annotated[Path, typer.Argument(help="table to check")],
+    contract: Annotated[
+        str | None, typer.Option(help="prompts|candidates|annotations|pairs|kto|issues")
+    ] = None,
+) -> None:
+    """Check a table against its column contract; errors name the row and the column.
+
+    Example: prefdata validate hh.parquet --contract pairs
+    """
+    from prefdata.io.tables import read_table
+    from prefdata.schema import guess_contract
+    from prefdata.schema import validate as check
+
+    table = read_table(file)
+    name = contract or guess_contract(table)
+    if name is None:
+        raise PrefdataError(f"{file}: matches no contract; pass --contract")
+    check(table, name, source=file)
+    console.print(f"[green]ok[/]: {file} meets the '{name}' contract ({table.height} rows)")
+
+
+@app.command()
+@friendly_errors
+def convert(
+    conversion: Annotated[
+        str,
+        typer.Argument(help="pairs-to-kto | ratings-to-pairs | rankings-to-pairs | thumbs-to-kto"),
+    ],
+    src: Annotated[Path, typer.Argument(help="input table")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output table")],
+    mode: Annotated[str, typer.Option(help="all | best-vs-worst (ratings, rankings)")] = "all",
+    min_margin: Annotated[float, typer.Option(help="ratings: minimum score gap")] = 0.0,
+) -> None:
+    """Convert between tables (input columns are in each function's docstring).
+
+    Example: prefdata convert pairs-to-kto hh.parquet -o hh.kto.parquet
+    """
+    from prefdata import convert as conv
+    from prefdata.io.tables import read_table, sibling, write_table
+    from prefdata.schema import validate as check
+
+    table = read_table(src)
+    if conversion == "pairs-to-kto":
+        result, report = conv.pairs_to_kto(check(table, "pairs", source=src))
+    elif conversion == "ratings-to-pairs":
+        result, report = conv.ratings_to_pairs(table, mode=mode, min_margin=min_margin)  # type: ignore[arg-type]
+    elif conversion == "rankings-to-pairs":
+        result, report = conv.rankings_to_pairs(table, mode=mode)  # type: ignore[arg-type]
+    elif conversion == "thumbs-to-kto":
+        result, tied, report = conv.thumbs_to_kto(table)
+        if tied.height:
+            report["tied_written"] = str(write_table(tied, sibling(out, "tied")))
+    else:
+        raise PrefdataError(f"unknown conversion '{conversion}'")
+    write_table(result, out)
+    print_report({**report, "written": str(out)})
+
+
+@app.command()
+@friendly_errors
+def export(
+    file: Annotated[Path, typer.Argument(help="pairs (or kto) table")],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="trl | trl-conversational | kto | kto-conversational | "
+                     "openai | hf"),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output file or folder (hf)")],
+    flatten: Annotated[bool, typer.Option(help="write multi-turn prompts as plain text")] = False,
+    minimal: Annotated[bool, typer.Option(help="only the format's own columns")] = False,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="also push to this Hub repo (needs network and a token)")
+    ] = None,
+) -> None:
+    """Export pairs (or KTO rows) for training.
+
+    Example: prefdata export hh.parquet --format trl-conversational -o hh.trl.jsonl
+    """
+    from prefdata.io import exporters
+    from prefdata.io.tables import read_table
+
+    table = read_table(file)
+    report = exporters.export(table, out, fmt, flatten=flatten, minimal=minimal,  # type: ignore[arg-type]
+                              source=str(file))
+    if push_to_hub:
+        exporters.push_to_hub(table, push_to_hub)
+        report["pushed_to"] = push_to_hub
+    print_report(report)
+
+
+@app.command()
+@friendly_errors
+def info(file: Annotated[Path, typer.Argument(help="any table")]) -> None:
+    """Rows, columns, contract and label balance of a table.
+
+    Example: prefdata info hh.parquet
+    """
+    from prefdata.describe import describe
+    from prefdata.io.tables import read_table
+
+    print_report(describe(read_table(file)))
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("demo-out"),
+) -> None:
+    """Run the offline example flow on data shipped with prefdata.
+
+    Example: prefdata demo -o demo-out
+    """
+    from prefdata.demo import run_demo
+
+    print_report(run_demo(out))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from prefdata.cli import app
+from prefdata.io.tables import read_table
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_import_validate_info_export_on_real_file(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz"
+    code, out = run("import", "hh-rlhf", str(src), "-o", str(tmp_path / "hh.parquet"))
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["rows_pairs"] + report["rows_rejected"] == 2312
+    assert read_table(tmp_path / "hh.rejected.parquet").height == report["rows_rejected"]
+
+    code, out = run("validate", str(tmp_path / "hh.parquet"))
+    assert code == 0 and "'pairs' contract" in out
+
+    code, out = run("info", str(tmp_path / "hh.parquet"))
+    assert code == 0 and json.loads(out)["contract"] == "pairs"
+
+    code, out = run("export", str(tmp_path / "hh.parquet"), "--format", "trl-conversational",
+                    "-o", str(tmp_path / "hh.trl.jsonl"))
+    assert code == 0, out
+    assert read_table(tmp_path / "hh.trl.jsonl").height == report["rows_pairs"]
+
+    code, out = run("convert", "pairs-to-kto", str(tmp_path / "hh.parquet"),
+                    "-o", str(tmp_path / "hh.kto.parquet"))
+    assert code == 0 and json.loads(out)["desirable_ratio"] == 1.0
+
+
+def test_bad_input_is_one_line_with_location(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b", "rejected": "x"}\n{oops\n')
+    code, out = run("import", "hh-rlhf", str(bad), "-o", str(tmp_path / "o.parquet"))
+    assert code == 2
+    assert "bad.jsonl, row 2" in out and "Traceback" not in out
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_validate_names_row_and_column(tmp_path: Path) -> None:
+    table = pl.DataFrame({"pair_id": ["a", "b"], "prompt_id": ["p", "p"], "prompt": ["q", "q"],
+                          "chosen": ["x", "y"], "rejected": ["z", "y"], "confidence": [0.5, 0.5],
+                          "margin": [None, None], "n_votes": [1, 1], "agreement": [None, None],
+                          "source": ["s", "s"], "provenance": ["{}", "{}"]})
+    table.write_parquet(tmp_path / "p.parquet")
+    code, out = run("validate", str(tmp_path / "p.parquet"))
+    assert code == 2
+    assert "p.parquet, row 2, column 'rejected': chosen == rejected" in out.replace("\n", "")
+
+
+def test_unknown_format_and_option() -> None:
+    code, out = run("import", "nope", "x", "-o", "y.parquet")
+    assert code == 2 and "unknown format 'nope'" in out
+    code, out = run("import", "hh-rlhf", "x", "-o", "y.parquet", "--mode", "all")
+    assert code == 2 and "takes no option" in out
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in ["import", "validate", "convert", "export", "info", "demo"]:
+        code, out = run(command, "--help")
+        assert code == 0 and "Example:" in out, command
+
+
+def test_demo_runs_offline(tmp_path: Path) -> None:
+    code, out = run("demo", "-o", str(tmp_path / "demo"))
+    assert code == 0, out
+    pairs = read_table(tmp_path / "demo" / "pairs.parquet")
+    # 10 prompts; the prime-number prompt ties everywhere and must give no pair
+    assert pairs.height > 10
+    assert not pairs["prompt"].list.first().struct.field("content").str.contains("prime").any()
+    assert (tmp_path / "demo" / "train.trl.jsonl").exists()
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).with_name("prefdata")
+    res = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert res.stdout.startswith("prefdata ")
