@@ -56,7 +56,8 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="show the version")
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="show the version"),
     ] = False,
 ) -> None:
     """Clean preference data and train on it."""
@@ -207,8 +208,9 @@ def export(
     file: Annotated[Path, typer.Argument(help="pairs (or kto) table")],
     fmt: Annotated[
         str,
-        typer.Option("--format", help="trl | trl-conversational | kto | kto-conversational | "
-                     "openai | hf"),
+        typer.Option(
+            "--format", help="trl | trl-conversational | kto | kto-conversational | openai | hf"
+        ),
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="output file or folder (hf)")],
     flatten: Annotated[bool, typer.Option(help="write multi-turn prompts as plain text")] = False,
@@ -225,8 +227,14 @@ def export(
     from prefdata.io.tables import read_table
 
     table = read_table(file)
-    report = exporters.export(table, out, fmt, flatten=flatten, minimal=minimal,  # type: ignore[arg-type]
-                              source=str(file))
+    report = exporters.export(
+        table,
+        out,
+        exporters.parse_format(fmt),
+        flatten=flatten,
+        minimal=minimal,
+        source=str(file),
+    )
     if push_to_hub:
         exporters.push_to_hub(table, push_to_hub)
         report["pushed_to"] = push_to_hub
@@ -257,7 +265,16 @@ def demo(
     """
     from prefdata.demo import run_demo
 
-    print_report(run_demo(out))
+    summary = run_demo(out)
+    conversion = summary["conversion"]
+    print(
+        f"prefdata demo: {conversion['prompts']} prompts -> {conversion['pairs']} pairs "
+        f"({conversion['prompts_all_tied']} prompt with all answers tied gave no pair, "
+        f"{conversion['pairs_below_margin']} pairs below the margin were skipped)"
+    )
+    for name, path in summary["written"].items():
+        print(f"  {name:<20} {path}")
+    print(f"The full report is in {summary['written']['report']}")
 
 
 def main() -> None:

@@ -76,7 +76,7 @@ def _empty_kto() -> pl.DataFrame:
 
 def _score_matrix(scores: list[Any]) -> list[list[float]]:
     # A score is one number or a list of numbers (one per rater); nulls are missing votes.
-    out = []
+    out: list[list[float]] = []
     for s in scores:
         if s is None:
             out.append([])
@@ -91,7 +91,7 @@ def _prob_better(x: list[float], y: list[float]) -> float:
     """P(a rating of x beats a rating of y), ties counting half (the AUC of x over y)."""
     a = np.asarray(x)[:, None]
     b = np.asarray(y)[None, :]
-    return float(((a > b).mean() + 0.5 * (a == b).mean()))
+    return float((a > b).mean() + 0.5 * (a == b).mean())
 
 
 def ratings_to_pairs(
@@ -129,8 +129,13 @@ def ratings_to_pairs(
     completions = table["completion"].to_list()
     prompts = table["prompt"].to_list()
     records: list[dict[str, Any]] = []
-    report = {"prompts": len(groups), "prompts_all_tied": 0, "pairs_below_margin": 0,
-              "completions_merged_identical": 0, "completions_without_score": 0}
+    report = {
+        "prompts": len(groups),
+        "prompts_all_tied": 0,
+        "pairs_below_margin": 0,
+        "completions_merged_identical": 0,
+        "completions_without_score": 0,
+    }
     for idx in groups.values():
         # The same text rated twice is one completion with more votes: pool its scores,
         # otherwise it would pair with itself or make duplicate pairs.
@@ -144,17 +149,16 @@ def ratings_to_pairs(
                 first_of[completions[i]] = i
         idx = list(first_of.values())
         scored = [i for i in idx if scores[i]]
-        report["completions_without_score"] += sum(
-            1 for i in idx if not scores[i]
-        )
+        report["completions_without_score"] += sum(1 for i in idx if not scores[i])
         means = {i: float(np.mean(scores[i])) for i in scored}
         if len(set(means.values())) <= 1:
             report["prompts_all_tied"] += 1
             continue
         ranked = sorted(scored, key=lambda i: -means[i])
         candidates = (
-            [(ranked[0], ranked[-1])] if mode == "best-vs-worst"
-            else [(i, j) for a, i in enumerate(ranked) for j in ranked[a + 1:]]
+            [(ranked[0], ranked[-1])]
+            if mode == "best-vs-worst"
+            else [(i, j) for a, i in enumerate(ranked) for j in ranked[a + 1 :]]
         )
         for i, j in candidates:
             margin = means[i] - means[j]
@@ -173,7 +177,8 @@ def ratings_to_pairs(
                     "n_votes": min(len(si), len(sj)),
                     "agreement": (
                         float(np.mean([a > b for a, b in zip(si, sj, strict=True)]))
-                        if aligned else None
+                        if aligned
+                        else None
                     ),
                     "provenance": {
                         "scores_chosen": si,
@@ -183,7 +188,8 @@ def ratings_to_pairs(
                         **({"group": keys[i]} if grouped else {}),
                         **(
                             {"generator_chosen": generators[i], "generator_rejected": generators[j]}
-                            if generators else {}
+                            if generators
+                            else {}
                         ),
                     },
                 }

@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.schema import find_problems, guess_contract, conform
+from prefdata.schema import conform, find_problems, guess_contract
 
 
 def describe(table: pl.DataFrame) -> dict[str, Any]:
@@ -33,12 +33,11 @@ def describe(table: pl.DataFrame) -> dict[str, Any]:
         conf = conformed["confidence"].drop_nulls()
         out["confidence"] = (
             {"known": conf.len(), "mean": conf.mean(), "min": conf.min(), "max": conf.max()}
-            if conf.len() else {"known": 0}
+            if conf.len()
+            else {"known": 0}
         )
-        out["chosen_longer_share"] = float(
-            (conformed["chosen"].str.len_chars() > conformed["rejected"].str.len_chars()).mean()
-            or 0.0
-        )
+        longer = conformed["chosen"].str.len_chars() > conformed["rejected"].str.len_chars()
+        out["chosen_longer_share"] = longer.sum() / max(longer.len(), 1)
     if contract in ("kto", "annotations"):
         out["labels"] = _counts(conformed["label"].cast(pl.String))
     if contract == "kto":

@@ -83,11 +83,10 @@ def _prompt_key_expr(column: str = "prompt") -> pl.Expr:
 def _digest_column(series: pl.Series) -> pl.Series:
     # Hash each distinct value once: prompts repeat across pairs and candidates.
     uniq = series.unique()
-    table = pl.DataFrame({"key": uniq, "id": digests(uniq.to_list())},
-                         schema={"key": pl.String, "id": pl.String})
-    return (
-        series.to_frame("key").join(table, on="key", how="left", maintain_order="left")
-    )["id"]
+    table = pl.DataFrame(
+        {"key": uniq, "id": digests(uniq.to_list())}, schema={"key": pl.String, "id": pl.String}
+    )
+    return (series.to_frame("key").join(table, on="key", how="left", maintain_order="left"))["id"]
 
 
 def with_prompt_ids(table: pl.DataFrame) -> pl.DataFrame:
@@ -111,6 +110,4 @@ def with_completion_ids(table: pl.DataFrame) -> pl.DataFrame:
     """Add `prompt_id` and `completion_id` from `prompt` and `completion`."""
     table = with_prompt_ids(table)
     keys = table["prompt_id"] + _US + table["completion"]
-    return table.with_columns(
-        pl.Series("completion_id", digests(keys.to_list()), dtype=pl.String)
-    )
+    return table.with_columns(pl.Series("completion_id", digests(keys.to_list()), dtype=pl.String))

@@ -140,9 +140,7 @@ def contract_of(name: str) -> Contract:
     try:
         return CONTRACTS[name]
     except KeyError:
-        raise ContractError(
-            f"unknown contract '{name}'; known: {', '.join(CONTRACTS)}"
-        ) from None
+        raise ContractError(f"unknown contract '{name}'; known: {', '.join(CONTRACTS)}") from None
 
 
 def empty(name: str) -> pl.DataFrame:
@@ -154,9 +152,9 @@ def guess_contract(table: pl.DataFrame) -> str | None:
     """The most specific contract whose required columns the table has, if any."""
     best: tuple[int, str] | None = None
     for c in CONTRACTS.values():
-        if set(c.required) <= set(table.columns):
-            if best is None or len(c.required) > best[0]:
-                best = (len(c.required), c.name)
+        fits = set(c.required) <= set(table.columns)
+        if fits and (best is None or len(c.required) > best[0]):
+            best = (len(c.required), c.name)
     return best[1] if best else None
 
 
@@ -175,7 +173,7 @@ def _coerce_column(
             )
         try:
             return series.cast(MESSAGES)
-        except Exception:  # noqa: BLE001 - re-raised below with the location
+        except Exception:
             raise ContractError(
                 f"expected text or a list of {{role, content}} messages, got {series.dtype}",
                 source=source,
@@ -225,8 +223,7 @@ def conform(
     missing = [c for c in spec.required if c not in table.columns]
     if missing:
         raise ContractError(
-            f"missing column(s) {missing} for contract '{contract}'; "
-            f"the table has {table.columns}",
+            f"missing column(s) {missing} for contract '{contract}'; the table has {table.columns}",
             source=source,
             column=missing[0],
         )
@@ -254,9 +251,7 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
             continue
         checks.append((name, pl.col(name).is_null(), "missing value"))
     for name in _NON_BLANK & set(df.columns):
-        checks.append(
-            (name, pl.col(name).str.strip_chars().str.len_chars() == 0, "empty text")
-        )
+        checks.append((name, pl.col(name).str.strip_chars().str.len_chars() == 0, "empty text"))
     if "prompt" in df.columns:
         blank_prompt = (
             pl.col("prompt")
@@ -266,17 +261,15 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
             == 0
         )
         checks.append(("prompt", blank_prompt, "prompt is empty or only whitespace"))
-        bad_role = pl.col("prompt").list.eval(
-            ~pl.element().struct.field("role").is_in(ROLES)
-        ).list.any()
+        bad_role = (
+            pl.col("prompt").list.eval(~pl.element().struct.field("role").is_in(ROLES)).list.any()
+        )
         checks.append(("prompt", bad_role.fill_null(False), f"message role not in {ROLES}"))
     if {"chosen", "rejected"} <= set(df.columns):
         checks.append(("rejected", pl.col("chosen") == pl.col("rejected"), "chosen == rejected"))
     for name in _UNIT_INTERVAL & set(df.columns):
         if df.schema[name].is_numeric():
-            checks.append(
-                (name, (pl.col(name) < 0) | (pl.col(name) > 1), "value outside 0-1")
-            )
+            checks.append((name, (pl.col(name) < 0) | (pl.col(name) > 1), "value outside 0-1"))
     if contract == "annotations":
         checks.append(
             (
@@ -287,8 +280,11 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
         )
         if "order" in df.columns:
             checks.append(
-                ("order", ~pl.col("order").is_in(ORDERS) & pl.col("order").is_not_null(),
-                 f"must be one of {ORDERS} or empty")
+                (
+                    "order",
+                    ~pl.col("order").is_in(ORDERS) & pl.col("order").is_not_null(),
+                    f"must be one of {ORDERS} or empty",
+                )
             )
     if spec.unique and spec.unique in df.columns:
         checks.append(
@@ -336,9 +332,7 @@ def validate(
     return conformed
 
 
-def split_problems(
-    table: pl.DataFrame, contract: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_problems(table: pl.DataFrame, contract: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a conformed table into (good rows, rejected rows with a `reason` column).
 
     Nothing is dropped silently: every row is in exactly one of the two outputs.

@@ -33,13 +33,24 @@ def test_import_validate_info_export_on_real_file(shared_data: Path, tmp_path: P
     code, out = run("info", str(tmp_path / "hh.parquet"))
     assert code == 0 and json.loads(out)["contract"] == "pairs"
 
-    code, out = run("export", str(tmp_path / "hh.parquet"), "--format", "trl-conversational",
-                    "-o", str(tmp_path / "hh.trl.jsonl"))
+    code, out = run(
+        "export",
+        str(tmp_path / "hh.parquet"),
+        "--format",
+        "trl-conversational",
+        "-o",
+        str(tmp_path / "hh.trl.jsonl"),
+    )
     assert code == 0, out
     assert read_table(tmp_path / "hh.trl.jsonl").height == report["rows_pairs"]
 
-    code, out = run("convert", "pairs-to-kto", str(tmp_path / "hh.parquet"),
-                    "-o", str(tmp_path / "hh.kto.parquet"))
+    code, out = run(
+        "convert",
+        "pairs-to-kto",
+        str(tmp_path / "hh.parquet"),
+        "-o",
+        str(tmp_path / "hh.kto.parquet"),
+    )
     assert code == 0 and json.loads(out)["desirable_ratio"] == 1.0
 
 
@@ -53,10 +64,21 @@ def test_bad_input_is_one_line_with_location(tmp_path: Path) -> None:
 
 
 def test_validate_names_row_and_column(tmp_path: Path) -> None:
-    table = pl.DataFrame({"pair_id": ["a", "b"], "prompt_id": ["p", "p"], "prompt": ["q", "q"],
-                          "chosen": ["x", "y"], "rejected": ["z", "y"], "confidence": [0.5, 0.5],
-                          "margin": [None, None], "n_votes": [1, 1], "agreement": [None, None],
-                          "source": ["s", "s"], "provenance": ["{}", "{}"]})
+    table = pl.DataFrame(
+        {
+            "pair_id": ["a", "b"],
+            "prompt_id": ["p", "p"],
+            "prompt": ["q", "q"],
+            "chosen": ["x", "y"],
+            "rejected": ["z", "y"],
+            "confidence": [0.5, 0.5],
+            "margin": [None, None],
+            "n_votes": [1, 1],
+            "agreement": [None, None],
+            "source": ["s", "s"],
+            "provenance": ["{}", "{}"],
+        }
+    )
     table.write_parquet(tmp_path / "p.parquet")
     code, out = run("validate", str(tmp_path / "p.parquet"))
     assert code == 2

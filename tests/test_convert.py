@@ -78,8 +78,11 @@ def test_ratings_never_give_chosen_equal_rejected(
 
 def test_all_tied_prompt_gives_no_pair() -> None:
     rated = pl.DataFrame(
-        {"prompt": ["p"] * 3 + ["q"] * 2, "completion": ["a", "b", "c", "d", "e"],
-         "score": [4, 4, 4, 5, 1]}
+        {
+            "prompt": ["p"] * 3 + ["q"] * 2,
+            "completion": ["a", "b", "c", "d", "e"],
+            "score": [4, 4, 4, 5, 1],
+        }
     )
     pairs, report = ratings_to_pairs(rated)
     assert report["prompts_all_tied"] == 1
@@ -87,8 +90,9 @@ def test_all_tied_prompt_gives_no_pair() -> None:
 
 
 def test_rating_confidence_is_the_rater_auc() -> None:
-    rated = pl.DataFrame({"prompt": ["p", "p"], "completion": ["a", "b"],
-                          "score": [[5, 3, 4], [4, 4, 2]]})
+    rated = pl.DataFrame(
+        {"prompt": ["p", "p"], "completion": ["a", "b"], "score": [[5, 3, 4], [4, 4, 2]]}
+    )
     pairs, _ = ratings_to_pairs(rated)
     # a's ratings vs b's: 5>4,5>4,5>2, 3<4,3<4,3>2, 4=4,4=4,4>2 -> (5 + 2*0.5) / 9
     assert abs(pairs["confidence"][0] - 6 / 9) < 1e-12
@@ -96,8 +100,9 @@ def test_rating_confidence_is_the_rater_auc() -> None:
 
 
 def test_rankings_all_vs_best_vs_worst() -> None:
-    ranked = pl.DataFrame({"prompt": ["p"] * 4, "completion": ["a", "b", "c", "d"],
-                           "rank": [0, 1, 2, 2]})
+    ranked = pl.DataFrame(
+        {"prompt": ["p"] * 4, "completion": ["a", "b", "c", "d"], "rank": [0, 1, 2, 2]}
+    )
     every, _ = rankings_to_pairs(ranked)
     assert every.height == 5  # 6 combinations minus the equal-rank c/d
     best, _ = rankings_to_pairs(ranked, mode="best-vs-worst")
@@ -105,8 +110,14 @@ def test_rankings_all_vs_best_vs_worst() -> None:
 
 
 def test_thumbs_confidence_from_beta_posterior() -> None:
-    thumbs = pl.DataFrame({"prompt": ["p"] * 4, "completion": ["a", "b", "c", "d"],
-                           "up": [3, 0, 2, 0], "down": [0, 1, 2, 0]})
+    thumbs = pl.DataFrame(
+        {
+            "prompt": ["p"] * 4,
+            "completion": ["a", "b", "c", "d"],
+            "up": [3, 0, 2, 0],
+            "down": [0, 1, 2, 0],
+        }
+    )
     kto, tied, report = thumbs_to_kto(thumbs)
     assert kto["completion"].to_list() == ["a", "b"]
     assert kto["label"].to_list() == [True, False]
@@ -128,8 +139,9 @@ def test_ids_are_stable_across_processes_and_sides() -> None:
     outs = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        res = subprocess.run([sys.executable, "-c", ID_SCRIPT], capture_output=True, text=True,
-                             env=env, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", ID_SCRIPT], capture_output=True, text=True, env=env, check=True
+        )
         outs.add(res.stdout.strip())
     assert len(outs) == 1
     swapped = pairs_table(

@@ -56,7 +56,9 @@ def test_mistyped_value_names_row_and_column() -> None:
         ({"confidence": [0.9, 1.5]}, "confidence", "outside 0-1"),
     ],
 )
-def test_bad_rows_are_located(overrides: dict[str, list[object]], column: str, problem: str) -> None:
+def test_bad_rows_are_located(
+    overrides: dict[str, list[object]], column: str, problem: str
+) -> None:
     table = pairs_rows(**overrides)
     with pytest.raises(ContractError) as err:
         validate(table, "pairs", source="x.parquet")

@@ -9,7 +9,7 @@ exported as KTO goes through prefdata.convert.pairs_to_kto.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 
@@ -23,17 +23,29 @@ EXPORT_FORMATS: tuple[str, ...] = ExportFormat.__args__  # type: ignore[attr-def
 
 # prefdata's own columns travel with TRL exports (TRL ignores columns it does not use), so an
 # export -> import round trip keeps confidence and provenance. `minimal=True` drops them.
-PAIR_EXTRAS = ("pair_id", "prompt_id", "confidence", "margin", "n_votes", "agreement", "source",
-               "provenance")
+PAIR_EXTRAS = (
+    "pair_id",
+    "prompt_id",
+    "confidence",
+    "margin",
+    "n_votes",
+    "agreement",
+    "source",
+    "provenance",
+)
 KTO_EXTRAS = ("prompt_id", "completion_id", "confidence", "source")
 
 _ASSISTANT = pl.Struct({"role": pl.String, "content": pl.String})
 
 
 def _as_assistant(column: str) -> pl.Expr:
-    return pl.concat_list(
-        pl.struct(pl.lit("assistant").alias("role"), pl.col(column).alias("content"))
-    ).cast(pl.List(_ASSISTANT)).alias(column)
+    return (
+        pl.concat_list(
+            pl.struct(pl.lit("assistant").alias("role"), pl.col(column).alias("content"))
+        )
+        .cast(pl.List(_ASSISTANT))
+        .alias(column)
+    )
 
 
 def _prompt_text(table: pl.DataFrame, *, flatten: bool, source: str | None) -> pl.Expr:
@@ -95,8 +107,11 @@ def to_trl(
     if conversational:
         cols = [pl.col("prompt"), _as_assistant("chosen"), _as_assistant("rejected")]
     else:
-        cols = [_prompt_text(pairs, flatten=flatten, source=source), pl.col("chosen"),
-                pl.col("rejected")]
+        cols = [
+            _prompt_text(pairs, flatten=flatten, source=source),
+            pl.col("chosen"),
+            pl.col("rejected"),
+        ]
     return pairs.select(*cols, *extras)
 
 
@@ -125,8 +140,11 @@ def to_kto(
     if conversational:
         cols = [pl.col("prompt"), _as_assistant("completion"), pl.col("label")]
     else:
-        cols = [_prompt_text(kto, flatten=flatten, source=source), pl.col("completion"),
-                pl.col("label")]
+        cols = [
+            _prompt_text(kto, flatten=flatten, source=source),
+            pl.col("completion"),
+            pl.col("label"),
+        ]
     return kto.select(*cols, *extras), report
 
 
@@ -142,6 +160,13 @@ def to_openai(pairs: pl.DataFrame, *, source: str | None = None) -> pl.DataFrame
         _as_assistant("chosen").alias("preferred_output"),
         _as_assistant("rejected").alias("non_preferred_output"),
     )
+
+
+def parse_format(name: str) -> ExportFormat:
+    """The export format called `name`, or an error listing the known ones."""
+    if name not in EXPORT_FORMATS:
+        raise InputError(f"unknown export format '{name}'; choose one of {EXPORT_FORMATS}")
+    return cast(ExportFormat, name)
 
 
 def export(
@@ -163,16 +188,27 @@ def export(
     out: pl.DataFrame
     file_format: Format | None = None
     if fmt in ("trl", "trl-conversational"):
-        out = to_trl(table, conversational=fmt == "trl-conversational", flatten=flatten,
-                     minimal=minimal, source=source)
+        out = to_trl(
+            table,
+            conversational=fmt == "trl-conversational",
+            flatten=flatten,
+            minimal=minimal,
+            source=source,
+        )
     elif fmt in ("kto", "kto-conversational"):
-        out, balance = to_kto(table, conversational=fmt == "kto-conversational",
-                              flatten=flatten, minimal=minimal, source=source)
+        out, balance = to_kto(
+            table,
+            conversational=fmt == "kto-conversational",
+            flatten=flatten,
+            minimal=minimal,
+            source=source,
+        )
         report.update(balance)
     elif fmt == "openai":
         if not str(path).endswith(".jsonl"):
-            raise InputError("the OpenAI format is JSONL: give an output path ending in .jsonl",
-                             source=str(path))
+            raise InputError(
+                "the OpenAI format is JSONL: give an output path ending in .jsonl", source=str(path)
+            )
         out = to_openai(table, source=source)
     elif fmt == "hf":
         out = (
@@ -188,12 +224,20 @@ def export(
     return report
 
 
-def push_to_hub(table: pl.DataFrame, repo_id: str, *, private: bool = True,
-                token: str | None = None) -> None:
+def push_to_hub(
+    table: pl.DataFrame, repo_id: str, *, private: bool = True, token: str | None = None
+) -> None:
     """Push TRL conversational rows to the Hugging Face Hub (needs network and a token)."""
     rows = to_trl(table, conversational=True)
     to_hf_dataset(rows).push_to_hub(repo_id, private=private, token=token)
 
 
-__all__ = ["EXPORT_FORMATS", "atomic_path", "export", "push_to_hub", "to_kto", "to_openai",
-           "to_trl"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "atomic_path",
+    "export",
+    "push_to_hub",
+    "to_kto",
+    "to_openai",
+    "to_trl",
+]

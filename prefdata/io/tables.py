@@ -144,7 +144,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
     if fmt == "parquet":
         try:
             return pl.read_parquet(p)
-        except Exception as exc:  # noqa: BLE001 - polars raises several types here
+        except Exception as exc:
             raise InputError(f"not a readable Parquet file: {exc}", source=path) from None
     if fmt == "csv":
         text = read_text(p)
@@ -157,12 +157,12 @@ def read_table(path: str | Path) -> pl.DataFrame:
             df = pl.read_ndjson(p, infer_schema_length=10000)
             if df.height:
                 return df
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     records = read_json_records(p)
     try:
         return pl.DataFrame(records, infer_schema_length=None)
-    except Exception as exc:  # noqa: BLE001 - mixed types across rows
+    except Exception as exc:
         raise InputError(f"rows do not share one schema: {exc}", source=path) from None
 
 
@@ -175,7 +175,7 @@ def _read_hf_folder(path: Path) -> pl.DataFrame:
         ) from None
     try:
         loaded = datasets.load_from_disk(str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"not a datasets save_to_disk folder: {exc}", source=path) from None
     if isinstance(loaded, datasets.DatasetDict):
         frames = []
@@ -199,9 +199,7 @@ def to_hf_dataset(table: pl.DataFrame) -> Any:
     try:
         import datasets
     except ImportError:
-        raise MissingExtraError(
-            "this needs the `datasets` package: pip install datasets"
-        ) from None
+        raise MissingExtraError("this needs the `datasets` package: pip install datasets") from None
     return datasets.Dataset(table.to_arrow())
 
 
@@ -254,11 +252,10 @@ def write_table(table: pl.DataFrame, path: str | Path, *, fmt: Format | None = N
         if fmt == "parquet":
             table.write_parquet(tmp, compression="zstd", statistics=False)
         elif fmt == "jsonl":
-            if path.name.endswith(".gz"):
-                with gzip.open(tmp, "wb") as fh:
-                    table.write_ndjson(fh)
-            else:
-                table.write_ndjson(tmp)
+            gz = path.name.endswith(".gz")
+            table.write_ndjson(
+                tmp, compression="gzip" if gz else "uncompressed", check_extension=False
+            )
         elif fmt == "json":
             tmp.write_text(json.dumps(table.to_dicts(), ensure_ascii=False, indent=1))
         elif fmt == "csv":

@@ -21,10 +21,18 @@ def hh_pairs(shared_data: Path) -> pl.DataFrame:
 def single_turn() -> pl.DataFrame:
     return pairs_table(
         [
-            {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5",
-             "confidence": 0.9},
-            {"prompt": [{"role": "user", "content": "Capital of France?"}], "chosen": "Paris",
-             "rejected": "Lyon", "confidence": 0.7},
+            {
+                "prompt": [{"role": "user", "content": "2+2?"}],
+                "chosen": "4",
+                "rejected": "5",
+                "confidence": 0.9,
+            },
+            {
+                "prompt": [{"role": "user", "content": "Capital of France?"}],
+                "chosen": "Paris",
+                "rejected": "Lyon",
+                "confidence": 0.7,
+            },
         ],
         source="t",
     )
@@ -59,7 +67,11 @@ def test_kto_export_from_pairs_reports_balance(tmp_path: Path) -> None:
     report = export(single_turn(), tmp_path / "k.jsonl", "kto")
     rows = [json.loads(line) for line in (tmp_path / "k.jsonl").read_text().splitlines()]
     assert [(r["completion"], r["label"]) for r in rows] == [
-        ("4", True), ("5", False), ("Paris", True), ("Lyon", False)]
+        ("4", True),
+        ("5", False),
+        ("Paris", True),
+        ("Lyon", False),
+    ]
     assert report["desirable"] == report["undesirable"] == 2
     kto, _ = to_kto(single_turn(), conversational=True, minimal=True)
     assert kto.columns == ["prompt", "completion", "label"]

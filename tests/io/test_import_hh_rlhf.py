@@ -20,8 +20,17 @@ def test_hh_rlhf_real_file_counts(shared_data: Path) -> None:
     assert pairs.height > 2290
     validate(pairs, "pairs")
     first = pairs.row(0, named=True)
-    assert first["prompt"][0] == {"role": "user", "content": "what are some pranks with a pen i can do?"}
-    assert [m["role"] for m in first["prompt"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert first["prompt"][0] == {
+        "role": "user",
+        "content": "what are some pranks with a pen i can do?",
+    }
+    assert [m["role"] for m in first["prompt"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     assert first["chosen"].startswith("No, sorry!")
 
 

@@ -33,7 +33,7 @@ def test_round_trip_keeps_every_value(tmp_path: Path, name: str) -> None:
 
 def test_empty_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "e.jsonl").write_text("")
-    with pytest.raises(InputError, match="e.jsonl: file is empty"):
+    with pytest.raises(InputError, match=r"e\.jsonl: file is empty"):
         read_table(tmp_path / "e.jsonl")
 
 

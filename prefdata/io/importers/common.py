@@ -103,14 +103,14 @@ def pairs_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
 def kto_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
     """KTO rows from records with prompt (messages), completion, label, optional confidence."""
     rows = [
-            {
-                "prompt": r["prompt"],
-                "completion": r["completion"],
-                "label": r["label"],
-                "confidence": r.get("confidence"),
-                "source": r.get("source", source),
-            }
-            for r in records
+        {
+            "prompt": r["prompt"],
+            "completion": r["completion"],
+            "label": r["label"],
+            "confidence": r.get("confidence"),
+            "source": r.get("source", source),
+        }
+        for r in records
     ]
     table = pl.DataFrame(
         rows,

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from prefdata.errors import InputError
 from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
 from prefdata.io.tables import iter_json_lines
-from prefdata.errors import InputError
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 _ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -28,9 +28,7 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
         raise ValueError("no '\\n\\nHuman:' / '\\n\\nAssistant:' turns found")
     if parts[0].strip():
         raise ValueError("text before the first turn marker")
-    return [
-        {"role": _ROLE[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)
-    ]
+    return [{"role": _ROLE[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)]
 
 
 def import_hh_rlhf(path: str | Path, *, source: str = "hh-rlhf") -> Imported:
@@ -64,4 +62,6 @@ def import_hh_rlhf(path: str | Path, *, source: str = "hh-rlhf") -> Imported:
             }
         )
     pairs = pairs_table(records, source=source)
-    return finish({"pairs": pairs}, rejected_rows(bad), {"source_rows": len(records) + len(bad)}, path=path)
+    return finish(
+        {"pairs": pairs}, rejected_rows(bad), {"source_rows": len(records) + len(bad)}, path=path
+    )
