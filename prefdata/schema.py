@@ -85,7 +85,12 @@ CONTRACTS: dict[str, Contract] = {
                 "output_tokens": pl.Int64(),
                 "cost_usd": pl.Float64(),
                 "created_at": pl.String(),
+                # the source record a vote came from, when several records pool into one item
+                "record_id": pl.String(),
             },
+            # A vote whose reply could not be read keeps its row with `error` set and no
+            # label: never a guessed label (find_problems flags a null label without error).
+            nullable=frozenset({"label"}),
         ),
         Contract(
             "pairs",
@@ -115,7 +120,7 @@ CONTRACTS: dict[str, Contract] = {
                 "confidence": pl.Float64(),
                 "source": pl.String(),
             },
-            {"prompt_id": pl.String(), "completion_id": pl.String()},
+            {"prompt_id": pl.String(), "completion_id": pl.String(), "provenance": pl.String()},
             nullable=frozenset({"confidence"}),
         ),
         Contract(
@@ -271,6 +276,8 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
         if df.schema[name].is_numeric():
             checks.append((name, (pl.col(name) < 0) | (pl.col(name) > 1), "value outside 0-1"))
     if contract == "annotations":
+        no_error = pl.col("error").is_null() if "error" in df.columns else pl.lit(True)
+        checks.append(("label", pl.col("label").is_null() & no_error, "missing label and no error"))
         checks.append(
             (
                 "annotator_kind",

@@ -94,3 +94,19 @@ def test_annotation_vocabularies_are_checked() -> None:
     problems = find_problems(conform(ann, "annotations"), "annotations")
     assert set(problems["column"]) == {"annotator_kind", "order"}
     assert problems["row"].to_list() == [2, 2]
+
+
+def test_unreadable_vote_keeps_its_row_with_error() -> None:
+    ann = pl.DataFrame(
+        {
+            "item_id": ["i", "i"],
+            "annotator": ["judge", "judge2"],
+            "annotator_kind": ["llm", "llm"],
+            "label": [None, None],
+            "error": ["unparseable reply 'maybe'", None],
+        },
+        schema_overrides={"label": pl.String},
+    )
+    problems = find_problems(conform(ann, "annotations"), "annotations")
+    # the row with an error is fine; the one with neither label nor error is not
+    assert problems.select("row", "column").rows() == [(2, "label")]

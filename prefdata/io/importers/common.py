@@ -55,7 +55,10 @@ def rejected_rows(rows: list[tuple[int, str, Any]]) -> pl.DataFrame:
 def frame(records: list[dict[str, Any]], contract: str) -> pl.DataFrame:
     """A table from Python records, with the contract's types (prompt as messages)."""
     spec = contract_of(contract)
-    schema = {k: v for k, v in spec.columns.items() if records and k in records[0]}
+    # The union of keys over all records: a column that only later records carry (an
+    # `error` on the one unreadable reply) must not be dropped.
+    present = {k for r in records for k in r}
+    schema = {k: v for k, v in spec.columns.items() if k in present}
     if not records:
         schema = dict(spec.required)
     return pl.DataFrame(records, schema=schema)

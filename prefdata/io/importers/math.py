@@ -1,0 +1,275 @@
+"""Math problems with checkable answers: GSM8K, MATH-500, and GSM8K's graded model solutions.
+
+- `import_gsm8k`: GSM8K JSONL (`question`, `answer` = worked solution ending in "#### N")
+  -> prompts with `answer` = N (thousands separators removed: "1,000" -> "1000").
+- `import_math500`: MATH-500 JSONL (`problem`, `solution`, `answer` (LaTeX), `subject`,
+  `level`, `unique_id`) -> prompts with `answer` = the LaTeX answer, unchanged.
+- `import_gsm8k_solutions`: GSM8K `example_model_solutions.jsonl` (`question`,
+  `ground_truth`, and one `{is_correct, solution}` object per generator) -> KTO rows (one
+  per solution) and correct-vs-incorrect pairs.
+
+The prompts tables feed verifiable-reward training (GRPO accuracy rewards); their
+`prompt_id` equals the one on the KTO rows and pairs of the same question, so they join.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from prefdata import ids
+from prefdata.errors import InputError
+from prefdata.io.importers.common import (
+    Imported,
+    finish,
+    kto_table,
+    pairs_table,
+    rejected_rows,
+    user,
+)
+from prefdata.io.tables import iter_json_lines
+from prefdata.schema import MESSAGES, conform
+
+_GSM8K_FINAL = "####"
+# Numbers as GSM8K writes them once thousands separators are gone: "18", "-3", "0.5".
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _text_field(obj: dict[str, Any], key: str, path: str | Path, line: int) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise InputError(
+            f"expected a string, got {type(value).__name__}", source=path, row=line, column=key
+        )
+    return value
+
+
+def prompts_table(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """Prompts from records with `prompt` (messages), `answer`, `metadata` (dict), `source`.
+
+    Output: prompts contract (prompt_id, prompt, metadata as JSON, answer, source).
+    """
+    table = pl.DataFrame(
+        [
+            {
+                "prompt": r["prompt"],
+                "metadata": json.dumps(r["metadata"], ensure_ascii=False),
+                "answer": r["answer"],
+                "source": r["source"],
+            }
+            for r in records
+        ],
+        schema={
+            "prompt": MESSAGES,
+            "metadata": pl.String,
+            "answer": pl.String,
+            "source": pl.String,
+        },
+    )
+    return conform(ids.with_prompt_ids(table), "prompts")
+
+
+def gsm8k_final_answer(solution: str) -> str:
+    """The number after the last "####" in a GSM8K solution, without thousands separators.
+
+    Raises ValueError when there is no "####" or what follows is not a number.
+    """
+    if _GSM8K_FINAL not in solution:
+        raise ValueError("no final answer (no '####' line)")
+    final = solution.rsplit(_GSM8K_FINAL, 1)[1].strip().replace(",", "")
+    if not _NUMBER.fullmatch(final):
+        raise ValueError(f"final answer is not a number ({final!r} after '####')")
+    return final
+
+
+def import_gsm8k(path: str | Path, *, source: str = "gsm8k") -> Imported:
+    """GSM8K JSONL -> Imported with a `prompts` table.
+
+    Input columns: `question` (str), `answer` (str: reasoning, last line "#### N").
+    Output: prompts with prompt = the question as one user message, `answer` = N with
+    commas removed, `metadata` = {"solution": the full reference answer text}. A row
+    without a numeric final answer goes to `rejected` with its reason.
+    """
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, str, Any]] = []
+    for line, obj in iter_json_lines(path):
+        question = _text_field(obj, "question", path, line)
+        solution = _text_field(obj, "answer", path, line)
+        try:
+            answer = gsm8k_final_answer(solution)
+        except ValueError as exc:
+            bad.append((line, str(exc), obj))
+            continue
+        records.append(
+            {
+                "prompt": user(question),
+                "answer": answer,
+                "metadata": {"solution": solution},
+                "source": source,
+            }
+        )
+    return finish(
+        {"prompts": prompts_table(records)},
+        rejected_rows(bad),
+        {"source_rows": len(records) + len(bad)},
+        path=path,
+    )
+
+
+def import_math500(path: str | Path, *, source: str = "math500") -> Imported:
+    """MATH-500 JSONL -> Imported with a `prompts` table.
+
+    Input columns: `problem`, `solution`, `answer` (LaTeX), `subject`, `level` (int 1-5),
+    `unique_id`. Output: prompts with prompt = the problem as one user message, `answer`
+    = the LaTeX answer as written (comparing it needs normalised or symbolic matching,
+    which is the reward function's job, not the importer's), `metadata` = {subject, level,
+    unique_id, solution}. A row with a blank answer goes to `rejected`.
+    """
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, str, Any]] = []
+    for line, obj in iter_json_lines(path):
+        problem = _text_field(obj, "problem", path, line)
+        answer = _text_field(obj, "answer", path, line)
+        if not answer.strip():
+            bad.append((line, "missing answer", obj))
+            continue
+        records.append(
+            {
+                "prompt": user(problem),
+                "answer": answer,
+                "metadata": {
+                    "subject": obj.get("subject"),
+                    "level": obj.get("level"),
+                    "unique_id": obj.get("unique_id"),
+                    "solution": obj.get("solution"),
+                },
+                "source": source,
+            }
+        )
+    return finish(
+        {"prompts": prompts_table(records)},
+        rejected_rows(bad),
+        {"source_rows": len(records) + len(bad)},
+        path=path,
+    )
+
+
+def _graded_solutions(
+    obj: dict[str, Any], path: str | Path, line: int
+) -> list[tuple[str, bool, str]]:
+    """(generator, is_correct, solution) for each `{is_correct, solution}` object in a row."""
+    out = []
+    for key, value in obj.items():
+        if not (isinstance(value, dict) and "is_correct" in value):
+            continue
+        if not isinstance(value["is_correct"], bool):
+            raise InputError(
+                f"expected is_correct true/false, got {value['is_correct']!r}",
+                source=path,
+                row=line,
+                column=key,
+            )
+        if not isinstance(value.get("solution"), str):
+            raise InputError(
+                "expected a solution string", source=path, row=line, column=key
+            )
+        out.append((key, value["is_correct"], value["solution"]))
+    return out
+
+
+def import_gsm8k_solutions(
+    path: str | Path,
+    *,
+    pairs: Literal["all", "none"] = "all",
+    source: str = "gsm8k-solutions",
+) -> Imported:
+    """GSM8K graded model solutions -> Imported with `kto` and (unless pairs="none") `pairs`.
+
+    Input columns: `question`, `ground_truth`, and per generator (any key whose value is an
+    object with `is_correct`; in the GSM8K file: 6b_finetuning, 6b_verification,
+    175b_finetuning, 175b_verification) `{is_correct: bool, solution: str}`.
+
+    Output:
+    - kto: one row per solution; prompt = the question, completion = the solution,
+      label = is_correct, confidence = 1.0 (a programmatic answer check, not a vote),
+      source = the generator key.
+    - pairs (pairs="all"): for each question, every distinct correct solution text against
+      every distinct incorrect one (identical texts from two generators are one
+      completion; a text never pairs with itself). confidence = margin = 1.0, n_votes = 1,
+      source = `source`, provenance = {file, line, generators_chosen, generators_rejected}.
+      A question whose solutions are all correct or all incorrect gives no pair.
+    """
+    if pairs not in ("all", "none"):
+        raise InputError(f"pairs must be 'all' or 'none', got {pairs!r}")
+    kto_records: list[dict[str, Any]] = []
+    pair_records: list[dict[str, Any]] = []
+    n_rows = 0
+    duplicate_texts = 0
+    one_sided = 0
+    for line, obj in iter_json_lines(path):
+        n_rows += 1
+        question = _text_field(obj, "question", path, line)
+        prompt = user(question)
+        graded = _graded_solutions(obj, path, line)
+        if not graded:
+            raise InputError(
+                "no generator solutions ({is_correct, solution} objects) in this row",
+                source=path,
+                row=line,
+            )
+        for generator, correct, solution in graded:
+            kto_records.append(
+                {
+                    "prompt": prompt,
+                    "completion": solution,
+                    "label": correct,
+                    "confidence": 1.0,
+                    "source": generator,
+                }
+            )
+        # Distinct texts per side, keeping which generators wrote each: two generators
+        # writing the same text is one completion (and one pair_id), not two.
+        sides: dict[bool, dict[str, list[str]]] = {True: {}, False: {}}
+        for generator, correct, solution in graded:
+            sides[correct].setdefault(solution, []).append(generator)
+        duplicate_texts += len(graded) - len(sides[True]) - len(sides[False])
+        if not sides[True] or not sides[False]:
+            one_sided += 1
+        if pairs == "none":
+            continue
+        for good, good_gens in sides[True].items():
+            for bad, bad_gens in sides[False].items():
+                if good == bad:
+                    continue
+                pair_records.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": good,
+                        "rejected": bad,
+                        "confidence": 1.0,
+                        "margin": 1.0,
+                        "n_votes": 1,
+                        "provenance": {
+                            "file": Path(path).name,
+                            "line": line,
+                            "check": "is_correct",
+                            "generators_chosen": good_gens,
+                            "generators_rejected": bad_gens,
+                        },
+                    }
+                )
+    tables = {"kto": kto_table(kto_records, source=source)}
+    if pairs == "all":
+        tables["pairs"] = pairs_table(pair_records, source=source)
+    report = {
+        "source_rows": n_rows,
+        "solutions": len(kto_records),
+        "correct": sum(r["label"] for r in kto_records),
+        "duplicate_solution_texts": duplicate_texts,
+        "questions_without_pair": one_sided,
+    }
+    return finish(tables, None, report, path=path)

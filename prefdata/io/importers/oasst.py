@@ -1,0 +1,280 @@
+"""OpenAssistant message trees -> ranked pairs and thumbs-up / thumbs-down KTO rows.
+
+Input: JSONL with one tree per line: `message_tree_id` and `prompt`, the root message.
+A message has `message_id`, `text`, `role` (`prompter` / `assistant`), `deleted`,
+optional `rank` (0 = best among its siblings), optional `emojis` ({"+1": n, "-1": n, ...}),
+optional `synthetic` / `model_name`, and `replies` (a list of messages).
+
+Output tables:
+- `pairs`: sibling assistant replies that carry a `rank` are ranked together (one group
+  per parent message) and become pairs with prefdata.convert.rankings_to_pairs: mode
+  "all" gives every two siblings with different ranks, "best-vs-worst" the best against
+  the worst of each group. margin = rank difference; confidence and agreement are null
+  (ranks are one aggregated ordering, not votes). provenance adds `message_tree_id`,
+  `parent_id`, `message_id_chosen` / `message_id_rejected` and `rank_chosen` /
+  `rank_rejected`.
+- `kto`: every assistant message with more "+1" than "-1" (label true) or more "-1" than
+  "+1" (label false), via prefdata.convert.thumbs_to_kto (confidence = Beta posterior of
+  the vote counts); messages with equal counts, 0 / 0 included, are counted in the report,
+  not labelled. Extra column `provenance` (JSON: message and tree ids, the counts).
+
+The prompt of a message is the conversation from the root down to its parent, as chat
+messages (prompter -> user, assistant -> assistant). Only assistant replies become
+completions: ranked prompter siblings (alternative user turns) and thumbs on prompter
+messages are ignored and counted. Deleted messages are left out by default, with their
+whole subtree (a reply to a deleted message has lost its context); both are counted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from prefdata.convert import rankings_to_pairs, thumbs_to_kto
+from prefdata.errors import InputError
+from prefdata.io.importers.common import Imported, finish, rejected_rows
+from prefdata.io.tables import iter_json_lines
+from prefdata.schema import MESSAGES
+
+_ROLE = {"prompter": "user", "assistant": "assistant"}
+
+
+def _count_subtree(message: dict[str, Any]) -> int:
+    stack, n = [message], 0
+    while stack:
+        m = stack.pop()
+        n += 1
+        stack.extend(r for r in m.get("replies") or [] if isinstance(r, dict))
+    return n
+
+
+def _check(message: Any, where: str, path: str | Path, line: int) -> dict[str, Any]:
+    """The message, or InputError naming the line and the message's place in the tree."""
+    if not isinstance(message, dict):
+        raise InputError(
+            f"expected a message object, got {type(message).__name__}",
+            source=path,
+            row=line,
+            column=where,
+        )
+    for key in ("message_id", "text"):
+        if not isinstance(message.get(key), str):
+            raise InputError(
+                f"expected a string in '{key}'", source=path, row=line, column=f"{where}.{key}"
+            )
+    if message.get("role") not in _ROLE:
+        raise InputError(
+            f"role must be one of {sorted(_ROLE)}, got {message.get('role')!r}",
+            source=path,
+            row=line,
+            column=f"{where}.role",
+        )
+    rank = message.get("rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
+        raise InputError(
+            f"expected an integer rank, got {rank!r}", source=path, row=line, column=f"{where}.rank"
+        )
+    replies = message.get("replies") or []
+    if not isinstance(replies, list):
+        raise InputError(
+            "expected a list of replies", source=path, row=line, column=f"{where}.replies"
+        )
+    return message
+
+
+def _votes(message: dict[str, Any], key: str) -> int:
+    emojis = message.get("emojis") or {}
+    value = emojis.get(key, 0) if isinstance(emojis, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def import_oasst(
+    path: str | Path,
+    *,
+    mode: Literal["all", "best-vs-worst"] = "all",
+    include_deleted: bool = False,
+    source: str = "oasst",
+) -> Imported:
+    """OpenAssistant tree JSONL -> Imported with `pairs` and `kto` (see the module doc)."""
+    ranked: list[dict[str, Any]] = []  # rankings_to_pairs input rows
+    thumbs: list[dict[str, Any]] = []  # thumbs_to_kto input rows
+    bad: list[tuple[int, str, Any]] = []
+    # (parent id, text) -> the ranked replies with that text, to name messages in provenance.
+    by_text: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    report: dict[str, Any] = {
+        "trees": 0,
+        "messages": 0,
+        "assistant_messages": 0,
+        "deleted_messages": 0,
+        "messages_below_deleted": 0,
+        "ranked_groups": 0,
+        "ranked_prompter_groups_ignored": 0,
+        "unranked_replies_in_ranked_groups": 0,
+        "prompter_messages_with_thumbs_ignored": 0,
+        "synthetic_messages": 0,
+    }
+    for line, tree in iter_json_lines(path):
+        tree_id = tree.get("message_tree_id")
+        if not isinstance(tree_id, str):
+            raise InputError(
+                "expected a string tree id", source=path, row=line, column="message_tree_id"
+            )
+        report["trees"] += 1
+        # Depth-first walk without recursion: (message, where, conversation up to its parent).
+        stack: list[tuple[Any, str, list[dict[str, str]], str | None]] = [
+            (tree.get("prompt"), "prompt", [], None)
+        ]
+        while stack:
+            raw, where, context, parent_id = stack.pop()
+            m = _check(raw, where, path, line)
+            if m.get("deleted") and not include_deleted:
+                report["deleted_messages"] += 1
+                report["messages_below_deleted"] += _count_subtree(m) - 1
+                continue
+            report["messages"] += 1
+            report["synthetic_messages"] += bool(m.get("synthetic"))
+            role = _ROLE[m["role"]]
+            up, down = _votes(m, "+1"), _votes(m, "-1")
+            if role == "assistant":
+                report["assistant_messages"] += 1
+                if not context:
+                    bad.append(
+                        (
+                            line,
+                            "assistant message without a prompt before it",
+                            {"message_tree_id": tree_id, "message_id": m["message_id"]},
+                        )
+                    )
+                else:
+                    thumbs.append(
+                        {
+                            "prompt": context,
+                            "completion": m["text"],
+                            "up": up,
+                            "down": down,
+                            "provenance": {
+                                "message_tree_id": tree_id,
+                                "message_id": m["message_id"],
+                                "parent_id": parent_id,
+                                "+1": up,
+                                "-1": down,
+                                "synthetic": bool(m.get("synthetic")),
+                                **({"model_name": m["model_name"]} if m.get("model_name") else {}),
+                            },
+                        }
+                    )
+            elif up or down:
+                report["prompter_messages_with_thumbs_ignored"] += 1
+            here = [*context, {"role": role, "content": m["text"]}]
+            replies = [
+                (_check(r, f"{where}.replies[{i}]", path, line), f"{where}.replies[{i}]")
+                for i, r in enumerate(m.get("replies") or [])
+            ]
+            kept = [(r, w) for r, w in replies if include_deleted or not r.get("deleted")]
+            ranked_replies = [r for r, _ in kept if r.get("rank") is not None]
+            if ranked_replies:
+                if any(r["role"] != "assistant" for r in ranked_replies):
+                    # Alternative user turns ranked against each other are not completions.
+                    report["ranked_prompter_groups_ignored"] += 1
+                else:
+                    report["ranked_groups"] += 1
+                    report["unranked_replies_in_ranked_groups"] += len(kept) - len(ranked_replies)
+                    for r in ranked_replies:
+                        ranked.append(
+                            {
+                                "prompt": here,
+                                "completion": r["text"],
+                                "rank": r["rank"],
+                                "group": m["message_id"],
+                            }
+                        )
+                        by_text.setdefault((m["message_id"], r["text"]), []).append(
+                            {
+                                "message_tree_id": tree_id,
+                                "message_id": r["message_id"],
+                                "rank": r["rank"],
+                            }
+                        )
+            # Reversed so the walk visits replies in file order.
+            for r, w in reversed(replies):
+                stack.append((r, w, here, m["message_id"]))
+
+    pairs, rank_report = rankings_to_pairs(_ranked_frame(ranked), mode=mode, source=source)
+    pairs = pairs.with_columns(
+        pl.Series(
+            "provenance",
+            [
+                _pair_provenance(p, c, r, by_text)
+                for p, c, r in pairs.select("provenance", "chosen", "rejected").iter_rows()
+            ],
+            dtype=pl.String,
+        )
+    )
+    kto, tied, thumbs_report = thumbs_to_kto(_thumbs_frame(thumbs), source=source)
+    # thumbs_to_kto keeps the untied rows in input order: line them up with their ids.
+    labelled = [t for t in thumbs if t["up"] != t["down"]]
+    if kto.height != len(labelled) or kto["completion"].to_list() != [
+        t["completion"] for t in labelled
+    ]:
+        raise AssertionError("thumbs_to_kto changed the row order")
+    kto = kto.with_columns(
+        pl.Series(
+            "provenance",
+            [json.dumps(t["provenance"], ensure_ascii=False) for t in labelled],
+            dtype=pl.String,
+        )
+    )
+    no_votes = sum(1 for t in thumbs if t["up"] == t["down"] == 0)
+    report.update(
+        {
+            "mode": mode,
+            "include_deleted": include_deleted,
+            "ranked_completions": len(ranked),
+            "rank_groups_all_tied": rank_report["prompts_all_tied"],
+            "thumbs_no_votes": no_votes,
+            "thumbs_tied_votes": tied.height - no_votes,
+            "kto_desirable": thumbs_report["desirable"],
+            "kto_undesirable": thumbs_report["undesirable"],
+        }
+    )
+    return finish({"pairs": pairs, "kto": kto}, rejected_rows(bad), report, path=path)
+
+
+def _ranked_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={"prompt": MESSAGES, "completion": pl.String, "rank": pl.Int64, "group": pl.String},
+    )
+
+
+def _thumbs_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [{k: r[k] for k in ("prompt", "completion", "up", "down")} for r in rows],
+        schema={"prompt": MESSAGES, "completion": pl.String, "up": pl.Int64, "down": pl.Int64},
+    )
+
+
+def _pair_provenance(
+    provenance: str,
+    chosen: str,
+    rejected: str,
+    by_text: dict[tuple[str, str], list[dict[str, Any]]],
+) -> str:
+    prov = json.loads(provenance)
+    parent = prov.pop("group")
+    # Negated ranks were only the scores rankings_to_pairs compares; the ranks say it plainly.
+    prov.pop("scores_chosen", None)
+    prov.pop("scores_rejected", None)
+    out: dict[str, Any] = {"message_tree_id": None, "parent_id": parent}
+    for side, text in (("chosen", chosen), ("rejected", rejected)):
+        found = by_text[(parent, text)]
+        out["message_tree_id"] = found[0]["message_tree_id"]
+        # Two siblings with the same text are both named rather than one picked.
+        out[f"message_id_{side}"] = (
+            found[0]["message_id"] if len(found) == 1 else [f["message_id"] for f in found]
+        )
+        out[f"rank_{side}"] = found[0]["rank"] if len(found) == 1 else [f["rank"] for f in found]
+    return json.dumps({**out, **prov}, ensure_ascii=False)
