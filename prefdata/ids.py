@@ -12,6 +12,7 @@ on polars' internal hash (not stable across versions) or on the order rows arriv
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,6 +34,11 @@ def digests(texts: Iterable[str | None]) -> list[str | None]:
         None if t is None else blake(t.encode("utf-8"), digest_size=ID_BYTES).hexdigest()
         for t in texts
     ]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace, so equal values hash equally."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def prompt_key(messages: Sequence[dict[str, Any]]) -> str:

@@ -1,0 +1,112 @@
+"""The client interface every backend implements, and the request / response types.
+
+A backend turns a batch of `Request`s into `Response`s (same order). It never raises for a
+single bad call: the response carries `error` instead, so one failure cannot lose a batch
+that was already paid for. Configuration errors (no API key, server unreachable after all
+retries, unknown model) raise prefdata errors before or instead of any work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from prefdata.ids import canonical_json
+
+Message = dict[str, Any]  # {"role": ..., "content": ...}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Sampling parameters. `seed` makes local sampling reproducible (servers: best effort)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call.
+
+    messages: the chat (user / assistant turns; a leading system message is allowed).
+    system: a long shared instruction (rubric, constitution) sent as a cacheable prefix
+        (Anthropic prompt caching; other backends prepend it as a system message).
+    tool: a JSON schema {"name", "description", "input_schema"} the model must answer with
+        (Anthropic forced tool use; OpenAI-compatible: JSON output checked against it).
+    choices: for the local backend, candidate next tokens (e.g. ("A", "B")) whose
+        probabilities are returned in `Response.choice_probs` instead of generating text.
+    logprobs: return per-token log-probabilities of the generated text (local backend).
+    template_version: the hash of the prompt template that built the messages, so a changed
+        template never reuses an old cached answer.
+    """
+
+    messages: tuple[Message, ...]
+    params: Params = field(default_factory=Params)
+    system: str | None = None
+    tool: dict[str, Any] | None = None
+    choices: tuple[str, ...] = ()
+    logprobs: bool = False
+    template_version: str = ""
+    custom_id: str | None = None  # the caller's id for the item (batch APIs key on it)
+
+    def cache_key(self, backend: str, model: str) -> str:
+        """Hash of everything that determines the answer (never the API key)."""
+        payload = {
+            "backend": backend,
+            "model": model,
+            "messages": list(self.messages),
+            "params": asdict(self.params),
+            "system": self.system,
+            "tool": self.tool,
+            "choices": list(self.choices),
+            "logprobs": self.logprobs,
+            "template_version": self.template_version,
+        }
+        # sha256 rather than the short content ids: a cache key collision would return a
+        # wrong answer, so it gets the full 256 bits.
+        return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Response:
+    """One answer. Exactly one of (text / tool_input / choice_probs) or `error` is set."""
+
+    text: str | None = None
+    tool_input: dict[str, Any] | None = None
+    choice_probs: dict[str, float] | None = None
+    token_logprobs: list[float] | None = None
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    cached: bool = False  # served from prefdata's call cache (no new request made)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Response:
+        return cls(**data)
+
+
+class Client(Protocol):
+    """What every backend offers. `complete` keeps the order of its input."""
+
+    backend: str
+    model: str
+
+    async def complete(self, requests: Sequence[Request]) -> list[Response]: ...
+
+    async def aclose(self) -> None: ...
