@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+MODES = ("all", "best-vs-worst")
 
 # format name -> (module, function); imported lazily so `prefdata --help` stays fast.
 IMPORTERS: dict[str, tuple[str, str]] = {
@@ -75,6 +76,13 @@ def friendly_errors(func: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _pick(option: str, value: str, choices: tuple[str, ...]) -> Any:
+    """Check a choice option; returned as Any so it fits the library's Literal types."""
+    if value not in choices:
+        raise PrefdataError(f"--{option} must be one of {', '.join(choices)}; got '{value}'")
+    return value
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -189,9 +197,11 @@ def convert(
     if conversion == "pairs-to-kto":
         result, report = conv.pairs_to_kto(check(table, "pairs", source=src))
     elif conversion == "ratings-to-pairs":
-        result, report = conv.ratings_to_pairs(table, mode=mode, min_margin=min_margin)  # type: ignore[arg-type]
+        result, report = conv.ratings_to_pairs(
+            table, mode=_pick("mode", mode, MODES), min_margin=min_margin
+        )
     elif conversion == "rankings-to-pairs":
-        result, report = conv.rankings_to_pairs(table, mode=mode)  # type: ignore[arg-type]
+        result, report = conv.rankings_to_pairs(table, mode=_pick("mode", mode, MODES))
     elif conversion == "thumbs-to-kto":
         result, tied, report = conv.thumbs_to_kto(table)
         if tied.height:
@@ -252,6 +262,218 @@ def info(file: Annotated[Path, typer.Argument(help="any table")]) -> None:
     from prefdata.io.tables import read_table
 
     print_report(describe(read_table(file)))
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _write_json(report: dict[str, Any], path: Path) -> None:
+    from prefdata.io.tables import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=str))
+
+
+@app.command()
+@friendly_errors
+def agree(
+    annotations: Annotated[Path, typer.Argument(help="annotations table (one row per vote)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="agreement report (.json)")],
+    level: Annotated[str, typer.Option(help="nominal | ordinal | interval")] = "nominal",
+    label_order: Annotated[
+        str | None, typer.Option(help="order of labels for ordinal/interval, e.g. b,tie,a")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+    per_item: Annotated[Path | None, typer.Option(help="also write per-item agreement")] = None,
+) -> None:
+    """Inter-annotator agreement: percent agreement, Cohen's kappa per annotator pair, Fleiss'
+    kappa, Krippendorff's alpha, per-annotator agreement, with bootstrap intervals.
+
+    Example: prefdata agree votes.annotations.parquet -o agreement.json
+    """
+    from prefdata.io.tables import read_table, write_table
+    from prefdata.quality.agreement import agreement
+    from prefdata.schema import validate as check
+
+    table = check(read_table(annotations), "annotations", source=annotations)
+    items, report = agreement(
+        table,
+        level=_pick("level", level, ("nominal", "ordinal", "interval")),
+        label_order=_split_list(label_order),
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    _write_json(report, out)
+    if per_item:
+        write_table(items, per_item)
+    print_report(report)
+
+
+@app.command("consensus")
+@friendly_errors
+def consensus_cmd(
+    annotations: Annotated[Path, typer.Argument(help="annotations table (one row per vote)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="pairs (with --pairs) or posteriors")],
+    method: Annotated[str, typer.Option(help="majority | dawid-skene")] = "dawid-skene",
+    pairs: Annotated[
+        Path | None, typer.Option(help="the pairs the votes are on (item_id = pair_id)")
+    ] = None,
+) -> None:
+    """Consensus labels with a posterior per item; with --pairs, the pairs re-oriented by the
+    consensus with confidence = the posterior (tie / no-consensus pairs go beside OUT as
+    OUT-stem.set_aside, the posteriors as OUT-stem.posteriors).
+
+    Example: prefdata consensus votes.annotations.parquet --pairs votes.parquet -o pairs.parquet
+    """
+    from prefdata.io.tables import read_table, sibling, write_table
+    from prefdata.quality.consensus import consensus, pairs_from_consensus
+    from prefdata.schema import validate as check
+
+    table = check(read_table(annotations), "annotations", source=annotations)
+    posteriors, report = consensus(
+        table, method=_pick("method", method, ("majority", "dawid-skene"))
+    )
+    if pairs is None:
+        write_table(posteriors, out)
+    else:
+        kept, set_aside, pair_report = pairs_from_consensus(
+            check(read_table(pairs), "pairs", source=pairs), posteriors, method=method
+        )
+        write_table(kept, out)
+        write_table(posteriors, sibling(out, "posteriors"))
+        write_table(set_aside, sibling(out, "set_aside"))
+        report = {**report, "pairs": pair_report}
+    print_report(report)
+
+
+@app.command()
+@friendly_errors
+def audit(
+    data: Annotated[Path, typer.Argument(help="pairs table")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="issues table")],
+    annotations: Annotated[Path | None, typer.Option(help="votes on these pairs")] = None,
+    test: Annotated[Path | None, typer.Option(help="a test split of pairs (overlap)")] = None,
+    model: Annotated[str, typer.Option(help="none | embeddings | scores")] = "none",
+    scores: Annotated[
+        Path | None, typer.Option(help="pair_id, score_chosen, score_rejected (model=scores)")
+    ] = None,
+    sample: Annotated[int, typer.Option(help="pairs drawn for human review (0: none)")] = 50,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Find likely mislabelled and broken pairs: rule checks, duplicates, train/test overlap,
+    annotator disagreement, judge vs human, and a model-based classifier. Writes the issues
+    table and a review sample (OUT-stem.sample) whose `mislabeled` column reviewers fill in
+    for `prefdata audit-rate`.
+
+    Example: prefdata audit pairs.parquet --annotations votes.parquet -o issues.parquet
+    """
+    from prefdata.io.tables import read_table, sibling, write_table
+    from prefdata.quality.audit import audit as run_audit
+
+    issues, drawn, report = run_audit(
+        read_table(data),
+        annotations=read_table(annotations) if annotations else None,
+        test=read_table(test) if test else None,
+        model=_pick("model", model, ("none", "embeddings", "scores")),
+        scores=read_table(scores) if scores else None,
+        sample=sample,
+        seed=seed,
+    )
+    write_table(issues, out)
+    if drawn.height:
+        report["sample_written"] = str(write_table(drawn, sibling(out, "sample")))
+    print_report(report)
+
+
+@app.command("audit-rate")
+@friendly_errors
+def audit_rate(
+    reviewed: Annotated[Path, typer.Argument(help="the review sample with `mislabeled` filled")],
+    confidence: Annotated[float, typer.Option(help="interval confidence")] = 0.95,
+) -> None:
+    """Estimate the mislabel rate from a reviewed audit sample (Wilson interval); warns above
+    10%.
+
+    Example: prefdata audit-rate issues.sample.parquet
+    """
+    from prefdata.io.tables import read_table
+    from prefdata.quality.sample import mislabel_rate
+
+    report = mislabel_rate(read_table(reviewed), confidence=confidence)
+    print_report(report)
+    if report.get("warn"):
+        console.print("[bold yellow]warning:[/] estimated mislabel rate is above 10%")
+
+
+@app.command("filter")
+@friendly_errors
+def filter_cmd(
+    data: Annotated[Path, typer.Argument(help="pairs table")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="kept pairs")],
+    rejected: Annotated[Path, typer.Option(help="dropped pairs, each with its reason")],
+    issues: Annotated[Path | None, typer.Option(help="issues table from prefdata audit")] = None,
+    min_confidence: Annotated[float | None, typer.Option()] = None,
+    min_margin: Annotated[float | None, typer.Option()] = None,
+    min_agreement: Annotated[float | None, typer.Option()] = None,
+    drop_issues: Annotated[
+        str | None, typer.Option(help="'all' or issue names, comma separated")
+    ] = None,
+    ties: Annotated[str, typer.Option(help="drop | kto")] = "drop",
+    unknown_confidence: Annotated[str, typer.Option(help="keep | drop")] = "keep",
+    kto: Annotated[Path | None, typer.Option(help="with --ties kto: write KTO-only rows")] = None,
+) -> None:
+    """Keep pairs that pass confidence / margin / agreement thresholds and issue flags; every
+    dropped pair goes to --rejected with its reason.
+
+    Example: prefdata filter pairs.parquet --issues issues.parquet --drop-issues all
+    --min-confidence 0.7 -o clean.parquet --rejected dropped.parquet
+    """
+    from prefdata.io.tables import read_table, write_table
+    from prefdata.quality.filter import filter_pairs, kto_only
+
+    names = (
+        None
+        if drop_issues is None
+        else ("all" if drop_issues == "all" else _split_list(drop_issues))
+    )
+    kept, dropped, report = filter_pairs(
+        read_table(data),
+        issues=read_table(issues) if issues else None,
+        min_confidence=min_confidence,
+        min_margin=min_margin,
+        min_agreement=min_agreement,
+        drop_issues=names,
+        ties=_pick("ties", ties, ("drop", "kto")),
+        unknown_confidence=_pick("unknown-confidence", unknown_confidence, ("keep", "drop")),
+    )
+    write_table(kept, out)
+    write_table(dropped, rejected)
+    if kto is not None:
+        rows, kto_report = kto_only(dropped)
+        write_table(rows, kto)
+        report["kto_only"] = kto_report
+    print_report(report)
+
+
+@app.command()
+@friendly_errors
+def bias(
+    data: Annotated[Path, typer.Argument(help="pairs table")],
+    annotations: Annotated[Path | None, typer.Option(help="votes (for position bias)")] = None,
+) -> None:
+    """Bias statistics: P(chosen is longer), position balance, label balance per source and
+    per annotator.
+
+    Example: prefdata bias pairs.parquet --annotations votes.parquet
+    """
+    from prefdata.io.tables import read_table
+    from prefdata.quality.bias import bias_stats
+
+    print_report(
+        bias_stats(read_table(data), annotations=read_table(annotations) if annotations else None)
+    )
 
 
 @app.command()
