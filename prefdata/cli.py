@@ -78,6 +78,16 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# Files larger than this go through prefdata.io.stream (bounded memory) unless told otherwise.
+STREAM_BYTES = 256 * 1024 * 1024
+
+
+def _use_stream(path: Path, stream: bool | None) -> bool:
+    if stream is not None:
+        return stream
+    return path.is_file() and path.stat().st_size > STREAM_BYTES and not path.name.endswith(".gz")
+
+
 def _pick(option: str, value: str, choices: tuple[str, ...]) -> Any:
     """Check a choice option; returned as Any so it fits the library's Literal types."""
     if value not in choices:
@@ -113,6 +123,10 @@ def import_cmd(
     option: Annotated[
         list[str] | None, typer.Option("--option", help="other importer option, key=value")
     ] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option("--stream/--no-stream", help="trl: batched, bounded memory (auto > 256 MB)"),
+    ] = None,
 ) -> None:
     """Import a public format into prefdata's tables.
 
@@ -125,6 +139,11 @@ def import_cmd(
 
     if fmt not in IMPORTERS:
         raise PrefdataError(f"unknown format '{fmt}'; choose one of: {', '.join(IMPORTERS)}")
+    if fmt == "trl" and not option and _use_stream(src, stream):
+        from prefdata.io.stream import stream_import_trl
+
+        print_report(stream_import_trl(src, out))
+        return
     module, name = IMPORTERS[fmt]
     importer = getattr(importlib.import_module(module), name)
     kwargs = _parse_options(option or [])
@@ -165,6 +184,12 @@ def validate(
     from prefdata.schema import guess_contract
     from prefdata.schema import validate as check
 
+    if contract and _use_stream(file, None):
+        from prefdata.io.stream import stream_validate
+
+        rows = stream_validate(file, contract)
+        console.print(f"[green]ok[/]: {file} meets the '{contract}' contract ({rows} rows)")
+        return
     table = read_table(file)
     name = contract or guess_contract(table)
     if name is None:
@@ -228,6 +253,10 @@ def export(
     push_to_hub: Annotated[
         str | None, typer.Option(help="also push to this Hub repo (needs network and a token)")
     ] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option("--stream/--no-stream", help="batched, bounded memory (auto > 256 MB)"),
+    ] = None,
 ) -> None:
     """Export pairs (or KTO rows) for training.
 
@@ -236,6 +265,11 @@ def export(
     from prefdata.io import exporters
     from prefdata.io.tables import read_table
 
+    if fmt != "hf" and not push_to_hub and _use_stream(file, stream):
+        from prefdata.io.stream import stream_export
+
+        print_report(stream_export(file, out, fmt, flatten=flatten, minimal=minimal))
+        return
     table = read_table(file)
     report = exporters.export(
         table,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from prefdata import ids
 from prefdata.io.importers.common import kto_table, pairs_table
 from prefdata.schema import MESSAGES, conform, with_messages
 
@@ -46,16 +47,17 @@ def pairs_to_kto(pairs: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
     Output: kto contract, 2n rows for n pairs, in pair order (chosen row first); the
     pair's confidence carries over to both rows. Report: kto_balance().
     """
-    base = pairs.select("prompt", "confidence", "source", "pair_id")
+    base = pairs.select("prompt", "confidence", "source")
     good = base.with_columns(pairs["chosen"].alias("completion"), pl.lit(True).alias("label"))
     bad = base.with_columns(pairs["rejected"].alias("completion"), pl.lit(False).alias("label"))
+    # Interleave (chosen row, rejected row) per pair, vectorised: no Python loop over rows.
     both = (
         pl.concat([good.with_row_index("__i"), bad.with_row_index("__i")])
         .sort("__i", maintain_order=True)
-        .drop("__i", "pair_id")
+        .drop("__i")
+        .select("prompt", "completion", "label", "confidence", "source")
     )
-    kto = kto_table(both.to_dicts(), source="pairs") if both.height else _empty_kto()
-    kto = kto.with_columns(pl.Series("source", both["source"].to_list(), dtype=pl.String))
+    kto = conform(ids.with_completion_ids(both), "kto")
     return kto, {"pairs": pairs.height, **kto_balance(kto)}
 
 

@@ -104,8 +104,10 @@ def with_prompt_ids(table: pl.DataFrame) -> pl.DataFrame:
 def with_pair_ids(table: pl.DataFrame) -> pl.DataFrame:
     """Add `prompt_id` and `pair_id` from `prompt`, `chosen` and `rejected`."""
     table = with_prompt_ids(table)
-    dc = _digest_column(table["chosen"])
-    dr = _digest_column(table["rejected"])
+    # Responses are nearly always distinct, so hash them directly (the unique + join that
+    # pays off for repeated prompts would only cost time here).
+    dc = pl.Series(digests(table["chosen"].to_list()), dtype=pl.String)
+    dr = pl.Series(digests(table["rejected"].to_list()), dtype=pl.String)
     lo = pl.select(pl.min_horizontal(dc, dr)).to_series()
     hi = pl.select(pl.max_horizontal(dc, dr)).to_series()
     keys = table["prompt_id"] + _US + lo + _RS + hi

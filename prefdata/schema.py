@@ -171,11 +171,18 @@ def _coerce_column(
         return series
     if target == MESSAGES:
         if series.dtype == pl.String:
-            return pl.Series(
-                column,
-                [None if s is None else [{"role": "user", "content": s}] for s in series],
-                dtype=MESSAGES,
-            )
+            # One vectorised expression: building Python dicts row by row cost ~75 s per
+            # million rows.
+            return pl.select(
+                pl.when(series.is_not_null())
+                .then(
+                    pl.concat_list(
+                        pl.struct(pl.lit("user").alias("role"), pl.lit(series).alias("content"))
+                    )
+                )
+                .cast(MESSAGES)
+                .alias(column)
+            ).to_series()
         try:
             return series.cast(MESSAGES)
         except Exception:

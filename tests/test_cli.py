@@ -112,3 +112,30 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("prefdata")
     res = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.startswith("prefdata ")
+
+
+def test_streaming_path_gives_the_same_files(shared_data: Path, tmp_path: Path) -> None:
+    from prefdata.io.exporters import export
+    from prefdata.io.importers.hh_rlhf import import_hh_rlhf
+
+    pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
+    export(pairs, tmp_path / "trl.parquet", "trl-conversational")
+    outs = {}
+    for flag in ("--stream", "--no-stream"):
+        out = tmp_path / f"pairs{flag}.parquet"
+        code, text = run("import", "trl", str(tmp_path / "trl.parquet"), "-o", str(out), flag)
+        assert code == 0, text
+        code, text = run(
+            "export",
+            str(out),
+            "--format",
+            "trl",
+            "--flatten",
+            flag,
+            "-o",
+            str(tmp_path / f"x{flag}.jsonl"),
+        )
+        assert code == 0, text
+        outs[flag] = (read_table(out), read_table(tmp_path / f"x{flag}.jsonl"))
+    assert outs["--stream"][0].to_dicts() == outs["--no-stream"][0].to_dicts()
+    assert outs["--stream"][1].to_dicts() == outs["--no-stream"][1].to_dicts()

@@ -177,14 +177,14 @@ def finish(
                 )
             )
     all_rejected = pl.concat(parts)
-    counts = Counter(_reason_key(r) for r in all_rejected["reason"].to_list())
+    counts = Counter(reason_key(r) for r in all_rejected["reason"].to_list())
     for key, n in sorted(counts.items()):
         report[f"dropped_{key}"] = n
     report["rows_rejected"] = all_rejected.height
     return Imported(kept, all_rejected, report)
 
 
-def _reason_key(reason: str) -> str:
+def reason_key(reason: str) -> str:
     # "pairs: rejected: chosen == rejected; ..." -> "chosen_eq_rejected" style keys
     first = reason.split(";")[0].split(":")[-1].strip().lower()
     first = first.replace("==", "eq").split("(")[0].strip()

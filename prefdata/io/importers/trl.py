@@ -84,7 +84,7 @@ def to_messages(value: Any, *, what: str) -> list[dict[str, str]]:
     return out
 
 
-def _prompt(value: Any) -> list[dict[str, str]]:
+def prompt_of(value: Any) -> list[dict[str, str]]:
     if isinstance(value, str):
         return user(value)
     if value is None:
@@ -109,7 +109,7 @@ def single_reply(value: Any, *, what: str) -> str:
     return messages[0]["content"]
 
 
-def _implicit(chosen: Any, rejected: Any) -> tuple[list[dict[str, str]], str, str]:
+def implicit_of(chosen: Any, rejected: Any) -> tuple[list[dict[str, str]], str, str]:
     """Prompt and the two replies of a conversational implicit-prompt row."""
     if chosen is None or rejected is None:
         raise ValueError("missing chosen or rejected")
@@ -122,7 +122,7 @@ def _implicit(chosen: Any, rejected: Any) -> tuple[list[dict[str, str]], str, st
     return full_chosen[:-1], full_chosen[-1]["content"], full_rejected[-1]["content"]
 
 
-def _provenance(value: Any, path: str | Path, row: int) -> dict[str, Any]:
+def provenance_of(value: Any, path: str | Path, row: int) -> dict[str, Any]:
     if value is None:
         return {"file": Path(path).name, "row": row}
     if isinstance(value, dict):
@@ -144,7 +144,7 @@ def _provenance(value: Any, path: str | Path, row: int) -> dict[str, Any]:
     )
 
 
-def _number(value: Any, name: str) -> float | None:
+def number_of(value: Any, name: str) -> float | None:
     # CSV files hold the estimates as text; anything that is not a number is a bad row.
     if value is None:
         return None
@@ -154,17 +154,17 @@ def _number(value: Any, name: str) -> float | None:
         raise ValueError(f"{name} is not a number (got {value!r})") from None
 
 
-def _votes(value: Any) -> int:
+def votes_of(value: Any) -> int:
     # A file without vote counts holds one judgement per row.
     if value is None:
         return 1
-    number = _number(value, "n_votes")
+    number = number_of(value, "n_votes")
     if number is None or number != int(number) or number < 1:
         raise ValueError(f"n_votes is not a positive whole number (got {value!r})")
     return int(number)
 
 
-def _form(value: Any) -> str:
+def form_of(value: Any) -> str:
     return "standard" if isinstance(value, str) else "conversational"
 
 
@@ -232,20 +232,20 @@ def import_trl(
         try:
             if resolved == "preference":
                 if explicit:
-                    prompt = _prompt(row["prompt"])
+                    prompt = prompt_of(row["prompt"])
                     chosen = single_reply(row["chosen"], what="chosen")
                     rejected = single_reply(row["rejected"], what="rejected")
-                    form = f"{_form(row['prompt'])}_explicit"
+                    form = f"{form_of(row['prompt'])}_explicit"
                 else:
-                    prompt, chosen, rejected = _implicit(row["chosen"], row["rejected"])
+                    prompt, chosen, rejected = implicit_of(row["chosen"], row["rejected"])
                     form = "conversational_implicit"
                 record: dict[str, Any] = {
                     "prompt": prompt,
                     "chosen": chosen,
                     "rejected": rejected,
-                    "n_votes": _votes(row.get("n_votes")),
-                    "provenance": _provenance(row.get("provenance"), path, number),
-                    **{k: _number(row[k], k) for k in _PAIR_ESTIMATES if k in row},
+                    "n_votes": votes_of(row.get("n_votes")),
+                    "provenance": provenance_of(row.get("provenance"), path, number),
+                    **{k: number_of(row[k], k) for k in _PAIR_ESTIMATES if k in row},
                 }
                 if row.get("split") is not None:
                     record["split"] = row["split"]
@@ -254,12 +254,12 @@ def import_trl(
                 if not isinstance(label, bool):
                     raise ValueError(f"label is not true / false (got {label!r})")
                 record = {
-                    "prompt": _prompt(row["prompt"]),
+                    "prompt": prompt_of(row["prompt"]),
                     "completion": single_reply(row["completion"], what="completion"),
                     "label": label,
-                    "confidence": _number(row.get("confidence"), "confidence"),
+                    "confidence": number_of(row.get("confidence"), "confidence"),
                 }
-                form = f"{_form(row['prompt'])}_unpaired"
+                form = f"{form_of(row['prompt'])}_unpaired"
         except ValueError as exc:
             bad.append((number, str(exc), row))
             continue
