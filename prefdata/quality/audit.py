@@ -77,8 +77,11 @@ def audit(
                 issues, report["judge_vs_human"] = judge_vs_human(annotations)
                 parts.append(issues)
     if model != "none":
+        from prefdata.models import cache_root
         from prefdata.quality.model_audit import model_audit
 
+        # Embeddings are cached on disk so a re-run (or a resumed one) never re-embeds.
+        cache_dir = cache_dir or str(cache_root() / "embeddings")
         issues, report["model"] = model_audit(
             pairs, method=model, scores=scores, seed=seed, cache_dir=cache_dir
         )
