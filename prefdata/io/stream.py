@@ -45,16 +45,8 @@ from prefdata.convert import kto_balance
 from prefdata.errors import ContractError, InputError
 from prefdata.io.exporters import to_kto, to_openai, to_trl
 from prefdata.io.importers.common import REJECTED_SCHEMA, pairs_table, reason_key
-from prefdata.io.importers.trl import (
-    form_of,
-    implicit_of,
-    number_of,
-    prompt_of,
-    provenance_of,
-    single_reply,
-    votes_of,
-)
-from prefdata.io.tables import atomic_path, infer_format, sibling
+from prefdata.io.importers.trl import preference_record, provenance_of
+from prefdata.io.tables import atomic_path, infer_format, parse_json_line, sibling
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, validate, with_messages
 
 DEFAULT_BATCH_ROWS = 50_000
@@ -166,29 +158,9 @@ def _parse_lines(lines: list[bytes], numbers: list[int], path: str | Path) -> pl
         pass
     # The slow path: find the line polars refused, or build the table from Python objects
     # when every line parses but the types differ between lines.
-    records = []
-    for number, line in zip(numbers, lines, strict=True):
-        try:
-            value = json.loads(line)
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at offset {exc.start} of the "
-                "line); re-encode the file as UTF-8",
-                source=path,
-                row=number,
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON at column {exc.colno}: {exc.msg}; expected one JSON object "
-                "per line",
-                source=path,
-                row=number,
-            ) from None
-        if not isinstance(value, dict):
-            raise InputError(
-                f"expected a JSON object, got {type(value).__name__}", source=path, row=number
-            )
-        records.append(value)
+    records = [
+        parse_json_line(line, path, number) for number, line in zip(numbers, lines, strict=True)
+    ]
     try:
         return pl.DataFrame(records, infer_schema_length=None)
     except Exception as exc:  # mixed types across rows
@@ -494,22 +466,9 @@ class _PairBatches:
         for row in frame.iter_rows(named=True):
             number = row.pop(_ROW)
             try:
-                if explicit:
-                    prompt = prompt_of(row["prompt"])
-                    chosen = single_reply(row["chosen"], what="chosen")
-                    rejected = single_reply(row["rejected"], what="rejected")
-                    form = f"{form_of(row['prompt'])}_explicit"
-                else:
-                    prompt, chosen, rejected = implicit_of(row["chosen"], row["rejected"])
-                    form = "conversational_implicit"
-                record: dict[str, Any] = {
-                    "prompt": prompt,
-                    "chosen": chosen,
-                    "rejected": rejected,
-                    "n_votes": votes_of(row.get("n_votes")),
-                    "provenance": provenance_of(row.get("provenance"), self.path, number),
-                    **{k: number_of(row[k], k) for k in _PAIR_ESTIMATES if k in row},
-                }
+                record, form = preference_record(
+                    row, explicit=explicit, path=self.path, number=number
+                )
             except ValueError as exc:
                 bad.append((number, str(exc), row))
                 continue

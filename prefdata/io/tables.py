@@ -85,22 +85,31 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """
     text = read_text(path)
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON at column {exc.colno}: {exc.msg}; expected one JSON "
-                "object per line",
-                source=path,
-                row=number,
-            ) from None
-        if not isinstance(value, dict):
-            raise InputError(
-                f"expected a JSON object, got {type(value).__name__}", source=path, row=number
-            )
-        yield number, value
+        if line.strip():
+            yield number, parse_json_line(line, path, number)
+
+
+def parse_json_line(line: str | bytes, path: str | Path, number: int) -> dict[str, Any]:
+    """One JSONL line as an object; errors name the file, the line and what was expected."""
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not valid UTF-8 (offset {exc.start} of the line); re-encode the file as UTF-8",
+            source=path,
+            row=number,
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"malformed JSON at column {exc.colno}: {exc.msg}; expected one JSON object per line",
+            source=path,
+            row=number,
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(
+            f"expected a JSON object, got {type(value).__name__}", source=path, row=number
+        )
+    return value
 
 
 def read_json_records(path: str | Path) -> list[dict[str, Any]]:

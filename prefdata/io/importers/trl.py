@@ -164,6 +164,32 @@ def votes_of(value: Any) -> int:
     return int(number)
 
 
+def preference_record(
+    row: dict[str, Any], *, explicit: bool, path: str | Path, number: int
+) -> tuple[dict[str, Any], str]:
+    """One TRL preference row (source row `number`) -> (a pairs_table record, its form name).
+
+    Raises ValueError (the row goes to rejected) when the row cannot be a pair.
+    """
+    if explicit:
+        prompt = prompt_of(row["prompt"])
+        chosen = single_reply(row["chosen"], what="chosen")
+        rejected = single_reply(row["rejected"], what="rejected")
+        form = f"{form_of(row['prompt'])}_explicit"
+    else:
+        prompt, chosen, rejected = implicit_of(row["chosen"], row["rejected"])
+        form = "conversational_implicit"
+    record: dict[str, Any] = {
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "n_votes": votes_of(row.get("n_votes")),
+        "provenance": provenance_of(row.get("provenance"), path, number),
+        **{k: number_of(row[k], k) for k in _PAIR_ESTIMATES if k in row},
+    }
+    return record, form
+
+
 def form_of(value: Any) -> str:
     return "standard" if isinstance(value, str) else "conversational"
 
@@ -231,22 +257,7 @@ def import_trl(
         number = index + 1
         try:
             if resolved == "preference":
-                if explicit:
-                    prompt = prompt_of(row["prompt"])
-                    chosen = single_reply(row["chosen"], what="chosen")
-                    rejected = single_reply(row["rejected"], what="rejected")
-                    form = f"{form_of(row['prompt'])}_explicit"
-                else:
-                    prompt, chosen, rejected = implicit_of(row["chosen"], row["rejected"])
-                    form = "conversational_implicit"
-                record: dict[str, Any] = {
-                    "prompt": prompt,
-                    "chosen": chosen,
-                    "rejected": rejected,
-                    "n_votes": votes_of(row.get("n_votes")),
-                    "provenance": provenance_of(row.get("provenance"), path, number),
-                    **{k: number_of(row[k], k) for k in _PAIR_ESTIMATES if k in row},
-                }
+                record, form = preference_record(row, explicit=explicit, path=path, number=number)
                 if row.get("split") is not None:
                     record["split"] = row["split"]
             else:
