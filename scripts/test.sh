@@ -3,6 +3,7 @@
 # Usage: bash scripts/test.sh [pytest args]   e.g. bash scripts/test.sh -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-deps.sh
 bash scripts/setup.sh --dev
 echo "== ruff"; .venv/bin/ruff check prefdata tests bench
 echo "== mypy"; .venv/bin/mypy prefdata
