@@ -1,0 +1,264 @@
+"""OpenAI-compatible backend: any server speaking the chat-completions API (vLLM, llama.cpp
+server, Ollama, TGI), through the official `openai` SDK (AsyncOpenAI) with `base_url`.
+
+- `Request.system` (and a leading system message) become one system message, the shared
+  part first so servers with prefix caching (vLLM) reuse it.
+- `Request.tool` asks for JSON output: response_format json_schema with the tool's input
+  schema; a server that rejects json_schema (older llama.cpp, Ollama) is asked again with
+  json_object, and the client remembers that. The answer is parsed into
+  `Response.tool_input`; unparseable output gives `error` with the raw text kept in `text`.
+- temperature, top_p, seed, stop and max_tokens are sent as given (seed: best effort, as
+  the server implements it). `Request.logprobs` asks for per-token log-probabilities.
+- The key: `api_key=`, else OPENAI_API_KEY, else "EMPTY" (local servers usually ignore it).
+  It is redacted from every error text. Costs are 0: these are your own GPUs.
+- Retries, concurrency and rate limits: prefdata.llm.retry (the SDK's own retries are off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from prefdata.errors import MissingExtraError
+from prefdata.llm.base import Request, Response
+from prefdata.llm.retry import (
+    CallFailed,
+    Failure,
+    Gate,
+    Retrier,
+    RetryPolicy,
+    classify_sdk_error,
+    make_redactor,
+    run_requests,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+
+BACKEND = "openai"
+SCHEMA_MARKER = "JSON schema:"
+_FATAL = {
+    401: "the server rejected the API key (pass api_key or set OPENAI_API_KEY)",
+    403: "the API key is not allowed to do this",
+    404: "not found (check the model name, and that base_url ends in /v1)",
+}
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def tool_instruction(tool: dict[str, Any]) -> str:
+    """The system text that asks for the tool's JSON (json_object servers see no schema)."""
+    description = str(tool.get("description") or "").strip()
+    schema = json.dumps(tool["input_schema"], ensure_ascii=False, sort_keys=True)
+    lead = "Answer with one JSON object and nothing else."
+    return f"{lead} {description}\n{SCHEMA_MARKER} {schema}".replace("  ", " ")
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in a model's answer: the whole text, a ```json fence, or the first
+    {...} in it. None when there is no object."""
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        start = text.find("{")
+        if start < 0:
+            return None
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[start:])
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
+class OpenAICompatClient:
+    """Client for an OpenAI-compatible chat-completions server (see the module docstring).
+
+    base_url: the server's API root, e.g. http://localhost:8000/v1 (vLLM),
+    http://localhost:11434/v1 (Ollama). max_concurrency: calls in flight at once.
+    max_retries: per call, for retryable errors. timeout: seconds per HTTP call.
+    rate_limit: requests/second, client side.
+    """
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        rate_limit: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise MissingExtraError(
+                "the openai backend needs the `openai` package: pip install openai"
+            ) from None
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.model = model
+        self.base_url = base_url
+        # The server is part of the cache identity: two servers may serve different weights
+        # under one model name, and must never share cached answers.
+        self.backend = f"{BACKEND}@{base_url.rstrip('/')}"
+        self.timeout = timeout
+        self._openai = openai
+        self._redact = make_redactor(key if key != "EMPTY" else None)
+        gate = Gate(max_concurrency, rate_limit)
+        self.sdk: AsyncOpenAI = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks=gate.http_hooks()),
+        )
+        # Switched to json_object after the server rejected json_schema once.
+        self.json_mode = "json_schema"
+        self._json_object_works = False
+        policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.retrier = Retrier(policy, gate, self.classify, redact=self._redact)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatClient(model={self.model!r}, base_url={self.base_url!r})"
+
+    def classify(self, err: BaseException) -> Failure:
+        return classify_sdk_error(
+            err, self._openai, where=self.base_url, timeout=self.timeout, fatal_hints=_FATAL
+        )
+
+    # ---- request / response mapping --------------------------------------------------
+
+    def chat_params(self, request: Request, json_mode: str | None = None) -> dict[str, Any]:
+        """chat.completions.create arguments. ValueError for a request this backend cannot
+        answer (it becomes that item's error; no call is made)."""
+        if request.choices:
+            raise ValueError("choice probabilities need the local backend")
+        messages = [dict(m) for m in request.messages]
+        system: list[str] = []
+        if request.system:
+            system.append(request.system)
+        if request.tool:
+            system.append(tool_instruction(request.tool))
+        if messages and messages[0].get("role") == "system":
+            system.append(str(messages.pop(0).get("content") or ""))
+        if not messages or not str(messages[-1].get("content") or "").strip():
+            raise ValueError("empty prompt: the last message has no text")
+        if system:
+            messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
+        p = request.params
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": p.max_new_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+        }
+        if p.seed is not None:
+            params["seed"] = p.seed
+        if p.stop:
+            params["stop"] = list(p.stop)
+        if request.logprobs:
+            params["logprobs"] = True
+        if request.tool:
+            mode = json_mode or self.json_mode
+            if mode == "json_schema":
+                params["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": re.sub(r"[^A-Za-z0-9_-]", "_", request.tool["name"])[:64],
+                        "schema": request.tool["input_schema"],
+                    },
+                }
+            else:
+                params["response_format"] = {"type": "json_object"}
+        return params
+
+    def to_response(self, completion: ChatCompletion, request: Request) -> Response:
+        usage = completion.usage
+        response = Response(
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+        )
+        if not completion.choices:
+            response.error = "the server returned no choices"
+            return response
+        choice = completion.choices[0]
+        response.finish_reason = choice.finish_reason
+        text = choice.message.content or ""
+        if request.logprobs:
+            content = choice.logprobs.content if choice.logprobs else None
+            if content:
+                response.token_logprobs = [t.logprob for t in content]
+            else:
+                response.error = "the server returned no log-probabilities"
+        if request.tool is None:
+            response.text = text
+            return response
+        parsed = parse_json_object(text)
+        missing = [
+            k for k in request.tool["input_schema"].get("required", []) if k not in (parsed or {})
+        ]
+        if parsed is None or missing:
+            response.text = text  # kept so a bad answer can be inspected
+            cut = " (cut off at max_new_tokens)" if choice.finish_reason == "length" else ""
+            response.error = (
+                f"the answer is not a JSON object{cut}"
+                if parsed is None
+                else f"the JSON answer lacks required fields {missing}"
+            )
+        else:
+            response.tool_input = parsed
+        return response
+
+    # ---- calls -----------------------------------------------------------------------
+
+    async def _one(self, request: Request) -> Response:
+        try:
+            self.chat_params(request)  # a request we cannot send fails here, unsent
+        except ValueError as err:
+            return Response(error=str(err))
+        sent: list[str] = []
+
+        async def send(json_mode: str | None = None) -> ChatCompletion:
+            # Built at send time, so calls queued behind the one that found json_schema
+            # unsupported go out as json_object straight away.
+            params = self.chat_params(request, json_mode)
+            sent.append(params.get("response_format", {}).get("type", ""))
+            return await self.sdk.chat.completions.create(**params)
+
+        try:
+            completion = await self.retrier.call(send)
+        except CallFailed as failed:
+            rejected = failed.failure.status in (400, 422)
+            if not (request.tool and rejected and sent[-1:] == ["json_schema"]):
+                return Response(error=failed.failure.message)
+            # Many servers (older llama.cpp, Ollama) know only json_object: switch at once (so
+            # queued calls do not hit the same 400) and ask once more.
+            self.json_mode = "json_object"
+            try:
+                completion = await self.retrier.call(lambda: send("json_object"))
+            except CallFailed as again:
+                if not self._json_object_works:  # the 400 was about something else
+                    self.json_mode = "json_schema"
+                return Response(error=again.failure.message)
+        if sent[-1:] == ["json_object"]:
+            self._json_object_works = True
+        return self.to_response(completion, request)
+
+    async def complete(self, requests: Sequence[Request]) -> list[Response]:
+        """One Response per request, in order; see prefdata.llm.retry.run_requests."""
+        return await run_requests(requests, self._one, self.retrier, BACKEND)
+
+    async def aclose(self) -> None:
+        await self.sdk.close()
