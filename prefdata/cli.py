@@ -512,6 +512,55 @@ def bias(
 
 @app.command()
 @friendly_errors
+def report(
+    data: Annotated[
+        list[Path], typer.Argument(help="pairs or kto table; give BEFORE AFTER to compare")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")],
+    annotations: Annotated[Path | None, typer.Option(help="votes on the pairs")] = None,
+    issues: Annotated[Path | None, typer.Option(help="issues from prefdata audit")] = None,
+    rejected: Annotated[Path | None, typer.Option(help="rows dropped by prefdata filter")] = None,
+    sample: Annotated[Path | None, typer.Option(help="reviewed audit sample")] = None,
+    tokenizer: Annotated[str, typer.Option(help="smollm2 | tokenizer folder | none")] = "smollm2",
+    max_length: Annotated[int, typer.Option(help="truncation length to report against")] = 1024,
+    token_rows: Annotated[int, typer.Option(help="tokenize at most this many rows")] = 20000,
+    license: Annotated[str | None, typer.Option(help="license for the dataset card")] = None,
+    title: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """A self-contained HTML QA report (plots inline, no network), report.json with every
+    figure, and a Hugging Face dataset card (README.md).
+
+    Example: prefdata report clean.parquet --annotations votes.parquet --issues issues.parquet
+    -o qa/   (or: prefdata report before.parquet after.parquet -o qa/)
+    """
+    from prefdata.report import build_report
+
+    if len(data) not in (1, 2):
+        raise PrefdataError("give one data set, or two (BEFORE AFTER)")
+    result = build_report(
+        data[0],
+        compare=data[1] if len(data) == 2 else None,
+        annotations=annotations,
+        issues=issues,
+        rejected=rejected,
+        sample=sample,
+        tokenizer=None if tokenizer == "none" else tokenizer,
+        max_length=max_length,
+        token_rows=token_rows,
+        license=license,
+        title=title,
+        out_dir=out,
+    )
+    print_report(
+        {
+            "written": [str(out / f) for f in ("report.html", "report.json", "README.md")],
+            "sections": [k for k in result.get("data", result) if k not in ("name", "contract")],
+        }
+    )
+
+
+@app.command()
+@friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("demo-out"),
 ) -> None:

@@ -1,0 +1,824 @@
+"""Independent computations of every report figure, for the report tests.
+
+Plain Python over rows (dicts), numpy for quantiles, and the reference packages for the
+statistics: statsmodels (Wilson intervals, binomial test, Fleiss' kappa), scikit-learn
+(Cohen's kappa), krippendorff (alpha), the tokenizer's own per-example
+`apply_chat_template(tokenize=True)` (what TRL calls) for token counts, and a plain EM for
+Dawid-Skene. Bootstrap intervals are recomputed by resampling items with numpy; they can
+only match the report's to Monte Carlo error, so `assert_matches` compares them with a
+tolerance (CI_TOL) and everything else exactly (floats to 1e-9).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import krippendorff
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.inter_rater import fleiss_kappa
+from statsmodels.stats.proportion import proportion_confint
+
+from prefdata import ids
+
+CI_TOL = 0.02
+BOOT = 400
+Row = dict[str, Any]
+
+
+def assert_matches(actual: Any, expected: Any, path: str = "") -> None:
+    """Same keys everywhere, same values (floats to 1e-9; bootstrap `ci` within CI_TOL)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{path}: expected a dict, got {actual!r}"
+        assert set(actual) == set(expected), (
+            f"{path}: keys differ: only in report {sorted(set(actual) - set(expected))}, "
+            f"only in reference {sorted(set(expected) - set(actual))}"
+        )
+        for key in expected:
+            if key == "ci" and isinstance(expected[key], Boot):
+                got, want = actual[key], expected[key].interval
+                if want is None:
+                    assert got is None, f"{path}.ci: {got}"
+                else:
+                    assert got is not None and len(got) == 2, f"{path}.ci: {got}"
+                    assert abs(got[0] - want[0]) <= CI_TOL and abs(got[1] - want[1]) <= CI_TOL, (
+                        f"{path}.ci: report {got}, reference {want}"
+                    )
+                continue
+            assert_matches(actual[key], expected[key], f"{path}.{key}")
+        return
+    if isinstance(expected, Approx):
+        assert abs(actual - expected.value) <= expected.tol, (
+            f"{path}: report {actual}, reference {expected.value} (tolerance {expected.tol})"
+        )
+        return
+    if isinstance(expected, (list, tuple)):
+        assert isinstance(actual, list), f"{path}: expected a list, got {actual!r}"
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_matches(a, e, f"{path}[{i}]")
+        return
+    if isinstance(expected, float) and not isinstance(expected, bool):
+        if math.isnan(expected):
+            assert actual is None, f"{path}: {actual} (expected undefined)"
+            return
+        assert isinstance(actual, (int, float)), f"{path}: {actual!r}"
+        assert math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-9), (
+            f"{path}: report {actual}, reference {expected}"
+        )
+        return
+    assert actual == expected, f"{path}: report {actual!r}, reference {expected!r}"
+
+
+class Approx:
+    """A value that the report can only reach to a tolerance (an iterative fit)."""
+
+    def __init__(self, value: float, tol: float) -> None:
+        self.value, self.tol = value, tol
+
+
+class Boot:
+    """A bootstrap interval to compare with a tolerance."""
+
+    def __init__(self, interval: Sequence[float] | None) -> None:
+        self.interval = None if interval is None else [float(x) for x in interval]
+
+
+def boot(samples: Iterable[float]) -> Boot:
+    x = np.array([s for s in samples if s is not None and not math.isnan(s)])
+    if not len(x):
+        return Boot(None)
+    return Boot(np.percentile(x, [2.5, 97.5]))
+
+
+def wilson(k: int, n: int) -> tuple[float | None, float | None]:
+    if not n:
+        return None, None
+    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+    return float(lo), float(hi)
+
+
+def nan_none(x: float) -> float:
+    return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+# ------------------------------------------------------------------------------- overview
+
+
+def describe_pairs(pairs: list[Row], schema: dict[str, str]) -> dict[str, Any]:
+    conf = [p["confidence"] for p in pairs if p["confidence"] is not None]
+    problems: Counter[str] = Counter()
+    seen: set[str] = set()
+    for p in pairs:
+        if not (p["chosen"] or "").strip():
+            problems["empty text"] += 1
+        if p["chosen"] == p["rejected"]:
+            problems["chosen == rejected"] += 1
+        if p["pair_id"] in seen:
+            problems["duplicate pair_id (an earlier row has the same id)"] += 1
+        seen.add(p["pair_id"])
+    out: dict[str, Any] = {
+        "rows": len(pairs),
+        "columns": schema,
+        "contract": "pairs",
+        "problems": dict(problems),
+        "sources": dict(Counter(p["source"] for p in pairs)),
+        "confidence": (
+            {"known": len(conf), "mean": sum(conf) / len(conf), "min": min(conf), "max": max(conf)}
+            if conf
+            else {"known": 0}
+        ),
+        "chosen_longer_share": sum(len(p["chosen"]) > len(p["rejected"]) for p in pairs)
+        / max(len(pairs), 1),
+        "distinct_prompts": len({p["prompt_id"] for p in pairs}),
+    }
+    return out
+
+
+def provenance(pairs: list[Row], keys_of_interest: Sequence[str]) -> dict[str, Any]:
+    keys: Counter[str] = Counter()
+    values: dict[str, list[str]] = {}
+    parsed = 0
+    for p in pairs:
+        data = json.loads(p["provenance"])
+        parsed += 1
+        keys.update(data.keys())
+        for k, v in data.items():
+            if k in keys_of_interest:
+                text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+                if text not in values.setdefault(k, []) and len(values[k]) < 10:
+                    values[k].append(text[:200])
+    return {
+        "rows_read": len(pairs),
+        "parsed": parsed,
+        "unreadable": 0,
+        "keys": dict(sorted(keys.items())),
+        "values": values,
+    }
+
+
+def describe_votes(votes: list[Row], schema: dict[str, str], total: int) -> dict[str, Any]:
+    usable = [v for v in votes if v["label"] is not None and v.get("error") is None]
+    return {
+        "rows": len(votes),
+        "columns": schema,
+        "contract": "annotations",
+        "problems": {},
+        "labels": dict(Counter(str(v["label"]) for v in votes)),
+        "annotators": len({v["annotator"] for v in votes}),
+        "items": len({v["item_id"] for v in votes}),
+        "votes_total": total,
+        "votes_not_in_data": total - len(votes),
+        "usable_votes": len(usable),
+    }
+
+
+# -------------------------------------------------------------------------------- lengths
+
+
+def _prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def trl_token_lengths(tokenizer: Any, pair: Row) -> dict[str, int]:
+    """Token counts of one pair the way TRL 1.x's DPO trainer tokenizes it."""
+    prompt = [{"role": m["role"], "content": m["content"]} for m in pair["prompt"]]
+
+    def ids_of(messages: list[dict[str, str]], **kw: Any) -> list[int]:
+        return list(
+            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kw)[
+                "input_ids"
+            ]
+        )
+
+    p = ids_of(prompt, add_generation_prompt=True)
+    full = {
+        s: ids_of([*prompt, {"role": "assistant", "content": pair[s]}])
+        for s in ("chosen", "rejected")
+    }
+    n = min(_prefix(p, full["chosen"]), _prefix(p, full["rejected"]))
+    return {
+        "prompt": n,
+        "chosen": len(full["chosen"]) - n,
+        "rejected": len(full["rejected"]) - n,
+        "sequence_chosen": len(full["chosen"]),
+        "sequence_rejected": len(full["rejected"]),
+    }
+
+
+def _stats(values: list[int]) -> dict[str, Any]:
+    x = np.array(values, dtype=float)
+    return {
+        "count": len(values),
+        "mean": sum(values) / len(values),
+        "min": min(values),
+        "p50": float(np.percentile(x, 50)),
+        "p90": float(np.percentile(x, 90)),
+        "p95": float(np.percentile(x, 95)),
+        "p99": float(np.percentile(x, 99)),
+        "max": max(values),
+    }
+
+
+def lengths(
+    per_pair: list[dict[str, int]],
+    *,
+    tokenizer_name: str | None,
+    max_length: int,
+    rows: int,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """`per_pair`: the measured rows (all `rows` of them, or the sample drawn with `seed`)."""
+    fields = {
+        "prompt": [x["prompt"] for x in per_pair],
+        "chosen": [x["chosen"] for x in per_pair],
+        "rejected": [x["rejected"] for x in per_pair],
+        "sequence": [max(x["sequence_chosen"], x["sequence_rejected"]) for x in per_pair],
+    }
+    top = max(float(np.percentile(np.array(v, dtype=float), 99)) for v in fields.values())
+    step = max(1, math.ceil(top / 30))
+    edges = [i * step for i in range(31)]
+    counts = {}
+    for name, v in fields.items():
+        clipped = np.minimum(np.array(v, dtype=float), edges[-1] - 0.5)
+        counts[name] = np.histogram(clipped, bins=edges)[0].tolist()
+    out: dict[str, Any] = {
+        "unit": "tokens" if tokenizer_name else "chars",
+        "tokenizer": tokenizer_name,
+        "fields": {k: _stats(v) for k, v in fields.items()},
+        "histogram": {"edges": edges, "open_last_bin": True, "counts": counts},
+        "measured": {
+            "rows_measured": len(per_pair),
+            "rows": rows,
+            "sampled": len(per_pair) < rows,
+            "seed": seed,
+        },
+    }
+    if tokenizer_name:
+        over_c = [x["sequence_chosen"] > max_length for x in per_pair]
+        over_r = [x["sequence_rejected"] > max_length for x in per_pair]
+        over = [a or b for a, b in zip(over_c, over_r, strict=True)]
+        out["truncation"] = {
+            "max_length": max_length,
+            "chosen_over": sum(over_c),
+            "rejected_over": sum(over_r),
+            "rows_over": sum(over),
+            "rows_over_share": sum(over) / len(over),
+            "prompt_fills_max_length": sum(x["prompt"] >= max_length for x in per_pair),
+            "rows": len(per_pair),
+        }
+        if len(per_pair) < rows:
+            out["truncation"]["rows_over_share_interval"] = list(wilson(sum(over), len(over)))
+    return out
+
+
+def char_lengths(pairs: list[Row]) -> list[dict[str, int]]:
+    out = []
+    for p in pairs:
+        prompt = sum(len(m["content"] or "") for m in p["prompt"])
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": len(p["chosen"]),
+                "rejected": len(p["rejected"]),
+                "sequence_chosen": prompt + len(p["chosen"]),
+                "sequence_rejected": prompt + len(p["rejected"]),
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- length bias
+
+
+def _length_block(pairs: list[Row]) -> dict[str, Any]:
+    longer = sum(len(p["chosen"]) > len(p["rejected"]) for p in pairs)
+    shorter = sum(len(p["chosen"]) < len(p["rejected"]) for p in pairs)
+    logs = [
+        math.log(len(p["chosen"]) / len(p["rejected"]))
+        for p in pairs
+        if p["chosen"] and p["rejected"]
+    ]
+    lo, hi = wilson(longer, longer + shorter)
+    return {
+        "pairs": len(pairs),
+        "chosen_longer": longer,
+        "rejected_longer": shorter,
+        "equal_length": len(pairs) - longer - shorter,
+        "p_chosen_longer": longer / (longer + shorter),
+        "low": lo,
+        "high": hi,
+        "mean_log_length_ratio": sum(logs) / len(logs),
+    }
+
+
+def length_bias(pairs: list[Row], points: list[list[int]]) -> dict[str, Any]:
+    by: dict[str, list[Row]] = defaultdict(list)
+    for p in pairs:
+        by[p["source"]].append(p)
+    return {
+        "overall": _length_block(pairs),
+        "by_source": {s: _length_block(rows) for s, rows in sorted(by.items())},
+        "scatter": {"unit": "chars", "points": points, "total": len(pairs)},
+    }
+
+
+# --------------------------------------------------------------------------------- votes
+
+
+def majority(labels: Iterable[str]) -> str | None:
+    """Strict plurality, None when the top counts tie or there is nothing."""
+    counts = Counter(labels).most_common()
+    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
+
+
+def judges(pairs: list[Row], votes: list[Row]) -> dict[str, Any]:
+    sides = {}
+    for p in pairs:
+        a, b = ids.canonical_sides(p["chosen"], p["rejected"])
+        sides[p["pair_id"]] = (len(a), len(b))
+    kinds = {v["annotator"]: v["annotator_kind"] for v in votes}
+    human_labels: dict[str, list[str]] = defaultdict(list)
+    for v in votes:
+        if v["annotator_kind"] == "human":
+            human_labels[v["item_id"]].append(v["label"])
+    human_major = {i: majority(x) for i, x in human_labels.items()}
+    annotators: dict[str, Any] = {}
+    all_first = all_n = all_ties = 0
+    for name in sorted(kinds):
+        mine = [v for v in votes if v["annotator"] == name]
+        ordered = [v for v in mine if v["order"] in ("ab", "ba")]
+        first = sum(
+            (v["label"] == "a" and v["order"] == "ab") or (v["label"] == "b" and v["order"] == "ba")
+            for v in ordered
+        )
+        n = sum(v["label"] in ("a", "b") for v in ordered)
+        ties = sum(v["label"] == "tie" for v in ordered)
+        all_first, all_n, all_ties = all_first + first, all_n + n, all_ties + ties
+        lo, hi = wilson(first, n)
+        position = {
+            "votes": n,
+            "first_shown_wins": first,
+            "ties": ties,
+            "p_first_shown_wins": first / n,
+            "low": lo,
+            "high": hi,
+            "p_value": binomtest(first, n, 0.5).pvalue,
+        }
+        cells: dict[str, list[Row]] = defaultdict(list)
+        for v in ordered:
+            cells[v["item_id"]].append(v)
+        both = [c for c in cells.values() if {v["order"] for v in c} == {"ab", "ba"}]
+        consistent = sum(len({v["label"] for v in c}) == 1 for c in both)
+        decided = [
+            v
+            for v in mine
+            if v["label"] in ("a", "b")
+            and v["item_id"] in sides
+            and sides[v["item_id"]][0] != sides[v["item_id"]][1]
+        ]
+        longer = sum(
+            (sides[v["item_id"]][0] > sides[v["item_id"]][1]) == (v["label"] == "a")
+            for v in decided
+        )
+        llo, lhi = wilson(longer, len(decided))
+        vs_human = None
+        if kinds[name] == "llm":
+            compared = [v for v in mine if v["item_id"] in human_labels]
+            labelled = [v for v in compared if human_major[v["item_id"]] is not None]
+            truth = [human_major[v["item_id"]] for v in labelled]
+            given = [v["label"] for v in labelled]
+            scores = [
+                Counter(human_labels[v["item_id"]])[v["label"]] / len(human_labels[v["item_id"]])
+                for v in compared
+            ]
+            vs_human = {
+                "votes_compared": len(compared),
+                "items_with_human_label": len(labelled),
+                "agreement": sum(t == g for t, g in zip(truth, given, strict=True)) / len(labelled),
+                "kappa": cohen_kappa_score(truth, given, labels=["a", "b", "tie"]),
+                "mean_score": sum(scores) / len(scores),
+            }
+        annotators[name] = {
+            "annotator_kind": kinds[name],
+            "votes": len(mine),
+            "position": position,
+            "position_consistency": {
+                "items_both_orders": len(both),
+                "consistent": consistent,
+                "share": consistent / len(both),
+            }
+            if both
+            else None,
+            "longer_wins": {
+                "votes": len(decided),
+                "longer_wins": longer,
+                "p": longer / len(decided),
+                "low": llo,
+                "high": lhi,
+            },
+            "agreement_with_humans": vs_human,
+        }
+    lo, hi = wilson(all_first, all_n)
+    # judge_vs_human flags an item when the mean over its judge votes of the human vote
+    # share of the judge's label is below 0.5.
+    judge_items: dict[str, list[float]] = defaultdict(list)
+    for v in votes:
+        if v["annotator_kind"] == "llm" and v["item_id"] in human_labels:
+            share = Counter(human_labels[v["item_id"]])[v["label"]] / len(
+                human_labels[v["item_id"]]
+            )
+            judge_items[v["item_id"]].append(share)
+    judged = {v["item_id"] for v in votes if v["annotator_kind"] == "llm"}
+    return {
+        "annotators": annotators,
+        "position_overall": {
+            "votes": all_n,
+            "first_shown_wins": all_first,
+            "ties": all_ties,
+            "p_first_shown_wins": all_first / all_n,
+            "low": lo,
+            "high": hi,
+            "p_value": binomtest(all_first, all_n, 0.5).pvalue,
+        },
+        "judge_vs_human": {
+            "issue": "judge_vs_human",
+            "method": "majority",
+            "threshold": 0.5,
+            "items_compared": len(judge_items),
+            "items_without_judge": len(set(human_labels) - judged),
+            "items_without_human": len(judged - set(human_labels)),
+            "flagged": sum(sum(s) / len(s) < 0.5 for s in judge_items.values()),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ agreement
+
+ORDER = ["b", "tie", "a"]  # the report's label order for pair labels (ordinal positions)
+
+
+def _kappa(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Unweighted Cohen's kappa from codes (for bootstrap resamples; points use sklearn)."""
+    if not len(x):
+        return float("nan")
+    conf = np.zeros((k, k))
+    np.add.at(conf, (x, y), 1)
+    n = conf.sum()
+    po = np.trace(conf) / n
+    pe = (conf.sum(0) * conf.sum(1)).sum() / n**2
+    return float((po - pe) / (1 - pe)) if pe < 1 else float("nan")
+
+
+def reliability_matrix(counts: np.ndarray) -> np.ndarray:
+    """A coders x items matrix with each item's votes as values (NaN = no vote). Who cast
+    which vote does not change alpha, so vote r of an item goes to row r."""
+    m = counts.sum(axis=1)
+    cum = np.cumsum(counts, axis=1)
+    rows = [np.where(r < m, (cum <= r).sum(axis=1), np.nan) for r in range(int(m.max()))]
+    return np.array(rows, dtype=float)
+
+
+def _alpha(matrix: np.ndarray, level: Any, k: int) -> float:
+    """alpha via the krippendorff package."""
+    if len(np.unique(matrix[~np.isnan(matrix)])) < 2:
+        return float("nan")
+    return float(
+        krippendorff.alpha(
+            reliability_data=matrix, level_of_measurement=level, value_domain=list(range(k))
+        )
+    )
+
+
+def agreement(
+    votes: list[Row], *, labels: list[str], bootstrap: int, seed: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    code = {x: i for i, x in enumerate(labels)}
+    k = len(labels)
+    items = list(dict.fromkeys(v["item_id"] for v in votes))
+    names = sorted({v["annotator"] for v in votes})
+    kinds = {v["annotator"]: v["annotator_kind"] for v in votes}
+    counts = np.zeros((len(items), k), dtype=int)
+    row_of = {i: r for r, i in enumerate(items)}
+    cell_labels: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for v in votes:
+        counts[row_of[v["item_id"]], code[v["label"]]] += 1
+        cell_labels[(v["item_id"], v["annotator"])].append(v["label"])
+    m = counts.sum(axis=1)
+    pairable = counts[m >= 2]
+    pm = pairable.sum(axis=1)
+    per_item = (pairable * (pairable - 1)).sum(axis=1) / (pm * (pm - 1))
+
+    def boot_items(n: int, stat: Any) -> Boot:
+        return boot(stat(rng.integers(0, n, n)) for _ in range(BOOT))
+
+    out: dict[str, Any] = {
+        "level": "ordinal",
+        "labels": labels,
+        "item_column": "item_id",
+        "items": len(items),
+        "votes": len(votes),
+        "annotators": len(names),
+        "items_single_vote": int((m == 1).sum()),
+        "items_no_majority": sum(
+            majority([x for x, c in zip(labels, row, strict=True) for _ in range(c)]) is None
+            for row in counts
+        ),
+        "skipped_error": 0,
+        "skipped_no_label": 0,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "ci_level": 0.95,
+        "percent_agreement": {
+            "value": float(per_item.mean()),
+            "ci": boot_items(len(per_item), lambda s: per_item[s].mean()),
+            "items": len(per_item),
+        },
+    }
+    matrix = reliability_matrix(pairable)
+    out["krippendorff_alpha"] = {
+        level: {
+            "value": _alpha(matrix, level, k),
+            "ci": boot_items(len(pairable), lambda s, lv=level: _alpha(matrix[:, s], lv, k)),
+            "items": len(pairable),
+        }
+        for level in ("nominal", "ordinal")
+    }
+    sizes = Counter(int(x) for x in pm)
+    top = max(sizes.values())
+    modal = max(s for s, n in sizes.items() if n == top)
+    use = pairable[pm == modal]
+    out["fleiss_kappa"] = {
+        "value": float(fleiss_kappa(use, method="fleiss")),
+        "ci": boot_items(len(use), lambda s: fleiss_kappa(use[s], method="fleiss")),
+        "items": len(use),
+        "votes_per_item": modal,
+        "items_other_counts": len(pairable) - len(use),
+    }
+    cell = {key: x[0] for key, x in cell_labels.items() if len(set(x)) == 1}
+    out["cells_self_inconsistent"] = sum(len(set(x)) > 1 for x in cell_labels.values())
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = [it for it in items if (it, a) in cell and (it, b) in cell]
+            x = [cell[(it, a)] for it in both]
+            y = [cell[(it, b)] for it in both]
+            xc, yc = np.array([code[t] for t in x]), np.array([code[t] for t in y])
+            pairs.append(
+                {
+                    "annotators": [a, b],
+                    "items": len(both),
+                    "percent_agreement": float(np.mean(xc == yc)) if both else float("nan"),
+                    "value": nan_none(cohen_kappa_score(x, y, labels=labels))
+                    if both
+                    else float("nan"),
+                    "ci": boot_items(len(both), lambda s, xc=xc, yc=yc: _kappa(xc[s], yc[s], k)),
+                }
+            )
+    out["cohen_kappa"] = pairs
+    item_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for v in votes:
+        item_counts[v["item_id"]][v["label"]] += 1
+    per = []
+    for a in names:
+        mine, loo = [], []
+        for (it, who), lab in cell.items():
+            if who != a:
+                continue
+            # The others' votes: the item's votes less all of this annotator's votes on it.
+            others = item_counts[it] - Counter(cell_labels[(it, a)])
+            major = majority(others.elements())
+            if major is not None:
+                mine.append(code[lab])
+                loo.append(code[major])
+        xc, yc = np.array(mine), np.array(loo)
+        per.append(
+            {
+                "annotator": a,
+                "annotator_kind": kinds[a],
+                "votes": sum(v["annotator"] == a for v in votes),
+                "items_compared": len(mine),
+                "agreement_with_consensus": {
+                    "value": float(np.mean(xc == yc)),
+                    "ci": boot_items(
+                        len(xc), lambda s, xc=xc, yc=yc: float(np.mean(xc[s] == yc[s]))
+                    ),
+                },
+                "kappa_with_consensus": {
+                    "value": nan_none(
+                        cohen_kappa_score(
+                            [labels[i] for i in mine], [labels[i] for i in loo], labels=labels
+                        )
+                    ),
+                    "ci": boot_items(len(xc), lambda s, xc=xc, yc=yc: _kappa(xc[s], yc[s], k)),
+                },
+            }
+        )
+    out["per_annotator"] = per
+    return out
+
+
+def dawid_skene_accuracy(
+    votes: list[Row],
+    labels: list[str],
+    *,
+    smoothing: float = 1.0,
+    tol: float = 1e-6,
+    max_iter: int = 500,
+) -> dict[str, Approx]:
+    """Dawid and Skene's EM in plain Python, run to convergence; accuracy = sum over true
+    labels of prior x P(annotator gives that label | true label)."""
+    k = len(labels)
+    items = list(dict.fromkeys(v["item_id"] for v in votes))
+    names = sorted({v["annotator"] for v in votes})
+    by_item: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for v in votes:
+        by_item[v["item_id"]].append((v["annotator"], labels.index(v["label"])))
+    post = {}
+    for i in items:
+        n = [0.0] * k
+        for _, c in by_item[i]:
+            n[c] += 1
+        post[i] = [x / sum(n) for x in n]
+
+    def m_step() -> tuple[list[float], dict[str, list[list[float]]]]:
+        prior = [sum(post[i][t] for i in items) + smoothing for t in range(k)]
+        prior = [p / sum(prior) for p in prior]
+        conf = {a: [[smoothing] * k for _ in range(k)] for a in names}
+        for i in items:
+            for a, c in by_item[i]:
+                for t in range(k):
+                    conf[a][t][c] += post[i][t]
+        return prior, {a: [[x / sum(r) for x in r] for r in conf[a]] for a in names}
+
+    prior, conf = m_step()
+    for _ in range(max_iter):
+        change = 0.0
+        for i in items:
+            logs = [
+                math.log(prior[t]) + sum(math.log(conf[a][t][c]) for a, c in by_item[i])
+                for t in range(k)
+            ]
+            top = max(logs)
+            w = [math.exp(x - top) for x in logs]
+            new = [x / sum(w) for x in w]
+            change = max(change, max(abs(x - y) for x, y in zip(new, post[i], strict=True)))
+            post[i] = new
+        prior, conf = m_step()
+        if change < tol:
+            break
+    return {a: Approx(sum(prior[t] * conf[a][t][t] for t in range(k)), 1e-4) for a in names}
+
+
+def heatmap(cohen: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    kappa: list[list[float | None]] = [[None] * len(names) for _ in names]
+    items = [[0] * len(names) for _ in names]
+    for entry in cohen:
+        i, j = (names.index(n) for n in entry["annotators"])
+        kappa[i][j] = kappa[j][i] = entry["value"]
+        items[i][j] = items[j][i] = entry["items"]
+    return {"annotators": names, "kappa": kappa, "items": items}
+
+
+# --------------------------------------------------------------------- confidence, audit
+
+
+def confidence(pairs: list[Row]) -> dict[str, Any]:
+    conf = [p["confidence"] for p in pairs if p["confidence"] is not None]
+    counts = [0] * 20
+    for c in conf:
+        counts[min(math.floor(c * 20), 19)] += 1
+    return {
+        "known": len(conf),
+        "missing": len(pairs) - len(conf),
+        "mean": sum(conf) / len(conf),
+        "histogram": {"edges": [i / 20 for i in range(21)], "counts": counts},
+        "thresholds": [
+            {
+                "threshold": t,
+                "kept": sum(p["confidence"] is None or p["confidence"] >= t for p in pairs),
+                "dropped": sum(p["confidence"] is not None and p["confidence"] < t for p in pairs),
+            }
+            for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+        ],
+    }
+
+
+def _excerpt(text: str) -> dict[str, Any]:
+    return {"text": text[:1500], "chars": len(text), "cut": max(len(text) - 1500, 0)}
+
+
+def audit(
+    pairs: list[Row], issues: list[Row], *, top: int, sample: list[Row] | None
+) -> dict[str, Any]:
+    by_id = {p["pair_id"]: p for p in pairs}
+    mine = [r for r in issues if r["item_id"] in by_id]
+    flagged = [r for r in mine if r["is_issue"]]
+    worst: dict[str, dict[str, Any]] = {}
+    for r in flagged:
+        w = worst.setdefault(r["item_id"], {"score": r["score"], "issues": [], "reasons": []})
+        w["score"] = min(w["score"], r["score"])
+        if r["issue"] not in w["issues"]:
+            w["issues"].append(r["issue"])
+        w["reasons"].append(f"{r['issue']}: {r['reason']}")
+    order = sorted(worst, key=lambda i: (worst[i]["score"], -len(worst[i]["issues"]), i))
+    out: dict[str, Any] = {
+        "issue_rows": len(mine),
+        "issue_counts": dict(sorted(Counter(r["issue"] for r in flagged).items())),
+        "rows_per_issue": dict(sorted(Counter(r["issue"] for r in mine).items())),
+        "items_flagged": len(worst),
+        "items_flagged_share": len(worst) / len(pairs),
+        "top": [
+            {
+                "item_id": i,
+                **worst[i],
+                "prompt": _excerpt(
+                    "\n\n".join(f"[{m['role']}] {m['content']}" for m in by_id[i]["prompt"])
+                ),
+                "chosen": _excerpt(by_id[i]["chosen"]),
+                "rejected": _excerpt(by_id[i]["rejected"]),
+            }
+            for i in order[:top]
+        ],
+    }
+    if sample is not None:
+        done = [r["mislabeled"] for r in sample if r["mislabeled"] is not None]
+        k, n = sum(done), len(done)
+        lo, hi = wilson(k, n)
+        out["sample"] = {
+            "reviewed": n,
+            "not_reviewed": len(sample) - n,
+            "mislabeled": k,
+            "rate": k / n,
+            "low": lo,
+            "high": hi,
+            "confidence": 0.95,
+            "method": "wilson",
+            "n_effective": float(n),
+            "warn_above": 0.1,
+            "warn": k / n > 0.1,
+            "above_confidently": lo is not None and lo > 0.1,
+            "below_confidently": hi is not None and hi < 0.1,
+        }
+    return out
+
+
+def filtering(kept: int, rejected: list[Row]) -> dict[str, Any]:
+    first = Counter(r["reason"] for r in rejected)
+    out: dict[str, Any] = {
+        "kept": kept,
+        "dropped": len(rejected),
+        "dropped_share": len(rejected) / (kept + len(rejected)),
+        "dropped_by_reason": dict(sorted(first.items(), key=lambda x: (-x[1], x[0]))),
+    }
+    if rejected and "reasons" in rejected[0]:
+        every = Counter(x for r in rejected for x in r["reasons"].split("; "))
+        out["failing_by_rule"] = dict(sorted(every.items(), key=lambda x: (-x[1], x[0])))
+    return out
+
+
+DEDUP = (
+    "duplicate_pair",
+    "near_duplicate_pair",
+    "conflicting_duplicate",
+    "duplicate_prompt",
+    "near_duplicate_prompt",
+)
+
+
+def duplicates_from_issues(pairs: list[Row], issues: list[Row]) -> dict[str, Any]:
+    ids_ = {p["pair_id"] for p in pairs}
+    rows = [r for r in issues if r["item_id"] in ids_ and r["issue"] in DEDUP]
+    overlap = [r for r in issues if r["item_id"] in ids_ and r["issue"] == "train_test_overlap"]
+    out: dict[str, Any] = {
+        "source": "issues",
+        "counts": {n: sum(r["issue"] == n for r in rows) for n in DEDUP},
+        "flagged": {n: sum(r["issue"] == n and r["is_issue"] for r in rows) for n in DEDUP},
+        "pairs": len(pairs),
+        "distinct_prompts": len({p["prompt_id"] for p in pairs}),
+        "examples": [
+            {"item_id": r["item_id"], "issue": r["issue"], "reason": r["reason"]}
+            for r in rows
+            if r["issue"] in DEDUP[:3]
+        ][:10],
+    }
+    if overlap:
+        exact = sum(r["score"] == 0 for r in overlap)
+        out["overlap"] = {
+            "source": "issues",
+            "overlap_exact": exact,
+            "overlap_near": len(overlap) - exact,
+        }
+    return out
