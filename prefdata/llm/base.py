@@ -79,6 +79,9 @@ class Response:
     text: str | None = None
     tool_input: dict[str, Any] | None = None
     choice_probs: dict[str, float] | None = None
+    # choices mode: the raw probability the choices' first tokens hold together (before
+    # choice_probs was renormalised over them); low means the model was not answering.
+    choice_mass: float | None = None
     token_logprobs: list[float] | None = None
     finish_reason: str | None = None
     input_tokens: int = 0
