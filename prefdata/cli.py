@@ -6,17 +6,16 @@ Every command prints a one-line error naming the file, row and column on bad inp
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from prefdata.cli_annotate import annotate_app
+from prefdata.cli_common import console, friendly_errors, pick, print_report
 from prefdata.errors import PrefdataError
 
 app = typer.Typer(
@@ -26,9 +25,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 MODES = ("all", "best-vs-worst")
+
+app.add_typer(annotate_app, name="annotate")
 
 # format name -> (module, function); imported lazily so `prefdata --help` stays fast.
 IMPORTERS: dict[str, tuple[str, str]] = {
@@ -64,20 +63,6 @@ def _main(
     """Clean preference data and train on it."""
 
 
-def friendly_errors(func: F) -> F:
-    """Turn prefdata's own errors into one red line and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PrefdataError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 # Files larger than this go through prefdata.io.stream (bounded memory) unless told otherwise.
 STREAM_BYTES = 256 * 1024 * 1024
 
@@ -86,17 +71,6 @@ def _use_stream(path: Path, stream: bool | None) -> bool:
     if stream is not None:
         return stream
     return path.is_file() and path.stat().st_size > STREAM_BYTES and not path.name.endswith(".gz")
-
-
-def _pick(option: str, value: str, choices: tuple[str, ...]) -> Any:
-    """Check a choice option; returned as Any so it fits the library's Literal types."""
-    if value not in choices:
-        raise PrefdataError(f"--{option} must be one of {', '.join(choices)}; got '{value}'")
-    return value
-
-
-def print_report(report: dict[str, Any]) -> None:
-    print(json.dumps(report, indent=1, default=str))
 
 
 def _parse_options(options: list[str]) -> dict[str, Any]:
@@ -168,6 +142,107 @@ def import_cmd(
     print_report({**result.report, "written": written})
 
 
+@app.command("generate")
+@friendly_errors
+def generate_cmd(
+    prompts: Annotated[Path, typer.Argument(help="prompts table (or any table with `prompt`)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="candidates table")],
+    model: Annotated[
+        list[str] | None, typer.Option(help="model (repeat to mix generators)")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local | openai | anthropic")] = "local",
+    base_url: Annotated[str | None, typer.Option(help="server URL (openai, anthropic)")] = None,
+    n: Annotated[int, typer.Option(help="candidates per prompt")] = 4,
+    mix: Annotated[
+        str, typer.Option(help="spread: n in all, across models; each: n per model")
+    ] = "spread",
+    temperature: Annotated[float, typer.Option()] = 0.7,
+    top_p: Annotated[float, typer.Option()] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option()] = 256,
+    seed: Annotated[int, typer.Option(help="base seed; each sample derives its own")] = 0,
+    stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="local: prompts per forward pass")] = None,
+    device: Annotated[str | None, typer.Option(help="local: cpu | cuda | auto")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="remote: calls in flight")] = None,
+    chunk_size: Annotated[int, typer.Option(help="prompts per cached chunk")] = 32,
+    batch: Annotated[
+        bool, typer.Option(help="anthropic: Message Batches API (half price; resumable)")
+    ] = False,
+    poll_interval: Annotated[float, typer.Option(help="batch polling, seconds")] = 30.0,
+    cache: Annotated[Path | None, typer.Option(help="call cache file")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """N candidate completions per prompt from one or several models, resumable from the call
+    cache; identical, empty and failed completions go to OUT-stem.rejected with a reason.
+
+    Example: prefdata generate prompts.parquet -o candidates.parquet --model smollm2 --n 4
+    """
+    from prefdata.generate import generate
+    from prefdata.io.tables import read_table, sibling, write_table
+    from prefdata.llm.base import Params
+    from prefdata.llm.cache import CallCache
+
+    options = {"batch_size": batch_size, "device": device, "max_concurrency": max_concurrency}
+    call_cache = CallCache(cache, enabled=not no_cache)
+    try:
+        candidates, rejected, report = generate(
+            read_table(prompts),
+            models=model or ["smollm2"],
+            backend=pick("backend", backend, ("local", "openai", "anthropic")),
+            n=n,
+            params=Params(
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                stop=tuple(stop or ()),
+            ),
+            cache=call_cache,
+            base_url=base_url,
+            client_options={k: v for k, v in options.items() if v is not None},
+            mix=pick("mix", mix, ("spread", "each")),
+            chunk_size=chunk_size,
+            progress=progress,
+            batch_state=sibling(out, "batches").with_suffix(".json") if batch else None,
+            batch_poll_interval=poll_interval,
+        )
+    finally:
+        call_cache.close()
+    write_table(candidates, out)
+    report["written"] = {"candidates": str(out)}
+    if rejected.height:
+        report["written"]["rejected"] = str(write_table(rejected, sibling(out, "rejected")))
+    print_report(report)
+    console.print(report.get("cache", call_cache.stats.line()), highlight=False)
+
+
+@app.command("synthetic-pairs")
+@friendly_errors
+def synthetic_pairs_cmd(
+    candidates: Annotated[Path, typer.Argument(help="candidates table")],
+    reward_model: Annotated[Path, typer.Option(help="local reward-model folder (one output)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="pairs table")],
+    min_margin: Annotated[float, typer.Option(help="minimum score gap")] = 0.0,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Score each candidate with a reward model and pair each prompt's best with its worst
+    (margin = the score gap; prompts whose candidates all tie give no pair).
+
+    Example: prefdata synthetic-pairs candidates.parquet --reward-model rm/ -o pairs.parquet
+    """
+    from prefdata.generate import RewardModelScorer, synthetic_pairs
+    from prefdata.io.tables import read_table, write_table
+
+    pairs, report = synthetic_pairs(
+        read_table(candidates),
+        scorer=RewardModelScorer(reward_model, device=device),
+        min_margin=min_margin,
+    )
+    write_table(pairs, out)
+    print_report({**report, "written": str(out)})
+
+
 @app.command()
 @friendly_errors
 def validate(
@@ -223,10 +298,10 @@ def convert(
         result, report = conv.pairs_to_kto(check(table, "pairs", source=src))
     elif conversion == "ratings-to-pairs":
         result, report = conv.ratings_to_pairs(
-            table, mode=_pick("mode", mode, MODES), min_margin=min_margin
+            table, mode=pick("mode", mode, MODES), min_margin=min_margin
         )
     elif conversion == "rankings-to-pairs":
-        result, report = conv.rankings_to_pairs(table, mode=_pick("mode", mode, MODES))
+        result, report = conv.rankings_to_pairs(table, mode=pick("mode", mode, MODES))
     elif conversion == "thumbs-to-kto":
         result, tied, report = conv.thumbs_to_kto(table)
         if tied.height:
@@ -334,7 +409,7 @@ def agree(
     table = check(read_table(annotations), "annotations", source=annotations)
     items, report = agreement(
         table,
-        level=_pick("level", level, ("nominal", "ordinal", "interval")),
+        level=pick("level", level, ("nominal", "ordinal", "interval")),
         label_order=_split_list(label_order),
         bootstrap=bootstrap,
         seed=seed,
@@ -367,7 +442,7 @@ def consensus_cmd(
 
     table = check(read_table(annotations), "annotations", source=annotations)
     posteriors, report = consensus(
-        table, method=_pick("method", method, ("majority", "dawid-skene"))
+        table, method=pick("method", method, ("majority", "dawid-skene"))
     )
     if pairs is None:
         write_table(posteriors, out)
@@ -410,7 +485,7 @@ def audit(
         read_table(data),
         annotations=read_table(annotations) if annotations else None,
         test=read_table(test) if test else None,
-        model=_pick("model", model, ("none", "embeddings", "scores")),
+        model=pick("model", model, ("none", "embeddings", "scores")),
         scores=read_table(scores) if scores else None,
         sample=sample,
         seed=seed,
@@ -479,8 +554,8 @@ def filter_cmd(
         min_margin=min_margin,
         min_agreement=min_agreement,
         drop_issues=names,
-        ties=_pick("ties", ties, ("drop", "kto")),
-        unknown_confidence=_pick("unknown-confidence", unknown_confidence, ("keep", "drop")),
+        ties=pick("ties", ties, ("drop", "kto")),
+        unknown_confidence=pick("unknown-confidence", unknown_confidence, ("keep", "drop")),
     )
     write_table(kept, out)
     write_table(dropped, rejected)

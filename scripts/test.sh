@@ -5,11 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 bash scripts/setup.sh --dev
-echo "== ruff"; .venv/bin/ruff check prefdata tests bench
+# The annotation server's own venv (its pins clash with ours); idempotent, ~0.1 s when ready.
+bash annotate/setup.sh
+echo "== ruff"; .venv/bin/ruff check prefdata tests bench annotate
 echo "== mypy"; .venv/bin/mypy prefdata
 echo "== pytest"
 set +e
-.venv/bin/python -m pytest -n 2 "$@"
+# One torch thread per xdist worker: two workers on two cores, each wanting both cores,
+# made a decode step ~8x slower. The Argilla tests share one server (--dist loadgroup).
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then

@@ -139,3 +139,33 @@ def test_streaming_path_gives_the_same_files(shared_data: Path, tmp_path: Path) 
         outs[flag] = (read_table(out), read_table(tmp_path / f"x{flag}.jsonl"))
     assert outs["--stream"][0].to_dicts() == outs["--no-stream"][0].to_dicts()
     assert outs["--stream"][1].to_dicts() == outs["--no-stream"][1].to_dicts()
+
+
+def test_generate_then_resume_makes_no_new_calls(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        '{"prompt": "Name a colour."}\n{"prompt": "Say hello in French."}\n', encoding="utf-8"
+    )
+    args = [
+        "generate",
+        str(prompts),
+        "-o",
+        str(tmp_path / "c.parquet"),
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--cache",
+        str(tmp_path / "calls.sqlite"),
+        "--no-progress",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    first = json.loads(result.stdout)
+    assert first["new_calls"] == 4
+    candidates = read_table(tmp_path / "c.parquet")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["new_calls"] == 0 and again["cache_hits"] == 4
+    assert read_table(tmp_path / "c.parquet").to_dicts() == candidates.to_dicts()

@@ -1,0 +1,695 @@
+"""Candidate generation (N samples per prompt from one or several models) and synthetic pairs.
+
+    candidates, rejected, report = generate(prompts, models=["smollm2"], n=4, cache=CallCache())
+    pairs, report = synthetic_pairs(candidates, scorer=RewardModelScorer("path/to/rm"))
+
+Seeds: sample k of a prompt gets the seed `derive_seed(base, prompt_id, k)` (base = params.seed,
+0 when unset), so every sample is a different draw, a re-run draws the same samples, and each
+sample has its own call-cache key (without distinct seeds, N identical requests would share one
+key and the cache would answer all N with the first). Remote backends that ignore seeds still
+get distinct keys, so a resumed run never repeats their calls either.
+
+Several models (UltraFeedback style): `n` is the number of samples per prompt in total, spread
+over the models in turn (`mix="spread"`, the default); the model taking sample 0 rotates from
+prompt to prompt (by a hash of the prompt id), so with n < len(models) every model still gets
+its share of prompts, like UltraFeedback drawing 4 of its 17 models per prompt. `mix="each"`
+asks every model for `n` samples (n * len(models) per prompt).
+
+Resuming: prompts are processed in chunks of `chunk_size`; every chunk's answers are in the
+call cache before the next chunk starts, so an interruption loses at most one chunk and the
+re-run answers everything before it from the cache without a single new call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+
+import polars as pl
+
+from prefdata import ids
+from prefdata.convert import ratings_to_pairs
+from prefdata.errors import InputError, PrefdataError
+from prefdata.llm.base import Client, Message, Params, Request, Response
+from prefdata.llm.cache import CacheStats, CallCache, complete_cached
+from prefdata.schema import MESSAGES, conform, split_problems, with_messages
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "REJECTED_SCHEMA",
+    "RewardModelScorer",
+    "Scorer",
+    "agenerate",
+    "assign_models",
+    "derive_seed",
+    "generate",
+    "synthetic_pairs",
+]
+
+Mix = Literal["spread", "each"]
+
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    "prompt_id": pl.String(),
+    "prompt": MESSAGES,
+    "generator": pl.String(),
+    "sample": pl.Int64(),
+    "seed": pl.Int64(),
+    "completion": pl.String(),
+    "reason": pl.String(),  # one of _REJECT_REASONS
+    "error": pl.String(),
+}
+"""Columns of the rejected table `generate` returns beside the candidates."""
+
+_REJECT_REASONS = ("error", "empty", "duplicate", "invalid_prompt")
+
+_CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    "prompt_id": pl.String(),
+    "prompt": MESSAGES,
+    "completion_id": pl.String(),
+    "completion": pl.String(),
+    "generator": pl.String(),
+    "params": pl.String(),
+}
+
+# --- seeds and model assignment ---
+
+
+def derive_seed(base: int, prompt_id: str, sample: int) -> int:
+    """The seed of sample `sample` of `prompt_id`: a 63-bit hash of the three.
+
+    63 bits: torch, numpy and the OpenAI API all take it as a non-negative int64.
+    """
+    digest = hashlib.blake2b(f"{base}\x1f{prompt_id}\x1f{sample}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") >> 1
+
+
+def assign_models(
+    prompt_id: str, n: int, n_models: int, *, base: int = 0, mix: Mix = "spread"
+) -> list[int]:
+    """Model index for each sample of one prompt (see the module docstring for `mix`)."""
+    if mix == "each":
+        return [m for m in range(n_models) for _ in range(n)]
+    if mix != "spread":
+        raise InputError(f"mix must be 'spread' or 'each', got {mix!r}")
+    start = derive_seed(base, prompt_id, -1) % n_models
+    return [(start + k) % n_models for k in range(n)]
+
+
+# --- generation ---
+
+
+@dataclass
+class _Sample:
+    prompt_id: str
+    prompt: list[Message]
+    model: int
+    sample: int
+    request: Request
+
+
+# answers for samples, in order, with the cache (plain calls, or the Batches API)
+Answerer = Callable[[Sequence[Client], Sequence[_Sample], CallCache], Awaitable[list[Response]]]
+
+
+def _prompt_table(prompts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(good prompts, rejected rows) from the prompts contract or any table with `prompt`."""
+    if "prompt" not in prompts.columns:
+        raise InputError(
+            f"the prompts table needs a 'prompt' column (text or chat messages); it has "
+            f"{prompts.columns}",
+            column="prompt",
+        )
+    if prompts.height == 0:
+        raise InputError("no prompts: the prompts table is empty")
+    table = with_messages(prompts)
+    if "prompt_id" not in table.columns:
+        table = ids.with_prompt_ids(table)
+    table = conform(table.select("prompt_id", "prompt"), "prompts")
+    good, bad = split_problems(table, "prompts")
+    rejected = pl.DataFrame(
+        {
+            "prompt_id": bad["prompt_id"],
+            "prompt": bad["prompt"],
+            "reason": pl.Series(["invalid_prompt"] * bad.height, dtype=pl.String),
+            "error": bad["reason"],
+        }
+    )
+    return good, _rejected_frame(rejected.to_dicts())
+
+
+def _rejected_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [{k: r.get(k) for k in REJECTED_SCHEMA} for r in rows], schema=REJECTED_SCHEMA
+    )
+
+
+def _stats_delta(before: CacheStats, after: CacheStats) -> CacheStats:
+    return CacheStats(
+        hits=after.hits - before.hits,
+        misses=after.misses - before.misses,
+        stored=after.stored - before.stored,
+        errors=after.errors - before.errors,
+    )
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool, label: str) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+async def agenerate(
+    prompts: pl.DataFrame,
+    *,
+    models: Sequence[str | Client],
+    backend: str = "local",
+    n: int = 4,
+    params: Params | None = None,
+    cache: CallCache,
+    base_url: str | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    mix: Mix = "spread",
+    chunk_size: int = 32,
+    progress: bool = True,
+    batch_state: str | Path | None = None,
+    batch_poll_interval: float = 30.0,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """The async version of `generate` (same arguments and result); use it inside a running
+    event loop (a notebook, a server)."""
+    started = time.monotonic()
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    if chunk_size < 1:
+        raise InputError(f"chunk_size must be at least 1, got {chunk_size}")
+    if not models:
+        raise InputError("no models: give at least one")
+    params = params or Params()
+    base = params.seed if params.seed is not None else 0
+    good, rejected_prompts = _prompt_table(prompts)
+
+    owned: list[Client] = []
+    clients: list[Client] = []
+    try:
+        for m in models:
+            if isinstance(m, str):
+                from prefdata.llm.factory import make_client
+
+                options = dict(client_options or {})
+                if base_url is not None:
+                    options["base_url"] = base_url
+                client = make_client(backend, m, **options)
+                owned.append(client)
+            else:
+                client = m
+            clients.append(client)
+        names = [c.model for c in clients]
+        if len(set(zip(names, [c.backend for c in clients], strict=True))) < len(names):
+            raise InputError(f"the same model is listed twice: {names}")
+        answer: Answerer = _answer
+        if batch_state is not None:
+            answer = _batch_answerer(clients, Path(batch_state), batch_poll_interval)
+            # One submission for everything: the Batches API is for bulk work, and each
+            # batch takes minutes to hours; the state file makes it resumable instead.
+            chunk_size = max(1, good.height)
+
+        before = replace(cache.stats)
+        kept: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        spent = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+        finish_length = 0
+        errors_seen: dict[str, int] = {}
+        rows = good.select("prompt_id", "prompt").to_dicts()
+        succeeded = 0
+        with _progress(len(rows), progress, "generating") as advance:
+            for start in range(0, len(rows), chunk_size):
+                chunk = rows[start : start + chunk_size]
+                samples = _chunk_samples(chunk, clients, n, params, base, mix)
+                answers = await answer(clients, samples, cache)
+                by_prompt: dict[str, set[str]] = {}
+                for s, r in zip(samples, answers, strict=True):
+                    if not r.cached:
+                        spent["input_tokens"] += r.input_tokens
+                        spent["output_tokens"] += r.output_tokens
+                        spent["cost_usd"] += r.cost_usd
+                    row = {
+                        "prompt_id": s.prompt_id,
+                        "prompt": s.prompt,
+                        "generator": names[s.model],
+                        "sample": s.sample,
+                        "seed": s.request.params.seed,
+                    }
+                    text = (r.text or "").strip()
+                    if r.error is not None:
+                        errors_seen[r.error] = errors_seen.get(r.error, 0) + 1
+                        rejected.append({**row, "reason": "error", "error": r.error})
+                        continue
+                    succeeded += 1
+                    if not text:
+                        rejected.append({**row, "reason": "empty", "completion": r.text})
+                        continue
+                    seen = by_prompt.setdefault(s.prompt_id, set())
+                    if text in seen:
+                        rejected.append({**row, "reason": "duplicate", "completion": text})
+                        continue
+                    seen.add(text)
+                    finish_length += r.finish_reason == "length"
+                    kept.append(
+                        {
+                            "prompt_id": s.prompt_id,
+                            "prompt": s.prompt,
+                            "completion_id": ids.completion_id(s.prompt_id, text),
+                            "completion": text,
+                            "generator": names[s.model],
+                            "params": ids.canonical_json(
+                                {
+                                    "backend": clients[s.model].backend,
+                                    **asdict(s.request.params),
+                                    "sample": s.sample,
+                                    "finish_reason": r.finish_reason,
+                                }
+                            ),
+                        }
+                    )
+                if start == 0 and succeeded == 0 and errors_seen:
+                    # A backend that fails every call of the first chunk (server down, wrong
+                    # model) would fail the rest too; stopping costs nothing (errors are not
+                    # cached, nothing was paid for).
+                    first = next(iter(errors_seen))
+                    raise PrefdataError(
+                        f"every call in the first chunk failed ({sum(errors_seen.values())} "
+                        f"calls); first error: {first}"
+                    )
+                advance(len(chunk))
+    finally:
+        for client in owned:
+            await client.aclose()
+
+    candidates = conform(pl.DataFrame(kept, schema=_CANDIDATE_SCHEMA), "candidates")
+    all_rejected = pl.concat([rejected_prompts, _rejected_frame(rejected)])
+    stats = _stats_delta(before, cache.stats)
+    reasons = all_rejected["reason"].value_counts()
+    report: dict[str, Any] = {
+        "prompts": prompts.height,
+        "prompts_used": good.height,
+        "backend": sorted({c.backend for c in clients}),
+        "models": names,
+        "n": n,
+        "mix": mix,
+        "base_seed": base,
+        "batches_api": batch_state is not None,
+        "requests": stats.hits + stats.misses,
+        "candidates": candidates.height,
+        **{f"dropped_{r}": 0 for r in _REJECT_REASONS},
+        **{f"dropped_{r}": int(c) for r, c in reasons.iter_rows()},
+        "truncated_at_max_new_tokens": finish_length,
+        "new_calls": stats.misses,
+        "cache_hits": stats.hits,
+        "cache": stats.line() if cache.enabled else "call cache: off (--no-cache)",
+        **spent,
+        "error_examples": dict(sorted(errors_seen.items(), key=lambda kv: -kv[1])[:3]),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    return candidates, all_rejected, report
+
+
+def _chunk_samples(
+    chunk: list[dict[str, Any]],
+    clients: Sequence[Client],
+    n: int,
+    params: Params,
+    base: int,
+    mix: Mix,
+) -> list[_Sample]:
+    samples = []
+    for row in chunk:
+        pid = str(row["prompt_id"])
+        prompt = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
+        for k, m in enumerate(assign_models(pid, n, len(clients), base=base, mix=mix)):
+            seed = derive_seed(base, pid, k)
+            request = Request(
+                messages=tuple(prompt),
+                params=replace(params, seed=seed),
+                # Batch APIs key results on it; [a-zA-Z0-9_-]{1,64} as Anthropic requires.
+                custom_id=f"{pid}-{m}-{k}",
+            )
+            samples.append(_Sample(pid, prompt, m, k, request))
+    return samples
+
+
+async def _answer(
+    clients: Sequence[Client], samples: Sequence[_Sample], cache: CallCache
+) -> list[Response]:
+    """Answers for `samples` in order: one cached call per model, the models concurrently."""
+    by_model: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_model.setdefault(s.model, []).append(i)
+    results = await asyncio.gather(
+        *(
+            complete_cached(clients[m], [samples[i].request for i in idx], cache)
+            for m, idx in by_model.items()
+        )
+    )
+    out: list[Response | None] = [None] * len(samples)
+    for idx, responses in zip(by_model.values(), results, strict=True):
+        for i, r in zip(idx, responses, strict=True):
+            out[i] = r
+    return [r if r is not None else Response(error="internal: no answer") for r in out]
+
+
+def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float) -> Answerer:
+    """Answers through the Anthropic Message Batches API (prefdata.llm.batches.run_batch),
+    one state file per model: `state` itself for one model, `<stem>.<i><suffix>` for model i
+    of several."""
+    from prefdata.llm.anthropic import AnthropicClient
+    from prefdata.llm.batches import run_batch
+
+    for c in clients:
+        if not isinstance(c, AnthropicClient):
+            raise InputError(
+                f"the Batches API (--batch) needs the anthropic backend; {c.model!r} uses "
+                f"{c.backend!r}"
+            )
+    paths = (
+        [state]
+        if len(clients) == 1
+        else [state.with_name(f"{state.stem}.{i}{state.suffix}") for i in range(len(clients))]
+    )
+
+    async def answer(
+        clients: Sequence[Client], samples: Sequence[_Sample], cache: CallCache
+    ) -> list[Response]:
+        by_model: dict[int, list[int]] = {}
+        for i, s in enumerate(samples):
+            by_model.setdefault(s.model, []).append(i)
+        out: list[Response | None] = [None] * len(samples)
+        for m, idx in by_model.items():
+            client = clients[m]
+            assert isinstance(client, AnthropicClient)
+            responses = await run_batch(
+                client,
+                [samples[i].request for i in idx],
+                cache=cache,
+                state_path=paths[m],
+                poll_interval=poll_interval,
+            )
+            for i, r in zip(idx, responses, strict=True):
+                out[i] = r
+        return [r if r is not None else Response(error="internal: no answer") for r in out]
+
+    return answer
+
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from inside a running loop (a notebook): then in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as err:
+            box["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def generate(
+    prompts: pl.DataFrame,
+    *,
+    models: Sequence[str | Client],
+    backend: str = "local",
+    n: int = 4,
+    params: Params | None = None,
+    cache: CallCache,
+    base_url: str | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    mix: Mix = "spread",
+    chunk_size: int = 32,
+    progress: bool = True,
+    batch_state: str | Path | None = None,
+    batch_poll_interval: float = 30.0,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """N candidate completions per prompt.
+
+    Input: the prompts contract, or any table with a `prompt` column (text or chat messages;
+    `prompt_id` is computed when missing). Prompts that break the contract (blank, duplicate
+    id) are not sent and go to `rejected` as `invalid_prompt`.
+
+    models: model names for `backend` ("local" | "openai" | "anthropic"), built with
+        prefdata.llm.factory.make_client(backend, name, base_url=base_url, **client_options);
+        or ready Client objects (used as they are and not closed here).
+    n, mix: samples per prompt; see the module docstring ("spread": n in total over the
+        models; "each": n per model).
+    params: sampling parameters for every call; `params.seed` is the base seed (0 when None)
+        from which each sample's own seed is derived.
+    cache: the call cache (CallCache(enabled=False) for --no-cache).
+    chunk_size: prompts per chunk; an interruption loses at most one chunk.
+    progress: a rich progress bar over prompts, on stderr.
+    batch_state: use the Anthropic Message Batches API (half price; anthropic backend only):
+        every request not in the cache goes into one submission, its batch ids are kept in
+        this JSON file, and a run interrupted after submitting collects those batches on
+        resume instead of submitting again (see prefdata.llm.batches). Polls every
+        `batch_poll_interval` seconds. Several models: one state file each, `<stem>.<i>.json`.
+
+    Output: (candidates, rejected, report).
+    - candidates: the candidates contract (prompt_id, prompt, completion_id, completion,
+      generator, params). `completion` is the reply with surrounding whitespace removed;
+      `params` is JSON with the backend, the sampling parameters (with the sample's own
+      seed), the sample index and the finish_reason ("length" marks a reply cut at
+      max_new_tokens).
+    - rejected: REJECTED_SCHEMA rows with reason `error` (the call failed; `error` says why;
+      not cached, so a re-run tries again), `empty` (a blank reply), `duplicate` (the same
+      text as an earlier sample of the same prompt) or `invalid_prompt`.
+    - report: counts (prompts, requests, candidates, dropped_<reason>,
+      truncated_at_max_new_tokens), the tokens and cost of the new calls, `new_calls`,
+      `cache_hits` and the cache statistics line (`cache`).
+
+    Raises InputError for a bad prompts table or options, PrefdataError when every call of the
+    first chunk fails (a dead server, a wrong model).
+    """
+    return _run(
+        agenerate(
+            prompts,
+            models=models,
+            backend=backend,
+            n=n,
+            params=params,
+            cache=cache,
+            base_url=base_url,
+            client_options=client_options,
+            mix=mix,
+            chunk_size=chunk_size,
+            progress=progress,
+            batch_state=batch_state,
+            batch_poll_interval=batch_poll_interval,
+        )
+    )
+
+
+# --- synthetic pairs ---
+
+
+class Scorer(Protocol):
+    """Scores one completion to one prompt (chat messages); higher is better."""
+
+    def __call__(self, prompt: Sequence[Message], completion: str) -> float: ...
+
+
+@runtime_checkable
+class BatchScorer(Protocol):
+    """A scorer that is faster on many items at once (a model); synthetic_pairs prefers it."""
+
+    def score_batch(
+        self, prompts: Sequence[Sequence[Message]], completions: Sequence[str]
+    ) -> list[float]: ...
+
+
+def _scorer_name(scorer: object) -> str:
+    name = getattr(scorer, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(getattr(scorer, "__qualname__", type(scorer).__qualname__))
+
+
+def synthetic_pairs(
+    candidates: pl.DataFrame,
+    *,
+    scorer: Scorer | Callable[[Sequence[Message], str], float],
+    min_margin: float = 0.0,
+    source: str = "synthetic",
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Score every candidate, then pair each prompt's best against its worst.
+
+    Input: the candidates contract. `scorer(prompt_messages, completion) -> float` (higher is
+    better; e.g. RewardModelScorer, or a judge); a scorer with `score_batch` is called once
+    for all candidates. A NaN or None score counts as no score.
+    Output: (pairs, report). Pairs contract, one pair per prompt whose top and bottom scores
+    differ by more than `min_margin`: chosen = the top completion, rejected = the bottom one,
+    margin = the score gap, n_votes = 1, confidence and agreement null (one scorer's gap is
+    not a probability), provenance = both scores, both generators and the scorer's name.
+    A prompt whose candidates all tie (or that has a single candidate) gives no pair.
+    Report: candidates, prompts, prompts_all_tied, pairs_below_margin, pairs, scorer.
+    """
+    table = conform(candidates, "candidates")
+    prompts = table["prompt"].to_list()
+    completions = table["completion"].to_list()
+    if isinstance(scorer, BatchScorer):
+        raw = scorer.score_batch(prompts, completions)
+    else:
+        raw = [scorer(p, c) for p, c in zip(prompts, completions, strict=True)]
+    if len(raw) != table.height:
+        raise PrefdataError(f"the scorer returned {len(raw)} scores for {table.height} candidates")
+    scores = [None if s is None or not math.isfinite(float(s)) else float(s) for s in raw]
+    rated = table.select("prompt", "completion", "generator").with_columns(
+        pl.Series("score", scores, dtype=pl.Float64), table["prompt_id"].alias("group")
+    )
+    name = _scorer_name(scorer)
+    pairs, report = ratings_to_pairs(
+        rated, mode="best-vs-worst", min_margin=min_margin, source=source
+    )
+    provenance = [
+        ids.canonical_json({**json.loads(p), "scorer": name}) for p in pairs["provenance"]
+    ]
+    pairs = pairs.with_columns(
+        pl.lit(None, pl.Float64).alias("confidence"),
+        pl.lit(None, pl.Float64).alias("agreement"),
+        pl.Series("provenance", provenance, dtype=pl.String),
+    )
+    report = {"candidates": table.height, **report, "scorer": name}
+    return pairs, report
+
+
+class RewardModelScorer:
+    """A sequence-classification reward model (one output: the reward) from a local folder.
+
+    Each (prompt, completion) is written with the tokenizer's chat template (the completion as
+    the assistant turn), or as "role: content" lines without one, and truncated from the
+    *left* to the model's length limit, so a long prompt loses its beginning rather than the
+    completion being judged. Batches of `batch_size`, sorted by length.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        batch_size: int = 8,
+        dtype: str | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        from prefdata.models import _require
+
+        folder = Path(path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise InputError("not a reward model folder: config.json is missing", source=folder)
+        _require(("torch", "transformers"), "pip install 'prefdata[models]'")
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from prefdata.llm.local import default_dtype
+
+        self.name = f"reward-model:{folder.name}"
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, dtype=getattr(torch, dtype or default_dtype(device))
+        )
+        if model.config.num_labels != 1:
+            raise InputError(
+                f"a reward model has one output (num_labels=1); this one has "
+                f"{model.config.num_labels}",
+                source=folder,
+            )
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if model.config.pad_token_id is None:
+            # The model finds each row's last real token by the pad id; without one it
+            # refuses batches larger than 1.
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer.truncation_side = "left"
+        self.tokenizer.padding_side = "right"
+        limits = [self.tokenizer.model_max_length, 1 << 20]
+        position_limit = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(position_limit, int):
+            limits.append(position_limit)
+        self.max_length = max_length or int(min(limits))
+        model.to(device)
+        model.eval()
+        self.model = model
+
+    def text(self, prompt: Sequence[Message], completion: str) -> str:
+        chat = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+        chat.append({"role": "assistant", "content": completion})
+        if self.tokenizer.chat_template:
+            return str(self.tokenizer.apply_chat_template(chat, tokenize=False))
+        return "\n".join(f"{m['role']}: {m['content']}" for m in chat)
+
+    def score_batch(
+        self, prompts: Sequence[Sequence[Message]], completions: Sequence[str]
+    ) -> list[float]:
+        import torch
+
+        texts = [self.text(p, c) for p, c in zip(prompts, completions, strict=True)]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = [0.0] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            encoded = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            with torch.inference_mode():
+                logits: torch.Tensor = self.model(**encoded).logits
+            for i, value in zip(idx, logits[:, 0].float().tolist(), strict=True):
+                out[i] = float(value)
+        return out
+
+    def __call__(self, prompt: Sequence[Message], completion: str) -> float:
+        return self.score_batch([prompt], [completion])[0]
