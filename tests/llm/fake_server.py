@@ -39,6 +39,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -185,6 +186,10 @@ class FakeLLMServer:
     json_schema_supported: bool = True  # False: 400 for response_format json_schema
     min_cache_tokens: int = 0  # prompt caching applies from this prefix length
     batch_outcomes: dict[str, str] = field(default_factory=dict)  # prompt substring -> outcome
+    # Scripted model habits for forced tool use (Messages API, batch items too): called with
+    # the request body; a dict is the tool input, a str is answered as text with stop_reason
+    # "refusal" (a model declining), None falls back to the hash-derived default.
+    tool_answer: Callable[[dict[str, Any]], dict[str, Any] | str | None] | None = None
 
     counts: Counter[str] = field(default_factory=Counter, init=False)
     log: list[Served] = field(default_factory=list, init=False)
@@ -508,16 +513,25 @@ class FakeLLMServer:
                         "invalid_request_error", "tool_choice names a tool that is not in tools"
                     )
                 )
-            tool_input = value_for(tool.get("input_schema", {}), digest(material))
-            content = [
-                {
-                    "type": "tool_use",
-                    "id": f"toolu_{digest(material)[:20]}",
-                    "name": tool["name"],
-                    "input": tool_input,
-                }
-            ]
-            output_tokens, stop = count_tokens(json.dumps(tool_input)), "tool_use"
+            scripted = self.tool_answer(body) if self.tool_answer is not None else None
+            if isinstance(scripted, str):
+                content = [{"type": "text", "text": scripted}]
+                output_tokens, stop = count_tokens(scripted), "refusal"
+            else:
+                tool_input = (
+                    scripted
+                    if scripted is not None
+                    else value_for(tool.get("input_schema", {}), digest(material))
+                )
+                content = [
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_{digest(material)[:20]}",
+                        "name": tool["name"],
+                        "input": tool_input,
+                    }
+                ]
+                output_tokens, stop = count_tokens(json.dumps(tool_input)), "tool_use"
         else:
             text, truncated = answer_text(material, int(body["max_tokens"]))
             content = [{"type": "text", "text": text}]
