@@ -46,7 +46,7 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 LIMIT = 50.0  # requests per second the server allows
 LATENCY = 0.1  # seconds per answer
 RATE_TARGET = 0.9
-KEY = "sk-ant-bench-not-a-real-key"
+KEY = "bench-fake-key-not-real"
 MODEL = "claude-haiku-4-5"
 
 

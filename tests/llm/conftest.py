@@ -13,7 +13,7 @@ from prefdata.llm.retry import RetryPolicy
 from tests.llm.fake_server import FakeLLMServer
 
 # Looks like a real key so a leak would be recognisable in any file.
-TEST_KEY = "sk-ant-api03-TESTKEY-do-not-leak-8f3a2c9d1e7b"
+TEST_KEY = "fake-anthropic-key-do-not-leak-8f3a2c9d1e7b"
 # Short waits so retry tests take tenths of a second, not the production half-second steps.
 FAST_RETRIES = RetryPolicy(max_retries=4, base_delay=0.02, max_delay=0.2)
 

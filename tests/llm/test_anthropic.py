@@ -240,7 +240,7 @@ def test_partial_failure_keeps_what_was_answered(
 
 
 def test_wrong_key_raises_a_clear_error(fake_server: FakeLLMServer) -> None:
-    wrong = "sk-ant-api03-WRONG-key-0000"
+    wrong = "fake-anthropic-WRONG-key-0000"
     client = client_for(fake_server, api_key=wrong, max_concurrency=1)
     with pytest.raises(BackendError) as caught:
         run(client, [ask(f"q{i}") for i in range(5)])
