@@ -93,9 +93,20 @@ def test_unknown_format_and_option() -> None:
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for command in ["import", "validate", "convert", "export", "info", "demo"]:
-        code, out = run(command, "--help")
-        assert code == 0 and "Example:" in out, command
+    import typer.main
+
+    def leaves(group: object, prefix: list[str]) -> list[list[str]]:
+        found = []
+        for name, command in getattr(group, "commands", {}).items():
+            path = [*prefix, name]
+            found += leaves(command, path) if hasattr(command, "commands") else [path]
+        return found
+
+    commands = leaves(typer.main.get_command(app), [])
+    assert len(commands) > 20
+    for path in commands:
+        code, out = run(*path, "--help")
+        assert code == 0 and "Example:" in out, path
 
 
 def test_demo_runs_offline(tmp_path: Path) -> None:
