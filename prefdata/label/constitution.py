@@ -1,0 +1,364 @@
+"""Constitutional critique and revision, with the revision's win *checked*, not assumed.
+
+    pairs, votes, report = critique(candidates, model="smollm2", cache=CallCache(), k=2)
+
+For each response (a row of `candidates`: `prompt`, `completion`):
+1. sample `k` principles of the constitution (seeded by the completion, so a re-run samples
+   the same ones);
+2. per principle: critique (the chat so far + the principle's critique request), then
+   revision (+ the critique + the revision request);
+3. compare original vs revision under that principle with the pairwise judge
+   (prefdata.label.judge) in both orders; pooled: P(revision better) (`pool_orders`);
+4. keep one pair per response: the revision with the highest P(revision better), only when
+   the revision wins (> 0.5) and that probability reaches `min_confidence`. A popular
+   recipe simply assumes every revision is better; the report counts how often the
+   comparison disagreed (`revisions_not_preferred`).
+
+Constitution file (TOML): `[[principle]]` tables with `id`, `statement` (what the comparison
+judges), `critique` and `revision` (the two requests). The default ships in
+prefdata/label/constitutions/default.toml.
+
+Outputs: `pairs` (pairs contract: chosen = the revision, rejected = the original,
+confidence = P(revision better) from the judge, provenance JSON with the sampled principle
+ids, each one's P(revision better), the kept principle, the critique, the generator, the
+judge and the template version); `votes` (the comparison votes, annotations contract with the
+extra column `principle`); report: responses, revisions, revision_errors, kept,
+revisions_not_preferred, mean_p_revision, per_principle {revisions, mean_p, kept}.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata import ids
+from prefdata.errors import InputError
+from prefdata.label.judge import Rubric, ajudge, load_rubric, pool_orders
+from prefdata.llm.base import Client, Message, Params, Request
+from prefdata.llm.cache import CallCache, complete_cached
+from prefdata.schema import conform, with_messages
+
+__all__ = ["Principle", "acritique", "critique", "load_constitution"]
+
+
+@dataclass(frozen=True)
+class Principle:
+    id: str
+    statement: str
+    critique: str
+    revision: str
+
+
+def load_constitution(path: str | Path | None = None) -> list[Principle]:
+    """The principles of a TOML constitution file (None: the default one we ship)."""
+    if path is None:
+        text = (
+            resources.files("prefdata.label")
+            .joinpath("constitutions/default.toml")
+            .read_text("utf-8")
+        )
+        source = "default constitution"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"cannot read the constitution: {err}", source=source) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML: {err}", source=source) from None
+    entries = data.get("principle")
+    if not isinstance(entries, list) or not entries:
+        raise InputError("a constitution needs [[principle]] tables", source=source)
+    out: list[Principle] = []
+    for n, entry in enumerate(entries, start=1):
+        missing = [
+            k
+            for k in ("id", "statement", "critique", "revision")
+            if not isinstance(entry.get(k), str) or not entry[k].strip()
+        ]
+        if missing:
+            raise InputError(f"principle {n} lacks {missing}", source=source, row=n)
+        out.append(Principle(entry["id"], entry["statement"], entry["critique"], entry["revision"]))
+    if len({p.id for p in out}) < len(out):
+        raise InputError("principle ids must be unique", source=source)
+    return out
+
+
+def principle_rubric(principle: Principle, base: Rubric) -> Rubric:
+    """The comparison template for one principle: the base rubric's layout, judged by the
+    principle's statement."""
+    system = (
+        "You are an impartial judge comparing two AI assistant responses to the same "
+        "conversation. Judge only by this principle:\n"
+        f"{principle.statement}\n"
+        "The order in which the responses are shown is arbitrary and must not affect your "
+        'decision. Answer "tie" only when both follow the principle equally well.'
+    )
+    return Rubric(f"principle:{principle.id}", system, base.user)
+
+
+async def acritique(
+    candidates: pl.DataFrame,
+    *,
+    model: str | Client,
+    cache: CallCache,
+    judge_model: str | Client | None = None,
+    constitution: str | Path | Sequence[Principle] | None = None,
+    principles_per_prompt: int = 2,
+    min_confidence: float = 0.6,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    client_options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """The async version of `critique`."""
+    from prefdata.generate import derive_seed
+    from prefdata.label.judge import _client, _name
+
+    principles = (
+        list(constitution)
+        if isinstance(constitution, Sequence) and not isinstance(constitution, str)
+        else load_constitution(constitution)
+    )
+    if not 1 <= principles_per_prompt <= len(principles):
+        raise InputError(
+            f"principles_per_prompt must be 1..{len(principles)} (the constitution's size), "
+            f"got {principles_per_prompt}"
+        )
+    if not 0 <= min_confidence <= 1:
+        raise InputError(f"min_confidence must be in 0-1, got {min_confidence}")
+    for col in ("prompt", "completion"):
+        if col not in candidates.columns:
+            raise InputError(f"critique needs column '{col}'", column=col)
+    table = ids.with_completion_ids(with_messages(candidates))
+    options = client_options or {}
+    generator = _client(model, options)
+    judge_client = generator if judge_model is None else _client(judge_model, options)
+    base = load_rubric("helpfulness")
+
+    # (row, principle) jobs, principles sampled per completion.
+    jobs: list[tuple[dict[str, Any], Principle, int]] = []
+    for row in table.to_dicts():
+        rng = random.Random(f"{seed}/{row['completion_id']}")
+        for j, p in enumerate(rng.sample(principles, principles_per_prompt)):
+            jobs.append((row, p, derive_seed(seed, row["completion_id"], j)))
+
+    def params(s: int) -> Params:
+        return Params(temperature=0.7, max_new_tokens=max_new_tokens, seed=s)
+
+    def chat(row: dict[str, Any]) -> list[Message]:
+        return [*row["prompt"], {"role": "assistant", "content": row["completion"]}]
+
+    critiques = await complete_cached(
+        generator,
+        [
+            Request(
+                messages=(*chat(r), {"role": "user", "content": p.critique}),
+                params=params(s),
+                template_version=f"critique:{p.id}",
+            )
+            for r, p, s in jobs
+        ],
+        cache,
+    )
+    revisions = await complete_cached(
+        generator,
+        [
+            Request(
+                messages=(
+                    *chat(r),
+                    {"role": "user", "content": p.critique},
+                    {"role": "assistant", "content": c.text or ""},
+                    {"role": "user", "content": p.revision},
+                ),
+                params=params(s + 1),
+                template_version=f"revision:{p.id}",
+            )
+            for (r, p, s), c in zip(jobs, critiques, strict=True)
+        ],
+        cache,
+    )
+    results: list[dict[str, Any]] = []
+    errors = 0
+    for (r, p, _), c, v in zip(jobs, critiques, revisions, strict=True):
+        text = (v.text or "").strip()
+        if c.error or v.error or not text or text == r["completion"].strip():
+            errors += 1  # nothing to compare: no revision, or the same text back
+            continue
+        results.append({"row": r, "principle": p, "critique": c.text, "revision": text})
+
+    # The comparison: one judge run per principle (each has its own template hash).
+    votes_frames: list[pl.DataFrame] = []
+    for p in principles:
+        mine = [x for x in results if x["principle"].id == p.id]
+        if not mine:
+            continue
+        pairs_in = pl.DataFrame(
+            {
+                "prompt": [x["row"]["prompt"] for x in mine],
+                "chosen": [x["revision"] for x in mine],
+                "rejected": [x["row"]["completion"] for x in mine],
+            },
+            schema={"prompt": table.schema["prompt"], "chosen": pl.String, "rejected": pl.String},
+        )
+        votes, _ = await ajudge(
+            pairs_in, judges=[judge_client], cache=cache, rubric=principle_rubric(p, base)
+        )
+        votes_frames.append(votes.with_columns(pl.lit(p.id).alias("principle")))
+        verdicts = pool_orders(votes)
+        by_item = dict(verdicts.select("item_id", "p_a").iter_rows())
+        for x in mine:
+            pid = ids.pair_id(x["row"]["prompt_id"], x["revision"], x["row"]["completion"])
+            a, _ = ids.canonical_sides(x["revision"], x["row"]["completion"])
+            p_a = by_item.get(pid)
+            if p_a is not None:
+                x["p_revision"] = p_a if a == x["revision"] else 1.0 - p_a
+
+    pair_rows: list[dict[str, Any]] = []
+    by_completion: dict[str, list[dict[str, Any]]] = {}
+    for x in results:
+        if "p_revision" in x:
+            by_completion.setdefault(x["row"]["completion_id"], []).append(x)
+    for cid, xs in by_completion.items():
+        best = max(xs, key=lambda x: x["p_revision"])
+        # The revision must win (> 0.5) and by enough: a pair whose chosen side probably
+        # loses would teach the opposite of the principle.
+        if best["p_revision"] <= 0.5 or best["p_revision"] < min_confidence:
+            continue
+        row = best["row"]
+        pair_rows.append(
+            {
+                "prompt_id": row["prompt_id"],
+                "prompt": row["prompt"],
+                "chosen": best["revision"],
+                "rejected": row["completion"],
+                "confidence": best["p_revision"],
+                "margin": None,
+                "n_votes": 2,
+                "agreement": None,
+                "source": "constitution",
+                "provenance": json.dumps(
+                    {
+                        "completion_id": cid,
+                        "principles": [x["principle"].id for x in xs],
+                        "p_revision": {x["principle"].id: x["p_revision"] for x in xs},
+                        "kept_principle": best["principle"].id,
+                        "critique": best["critique"],
+                        "generator": _name(generator),
+                        "judge": _name(judge_client),
+                        "template_version": principle_rubric(best["principle"], base).version,
+                    },
+                    ensure_ascii=False,
+                ),
+            }
+        )
+    schema: dict[str, Any] = {
+        "prompt_id": pl.String,
+        "prompt": table.schema["prompt"],
+        "chosen": pl.String,
+        "rejected": pl.String,
+        "confidence": pl.Float64,
+        "margin": pl.Float64,
+        "n_votes": pl.Int64,
+        "agreement": pl.Float64,
+        "source": pl.String,
+        "provenance": pl.String,
+    }
+    pairs = pl.DataFrame(pair_rows, schema=schema)
+    pairs = conform(ids.with_pair_ids(pairs), "pairs")
+    votes_all = (
+        pl.concat(votes_frames, how="vertical")
+        if votes_frames
+        else conform(
+            pl.DataFrame(
+                schema={
+                    "item_id": pl.String,
+                    "annotator": pl.String,
+                    "annotator_kind": pl.String,
+                    "label": pl.String,
+                }
+            ),
+            "annotations",
+        )
+    )
+    compared = [x for x in results if "p_revision" in x]
+    per_principle: dict[str, Any] = {}
+    for p in principles:
+        xs = [x for x in compared if x["principle"].id == p.id]
+        if xs:
+            per_principle[p.id] = {
+                "revisions": len(xs),
+                "mean_p_revision": sum(x["p_revision"] for x in xs) / len(xs),
+                "preferred": sum(x["p_revision"] > 0.5 for x in xs),
+            }
+    report = {
+        "responses": table.height,
+        "principles_per_prompt": principles_per_prompt,
+        "revisions": len(jobs),
+        "revision_errors": errors,
+        "compared": len(compared),
+        "revisions_not_preferred": sum(x["p_revision"] <= 0.5 for x in compared),
+        "mean_p_revision": (
+            sum(x["p_revision"] for x in compared) / len(compared) if compared else None
+        ),
+        "kept": pairs.height,
+        # responses whose best revision did not win, or not by min_confidence
+        "dropped_not_preferred": len(by_completion) - pairs.height,
+        "min_confidence": min_confidence,
+        "per_principle": per_principle,
+        "cache": cache.stats.line(),
+    }
+    # Close what we opened (a client passed in is the caller's), each once.
+    opened = {
+        id(c): c
+        for c, spec in ((generator, model), (judge_client, judge_model))
+        if isinstance(spec, str)
+    }
+    for client in opened.values():
+        await client.aclose()
+    return pairs, votes_all, report
+
+
+def critique(
+    candidates: pl.DataFrame,
+    *,
+    model: str | Client,
+    cache: CallCache,
+    judge_model: str | Client | None = None,
+    constitution: str | Path | Sequence[Principle] | None = None,
+    principles_per_prompt: int = 2,
+    min_confidence: float = 0.6,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    client_options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Critique -> revise -> compare in both orders -> pairs (see the module doc).
+
+    Input: candidates (`prompt`, `completion`). model / judge_model: "backend:model" or a
+    client (the judge defaults to the generating model). Returns (pairs, votes, report).
+    """
+    from prefdata.generate import _run
+
+    return _run(
+        acritique(
+            candidates,
+            model=model,
+            cache=cache,
+            judge_model=judge_model,
+            constitution=constitution,
+            principles_per_prompt=principles_per_prompt,
+            min_confidence=min_confidence,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            client_options=client_options,
+        )
+    )
