@@ -17,6 +17,7 @@ import typer
 from prefdata.cli_annotate import annotate_app
 from prefdata.cli_common import console, friendly_errors, pick, print_report
 from prefdata.cli_label import register as register_label_commands
+from prefdata.cli_train import register as register_train_commands
 from prefdata.errors import PrefdataError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ MODES = ("all", "best-vs-worst")
 
 app.add_typer(annotate_app, name="annotate")
 register_label_commands(app)
+register_train_commands(app)
 
 # format name -> (module, function); imported lazily so `prefdata --help` stays fast.
 IMPORTERS: dict[str, tuple[str, str]] = {

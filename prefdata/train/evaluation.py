@@ -1,0 +1,371 @@
+"""Held-out preference accuracy of a training output, so cleaning can be judged by its effect.
+
+`evaluate(model_dir, data)` scores every held-out pair (a pairs table: prompt, chosen,
+rejected) and returns the share the model orders like the label:
+
+- DPO / KTO outputs: the implicit reward r(y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed
+  over the completion tokens exactly as TRL's training metrics (`rewards/accuracies`,
+  `rewards/margins`); the reference is the base model (adapter disabled for LoRA outputs, the
+  recorded base model for full fine-tuning). `accuracy` counts r(chosen) > r(rejected); ties
+  (an untrained adapter gives r = 0 everywhere) are counted apart, not as half right.
+  `reference_logp_accuracy` is the base model's own log-likelihood ordering, a baseline.
+- reward-model outputs: the score head's r(prompt + response); accuracy and margin as above.
+- ORPO outputs (no reference): mean per-token log-probability of chosen vs rejected.
+
+The method, base model, beta and max_length come from `<model_dir>/prefdata-train.json`
+(written by prefdata.train.train). Other folders: a LoRA adapter folder is scored against its
+base model; a full model needs `reference=` for rewards, else only log-probabilities count.
+
+Per-pair scores (pair_id, chosen / rejected scores, margin, correct) come back from
+`score_pairs`, and `evaluate(..., out=path)` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata.errors import InputError
+from prefdata.train.common import (
+    load_reward_model,
+    load_tokenizer,
+    model_path,
+    read_data,
+    read_train_report,
+)
+
+__all__ = ["evaluate", "score_pairs", "sequence_logps"]
+
+_POLICY_METHODS = ("dpo", "kto")
+
+
+def _device_and_dtype() -> tuple[str, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "cpu", "float32"
+
+
+def _ids(encoded: Any) -> list[int]:
+    if hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return [int(i) for i in encoded]
+
+
+def _tokenize_pair_side(
+    tokenizer: Any, prompt: list[dict[str, str]], completion: str, max_length: int | None
+) -> tuple[list[int], int]:
+    """Token ids of prompt + completion (chat template, as TRL builds them) and where the
+    completion starts; truncated from the end to max_length like TRL's keep_start."""
+    from trl.data_utils import common_prefix_length
+
+    prompt_ids = _ids(
+        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+    )
+    full = _ids(
+        tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": completion}], tokenize=True
+        )
+    )
+    start = common_prefix_length(prompt_ids, full)
+    if max_length is not None:
+        full = full[:max_length]
+    return full, start
+
+
+def sequence_logps(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[dict[str, str]]],
+    completions: Sequence[str],
+    *,
+    batch_size: int = 4,
+    max_length: int | None = 1024,
+) -> tuple[list[float], list[int]]:
+    """Summed log-probability of each completion given its prompt, and its token count.
+
+    Uses TRL's fused LM head (per-token log-probs without the full logits), so the numbers are
+    the ones TRL's DPO metrics use. Completions cut away entirely by max_length give 0.0 / 0.
+    """
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    target = model.get_base_model() if is_peft_model(model) else model
+    if not getattr(target, "_prefdata_fused_head", False):
+        add_fused_lm_head(target)
+        target._prefdata_fused_head = True
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [
+        _tokenize_pair_side(tokenizer, p, c, max_length)
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+    device = next(model.parameters()).device
+    logps: list[float] = []
+    counts: list[int] = []
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i : i + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for row, (ids, start) in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+            labels[row, start : len(ids)] = torch.tensor(ids[start:], dtype=torch.long)
+        with torch.no_grad():
+            out = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                labels=labels.to(device),
+                fused_lm_head=True,
+                use_cache=False,
+            )
+        per_token = out.log_probs.float().cpu()
+        logps.extend(per_token.sum(dim=1).tolist())
+        counts.extend((labels[:, 1:] != -100).sum(dim=1).tolist())
+    return logps, counts
+
+
+def _reward_scores(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[dict[str, str]]],
+    completions: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int | None,
+) -> list[float]:
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    texts = [
+        _ids(
+            tokenizer.apply_chat_template([*p, {"role": "assistant", "content": c}], tokenize=True)
+        )
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+    if max_length is not None:
+        texts = [ids[:max_length] for ids in texts]
+    for i in range(0, len(texts), batch_size):
+        chunk = texts[i : i + batch_size]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        with torch.no_grad():
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
+            ).logits
+        scores.extend(logits[:, 0].float().cpu().tolist())
+    return scores
+
+
+def _describe(model_dir: Path, reference: str | Path | None) -> dict[str, Any]:
+    """Method, base model, beta, max_length and output kind of a model folder."""
+    report = read_train_report(model_dir)
+    adapter = model_dir / "adapter_config.json"
+    base_from_adapter = None
+    if adapter.is_file():
+        base_from_adapter = json.loads(adapter.read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+    if report is not None:
+        trl = report.get("trl_config", {})
+        info = {
+            "method": report["method"],
+            "base": str(reference or report.get("model") or base_from_adapter),
+            "beta": float(trl.get("beta", report.get("beta", 0.1)) or 0.1),
+            "max_length": trl.get("max_length", 1024),
+            "adapter": adapter.is_file(),
+        }
+    else:
+        info = {
+            "method": None,
+            "base": str(reference or base_from_adapter)
+            if (reference or base_from_adapter)
+            else None,
+            "beta": 0.1,
+            "max_length": 1024,
+            "adapter": adapter.is_file(),
+        }
+    if info["adapter"] and not info["base"]:
+        raise InputError("a LoRA adapter without a base model path", source=adapter)
+    return info
+
+
+def score_pairs(
+    model_dir: str | Path,
+    data: str | Path | pl.DataFrame,
+    *,
+    reference: str | Path | None = None,
+    beta: float | None = None,
+    batch_size: int = 4,
+    max_length: int | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Per-pair scores and the description of how they were made (see the module doc).
+
+    Output columns: pair_id, score_chosen, score_rejected, margin (chosen - rejected),
+    correct (margin > 0), tie (margin == 0), and for policies logp_chosen / logp_rejected and,
+    with a reference, ref_logp_chosen / ref_logp_rejected.
+    """
+    from peft import PeftModel
+
+    from prefdata.models import load
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise InputError(
+            "not a model folder (no config.json or adapter_config.json)", source=folder
+        )
+    info = _describe(folder, reference)
+    if beta is not None:
+        info["beta"] = beta
+    if max_length is not None:
+        info["max_length"] = max_length
+    pairs, _, _ = read_data(data, ("pairs",))
+    if pairs.height == 0:
+        raise InputError("no pairs to evaluate")
+    prompts = pairs["prompt"].to_list()
+    chosen = pairs["chosen"].to_list()
+    rejected = pairs["rejected"].to_list()
+    device, dtype = _device_and_dtype()
+    tokenizer = load_tokenizer(str(folder))
+    limit = info["max_length"]
+    table = pl.DataFrame({"pair_id": pairs["pair_id"]})
+
+    if info["method"] == "reward":
+        if info["adapter"]:
+            base = load_reward_model(model_path(info["base"]), dtype=dtype)
+            model: Any = PeftModel.from_pretrained(base, str(folder))
+        else:
+            model = load_reward_model(str(folder), dtype=dtype)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.to(device).eval()
+        kwargs = {"batch_size": batch_size, "max_length": limit}
+        table = table.with_columns(
+            pl.Series("score_chosen", _reward_scores(model, tokenizer, prompts, chosen, **kwargs)),
+            pl.Series(
+                "score_rejected", _reward_scores(model, tokenizer, prompts, rejected, **kwargs)
+            ),
+        )
+        info["kind"] = "reward model score"
+    else:
+        if info["adapter"]:
+            base_model, _ = load(model_path(info["base"]), device=device, dtype=dtype)
+            model = PeftModel.from_pretrained(base_model, str(folder))
+        else:
+            model, _ = load(str(folder), device=device, dtype=dtype)
+        model.eval()
+        kwargs = {"batch_size": batch_size, "max_length": limit}
+        lc, nc = sequence_logps(model, tokenizer, prompts, chosen, **kwargs)
+        lr, nr = sequence_logps(model, tokenizer, prompts, rejected, **kwargs)
+        table = table.with_columns(
+            pl.Series("logp_chosen", lc),
+            pl.Series("logp_rejected", lr),
+            pl.Series("tokens_chosen", nc),
+            pl.Series("tokens_rejected", nr),
+        )
+        ref_model: Any = None
+        if info["adapter"]:
+            ref_model = model  # the same weights with the adapter disabled below
+        elif info["base"] and info["method"] in (*_POLICY_METHODS, None):
+            ref_model, _ = load(model_path(info["base"]), device=device, dtype=dtype)
+            ref_model.eval()
+        if ref_model is not None and info["method"] != "orpo":
+            if info["adapter"]:
+                with model.disable_adapter():
+                    rc, _ = sequence_logps(model, tokenizer, prompts, chosen, **kwargs)
+                    rr, _ = sequence_logps(model, tokenizer, prompts, rejected, **kwargs)
+            else:
+                rc, _ = sequence_logps(ref_model, tokenizer, prompts, chosen, **kwargs)
+                rr, _ = sequence_logps(ref_model, tokenizer, prompts, rejected, **kwargs)
+            b = float(info["beta"])
+            table = table.with_columns(
+                pl.Series("ref_logp_chosen", rc),
+                pl.Series("ref_logp_rejected", rr),
+            ).with_columns(
+                (b * (pl.col("logp_chosen") - pl.col("ref_logp_chosen"))).alias("score_chosen"),
+                (b * (pl.col("logp_rejected") - pl.col("ref_logp_rejected"))).alias(
+                    "score_rejected"
+                ),
+            )
+            info["kind"] = "implicit reward beta * (log pi - log pi_ref)"
+        else:
+            # No reference (ORPO, or a plain model folder): the mean per-token log-prob.
+            table = table.with_columns(
+                (pl.col("logp_chosen") / pl.col("tokens_chosen").clip(1)).alias("score_chosen"),
+                (pl.col("logp_rejected") / pl.col("tokens_rejected").clip(1)).alias(
+                    "score_rejected"
+                ),
+            )
+            info["kind"] = "mean per-token log-probability"
+    table = table.with_columns(
+        (pl.col("score_chosen") - pl.col("score_rejected")).alias("margin")
+    ).with_columns((pl.col("margin") > 0).alias("correct"), (pl.col("margin") == 0).alias("tie"))
+    return table, info
+
+
+def evaluate(
+    model_dir: str | Path,
+    data: str | Path | pl.DataFrame,
+    *,
+    reference: str | Path | None = None,
+    beta: float | None = None,
+    batch_size: int = 4,
+    max_length: int | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Held-out preference accuracy and margin of `model_dir` on the pairs in `data`.
+
+    Returns: method, kind (what was scored), pairs, accuracy (chosen scored above rejected),
+    ties, margin_mean, margin_median, and for policies with a reference
+    reference_logp_accuracy and policy_logp_accuracy (summed log-prob orderings). `out`
+    writes the per-pair table (see score_pairs).
+    """
+    table, info = score_pairs(
+        model_dir,
+        data,
+        reference=reference,
+        beta=beta,
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    margins = table["margin"].to_list()
+    n = table.height
+    result: dict[str, Any] = {
+        "model_dir": str(model_dir),
+        "method": info["method"],
+        "kind": info["kind"],
+        "base_model": info["base"],
+        "pairs": n,
+        "accuracy": int(table["correct"].sum()) / n,
+        "ties": int(table["tie"].sum()),
+        "margin_mean": statistics.fmean(margins),
+        "margin_median": statistics.median(margins),
+    }
+    if "kind" in info and info["kind"].startswith("implicit"):
+        result["beta"] = info["beta"]
+    if "logp_chosen" in table.columns:
+        result["policy_logp_accuracy"] = float(
+            (table["logp_chosen"] > table["logp_rejected"]).mean()  # type: ignore[arg-type]
+        )
+    if "ref_logp_chosen" in table.columns:
+        result["reference_logp_accuracy"] = float(
+            (table["ref_logp_chosen"] > table["ref_logp_rejected"]).mean()  # type: ignore[arg-type]
+        )
+    if out is not None:
+        from prefdata.io.tables import write_table
+
+        result["per_pair"] = str(write_table(table, out))
+    return result

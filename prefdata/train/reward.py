@@ -1,0 +1,165 @@
+"""Reward model on pairs with TRL's RewardTrainer, with a per-pair margin from confidence.
+
+Input: a pairs table. TRL sees conversational rows (`prompt` messages, `chosen` / `rejected`
+one assistant message each) and a `margin` column; its loss is
+-log sigmoid(r(chosen) - r(rejected) - margin).
+
+Margin (`prefdata:` section):
+
+- `margin_from: confidence` (default): the Bradley-Terry reward gap the pair's confidence
+  implies, logit(confidence), clipped to [0, logit(max_confidence)] and times `margin_scale`.
+  A sure pair (0.99) asks for a gap of 4.6, a 0.6 pair for 0.4, a coin flip (or a pair without
+  confidence) for none, which is TRL's plain loss.
+- `margin_from: margin`: the pairs table's own `margin` column (e.g. a rating gap) times
+  `margin_scale`; null -> 0.
+- `margin_from: none`: no margin column at all.
+
+prefdata always decides the `margin` column: the pairs table's own `margin` (kept by the TRL
+exporter) would otherwise reach TRL's RewardTrainer, which uses any column of that name.
+
+The model is the causal LM checkpoint with a new one-output score head
+(AutoModelForSequenceClassification); with LoRA, PEFT trains the head fully and the adapter.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata.train.common import (
+    Hardware,
+    MethodSpec,
+    Prepared,
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    build_config,
+    detect_hardware,
+    load_models,
+    load_reward_model,
+    read_data,
+    select_split,
+    to_dataset,
+)
+
+__all__ = ["PREFDATA_DEFAULTS", "SPEC", "margins", "prepare", "reward_rows"]
+
+PREFDATA_DEFAULTS: dict[str, Any] = {
+    "margin_from": "confidence",
+    "margin_scale": 1.0,
+    "max_confidence": 0.99,
+}
+_MARGIN_SOURCES = ("confidence", "margin", "none")
+
+
+def _reward_config() -> type:
+    from trl import RewardConfig
+
+    return RewardConfig
+
+
+SPEC = MethodSpec(
+    "reward", _reward_config, PREFDATA_DEFAULTS, task_type="SEQ_CLS", reference="none"
+)
+
+
+def margins(pairs: pl.DataFrame, settings: dict[str, Any]) -> pl.Series | None:
+    """The per-pair margin column (see the module doc), or None for `margin_from: none`."""
+    source = settings["margin_from"]
+    if source not in _MARGIN_SOURCES:
+        raise RecipeError(
+            f"prefdata.margin_from must be one of {', '.join(_MARGIN_SOURCES)}, got '{source}'",
+            column="prefdata.margin_from",
+        )
+    scale = float(settings["margin_scale"])
+    if source == "none":
+        return None
+    if source == "margin":
+        return (pairs["margin"].cast(pl.Float64).fill_null(0.0) * scale).alias("margin")
+    top = float(settings["max_confidence"])
+    if not 0.5 < top < 1.0:
+        raise RecipeError(
+            "prefdata.max_confidence must lie in (0.5, 1)", column="prefdata.max_confidence"
+        )
+    c = pairs["confidence"].cast(pl.Float64).fill_null(0.5).clip(0.5, top)
+    return ((c / (1.0 - c)).log() * scale).alias("margin")
+
+
+def reward_rows(pairs: pl.DataFrame, settings: dict[str, Any]) -> pl.DataFrame:
+    """Pairs -> TRL conversational preference rows (prompt, chosen, rejected[, margin])."""
+    from prefdata.io.exporters import to_trl
+
+    rows = to_trl(pairs, conversational=True, minimal=True)
+    margin = margins(pairs, settings)
+    return rows if margin is None else rows.with_columns(margin)
+
+
+def prepare(
+    recipe: Recipe,
+    data: str | Path | pl.DataFrame,
+    *,
+    model: str | Path = "smollm2",
+    out: str | Path,
+    eval_data: str | Path | pl.DataFrame | None = None,
+    hardware: Hardware | None = None,
+) -> Prepared:
+    """Build the reward-model trainer from a resolved recipe and a pairs table."""
+    from trl import RewardTrainer
+
+    hw = hardware or detect_hardware()
+    recipe = apply_overrides(recipe, [])
+    table, source, _ = read_data(data, SPEC.data_contracts)
+    notes: list[str] = []
+    table = select_split(table, recipe.prefdata["split"], notes)
+    rows = reward_rows(table, recipe.prefdata)
+
+    config = build_config(recipe, SPEC, out)
+    models = load_models(recipe, SPEC, hw, model, config, loader=load_reward_model)
+    eval_dataset = None
+    if eval_data is not None:
+        eval_table, _, _ = read_data(eval_data, SPEC.data_contracts)
+        eval_dataset = to_dataset(reward_rows(eval_table, recipe.prefdata))
+    trainer: Any = RewardTrainer(
+        model=models.policy,
+        args=config,
+        train_dataset=to_dataset(rows),
+        eval_dataset=eval_dataset,
+        processing_class=models.tokenizer,
+        peft_config=models.peft_config,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    margin_stats: dict[str, Any] = {"margin_from": recipe.prefdata["margin_from"]}
+    if "margin" in rows.columns:
+        m = rows["margin"]
+        margin_stats.update(
+            {
+                "margin_mean": float(m.mean()),  # type: ignore[arg-type]
+                "margin_max": float(m.max()),  # type: ignore[arg-type]
+                "pairs_margin_zero": int((m == 0).sum()),
+            }
+        )
+    report: dict[str, Any] = {
+        "model": models.path,
+        "data": source,
+        "pairs": rows.height,
+        "pairs_after_tokenization": len(trainer.train_dataset),
+        **margin_stats,
+        "max_confidence_margin": math.log(
+            float(recipe.prefdata["max_confidence"])
+            / (1 - float(recipe.prefdata["max_confidence"]))
+        ),
+        "weights_dtype": models.dtype,
+        "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+        "reference": "none (reward model)",
+        "trainable_parameters": int(trainable),
+        "notes": notes,
+    }
+    dropped = rows.height - len(trainer.train_dataset)
+    if dropped:
+        report["warnings"] = [
+            f"TRL dropped {dropped} pair(s) longer than max_length={config.max_length}"
+        ]
+    return Prepared(trainer, SPEC, recipe, hw, report)
