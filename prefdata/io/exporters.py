@@ -35,6 +35,10 @@ PAIR_EXTRAS = (
 )
 KTO_EXTRAS = ("prompt_id", "completion_id", "confidence", "source")
 
+# TRL's RewardTrainer reads any column named `margin` as its per-pair margin; ours is a rating
+# gap on another scale, so it travels under a name TRL does not read (importers undo this).
+EXPORT_RENAMES = {"margin": "prefdata_margin"}
+
 _ASSISTANT = pl.Struct({"role": pl.String, "content": pl.String})
 
 
@@ -84,8 +88,20 @@ def _prompt_text(table: pl.DataFrame, *, flatten: bool, source: str | None) -> p
     )
 
 
-def _extras(table: pl.DataFrame, names: tuple[str, ...], minimal: bool) -> list[str]:
-    return [] if minimal else [c for c in names if c in table.columns]
+def _extras(table: pl.DataFrame, names: tuple[str, ...], minimal: bool) -> list[pl.Expr]:
+    if minimal:
+        return []
+    return [pl.col(c).alias(EXPORT_RENAMES.get(c, c)) for c in names if c in table.columns]
+
+
+def from_export_names(table: pl.DataFrame) -> pl.DataFrame:
+    """Undo EXPORT_RENAMES on a table read back from a TRL export."""
+    renames = {
+        new: old
+        for old, new in EXPORT_RENAMES.items()
+        if new in table.columns and old not in table.columns
+    }
+    return table.rename(renames) if renames else table
 
 
 def to_trl(

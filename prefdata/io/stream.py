@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from prefdata import ids
 from prefdata.convert import kto_balance
 from prefdata.errors import ContractError, InputError
-from prefdata.io.exporters import to_kto, to_openai, to_trl
+from prefdata.io.exporters import from_export_names, to_kto, to_openai, to_trl
 from prefdata.io.importers.common import REJECTED_SCHEMA, pairs_table, reason_key
 from prefdata.io.importers.trl import preference_record, provenance_of
 from prefdata.io.tables import atomic_path, infer_format, parse_json_line, sibling
@@ -92,6 +92,7 @@ def iter_batches(path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS
     for frame in _read_ahead(batches):
         rows = pl.int_range(offset + 1, offset + frame.height + 1, dtype=pl.Int64, eager=True)
         offset += frame.height
+        frame = from_export_names(frame)
         yield frame.select(rows.alias(_ROW), pl.all()) if frame.width else frame
 
 

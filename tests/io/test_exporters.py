@@ -101,3 +101,11 @@ def test_bad_pairs_never_written(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="chosen == rejected"):
         export(bad, tmp_path / "x.jsonl", "trl")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_trl_export_hides_margin_from_trl_reward_trainer(tmp_path: Path) -> None:
+    # TRL's RewardTrainer would read a `margin` column as its own per-pair margin.
+    pairs = single_turn().with_columns(pl.lit(2.0).alias("margin"))
+    out = to_trl(pairs)
+    assert "margin" not in out.columns and out["prefdata_margin"].to_list() == [2.0, 2.0]
+    assert "margin" not in to_kto(pairs)[0].columns

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import polars as pl
 
 from prefdata.errors import InputError
+from prefdata.io.exporters import from_export_names
 from prefdata.io.importers.common import (
     Imported,
     finish,
@@ -232,7 +233,7 @@ def import_trl(
     """
     if kind not in ("auto", "preference", "unpaired"):
         raise InputError(f"kind must be auto, preference or unpaired, got {kind!r}", source=path)
-    table = read_table(path)
+    table = from_export_names(read_table(path))
     columns = set(table.columns)
     resolved = _detect(columns, path) if kind == "auto" else kind
     if resolved == "preference":
