@@ -29,11 +29,12 @@ def cli(*args: str) -> dict[str, object]:
 
 def test_cli_round_trip(argilla_server: Running, pandalm30: PandaLM, tmp_path: Path) -> None:
     conn = ["--url", argilla_server.url, "--api-key", argilla_server.api_key]
-    user = cli("annotate", "users", "add", "clara", "--workspace", "cli-round", *conn)
+    # The session's server keeps one workspace: other tests rely on it being the only one.
+    user = cli("annotate", "users", "add", "clara", "--workspace", "argilla", *conn)
     pairs = tmp_path / "pairs.parquet"
     pandalm30.pairs.head(5).write_parquet(pairs)
     pushed = cli(
-        "annotate", "push", str(pairs), "--dataset", "cli-5", "--workspace", "cli-round", *conn
+        "annotate", "push", str(pairs), "--dataset", "cli-5", "--workspace", "argilla", *conn
     )
     assert pushed["records"] == 5
 
@@ -54,7 +55,7 @@ def test_cli_round_trip(argilla_server: Running, pandalm30: PandaLM, tmp_path: P
 
     out = tmp_path / "votes.parquet"
     report = cli(
-        "annotate", "pull", "--dataset", "cli-5", "--workspace", "cli-round", "-o", str(out), *conn
+        "annotate", "pull", "--dataset", "cli-5", "--workspace", "argilla", "-o", str(out), *conn
     )
     votes = read_table(out)
     assert report["submitted"] == 5 and votes.height == 5
