@@ -543,7 +543,7 @@ def filter_cmd(
     Example: prefdata filter pairs.parquet --issues issues.parquet --drop-issues all
     --min-confidence 0.7 -o clean.parquet --rejected dropped.parquet
     """
-    from prefdata.io.tables import read_table, write_table
+    from prefdata.io.tables import read_table, sibling, write_table
     from prefdata.quality.filter import filter_pairs, kto_only
 
     names = (
@@ -563,6 +563,20 @@ def filter_cmd(
     )
     write_table(kept, out)
     write_table(dropped, rejected)
+    # The thresholds travel with the output, so `prefdata report --filter-settings` can put
+    # them in the dataset card.
+    settings = {
+        "issues": str(issues) if issues else None,
+        "drop_issues": drop_issues,
+        "min_confidence": min_confidence,
+        "min_margin": min_margin,
+        "min_agreement": min_agreement,
+        "ties": ties,
+        "unknown_confidence": unknown_confidence,
+    }
+    settings_path = sibling(out, "filter").with_suffix(".json")
+    _write_json({k: v for k, v in settings.items() if v is not None}, settings_path)
+    report["settings_written"] = str(settings_path)
     if kto is not None:
         rows, kto_report = kto_only(dropped)
         write_table(rows, kto)
@@ -605,6 +619,9 @@ def report(
     token_rows: Annotated[int, typer.Option(help="tokenize at most this many rows")] = 20000,
     license: Annotated[str | None, typer.Option(help="license for the dataset card")] = None,
     title: Annotated[str | None, typer.Option()] = None,
+    filter_settings: Annotated[
+        Path | None, typer.Option(help="the OUT-stem.filter.json that prefdata filter wrote")
+    ] = None,
 ) -> None:
     """A self-contained HTML QA report (plots inline, no network), report.json with every
     figure, and a Hugging Face dataset card (README.md).
@@ -612,6 +629,7 @@ def report(
     Example: prefdata report clean.parquet --annotations votes.parquet --issues issues.parquet
     -o qa/   (or: prefdata report before.parquet after.parquet -o qa/)
     """
+    from prefdata.io.tables import read_text
     from prefdata.report import build_report
 
     if len(data) not in (1, 2):
@@ -628,6 +646,7 @@ def report(
         token_rows=token_rows,
         license=license,
         title=title,
+        filter_settings=json.loads(read_text(filter_settings)) if filter_settings else None,
         out_dir=out,
     )
     print_report(

@@ -92,6 +92,25 @@ def test_quality_flow_on_pandalm(shared_data: Path, tmp_path: Path) -> None:
     flagged = set(issues.filter(pl.col("is_issue"))["item_id"])
     assert not flagged & set(read_table(clean)["pair_id"])
 
+    settings = tmp_path / "clean.filter.json"
+    assert json.loads(settings.read_text())["min_confidence"] == 0.7
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            str(clean),
+            "--tokenizer",
+            "none",
+            "--filter-settings",
+            str(settings),
+            "-o",
+            str(tmp_path / "qa"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "qa" / "README.md").read_text()
+    assert "min_confidence" in card and "0.7" in card
+
     run("export", str(clean), "--format", "trl", "-o", str(tmp_path / "train.jsonl"))
     assert read_table(tmp_path / "train.jsonl").height == n_clean
 
