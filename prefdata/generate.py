@@ -23,16 +23,14 @@ re-run answers everything before it from the cache without a single new call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -41,6 +39,7 @@ from prefdata.convert import ratings_to_pairs
 from prefdata.errors import InputError, PrefdataError
 from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CacheStats, CallCache, complete_cached
+from prefdata.progress import progress_bar, run_sync
 from prefdata.schema import MESSAGES, conform, split_problems, with_messages
 
 if TYPE_CHECKING:
@@ -163,33 +162,6 @@ def _stats_delta(before: CacheStats, after: CacheStats) -> CacheStats:
     )
 
 
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool, label: str) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda _n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 async def agenerate(
     prompts: pl.DataFrame,
     *,
@@ -252,7 +224,7 @@ async def agenerate(
         errors_seen: dict[str, int] = {}
         rows = good.select("prompt_id", "prompt").to_dicts()
         succeeded = 0
-        with _progress(len(rows), progress, "generating") as advance:
+        with progress_bar(len(rows), progress, "generating") as advance:
             for start in range(0, len(rows), chunk_size):
                 chunk = rows[start : start + chunk_size]
                 samples = _chunk_samples(chunk, clients, n, params, base, mix)
@@ -431,31 +403,6 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
     return answer
 
 
-T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, also from inside a running loop (a notebook): then in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as err:
-            box["error"] = err
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def generate(
     prompts: pl.DataFrame,
     *,
@@ -510,7 +457,7 @@ def generate(
     Raises InputError for a bad prompts table or options, PrefdataError when every call of the
     first chunk fails (a dead server, a wrong model).
     """
-    return _run(
+    return run_sync(
         agenerate(
             prompts,
             models=models,

@@ -346,9 +346,9 @@ def critique(
     Input: candidates (`prompt`, `completion`). model / judge_model: "backend:model" or a
     client (the judge defaults to the generating model). Returns (pairs, votes, report).
     """
-    from prefdata.generate import _run
+    from prefdata.progress import run_sync
 
-    return _run(
+    return run_sync(
         acritique(
             candidates,
             model=model,

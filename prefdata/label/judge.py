@@ -498,7 +498,7 @@ async def ajudge(
         chunk_size = max(1, items.height)
     clients = [_client(j, client_options or {}) for j in judges]
     answer: Answerer = _batch_answerer(Path(batch_state), poll_interval) if batch_state else _online
-    from prefdata.generate import _progress
+    from prefdata.progress import progress_bar
 
     records = items.to_dicts()
     rows: list[dict[str, Any]] = []
@@ -511,7 +511,7 @@ async def ajudge(
         "calibration": {},
     }
     try:
-        with _progress(len(records) * len(orders) * len(clients), progress, "judging") as tick:
+        with progress_bar(len(records) * len(orders) * len(clients), progress, "judging") as tick:
             for client in clients:
                 name = _name(client)
                 mine: list[dict[str, Any]] = []
@@ -633,9 +633,9 @@ def judge(
     Report: pairs, orders, rubric, template_version, cache, and per judge the figures of
     `judge_stats` (votes, errors, position_consistency, p_first_wins, p_longer_wins, ...).
     """
-    from prefdata.generate import _run
+    from prefdata.progress import run_sync
 
-    return _run(
+    return run_sync(
         ajudge(
             table,
             judges=judges,

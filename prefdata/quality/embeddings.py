@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from prefdata.errors import InputError, MissingExtraError
+from prefdata.progress import progress_bar
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 CACHE_FILE = "embeddings.sqlite"
@@ -143,7 +144,7 @@ def embed_texts(
         todo.sort(key=lambda k: len(unique[k]))
         encoder = model if model is not None else load_model(device)
         chunk = batch_size * _CHUNK_BATCHES
-        with _progress(len(todo), progress) as advance:
+        with progress_bar(len(todo), progress, "embedding", transient=True) as advance:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
                 out = encoder.encode(
@@ -173,31 +174,6 @@ def embed_texts(
     if not keys:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([vectors[k] for k in keys])
-
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("embed", total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def prompt_text(messages: Sequence[dict[str, Any]]) -> str:
