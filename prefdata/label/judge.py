@@ -59,7 +59,7 @@ from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CallCache, complete_cached
-from prefdata.schema import conform, with_messages
+from prefdata.schema import CONTRACTS, conform, with_messages
 
 __all__ = [
     "BUILTIN_RUBRICS",
@@ -106,20 +106,9 @@ VERDICT_TOOL: dict[str, Any] = {
 # next token, so its prompt ends by asking for exactly one letter.
 _TOOL_ASK = "Reason briefly, then record your verdict with the record_verdict tool."
 _LOCAL_ASK = "Answer with a single letter: A or B."
+# The annotations contract's columns (a vote has no source record) plus the judge's own.
 _VOTE_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String(),
-    "annotator": pl.String(),
-    "annotator_kind": pl.String(),
-    "label": pl.String(),
-    "confidence": pl.Float64(),
-    "rationale": pl.String(),
-    "raw": pl.String(),
-    "error": pl.String(),
-    "order": pl.String(),
-    "input_tokens": pl.Int64(),
-    "output_tokens": pl.Int64(),
-    "cost_usd": pl.Float64(),
-    "created_at": pl.String(),
+    **{k: v for k, v in CONTRACTS["annotations"].columns.items() if k != "record_id"},
     "cache_read_tokens": pl.Int64(),
     "cache_write_tokens": pl.Int64(),
     "p_a": pl.Float64(),
