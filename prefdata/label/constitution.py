@@ -28,7 +28,6 @@ revisions_not_preferred, mean_p_revision, per_principle {revisions, mean_p, kept
 
 from __future__ import annotations
 
-import json
 import random
 import tomllib
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ import polars as pl
 
 from prefdata import ids
 from prefdata.errors import InputError
+from prefdata.io.importers.common import pairs_table
 from prefdata.label.judge import Rubric, ajudge, load_rubric, pool_orders
 from prefdata.llm.base import Client, Message, Params, Request
 from prefdata.llm.cache import CallCache, complete_cached
@@ -246,35 +246,19 @@ async def acritique(
                 "n_votes": 2,
                 "agreement": None,
                 "source": "constitution",
-                "provenance": json.dumps(
-                    {
-                        "completion_id": cid,
-                        "principles": [x["principle"].id for x in xs],
-                        "p_revision": {x["principle"].id: x["p_revision"] for x in xs},
-                        "kept_principle": best["principle"].id,
-                        "critique": best["critique"],
-                        "generator": _name(generator),
-                        "judge": _name(judge_client),
-                        "template_version": principle_rubric(best["principle"], base).version,
-                    },
-                    ensure_ascii=False,
-                ),
+                "provenance": {
+                    "completion_id": cid,
+                    "principles": [x["principle"].id for x in xs],
+                    "p_revision": {x["principle"].id: x["p_revision"] for x in xs},
+                    "kept_principle": best["principle"].id,
+                    "critique": best["critique"],
+                    "generator": _name(generator),
+                    "judge": _name(judge_client),
+                    "template_version": principle_rubric(best["principle"], base).version,
+                },
             }
         )
-    schema: dict[str, Any] = {
-        "prompt_id": pl.String,
-        "prompt": table.schema["prompt"],
-        "chosen": pl.String,
-        "rejected": pl.String,
-        "confidence": pl.Float64,
-        "margin": pl.Float64,
-        "n_votes": pl.Int64,
-        "agreement": pl.Float64,
-        "source": pl.String,
-        "provenance": pl.String,
-    }
-    pairs = pl.DataFrame(pair_rows, schema=schema)
-    pairs = conform(ids.with_pair_ids(pairs), "pairs")
+    pairs = pairs_table(pair_rows, source="constitution")
     votes_all = (
         pl.concat(votes_frames, how="vertical")
         if votes_frames
