@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from prefdata.cli_common import console, friendly_errors, pick, print_report
+from prefdata.errors import PrefdataError
 
 Judges = Annotated[
     list[str],
@@ -42,8 +43,22 @@ def register(app: typer.Typer) -> None:
         judge: Judges,
         orders: Annotated[str, typer.Option(help="both | ab | ba")] = "both",
         rubric: Annotated[str, typer.Option(help="rubric name or template file")] = "helpfulness",
-        selection: Annotated[str, typer.Option(help="all | best-vs-worst")] = "all",
-        max_pairs_per_prompt: Annotated[int | None, typer.Option()] = None,
+        selection: Annotated[
+            str,
+            typer.Option(
+                help="candidates: all | best-vs-worst (by `score`; without one the judge "
+                "rates each candidate first) | tournament (budgeted knockout)"
+            ),
+        ] = "all",
+        max_pairs_per_prompt: Annotated[
+            int | None,
+            typer.Option(help="all: a seeded random K pairs per prompt; tournament: the budget"),
+        ] = None,
+        pointwise_rubric: Annotated[
+            str | None,
+            typer.Option(help="template for rating candidates alone (default: from --rubric)"),
+        ] = None,
+        seed: Annotated[int, typer.Option(help="pair subsets and tournament draws")] = 0,
         gold: Annotated[Path | None, typer.Option(help="human labels for calibration")] = None,
         min_human_agreement: Annotated[
             float | None, typer.Option(help="stop a judge below this accuracy on --gold")
@@ -58,48 +73,96 @@ def register(app: typer.Typer) -> None:
         no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
     ) -> None:
         """Pairwise LLM judge in both orders (position-debiased); votes in the annotations
-        table, one verdict per pair and judge beside it (OUT-stem.verdicts).
+        table, one verdict per pair and judge beside it (OUT-stem.verdicts). From candidates:
+        best-vs-worst without a score column writes the judge's scores (OUT-stem.scores);
+        tournament writes each prompt's best and worst (OUT-stem.standings).
 
         Example: prefdata judge pairs.parquet -o votes.parquet --judge local:smollm2
         --judge anthropic:claude-sonnet-4-6 --rubric helpfulness --estimate
+
+        Example: prefdata judge candidates.parquet -o votes.parquet --judge local:smollm2
+        --selection tournament --max-pairs-per-prompt 6
         """
         from prefdata.io.tables import read_table, sibling, write_table
         from prefdata.label import judge as jm
+        from prefdata.label.selection import SELECTIONS, is_candidates
         from prefdata.llm.cache import CallCache
 
         table = read_table(data)
         order_list = {"both": ("ab", "ba"), "ab": ("ab",), "ba": ("ba",)}[
             pick("orders", orders, ("both", "ab", "ba"))
         ]
+        chosen_selection = pick("selection", selection, SELECTIONS)
         common: dict[str, Any] = {
             "rubric": rubric,
             "orders": order_list,
-            "selection": pick("selection", selection, ("all", "best-vs-worst")),
             "max_pairs_per_prompt": max_pairs_per_prompt,
+            "seed": seed,
         }
         if estimate:
-            print_report(jm.estimate(table, judges=judge, **common))
+            print_report(
+                jm.estimate(
+                    table,
+                    judges=judge,
+                    selection=chosen_selection,
+                    pointwise_rubric=pointwise_rubric,
+                    **common,
+                )
+            )
             return
+        run: dict[str, Any] = {
+            "judges": judge,
+            "client_options": _client_options(judge, base_url, max_concurrency, device, batch_size),
+            "batch_state": sibling(out, "batches").with_suffix(".json") if batch else None,
+            "progress": True,
+            **common,
+        }
+        written: dict[str, str] = {}
+        extra: dict[str, Any] = {}
+        candidates = is_candidates(table)
         call_cache = CallCache(cache, enabled=not no_cache)
         try:
-            votes, report = jm.judge(
-                table,
-                judges=judge,
-                cache=call_cache,
-                client_options=_client_options(
-                    judge, base_url, max_concurrency, device, batch_size
-                ),
-                batch_state=sibling(out, "batches").with_suffix(".json") if batch else None,
-                gold=read_table(gold) if gold else None,
-                min_human_agreement=min_human_agreement,
-                progress=True,
-                **common,
-            )
+            if candidates and chosen_selection == "tournament":
+                from prefdata.label.tournament import tournament
+
+                if gold is not None or min_human_agreement is not None:
+                    raise PrefdataError(
+                        "--gold / --min-human-agreement do not apply to a tournament"
+                    )
+                votes, standings, report = tournament(table, cache=call_cache, **run)
+                written["standings"] = str(write_table(standings, sibling(out, "standings")))
+            else:
+                if (
+                    candidates
+                    and chosen_selection == "best-vs-worst"
+                    and "score" not in table.columns
+                ):
+                    from prefdata.label.pointwise import pointwise_rubric_for, score_candidates
+
+                    table, extra["pointwise"] = score_candidates(
+                        table,
+                        judges=judge,
+                        cache=call_cache,
+                        rubric=pointwise_rubric or pointwise_rubric_for(rubric),
+                        client_options=run["client_options"],
+                        batch_state=run["batch_state"],
+                        progress=True,
+                    )
+                    written["scores"] = str(write_table(table, sibling(out, "scores")))
+                votes, report = jm.judge(
+                    table,
+                    cache=call_cache,
+                    selection=chosen_selection,
+                    gold=read_table(gold) if gold else None,
+                    min_human_agreement=min_human_agreement,
+                    **run,
+                )
         finally:
             call_cache.close()
         write_table(votes, out)
-        verdicts = write_table(jm.pool_orders(votes), sibling(out, "verdicts"))
-        print_report({**report, "written": {"votes": str(out), "verdicts": str(verdicts)}})
+        written["votes"] = str(out)
+        written["verdicts"] = str(write_table(jm.pool_orders(votes), sibling(out, "verdicts")))
+        print_report({**extra, **report, "written": written})
         console.print(call_cache.stats.line(), highlight=False)
 
     @app.command("judge-eval")

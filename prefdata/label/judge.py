@@ -22,8 +22,10 @@ backend error) is an annotation row with `error` set and no label.
 
 Input: a `pairs` table (`prompt`, `chosen`, `rejected`; optional `answer` used as the reference
 for the math rubric) or a `candidates` table (`prompt_id`, `prompt`, `completion`, optional
-`score`), from which `select_pairs` builds the pairs to judge (`selection`: "all",
-"best-vs-worst" by `score`; `max_pairs_per_prompt`).
+`score`), from which the pairs to judge are chosen (prefdata.label.selection; `selection`:
+"all"; "best-vs-worst" by `score`, rated first by the same judges when there is none
+(prefdata.label.pointwise); "tournament", a budgeted knockout that picks each round's pairs
+from the last round's verdicts (prefdata.label.tournament); `max_pairs_per_prompt`).
 
 Output (annotations contract, one row per vote, i.e. per pair x judge x order): `item_id`
 (= pair_id), `annotator` ("backend:model"), `annotator_kind` "llm", `label` a / b / tie on
@@ -42,21 +44,21 @@ two orders name different winners is *inconsistent* and its verdict is `tie` wit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import itertools
 import json
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
 from prefdata import ids
 from prefdata.errors import InputError
+from prefdata.label.selection import Selection, is_candidates, select_pairs
 from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CallCache, complete_cached
 from prefdata.schema import CONTRACTS, conform, with_messages
@@ -67,19 +69,22 @@ __all__ = [
     "VERDICT_TOOL",
     "JudgeStats",
     "Rubric",
+    "check_orders",
     "estimate",
     "judge",
     "judge_stats",
     "load_rubric",
+    "make_answerer",
+    "open_clients",
     "pair_items",
     "parse_judge",
+    "parse_template",
     "pool_orders",
     "select_pairs",
 ]
 
 ORDERS: tuple[str, ...] = ("ab", "ba")
 BUILTIN_RUBRICS = ("helpfulness", "harmlessness", "honesty", "instruction-following", "math")
-Selection = Literal["all", "best-vs-worst"]
 
 VERDICT_TOOL: dict[str, Any] = {
     "name": "record_verdict",
@@ -137,7 +142,11 @@ class Rubric:
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
 
 
-def _parse_rubric(text: str, name: str, source: str) -> Rubric:
+def parse_template(
+    text: str, source: str, *, fields: Sequence[str], required: Sequence[str]
+) -> tuple[str, str]:
+    """(system, user) from a template file's '### system' / '### user' sections; the user
+    template must contain every field in `required` and no field outside `fields`."""
     sections: dict[str, list[str]] = {}
     current: str | None = None
     for line in text.splitlines():
@@ -153,18 +162,28 @@ def _parse_rubric(text: str, name: str, source: str) -> Rubric:
             source=source,
         )
     user = "\n".join(sections["user"]).strip()
-    for needed in ("{first}", "{second}", "{conversation}"):
-        if needed not in user:
-            raise InputError(f"the user template must contain {needed}", source=source)
+    for needed in required:
+        if f"{{{needed}}}" not in user:
+            raise InputError(f"the user template must contain {{{needed}}}", source=source)
     try:
-        user.format(conversation="", first="", second="", reference_block="")
+        user.format(**dict.fromkeys(fields, ""))
     except (KeyError, IndexError, ValueError) as err:
+        allowed = ", ".join(f"{{{f}}}" for f in fields)
         raise InputError(
-            f"bad template field {err}; allowed: {{conversation}}, {{first}}, {{second}}, "
-            "{reference_block}; write literal braces as {{ and }}",
+            f"bad template field {err}; allowed: {allowed}; write literal braces as {{{{ and }}}}",
             source=source,
         ) from None
-    return Rubric(name, "\n".join(sections.get("system", [])).strip(), user)
+    return "\n".join(sections.get("system", [])).strip(), user
+
+
+def _parse_rubric(text: str, name: str, source: str) -> Rubric:
+    system, user = parse_template(
+        text,
+        source,
+        fields=("conversation", "first", "second", "reference_block"),
+        required=("first", "second", "conversation"),
+    )
+    return Rubric(name, system, user)
 
 
 def load_rubric(rubric: str | Path | Rubric) -> Rubric:
@@ -195,68 +214,6 @@ def render_conversation(messages: Sequence[Mapping[str, Any]]) -> str:
     if len(messages) == 1 and messages[0]["role"] == "user":
         return str(messages[0]["content"])
     return "\n\n".join(f"{str(m['role']).capitalize()}: {m['content']}" for m in messages)
-
-
-def select_pairs(
-    candidates: pl.DataFrame,
-    *,
-    selection: Selection = "all",
-    max_pairs_per_prompt: int | None = None,
-    score_column: str = "score",
-    seed: int = 0,
-) -> pl.DataFrame:
-    """Pairs to judge from N candidates per prompt.
-
-    Input: candidates (`prompt_id`, `prompt`, `completion`; `score` for best-vs-worst).
-    Output: `prompt_id`, `prompt`, `chosen`, `rejected` (just the two sides: which is better
-    is for the judge to say) and `answer` when the input has it. "all": every unordered pair
-    of distinct completions; "best-vs-worst": the highest- vs the lowest-scored completion
-    (no pair when they score the same). `max_pairs_per_prompt` keeps a seeded random subset
-    of each prompt's pairs (every prompt keeps up to K; the subset is stable across runs).
-    """
-    for col in ("prompt_id", "prompt", "completion"):
-        if col not in candidates.columns:
-            raise InputError(f"select_pairs needs column '{col}'", column=col)
-    if selection == "best-vs-worst" and score_column not in candidates.columns:
-        raise InputError(
-            f"best-vs-worst needs a pointwise score per candidate in column '{score_column}'",
-            column=score_column,
-        )
-    if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
-        raise InputError(f"max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
-    table = with_messages(candidates)
-    rows: list[dict[str, Any]] = []
-    has_answer = "answer" in table.columns
-    for (pid,), group in table.group_by("prompt_id", maintain_order=True):
-        texts = [t for t in dict.fromkeys(group["completion"].to_list()) if t and t.strip()]
-        first = group.row(0, named=True)
-        if selection == "best-vs-worst":
-            scored = group.filter(pl.col(score_column).is_not_null()).sort(
-                score_column, descending=True, maintain_order=True
-            )
-            if scored.height < 2 or scored[score_column][0] == scored[score_column][-1]:
-                continue
-            combos = [(scored["completion"][0], scored["completion"][-1])]
-        else:
-            combos = list(itertools.combinations(texts, 2))
-        if max_pairs_per_prompt is not None and len(combos) > max_pairs_per_prompt:
-            # Seeded per prompt: adding prompts never changes another prompt's subset.
-            rng = random.Random(f"{seed}/{pid}")
-            combos = rng.sample(combos, max_pairs_per_prompt)
-        for x, y in combos:
-            row = {"prompt_id": pid, "prompt": first["prompt"], "chosen": x, "rejected": y}
-            if has_answer:
-                row["answer"] = first["answer"]
-            rows.append(row)
-    schema: dict[str, Any] = {
-        "prompt_id": pl.String,
-        "prompt": table.schema["prompt"],
-        "chosen": pl.String,
-        "rejected": pl.String,
-    }
-    if has_answer:
-        schema["answer"] = pl.String
-    return pl.DataFrame(rows, schema=schema)
 
 
 def pair_items(table: pl.DataFrame, **selection: Any) -> pl.DataFrame:
@@ -449,6 +406,37 @@ def _batch_answerer(state: Path, poll_interval: float) -> Answerer:
     return answer
 
 
+def make_answerer(batch_state: str | Path | None, poll_interval: float = 30.0) -> Answerer:
+    """How requests get answered: online through the call cache, or with `batch_state` (a
+    path) through the Anthropic Message Batches API (one state file per model beside it)."""
+    return _batch_answerer(Path(batch_state), poll_interval) if batch_state else _online
+
+
+@contextlib.asynccontextmanager
+async def open_clients(
+    judges: Sequence[str | Client], options: Mapping[str, Mapping[str, Any]] | None
+) -> AsyncIterator[list[Client]]:
+    """Clients for "backend:model" specs (options[backend] go to make_client) or the clients
+    given; on exit closes the ones it made (a client passed in is the caller's to close)."""
+    clients: list[Client] = []
+    try:
+        for spec in judges:
+            clients.append(_client(spec, options or {}))
+        yield clients
+    finally:
+        for spec, client in zip(judges, clients, strict=False):
+            if isinstance(spec, str):
+                await client.aclose()
+
+
+def check_orders(orders: Sequence[str]) -> tuple[str, ...]:
+    """The orders as a tuple; InputError unless they are 'ab', 'ba' or both, once each."""
+    out = tuple(orders)
+    if not out or any(o not in ORDERS for o in out) or len(set(out)) < len(out):
+        raise InputError(f"orders must be 'ab', 'ba' or both, got {list(out)}")
+    return out
+
+
 async def ajudge(
     table: pl.DataFrame,
     *,
@@ -466,40 +454,80 @@ async def ajudge(
     progress: bool = False,
     min_human_agreement: float | None = None,
     gold: pl.DataFrame | None = None,
+    pointwise_rubric: Any = None,
+    seed: int = 0,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The async version of `judge` (same arguments)."""
-    orders = tuple(orders)
-    if not orders or any(o not in ORDERS for o in orders) or len(set(orders)) < len(orders):
-        raise InputError(f"orders must be 'ab', 'ba' or both, got {list(orders)}")
+    orders = check_orders(orders)
     if not judges:
         raise InputError("no judge given (e.g. --judge anthropic:claude-sonnet-4-6)")
     if min_human_agreement is not None and gold is None:
         raise InputError("min_human_agreement needs gold labels (--gold) to measure agreement")
+    candidates = is_candidates(table)
+    if candidates and selection == "tournament":
+        if min_human_agreement is not None:
+            raise InputError("min_human_agreement is not available with selection 'tournament'")
+        from prefdata.label.tournament import atournament
+
+        votes, _, t_report = await atournament(
+            table,
+            judges=judges,
+            cache=cache,
+            rubric=rubric,
+            orders=orders,
+            max_pairs_per_prompt=max_pairs_per_prompt,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            client_options=client_options,
+            batch_state=batch_state,
+            poll_interval=poll_interval,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+        return votes, t_report
     if gold is not None and "label" not in gold.columns:
         from prefdata.label.panel import gold_from_pairs
 
         gold = gold_from_pairs(gold)  # a pairs table: chosen is the human label
     the_rubric = load_rubric(rubric)
-    items = pair_items(table, selection=selection, max_pairs_per_prompt=max_pairs_per_prompt)
-    if batch_state:
-        # One submission for everything: a batch takes minutes to hours, so chunks would
-        # wait one after another; run_batch's state file already makes the run resumable.
-        chunk_size = max(1, items.height)
-    clients = [_client(j, client_options or {}) for j in judges]
-    answer: Answerer = _batch_answerer(Path(batch_state), poll_interval) if batch_state else _online
+    answer = make_answerer(batch_state, poll_interval)
     from prefdata.progress import progress_bar
 
-    records = items.to_dicts()
-    rows: list[dict[str, Any]] = []
-    report: dict[str, Any] = {
-        "pairs": items.height,
-        "orders": list(orders),
-        "rubric": the_rubric.name,
-        "template_version": the_rubric.version,
-        "judges": {},
-        "calibration": {},
-    }
-    try:
+    report: dict[str, Any] = {}
+    async with open_clients(judges, client_options) as clients:
+        if candidates and selection == "best-vs-worst" and "score" not in table.columns:
+            # No score to pick best and worst by: the same judges rate each candidate alone.
+            from prefdata.label.pointwise import ascore_candidates, pointwise_rubric_for
+
+            table, report["pointwise"] = await ascore_candidates(
+                table,
+                judges=clients,
+                cache=cache,
+                rubric=pointwise_rubric or pointwise_rubric_for(rubric),
+                max_new_tokens=max_new_tokens,
+                batch_state=batch_state,
+                poll_interval=poll_interval,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+        items = pair_items(
+            table, selection=selection, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed
+        )
+        if batch_state:
+            # One submission for everything: a batch takes minutes to hours, so chunks would
+            # wait one after another; run_batch's state file already makes the run resumable.
+            chunk_size = max(1, items.height)
+        records = items.to_dicts()
+        rows: list[dict[str, Any]] = []
+        report = {
+            "pairs": items.height,
+            "orders": list(orders),
+            "rubric": the_rubric.name,
+            "template_version": the_rubric.version,
+            "judges": {},
+            "calibration": {},
+            **report,
+        }
         with progress_bar(len(records) * len(orders) * len(clients), progress, "judging") as tick:
             for client in clients:
                 name = _name(client)
@@ -547,10 +575,6 @@ async def ajudge(
                     tick,
                 )
                 rows += mine
-    finally:
-        for spec, client in zip(judges, clients, strict=True):
-            if isinstance(spec, str):  # ours to close; a client passed in is the caller's
-                await client.aclose()
     annotations = conform(_frame(rows), "annotations")
     for name, stats in judge_stats(annotations, items).items():
         report["judges"].setdefault(name, {}).update(stats.as_dict())
@@ -609,6 +633,8 @@ def judge(
     progress: bool = False,
     min_human_agreement: float | None = None,
     gold: pl.DataFrame | None = None,
+    pointwise_rubric: Any = None,
+    seed: int = 0,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Judge every pair with every judge in `orders`; returns (votes, report).
 
@@ -619,6 +645,15 @@ def judge(
         pairs table whose chosen side is the human label): each
         judge first labels the gold pairs; below this accuracy (ties left out) it stops
         there, and the report says so.
+    Candidates input (see `prefdata.label.selection`): selection "all" (optionally a seeded
+        subset of `max_pairs_per_prompt` pairs per prompt, `seed`); "best-vs-worst" by the
+        `score` column, and without one the same judges first rate every candidate alone
+        (`prefdata.label.pointwise`, template `pointwise_rubric`, by default the pointwise
+        version of `rubric`; its figures in report["pointwise"]; call
+        `score_candidates` yourself to keep the scores); "tournament": a budgeted
+        knockout of at most `max_pairs_per_prompt` comparisons per prompt
+        (`prefdata.label.tournament`, which also returns the standings; here its votes
+        and report).
     Report: pairs, orders, rubric, template_version, cache, and per judge the figures of
     `judge_stats` (votes, errors, position_consistency, p_first_wins, p_longer_wins, ...).
     """
@@ -641,6 +676,8 @@ def judge(
             progress=progress,
             min_human_agreement=min_human_agreement,
             gold=gold,
+            pointwise_rubric=pointwise_rubric,
+            seed=seed,
         )
     )
 
@@ -858,6 +895,76 @@ def _approx_tokens(text: str) -> int:
     return max(1, round(len(text) / 4))
 
 
+@dataclass
+class _Phase:
+    """One kind of call in an estimate: how many, their own tokens, the cached prefix each."""
+
+    calls: int = 0
+    user_tokens: int = 0
+    system_tokens: int = 0
+
+
+def _candidate_phases(
+    table: pl.DataFrame,
+    rubric: Rubric,
+    orders: Sequence[str],
+    selection: Selection,
+    max_pairs_per_prompt: int | None,
+    pointwise_rubric: Any,
+) -> tuple[_Phase, _Phase, int]:
+    """(pairwise phase, pointwise phase, pairs) for selections whose pairs are only known
+    once judged: upper bounds (tournament: `max_comparisons`, capped; best-vs-worst without
+    a score: one call per candidate, then at most one pair per prompt)."""
+    from prefdata.label.selection import candidate_groups
+    from prefdata.label.tournament import max_comparisons
+
+    groups = candidate_groups(table)
+    pair = _Phase(
+        system_tokens=_approx_tokens(rubric.system) + _approx_tokens(json.dumps(VERDICT_TOOL))
+    )
+    point = _Phase()
+    if selection == "best-vs-worst":
+        from prefdata.label.pointwise import (
+            SCORE_TOOL,
+            build_score_request,
+            load_pointwise_rubric,
+            pointwise_rubric_for,
+        )
+
+        prub = (
+            load_pointwise_rubric(pointwise_rubric)
+            if pointwise_rubric
+            else pointwise_rubric_for(rubric)
+        )
+        point.system_tokens = _approx_tokens(prub.system) + _approx_tokens(json.dumps(SCORE_TOOL))
+        for g in groups:
+            for text in g.texts:
+                item = {"item_id": "", "prompt": g.prompt, "completion": text}
+                req = build_score_request(
+                    prub, {**item, "reference": g.reference}, backend="anthropic"
+                )
+                point.calls += 1
+                point.user_tokens += _approx_tokens(str(req.messages[0]["content"]))
+    pairs = 0
+    for g in groups:
+        n = len(g.texts)
+        if selection == "best-vs-worst":
+            m = 1 if n >= 2 else 0
+        else:
+            m = min(max_comparisons(n), max_pairs_per_prompt or n * n)
+        if not m:
+            continue
+        # Which pairs meet depends on the verdicts: price each as two candidates of the
+        # prompt's mean length (tokens are counted from characters anyway).
+        filler = "x" * round(sum(len(t) for t in g.texts) / n)
+        item = {"item_id": "", "prompt": g.prompt, "a": filler, "b": filler}
+        req = build_request(rubric, {**item, "reference": g.reference}, "ab", backend="anthropic")
+        pairs += m
+        pair.calls += m * len(orders)
+        pair.user_tokens += m * len(orders) * _approx_tokens(str(req.messages[0]["content"]))
+    return pair, point, pairs
+
+
 def estimate(
     table: pl.DataFrame,
     *,
@@ -869,37 +976,66 @@ def estimate(
     output_tokens: int = 150,
     prices: Any = None,
     min_cache_tokens: int = 1024,
+    pointwise_rubric: Any = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Calls and USD before spending anything (no client is created, no call made).
 
     Tokens are approximate (characters / 4); `output_tokens` per call is the expected reply
-    (a rationale plus the verdict). For each Anthropic judge three prices: online, batch
-    (the Message Batches discount) and batch + prompt caching (the rubric, sent as the
+    (a rationale plus the verdict or score). For each Anthropic judge three prices: online,
+    batch (the Message Batches discount) and batch + prompt caching (the rubric, sent as the
     cached system prefix, billed at the cache-read price after the first call). Anthropic
     caches only prefixes of at least `min_cache_tokens` (1,024 for Sonnet / Opus, 2,048 for
     Haiku); a shorter rubric gets no caching and the report says so. Local judges cost 0.
+    Candidates with selection "tournament", or "best-vs-worst" without a `score` column
+    (which first rates every candidate: `pointwise_calls_per_judge`), give upper bounds
+    (`pairs_upper_bound` true): the pairs are only known once judged. `calls_per_judge`
+    counts every call; `all_pairs` (candidates input) is what "all" would judge.
     """
     from prefdata.llm.prices import load_prices
 
     the_rubric = load_rubric(rubric)
-    items = pair_items(table, selection=selection, max_pairs_per_prompt=max_pairs_per_prompt)
+    orders = check_orders(orders)
     table_prices = load_prices(prices)
-    system_tokens = _approx_tokens(the_rubric.system) + _approx_tokens(json.dumps(VERDICT_TOOL))
-    user_tokens = 0
-    for r in items.to_dicts():
-        for o in orders:
-            req = build_request(the_rubric, r, o, backend="anthropic")
-            user_tokens += _approx_tokens(str(req.messages[0]["content"]))
-    calls = items.height * len(orders)
+    adaptive = is_candidates(table) and (
+        selection == "tournament" or (selection == "best-vs-worst" and "score" not in table.columns)
+    )
+    if adaptive:
+        pair, point, n_pairs = _candidate_phases(
+            table, the_rubric, orders, selection, max_pairs_per_prompt, pointwise_rubric
+        )
+    else:
+        items = pair_items(
+            table, selection=selection, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed
+        )
+        system = _approx_tokens(the_rubric.system) + _approx_tokens(json.dumps(VERDICT_TOOL))
+        pair, point, n_pairs = _Phase(system_tokens=system), _Phase(), items.height
+        for r in items.to_dicts():
+            for o in orders:
+                req = build_request(the_rubric, r, o, backend="anthropic")
+                pair.calls += 1
+                pair.user_tokens += _approx_tokens(str(req.messages[0]["content"]))
+    phases = [p for p in (pair, point) if p.calls]
+    calls = pair.calls + point.calls
     out: dict[str, Any] = {
-        "pairs": items.height,
+        "pairs": n_pairs,
+        "pairs_upper_bound": adaptive,
         "orders": list(orders),
         "calls_per_judge": calls,
-        "approx_input_tokens_per_judge": user_tokens + calls * system_tokens,
+        "pointwise_calls_per_judge": point.calls,
+        "approx_input_tokens_per_judge": sum(
+            p.user_tokens + p.calls * p.system_tokens for p in phases
+        ),
         "approx_output_tokens_per_judge": calls * output_tokens,
-        "cached_prefix_tokens": system_tokens,
+        "cached_prefix_tokens": pair.system_tokens,
         "judges": {},
     }
+    if is_candidates(table):
+        from prefdata.label.selection import candidate_groups
+
+        out["all_pairs"] = sum(
+            len(g.texts) * (len(g.texts) - 1) // 2 for g in candidate_groups(table)
+        )
     for spec in judges:
         backend, model = parse_judge(spec)
         entry: dict[str, Any] = {"calls": calls}
@@ -911,20 +1047,24 @@ def estimate(
         else:
 
             def usd(batch: bool, cache: bool, model: str = model) -> float:
-                cacheable = cache and system_tokens >= min_cache_tokens and calls > 1
-                return table_prices.cost(
-                    model,
-                    input_tokens=user_tokens + (0 if cacheable else calls * system_tokens),
-                    output_tokens=calls * output_tokens,
-                    cache_write_tokens=system_tokens if cacheable else 0,
-                    cache_read_tokens=(calls - 1) * system_tokens if cacheable else 0,
-                    batch=batch,
-                )
+                total = 0.0
+                for p in phases:
+                    cacheable = cache and p.system_tokens >= min_cache_tokens and p.calls > 1
+                    total += table_prices.cost(
+                        model,
+                        input_tokens=p.user_tokens
+                        + (0 if cacheable else p.calls * p.system_tokens),
+                        output_tokens=p.calls * output_tokens,
+                        cache_write_tokens=p.system_tokens if cacheable else 0,
+                        cache_read_tokens=(p.calls - 1) * p.system_tokens if cacheable else 0,
+                        batch=batch,
+                    )
+                return total
 
             entry["usd_online"] = round(usd(False, True), 6)
             entry["usd_online_no_cache"] = round(usd(False, False), 6)
             entry["usd_batch"] = round(usd(True, False), 6)
             entry["usd_batch_cached"] = round(usd(True, True), 6)
-            entry["prompt_caching_applies"] = system_tokens >= min_cache_tokens
+            entry["prompt_caching_applies"] = pair.system_tokens >= min_cache_tokens
         out["judges"][spec] = entry
     return out
