@@ -1,4 +1,5 @@
-"""Benchmark: DPO training costs: LoRA vs full fine-tuning, and prefdata vs plain TRL.
+"""Benchmark: training costs: DPO with LoRA vs full fine-tuning, prefdata vs plain TRL, and
+on a GPU DPO and GRPO throughput with and without Liger kernels.
 
     .venv/bin/python bench/bench_train.py                 # both parts, embedded SmolLM2, CPU
     .venv/bin/python bench/bench_train.py --quick         # tiny model (smoke run, ~1 min)
@@ -27,9 +28,16 @@ median step time counts, the fastest run of each side is compared (other jobs on
 machine only ever slow a run down).
 Ratio = plain step time / prefdata step time; target >= 0.97 (the wrapper adds no cost).
 
-Part `gpu`: DPO tokens per second and peak GPU memory on SmolLM2 in bf16, with and without
-Liger kernels (`use_liger_kernel=true`, needs `pip install liger-kernel`). Run by
-bench/gpu.sh; skipped without CUDA.
+Part `gpu` (prepared for a CUDA GPU, run by bench/gpu.sh; skipped without CUDA): tokens per
+second and peak GPU memory on SmolLM2 in bf16 with LoRA, with and without Liger kernels
+(`use_liger_kernel=true`, needs `pip install liger-kernel`), for
+- DPO: batch 8, max_length 1024, on PandaLM pairs;
+- GRPO: the first GSM8K test questions, 8 completions per prompt, 8 prompts per step (batch
+  64 completions), max_completion_length 256, the accuracy reward, beta 0. Tokens are TRL's
+  `num_tokens` (prompt + completion tokens); the time includes generation (plain
+  transformers `generate`, no vLLM), which dominates GRPO steps. In TRL 1.16 Liger only
+  swaps the layer kernels (RMSNorm, RoPE, SwiGLU) for GRPO: TRL's own chunked log-prob
+  head already avoids the full logits. `--gpu-methods dpo,grpo` picks the methods.
 
 Results are printed and written as JSON to bench/out/.
 """
@@ -217,6 +225,57 @@ def child_plain_trl(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _gsm8k_prompts(n: int) -> Any:
+    from prefdata.io.importers.math import import_gsm8k
+
+    return import_gsm8k(DATA / "gsm8k" / "test.jsonl").tables["prompts"].head(n)
+
+
+def child_grpo(cfg: dict[str, Any]) -> dict[str, Any]:
+    """GRPO through prefdata.train on GSM8K prompts (see the module doc, part `gpu`)."""
+    import torch
+
+    from prefdata.train import prepare
+
+    data = _gsm8k_prompts(cfg["grpo_prompts"])
+    recipe = {
+        "max_steps": cfg["grpo_steps"],
+        "per_device_train_batch_size": cfg["grpo_batch"],
+        "num_generations": 8,
+        "max_completion_length": cfg["grpo_completion_length"],
+        "learning_rate": 1e-5,
+        "beta": 0.0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 0,
+        **cfg.get("extra_trl", {}),
+        "peft": LORA,
+        "prefdata": {"rewards": [{"name": "accuracy"}], "monitor": {"enabled": False}},
+    }
+    timer = _step_timer()
+    with tempfile.TemporaryDirectory() as out:
+        prepared = prepare("grpo", recipe=recipe, data=data, model=cfg["model"], out=out)
+        prepared.trainer.add_callback(timer)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        report = prepared.fit(out)
+    stats = report["reward_stats"]
+    result = {
+        "losses": report["losses"],
+        "train_runtime": report["metrics"]["train_runtime"],
+        "tokens": report["last_log"].get("num_tokens"),
+        "precision": report["precision"],
+        "completions_per_step": cfg["grpo_batch"],
+        "mean_completion_length": stats.get("completions/mean_length", {}).get("mean"),
+        "reward_mean": stats.get("reward", {}).get("mean"),
+        **_timing(timer.times),
+    }
+    if torch.cuda.is_available():
+        result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
+        result["gpu"] = torch.cuda.get_device_name(0)
+    return result
+
+
 def _in_child(func: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     context = mp.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
@@ -315,25 +374,21 @@ def part_overhead(cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
     return out
 
 
-def part_gpu(cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
-    import torch
-
-    if not torch.cuda.is_available():
-        print("gpu: no CUDA device, skipped")
-        return {"skipped": "no CUDA device"}
+def _gpu_variants(method: str, child: Any, cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
+    """One method without and with Liger kernels; tokens/s over the steps after the first."""
     out: dict[str, Any] = {}
     for name, extra in (("no_liger", {}), ("liger", {"use_liger_kernel": True})):
         results = []
         for _ in range(repeat):
             try:
-                results.append(_in_child(child_prefdata, {**cfg, "extra_trl": extra}))
+                results.append(_in_child(child, {**cfg, "extra_trl": extra}))
             except Exception as err:  # liger-kernel missing, or a kernel error: report it
                 results.append({"error": f"{type(err).__name__}: {err}"})
                 break
         ok = [r for r in results if "error" not in r]
         if not ok:
             out[name] = results[-1]
-            print(f"gpu {name}: {results[-1]['error']}")
+            print(f"gpu {method} {name}: {results[-1]['error']}")
             continue
         best = min(ok, key=lambda r: r["train_runtime"])
         steady = sum(best["step_times"][1:]) or best["train_runtime"]
@@ -347,8 +402,11 @@ def part_gpu(cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
             "precision": best["precision"],
             "gpu": best["gpu"],
         }
+        if "completions_per_step" in best:
+            out[name]["completions_per_second"] = best["completions_per_step"] * steps / steady
+            out[name]["mean_completion_length"] = best["mean_completion_length"]
         print(
-            f"gpu {name}: {out[name]['tokens_per_second']:,.0f} tokens/s, peak "
+            f"gpu {method} {name}: {out[name]['tokens_per_second']:,.0f} tokens/s, peak "
             f"{_mib(best['peak_gpu_bytes'])}, step {best['step_median']:.3f} s ({best['gpu']})"
         )
     if "tokens_per_second" in out.get("liger", {}) and "tokens_per_second" in out["no_liger"]:
@@ -358,6 +416,21 @@ def part_gpu(cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
         out["liger_memory_ratio"] = (
             out["liger"]["peak_gpu_bytes"] / out["no_liger"]["peak_gpu_bytes"]
         )
+    return out
+
+
+def part_gpu(cfg: dict[str, Any], repeat: int, methods: list[str]) -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu: no CUDA device, skipped")
+        return {"skipped": "no CUDA device"}
+    out: dict[str, Any] = {}
+    if "dpo" in methods:
+        # Kept at the top level too: earlier result files have the DPO figures there.
+        out.update(_gpu_variants("dpo", child_prefdata, cfg, repeat))
+    if "grpo" in methods:
+        out["grpo"] = _gpu_variants("grpo", child_grpo, cfg, repeat)
     return out
 
 
@@ -385,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default=str(OUT_DIR))
+    parser.add_argument(
+        "--gpu-methods", default="dpo,grpo", help="gpu part: dpo, grpo or both (comma-separated)"
+    )
+    parser.add_argument("--grpo-steps", type=int, default=10, help="gpu part: GRPO steps")
+    parser.add_argument(
+        "--grpo-completion-length", type=int, default=256, help="gpu part: GRPO tokens sampled"
+    )
     args = parser.parse_args(argv)
 
     from prefdata.train.common import tiny_model
@@ -415,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
                 "pairs": max(args.pairs, 256),
                 "max_chars": 4000,
                 "steps": args.steps or 20,
+                # GRPO: 8 prompts x 8 completions per step.
+                "grpo_steps": args.grpo_steps,
+                "grpo_batch": 64,
+                "grpo_prompts": 64,
+                "grpo_completion_length": args.grpo_completion_length,
             }
         )
     results: dict[str, Any] = {
@@ -438,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         results["config_overhead"] = overhead_cfg
         results["overhead"] = part_overhead(overhead_cfg, args.repeat)
     if args.part == "gpu":
-        results["gpu"] = part_gpu(cfg, args.repeat)
+        methods = [m.strip() for m in args.gpu_methods.split(",") if m.strip()]
+        results["gpu"] = part_gpu(cfg, args.repeat, methods)
     results["machine"]["load_average_after"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

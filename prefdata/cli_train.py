@@ -10,7 +10,7 @@ import typer
 from prefdata.cli_common import friendly_errors, pick, print_report
 from prefdata.errors import PrefdataError
 
-METHODS = ("dpo", "kto", "reward", "orpo")
+METHODS = ("dpo", "kto", "reward", "orpo", "grpo", "sft", "rlhf")
 
 
 def register(app: typer.Typer) -> None:
@@ -20,14 +20,18 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def train_cmd(
         method: Annotated[
-            str, typer.Argument(help="dpo | kto | reward | orpo (experimental) | eval")
+            str,
+            typer.Argument(
+                help="dpo | kto | reward | orpo (experimental) | grpo | sft | rlhf | eval"
+            ),
         ],
         overrides: Annotated[
             list[str] | None, typer.Argument(help="TRL / recipe overrides, key=value")
         ] = None,
         recipe: Annotated[Path | None, typer.Option(help="train/METHOD.yaml")] = None,
         data: Annotated[
-            Path | None, typer.Option(help="pairs (or kto) table; eval: held-out pairs")
+            Path | None,
+            typer.Option(help="pairs (or kto) table; grpo: prompts; eval: held-out pairs"),
         ] = None,
         model: Annotated[
             str, typer.Option(help="smollm2, a local folder; eval: the trained OUT")
@@ -42,6 +46,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         reference: Annotated[Path | None, typer.Option(help="eval: reference model")] = None,
         batch_size: Annotated[int, typer.Option(help="eval: pairs per batch")] = 4,
+        allow_small_groups: Annotated[
+            bool,
+            typer.Option(
+                "--allow-small-groups",
+                help="grpo: accept num_generations below 8 (noisy group advantages)",
+            ),
+        ] = False,
     ) -> None:
         """Train on TRL + PEFT (LoRA by default; precision from the hardware), or evaluate
         held-out preference accuracy with METHOD=eval.
@@ -59,6 +70,9 @@ def register(app: typer.Typer) -> None:
         pick("method", method, METHODS)
         if recipe is None or data is None or out is None:
             raise PrefdataError(f"train {method} needs --recipe, --data and -o/--out")
+        overrides = list(overrides or ())
+        if allow_small_groups:
+            overrides.append("prefdata.allow_small_groups=true")
         if pick("launcher", launcher, ("local", "accelerate")) == "accelerate":
             from prefdata.train import launch
 
@@ -68,7 +82,7 @@ def register(app: typer.Typer) -> None:
                 data=data,
                 out=out,
                 model=model,
-                overrides=overrides or (),
+                overrides=overrides,
                 accelerate_config=accelerate_config,
                 eval_data=eval_data,
             )
@@ -81,7 +95,7 @@ def register(app: typer.Typer) -> None:
             data=data,
             model=model,
             out=out,
-            overrides=overrides or (),
+            overrides=overrides,
             eval_data=eval_data,
         )
         print_report({k: v for k, v in report.items() if k not in ("trl_config", "recipe")})

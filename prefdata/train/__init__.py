@@ -31,6 +31,9 @@ METHODS: dict[str, str] = {
     "kto": "prefdata.train.kto",
     "reward": "prefdata.train.reward",
     "orpo": "prefdata.train.orpo",
+    "grpo": "prefdata.train.grpo",
+    "sft": "prefdata.train.sft",
+    "rlhf": "prefdata.train.rlhf",
 }
 """Method name -> the module with its SPEC and prepare(); GRPO and RLHF plug in the same way."""
 

@@ -47,7 +47,9 @@ def test_each_recipe_file_loads_and_validates(method: str) -> None:
     resolved = load_recipe(method, path)  # builds TRL's config too: its checks run
     assert resolved.method == method
     # TRL fields pass through unchanged (types aside: YAML's 5.0e-5 stays a float).
-    for key in ("learning_rate", "per_device_train_batch_size", "max_length", "seed"):
+    # GRPO has no max_length (prompts are not cut); its length is that of the completions.
+    length = "max_completion_length" if method == "grpo" else "max_length"
+    for key in ("learning_rate", "per_device_train_batch_size", length, "seed"):
         assert resolved.trl[key] == raw[key], key
     assert isinstance(resolved.trl["learning_rate"], float)
     assert resolved.peft["target_modules"] == "all-linear"

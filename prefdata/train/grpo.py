@@ -1,0 +1,371 @@
+"""GRPO with TRL's GRPOTrainer: on-policy RL from prompts, with verifiable or judged rewards.
+
+Input: a prompts table (prefdata.schema "prompts": prompt_id, prompt messages, optional
+`answer`, e.g. from `prefdata import gsm8k` / `math500`), or a pairs table, whose distinct
+prompts are used (its completions are not: GRPO samples its own). TRL sees rows with `prompt`
+(messages), `prompt_id` and, when present, `answer`; the reward functions receive the last two
+as keyword columns.
+
+For each prompt TRL samples `num_generations` completions (a group), scores each with the
+reward functions, and the advantage of a completion is its (weighted, summed) reward minus its
+group's mean, divided by the group's standard deviation (`scale_rewards`). KL to the reference
+is TRL's `beta` (0 by default: no reference at all); with LoRA the reference is the base model
+with the adapter disabled, checked frozen before training starts.
+
+prefdata's keys (`prefdata:` section):
+
+- `rewards`: a list of `{name, weight, options}`: `accuracy`, `format`, `judge`,
+  `reward_model` (prefdata.train.rewards documents each); the weights become TRL's
+  `reward_weights` unless the recipe sets that itself. Default: `[{name: accuracy}]`.
+- `allow_small_groups` (false): `num_generations` below 8 is refused unless this is true
+  (CLI: `--allow-small-groups`). A group's mean and standard deviation from a handful of
+  samples are noisy, and with 0/1 rewards small groups are often all-equal and teach nothing:
+  with a 30% success rate, a group of 4 has equal rewards 25% of the time, a group of 8 6%.
+- `target_kl` (null), `kl_horizon` (10000): an adaptive KL coefficient
+  (prefdata.train.kl_control): beta, starting from the recipe's `beta` (> 0), is moved after
+  each logged step towards the per-token KL `target_kl`; each update is in the log history as
+  `beta` / `beta_next`.
+- `monitor`: the reward-hacking monitor's settings (prefdata.train.monitor:
+  `MONITOR_DEFAULTS`; `enabled: false` turns it off). Its held-out prompts, when
+  `monitor.judge_every` > 0, come from `eval_data`, else `judge_prompts` prompts are held
+  out of the training data.
+
+What the report (`prefdata-train.json`) adds: the rewards and weights, TRL's per-step reward
+metrics (`reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<name>/mean|std`, `kl`,
+completion lengths), advantage statistics prefdata logs beside them (`advantages/mean`,
+`advantages/std`, `advantages/abs_mean`, `advantages/frac_zero`: the share of completions
+that carry no learning signal), their first / last / mean values under `reward_stats`, and
+the monitor's summary under `monitor`.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata.errors import InputError
+from prefdata.train.common import (
+    Hardware,
+    MethodSpec,
+    Prepared,
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    build_config,
+    check_reference_frozen,
+    detect_hardware,
+    load_models,
+    read_data,
+    select_split,
+    to_dataset,
+)
+from prefdata.train.kl_control import KL_CONTROL_DEFAULTS
+
+__all__ = [
+    "MIN_GROUP",
+    "PREFDATA_DEFAULTS",
+    "SPEC",
+    "check_group_size",
+    "grpo_rows",
+    "grpo_trainer_class",
+    "prepare",
+    "reward_stats_callback",
+]
+
+MIN_GROUP = 8
+"""The smallest `num_generations` accepted without prefdata.allow_small_groups."""
+
+PREFDATA_DEFAULTS: dict[str, Any] = {
+    "rewards": [{"name": "accuracy", "weight": 1.0}],
+    "allow_small_groups": False,
+    "monitor": {},
+    # The adaptive KL coefficient (prefdata.train.kl_control): target_kl, kl_horizon.
+    **KL_CONTROL_DEFAULTS,
+}
+
+
+def _grpo_config() -> type:
+    from trl import GRPOConfig
+
+    return GRPOConfig
+
+
+# reference="none": prefdata never loads a reference copy for GRPO. With LoRA TRL disables the
+# adapter; with full fine-tuning and beta > 0 TRL loads its own copy from the model's path.
+SPEC = MethodSpec(
+    "grpo",
+    _grpo_config,
+    PREFDATA_DEFAULTS,
+    reference="none",
+    data_contracts=("prompts", "pairs"),
+)
+
+# Metrics collected per logged step into the report (prefixes of TRL's and our names).
+_TRACKED = (
+    "reward",
+    "reward_std",
+    "rewards/",
+    "advantages/",
+    "frac_reward_zero_std",
+    "kl",
+    "entropy",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "loss",
+)
+
+
+def check_group_size(recipe: Recipe) -> int:
+    """The run's `num_generations`; raises RecipeError below MIN_GROUP unless allowed."""
+    from trl import GRPOConfig
+
+    default: Any = GRPOConfig.__dataclass_fields__["num_generations"].default
+    n = int(recipe.trl.get("num_generations") or default or MIN_GROUP)
+    if n < MIN_GROUP and not recipe.prefdata["allow_small_groups"]:
+        raise RecipeError(
+            f"num_generations={n} is below {MIN_GROUP}. GRPO's advantage is each completion's "
+            "reward minus its group's mean, divided by the group's standard deviation; from "
+            f"{n} samples both are noisy, so the advantages are high-variance, and with 0/1 "
+            "rewards small groups are often all-equal and teach nothing (with a 30% success "
+            "rate a group of 4 is all-equal 25% of the time, a group of 8 6%). Raise "
+            "num_generations (per_device_train_batch_size x gradient_accumulation_steps must "
+            "be a multiple of it), or accept it with --allow-small-groups "
+            "(prefdata.allow_small_groups=true).",
+            source=recipe.source,
+            column="num_generations",
+        )
+    return n
+
+
+def grpo_rows(table: pl.DataFrame, contract: str) -> pl.DataFrame:
+    """Prompts or pairs -> TRL's GRPO rows: prompt (messages), prompt_id[, answer].
+
+    A pairs table gives one row per distinct prompt_id (its first occurrence).
+    """
+    keep = ["prompt", "prompt_id"] + (["answer"] if "answer" in table.columns else [])
+    rows = table.select(keep)
+    if contract == "pairs":
+        rows = rows.unique("prompt_id", keep="first", maintain_order=True)
+    if "answer" in rows.columns:
+        rows = rows.with_columns(pl.col("answer").cast(pl.String))
+    return rows
+
+
+@functools.cache
+def grpo_trainer_class() -> type:
+    """TRL's GRPOTrainer that also logs advantage statistics beside TRL's reward metrics."""
+    from trl import GRPOTrainer
+
+    class PrefdataGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer + `advantages/{mean,std,abs_mean,frac_zero}` per generation batch."""
+
+        def _generate_and_score_completions(self, inputs: Any) -> Any:
+            output = super()._generate_and_score_completions(inputs)
+            advantages = self.accelerator.gather(output["advantages"].detach().float())
+            policy: Any = self.model
+            metrics = self._metrics["train" if policy.training else "eval"]
+            metrics["advantages/mean"].append(advantages.mean().item())
+            metrics["advantages/std"].append(
+                advantages.std().item() if advantages.numel() > 1 else 0.0
+            )
+            metrics["advantages/abs_mean"].append(advantages.abs().mean().item())
+            # TRL zeroes the advantage of groups whose rewards are all equal (no signal).
+            metrics["advantages/frac_zero"].append((advantages.abs() < 1e-6).float().mean().item())
+            return output
+
+    return PrefdataGRPOTrainer
+
+
+def reward_stats_callback(report: dict[str, Any], *, close: Sequence[Any] = ()) -> Any:
+    """A TrainerCallback that keeps the tracked metrics of every logged training step and
+    writes `reward_history` and `reward_stats` (first, last, mean per metric) into `report`
+    when training ends; then calls `close()` on the objects in `close` that have it (the
+    reward functions: a judge's client, call cache and event loop; they reopen if used
+    again)."""
+    from transformers import TrainerCallback
+
+    class RewardStats(TrainerCallback):
+        def __init__(self) -> None:
+            self.history: list[dict[str, Any]] = []
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if not logs or "reward" not in logs:
+                return
+            entry = {"step": int(state.global_step)}
+            for key, value in logs.items():
+                if any(key == t or (t.endswith("/") and key.startswith(t)) for t in _TRACKED):
+                    entry[key] = value
+            self.history.append(entry)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            stats: dict[str, Any] = {}
+            keys = dict.fromkeys(k for e in self.history for k in e if k != "step")
+            for key in keys:
+                values = [
+                    float(e[key])
+                    for e in self.history
+                    if isinstance(e.get(key), int | float) and e[key] == e[key]
+                ]
+                if values:
+                    stats[key] = {
+                        "first": values[0],
+                        "last": values[-1],
+                        "mean": statistics.fmean(values),
+                    }
+            report["reward_history"] = self.history
+            report["reward_stats"] = stats
+            for item in close:
+                closer = getattr(item, "close", None)
+                if callable(closer):
+                    closer()
+
+    return RewardStats()
+
+
+def _heldout(
+    rows: pl.DataFrame,
+    eval_rows: pl.DataFrame | None,
+    n: int,
+    notes: list[str],
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """(training rows, held-out rows for the monitor's judge)."""
+    if eval_rows is not None:
+        return rows, eval_rows.head(n).to_dicts()
+    if rows.height <= n:
+        raise InputError(
+            f"the monitor's held-out judge needs {n} prompts held out of {rows.height}; give "
+            "eval_data or lower prefdata.monitor.judge_prompts"
+        )
+    notes.append(f"monitor: the last {n} prompts held out of training for the held-out judge")
+    return rows.head(rows.height - n), rows.tail(n).to_dicts()
+
+
+def prepare(
+    recipe: Recipe,
+    data: str | Path | pl.DataFrame,
+    *,
+    model: str | Path = "smollm2",
+    out: str | Path,
+    eval_data: str | Path | pl.DataFrame | None = None,
+    hardware: Hardware | None = None,
+) -> Prepared:
+    """Build the GRPO trainer from a resolved recipe and a prompts (or pairs) table.
+
+    Refuses num_generations below 8 unless prefdata.allow_small_groups; builds the reward
+    functions (checked against the data's columns before any model loads); with beta > 0
+    checks the reference frozen; attaches the reward-statistics and monitor callbacks.
+    """
+    from prefdata.train.kl_control import attach_kl_control
+    from prefdata.train.monitor import RewardHackingMonitor, monitor_callback, monitor_settings
+    from prefdata.train.rewards import build_reward, build_rewards
+
+    hw = hardware or detect_hardware()
+    recipe = apply_overrides(recipe, [])
+    groups = check_group_size(recipe)
+    rewards = build_rewards(recipe.prefdata["rewards"])
+    settings = monitor_settings(recipe.prefdata["monitor"])
+    notes: list[str] = []
+    if "reward_weights" in recipe.user_fields:
+        notes.append("reward_weights from the recipe; the weights in prefdata.rewards are unused")
+    else:
+        recipe.trl["reward_weights"] = rewards.weights
+
+    table, source, contract = read_data(data, SPEC.data_contracts)
+    table = select_split(table, recipe.prefdata["split"], notes)
+    rows = grpo_rows(table, contract)
+    for name, spec in zip(rewards.names, rewards.specs, strict=True):
+        column = (spec.get("options") or {}).get("answer_column", "answer")
+        if name.startswith("accuracy") and column not in rows.columns:
+            raise InputError(
+                f"the accuracy reward needs a reference answer column '{column}'; the data has "
+                f"{rows.columns}. Prompts from `prefdata import gsm8k` / `math500` have one.",
+                source=source,
+                column=column,
+            )
+    eval_rows = None
+    if eval_data is not None:
+        eval_table, _, eval_contract = read_data(eval_data, SPEC.data_contracts)
+        eval_rows = grpo_rows(eval_table, eval_contract)
+    monitoring = bool(settings["enabled"])
+    heldout: list[dict[str, Any]] = []
+    scorer = None
+    if monitoring and settings["judge_every"]:
+        rows, heldout = _heldout(rows, eval_rows, int(settings["judge_prompts"]), notes)
+        scorer, _ = build_reward(settings["judge"], where="prefdata.monitor.judge")
+
+    with_answer = int(rows["answer"].is_not_null().sum()) if "answer" in rows.columns else 0
+
+    config = build_config(recipe, SPEC, out)
+    models = load_models(recipe, SPEC, hw, model, config)
+    report: dict[str, Any] = {}
+    callbacks = [reward_stats_callback(report, close=[*rewards.funcs, scorer])]
+    if monitoring:
+        monitor = RewardHackingMonitor(settings)
+        callbacks.append(monitor_callback(monitor, report=report, heldout=heldout, scorer=scorer))
+    trainer: Any = grpo_trainer_class()(
+        model=models.policy,
+        reward_funcs=rewards.funcs,
+        args=config,
+        train_dataset=to_dataset(rows),
+        eval_dataset=None if eval_rows is None else to_dataset(eval_rows),
+        processing_class=models.tokenizer,
+        peft_config=models.peft_config,
+        callbacks=callbacks,
+    )
+    kl_control = attach_kl_control(trainer, recipe.prefdata)
+    if config.beta:
+        if trainer.ref_model is not None:
+            # TRL loads the full fine-tuning reference itself and only puts it in eval mode;
+            # its log-probs are taken without gradients, and frozen it provably stays put.
+            trainer.accelerator.unwrap_model(trainer.ref_model).requires_grad_(False)
+        reference = check_reference_frozen(trainer)
+    else:
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        reference = {
+            "reference": "none (beta = 0: no KL term, no reference model)",
+            "reference_parameters": 0,
+            "trainable_parameters": int(trainable),
+        }
+    report.update(
+        {
+            "model": models.path,
+            "data": source,
+            "data_contract": contract,
+            "prompts": rows.height,
+            "prompts_with_answer": with_answer,
+            "heldout_prompts": len(heldout),
+            "rewards": rewards.describe(),
+            "reward_weights": list(config.reward_weights or rewards.weights),
+            "num_generations": groups,
+            "generation_batch_size": config.generation_batch_size,
+            "max_completion_length": config.max_completion_length,
+            "beta": config.beta,
+            "target_kl": None if kl_control is None else recipe.prefdata["target_kl"],
+            "loss_type": config.loss_type,
+            "scale_rewards": config.scale_rewards,
+            "temperature": config.temperature,
+            "weights_dtype": models.dtype,
+            "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+            **reference,
+            "monitor_enabled": monitoring,
+            "notes": notes,
+        }
+    )
+    if groups < MIN_GROUP:
+        report.setdefault("warnings", []).append(
+            f"num_generations={groups} below {MIN_GROUP} (allowed by prefdata.allow_small_groups):"
+            " expect noisy advantages"
+        )
+    if with_answer < rows.height and any(n.startswith("accuracy") for n in rewards.names):
+        report.setdefault("warnings", []).append(
+            f"{rows.height - with_answer} of {rows.height} prompts have no reference answer: "
+            "the accuracy reward scores their completions None"
+        )
+    return Prepared(trainer, SPEC, recipe, hw, report)
