@@ -17,6 +17,7 @@ import typer
 from prefdata.cli_annotate import annotate_app
 from prefdata.cli_common import console, friendly_errors, pick, print_report
 from prefdata.cli_label import register as register_label_commands
+from prefdata.cli_run import register as register_run_command
 from prefdata.cli_train import register as register_train_commands
 from prefdata.errors import PrefdataError
 
@@ -32,6 +33,7 @@ MODES = ("all", "best-vs-worst")
 app.add_typer(annotate_app, name="annotate")
 register_label_commands(app)
 register_train_commands(app)
+register_run_command(app)
 
 # format name -> (module, function); imported lazily so `prefdata --help` stays fast.
 IMPORTERS: dict[str, tuple[str, str]] = {
@@ -661,23 +663,43 @@ def report(
 @friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("demo-out"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="every stage on 6 prompts, about a minute (CI)")
+    ] = False,
+    judge: Annotated[
+        list[str] | None,
+        typer.Option(help="swap the judge: backend:model, e.g. anthropic:claude-sonnet-4-6"),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="the judge's server (vLLM, llama.cpp: openai:MODEL)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Run the offline example flow on data shipped with prefdata.
+    """The whole job offline on the embedded SmolLM2: 40 prompts -> 4 answers each -> local
+    judge in both orders -> agreement and consensus -> audit -> filter -> TRL / KTO exports
+    -> HTML QA report -> LoRA DPO -> held-out accuracy. It is the pipeline
+    prefdata/examples/pipelines/demo.yaml; a re-run skips what is done.
 
     Example: prefdata demo -o demo-out
     """
-    from prefdata.demo import run_demo
+    from prefdata.cli_run import quiet_cpu_threads
+    from prefdata.demo import run_demo, summary_lines
+    from prefdata.pipeline.runner import print_summary
 
-    summary = run_demo(out)
-    conversion = summary["conversion"]
-    print(
-        f"prefdata demo: {conversion['prompts']} prompts -> {conversion['pairs']} pairs "
-        f"({conversion['prompts_all_tied']} prompt with all answers tied gave no pair, "
-        f"{conversion['pairs_below_margin']} pairs below the margin were skipped)"
-    )
-    for name, path in summary["written"].items():
-        print(f"  {name:<20} {path}")
-    print(f"The full report is in {summary['written']['report']}")
+    quiet_cpu_threads()
+    try:
+        result, figures = run_demo(
+            out,
+            quick=quick,
+            judges=judge or (),
+            base_url=base_url,
+            progress=progress,
+            console=console,
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    print_summary(result, console)
+    print("\n".join(summary_lines(figures)))
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-extras="models"
+extras="models,train"   # train: the demo ends with a short LoRA DPO run
 [[ "${1:-}" == "--dev" ]] && extras="models,dev"
 
 if [[ ! -x .venv/bin/python ]]; then

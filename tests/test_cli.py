@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from prefdata.cli import app
@@ -109,14 +110,48 @@ def test_every_command_has_help_with_an_example() -> None:
         assert code == 0 and "Example:" in out, path
 
 
-def test_demo_runs_offline(tmp_path: Path) -> None:
-    code, out = run("demo", "-o", str(tmp_path / "demo"))
-    assert code == 0, out
-    pairs = read_table(tmp_path / "demo" / "pairs.parquet")
-    # 10 prompts; the prime-number prompt ties everywhere and must give no pair
-    assert pairs.height > 10
-    assert not pairs["prompt"].list.first().struct.field("content").str.contains("prime").any()
-    assert (tmp_path / "demo" / "train.trl.jsonl").exists()
+@pytest.mark.slow
+def test_demo_quick_touches_every_stage_offline(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    code, text = run("demo", "--quick", "-o", str(out), "--no-progress")
+    assert code == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    stages = [s["stage"] for s in summary["stages"]]
+    assert stages == [
+        "generate",
+        "judge",
+        "agree",
+        "consensus",
+        "audit",
+        "filter",
+        "split",
+        "export",
+        "report",
+        "train",
+        "eval",
+    ]
+    assert all(s["status"] == "ran" for s in summary["stages"])
+    assert read_table(out / "generate" / "candidates.parquet")["prompt_id"].n_unique() == 6
+    votes = read_table(out / "judge" / "votes.parquet")
+    assert votes["annotator"].unique().to_list() == ["local:smollm2"]
+    assert sorted(votes["order"].unique()) == ["ab", "ba"]
+    assert (out / "export" / "trl-conversational.jsonl").stat().st_size > 0
+    assert (out / "export" / "kto.jsonl").stat().st_size > 0
+    assert "<html" in (out / "report" / "report.html").read_text()[:500].lower()
+    assert (out / "train" / "model" / "adapter_config.json").exists()
+    heldout = json.loads((out / "eval" / "eval.json").read_text())
+    assert heldout["pairs"] == read_table(out / "split" / "heldout.parquet").height > 0
+    # What it prints: the figures, the report's place, how to swap in a real judge.
+    assert f"The QA report is in {out / 'report' / 'report.html'}" in text
+    assert "position consistency" in text and "held-out preference accuracy" in text
+    assert "ANTHROPIC_API_KEY" in text and "--judge anthropic:claude-sonnet-4-6" in text
+    assert "--base-url http://HOST:8000/v1" in text
+
+    code, text = run("demo", "--quick", "-o", str(out), "--no-progress")
+    assert code == 0, text
+    again = json.loads((out / "summary.json").read_text())
+    assert {s["status"] for s in again["stages"]} == {"skipped"}
+    assert sum(s["calls_new"] for s in again["stages"]) == 0
 
 
 def test_console_script_is_installed() -> None:

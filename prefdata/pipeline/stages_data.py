@@ -1,0 +1,280 @@
+"""Stages that bring data in and out: import, generate, split, export.
+
+Each calls the library function behind the CLI command of the same name (`prefdata import`,
+`generate`, `export`); `split` has no command: it marks a seeded share of the prompts as
+held out, so that a later `eval` stage scores pairs whose prompts training never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata.errors import InputError
+from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
+
+
+def write_json(data: Mapping[str, Any], path: Path) -> Path:
+    """`data` as indented JSON, written atomically."""
+    from prefdata.io.tables import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
+    return path
+
+
+# ---- import ------------------------------------------------------------------------------
+
+
+def _importer(fmt: str) -> Any:
+    # The CLI's table of formats is the one list of importers.
+    from prefdata.cli import IMPORTERS
+
+    module, name = IMPORTERS[fmt]
+    return getattr(importlib.import_module(module), name)
+
+
+def _import_formats() -> tuple[str, ...]:
+    from prefdata.cli import IMPORTERS
+
+    return tuple(IMPORTERS)
+
+
+def _check_import(options: Mapping[str, Any]) -> None:
+    fmt = options.get("format")
+    if fmt is None:
+        return
+    accepted = [p for p in inspect.signature(_importer(fmt)).parameters if p != "path"]
+    for key in options.get("options") or {}:
+        if key not in accepted:
+            raise ValueError(
+                f"'options.{key}': format '{fmt}' takes no option '{key}'; it takes {accepted}"
+            )
+
+
+def _limit(tables: dict[str, pl.DataFrame], limit: int) -> dict[str, pl.DataFrame]:
+    name, main = next(iter(tables.items()))
+    main = main.head(limit)
+    out = {name: main}
+    for other, table in tables.items():
+        if other == name:
+            continue
+        if "pair_id" in main.columns and "item_id" in table.columns:
+            # Votes follow their pairs, so consensus and agreement see whole items.
+            out[other] = table.filter(pl.col("item_id").is_in(main["pair_id"].implode()))
+        else:
+            out[other] = table.head(limit)
+    return out
+
+
+def run_import(stage: StageRun) -> StageResult:
+    """`prefdata import FORMAT PATH`: the importer's tables (pairs, annotations, kto,
+    prompts) as `<table>.parquet`, its rejected source rows as `rejected.parquet`."""
+    from prefdata.io.tables import write_table
+
+    opts = stage.options
+    result = _importer(opts["format"])(Path(opts["path"]), **(opts["options"] or {}))
+    tables = dict(result.tables)
+    if opts["limit"] is not None:
+        tables = _limit(tables, opts["limit"])
+    outputs = {
+        name: write_table(table, stage.out(f"{name}.parquet")) for name, table in tables.items()
+    }
+    if result.rejected.height:
+        outputs["invalid"] = write_table(result.rejected, stage.out("rejected.parquet"))
+    report = {**result.report, "rows": {k: t.height for k, t in tables.items()}}
+    return outputs, report
+
+
+IMPORT = StageKind(
+    "import",
+    run_import,
+    "read a public format (prefdata import)",
+    {
+        "format": Opt(type="str", required=True),
+        "path": Opt(type="path", required=True),
+        "options": Opt({}, "dict"),
+        "limit": Opt(None, "int"),
+    },
+    outputs=("pairs", "annotations", "kto", "prompts", "invalid"),
+    check=_check_import,
+)
+
+
+# ---- generate ----------------------------------------------------------------------------
+
+
+def run_generate(stage: StageRun) -> StageResult:
+    """`prefdata generate`: N candidates per prompt through the run's call cache."""
+    from prefdata.generate import generate
+    from prefdata.llm.base import Params
+
+    opts = stage.options
+    prompts = stage.table("prompts")
+    if opts["max_prompts"] is not None:
+        prompts = prompts.head(opts["max_prompts"])
+    client_options = {
+        k: opts[k] for k in ("batch_size", "device", "max_concurrency") if opts[k] is not None
+    }
+    candidates, rejected, report = generate(
+        prompts,
+        models=opts["models"],
+        backend=opts["backend"],
+        n=opts["n"],
+        params=Params(
+            temperature=opts["temperature"],
+            top_p=opts["top_p"],
+            max_new_tokens=opts["max_new_tokens"],
+            seed=opts["seed"],
+            stop=tuple(opts["stop"]),
+        ),
+        cache=stage.cache,
+        base_url=opts["base_url"],
+        client_options=client_options,
+        mix=opts["mix"],
+        chunk_size=opts["chunk_size"],
+        progress=stage.progress,
+        batch_state=stage.out("batches.json") if opts["batch"] else None,
+        batch_poll_interval=opts["poll_interval"],
+    )
+    from prefdata.io.tables import write_table
+
+    outputs = {"candidates": write_table(candidates, stage.out("candidates.parquet"))}
+    if rejected.height:
+        outputs["invalid"] = write_table(rejected, stage.out("rejected.parquet"))
+    return outputs, report
+
+
+GENERATE = StageKind(
+    "generate",
+    run_generate,
+    "N candidate completions per prompt (prefdata generate)",
+    {
+        "models": Opt(["smollm2"], "strs"),
+        "backend": Opt("local", "str", ("local", "openai", "anthropic")),
+        "n": Opt(4, "int"),
+        "mix": Opt("spread", "str", ("spread", "each")),
+        "temperature": Opt(0.7, "float"),
+        "top_p": Opt(1.0, "float"),
+        "max_new_tokens": Opt(256, "int"),
+        "seed": Opt(0, "int"),
+        "stop": Opt([], "strs"),
+        "batch_size": Opt(None, "int"),
+        "device": Opt(None, "str"),
+        "max_concurrency": Opt(None, "int"),
+        "base_url": Opt(None, "str"),
+        "chunk_size": Opt(32, "int"),
+        "batch": Opt(False, "bool"),
+        "poll_interval": Opt(30.0, "float"),
+        "max_prompts": Opt(None, "int"),
+    },
+    inputs=(Slot(("prompts",)),),
+    outputs=("candidates", "invalid"),
+)
+
+
+# ---- split -------------------------------------------------------------------------------
+
+
+def split_by_prompt(pairs: pl.DataFrame, *, heldout: float, seed: int = 0) -> pl.DataFrame:
+    """Pairs with a `split` column: "test" for a seeded share `heldout` of the prompts (every
+    pair of a held-out prompt, so training never sees its prompt), "train" for the rest.
+
+    Input: a pairs table (`prompt_id`). Output: the same rows and columns plus `split`. At
+    least one prompt stays in each split when there are two or more prompts and heldout > 0.
+    The choice is a hash of (seed, prompt_id): stable across runs, and adding prompts never
+    moves another prompt between the splits.
+    """
+    if not 0 <= heldout < 1:
+        raise InputError(f"heldout must be a share in [0, 1), got {heldout}")
+    prompts = pairs["prompt_id"].unique().to_list()
+    ranked = sorted(prompts, key=lambda p: hashlib.sha256(f"{seed}/{p}".encode()).hexdigest())
+    n_test = 0
+    if heldout > 0 and len(ranked) > 1:
+        n_test = min(max(1, math.floor(heldout * len(ranked) + 0.5)), len(ranked) - 1)
+    test = ranked[:n_test]
+    split = pl.when(pl.col("prompt_id").is_in(pl.Series(test, dtype=pl.String).implode()))
+    return pairs.with_columns(split.then(pl.lit("test")).otherwise(pl.lit("train")).alias("split"))
+
+
+def run_split(stage: StageRun) -> StageResult:
+    """A `split` column on the pairs; the held-out ones also alone as `heldout.parquet`."""
+    from prefdata.io.tables import write_table
+
+    pairs = split_by_prompt(
+        stage.table("pairs", "pairs"), heldout=stage.options["heldout"], seed=stage.options["seed"]
+    )
+    heldout = pairs.filter(pl.col("split") == "test")
+    outputs = {
+        "pairs": write_table(pairs, stage.out("pairs.parquet")),
+        "heldout": write_table(heldout, stage.out("heldout.parquet")),
+    }
+    report = {
+        "pairs": pairs.height,
+        "train_pairs": pairs.height - heldout.height,
+        "heldout_pairs": heldout.height,
+        "heldout_prompts": heldout["prompt_id"].n_unique(),
+    }
+    return outputs, report
+
+
+SPLIT = StageKind(
+    "split",
+    run_split,
+    "hold out a seeded share of the prompts for evaluation",
+    {"heldout": Opt(0.2, "float"), "seed": Opt(0, "int")},
+    inputs=(Slot(("pairs",)),),
+    outputs=("pairs", "heldout"),
+)
+
+
+# ---- export ------------------------------------------------------------------------------
+
+
+def _export_formats() -> tuple[str, ...]:
+    from prefdata.io.exporters import EXPORT_FORMATS
+
+    return EXPORT_FORMATS
+
+
+def run_export(stage: StageRun) -> StageResult:
+    """`prefdata export` once per format: `<format>.jsonl` (`hf`: a datasets folder)."""
+    from prefdata.io import exporters
+
+    table = stage.table("pairs")
+    outputs: dict[str, Path] = {}
+    report: dict[str, Any] = {}
+    for fmt in stage.options["formats"]:
+        path = stage.out("hf" if fmt == "hf" else f"{fmt}.jsonl")
+        report[fmt] = exporters.export(
+            table,
+            path,
+            exporters.parse_format(fmt),
+            flatten=stage.options["flatten"],
+            minimal=stage.options["minimal"],
+            source=str(stage.inputs["pairs"]),
+        )
+        outputs[fmt] = path
+    return outputs, report
+
+
+EXPORT = StageKind(
+    "export",
+    run_export,
+    "training files: TRL, KTO, OpenAI, HF datasets (prefdata export)",
+    {
+        "formats": Opt(["trl-conversational"], "strs", _export_formats()),
+        "flatten": Opt(False, "bool"),
+        "minimal": Opt(False, "bool"),
+    },
+    inputs=(Slot(("pairs", "kto")),),
+    outputs=_export_formats(),
+)

@@ -1,0 +1,301 @@
+"""Stages that measure and clean: agree, consensus, audit, filter, report (the library
+functions behind the CLI commands of the same names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
+from prefdata.pipeline.stages_data import write_json
+
+# ---- agree -------------------------------------------------------------------------------
+
+
+def run_agree(stage: StageRun) -> StageResult:
+    """`prefdata agree`: agreement.json and the per-item table."""
+    from prefdata.io.tables import write_table
+    from prefdata.quality.agreement import agreement
+
+    opts = stage.options
+    items, report = agreement(
+        stage.table("annotations", "annotations"),
+        level=opts["level"],
+        label_order=opts["label_order"],
+        bootstrap=opts["bootstrap"],
+        seed=opts["seed"],
+    )
+    outputs = {
+        "agreement": write_json(report, stage.out("agreement.json")),
+        "per_item": write_table(items, stage.out("per_item.parquet")),
+    }
+    return outputs, report
+
+
+AGREE = StageKind(
+    "agree",
+    run_agree,
+    "inter-annotator agreement: kappas, alpha, bootstrap intervals (prefdata agree)",
+    {
+        "level": Opt("nominal", "str", ("nominal", "ordinal", "interval")),
+        "label_order": Opt(None, "strs"),
+        "bootstrap": Opt(1000, "int"),
+        "seed": Opt(0, "int"),
+    },
+    inputs=(Slot(("annotations",)),),
+    outputs=("agreement", "per_item"),
+)
+
+
+# ---- consensus ---------------------------------------------------------------------------
+
+
+def mean_posteriors(votes: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Posteriors from the judges' mean probability instead of their labels.
+
+    Input: judge votes (annotations with `p_a`, e.g. the local log-probability judge, or
+    stated confidences). The votes pool with prefdata.label.panel.panel(method="mean"): each
+    judge's orders averaged, then the judges averaged; label a when that P(a) > 0.5, b when
+    below, tie at exactly 0.5. Output: one row per item in the shape
+    `pairs_from_consensus` reads (item_id, label, confidence = max(P(a), P(b)), p_a, p_b,
+    p_tie = 0, n_votes = valid votes, agreement = the share of them naming `label`), and a
+    report (method, items, label_counts, the panel's kappas).
+
+    Why it exists: a judge that always prefers the response shown first names a different
+    winner in each order, so every label-based consensus calls the pair a tie; what little
+    it knows is only in how much more probable the first-shown answer is in one order than
+    in the other, which the mean keeps.
+    """
+    from prefdata.label.panel import panel
+
+    pooled, panel_report = panel(votes, method="mean")
+    valid = votes.filter(pl.col("label").is_not_null())
+    if "error" in valid.columns:
+        valid = valid.filter(pl.col("error").is_null())
+    counts = (
+        valid.join(pooled.select("item_id", pl.col("label").alias("__pooled")), on="item_id")
+        .group_by("item_id")
+        .agg(
+            pl.len().alias("n_votes"),
+            (pl.col("label") == pl.col("__pooled")).mean().alias("agreement"),
+        )
+    )
+    posteriors = pooled.select(
+        "item_id",
+        "label",
+        "confidence",
+        pl.col("p_a"),
+        (1.0 - pl.col("p_a")).alias("p_b"),
+        pl.lit(0.0).alias("p_tie"),
+    ).join(counts, on="item_id", how="left", maintain_order="left")
+    report = {
+        "method": "mean",
+        "items": posteriors.height,
+        "label_counts": {k: int((posteriors["label"] == k).sum()) for k in ("a", "b", "tie")},
+        "kappas": panel_report["kappas"],
+    }
+    return posteriors, report
+
+
+def run_consensus(stage: StageRun) -> StageResult:
+    """`prefdata consensus --pairs`: the pairs oriented by the consensus (confidence = its
+    posterior), the posteriors, and the pairs set aside (tie / no consensus / no votes)."""
+    from prefdata.io.tables import write_table
+    from prefdata.quality.consensus import consensus, pairs_from_consensus
+
+    method = stage.options["method"]
+    votes = stage.table("annotations", "annotations")
+    if method == "mean":
+        posteriors, report = mean_posteriors(votes)
+    else:
+        posteriors, report = consensus(votes, method=method)
+    kept, set_aside, pair_report = pairs_from_consensus(
+        stage.table("pairs", "pairs"), posteriors, method=method
+    )
+    outputs = {
+        "pairs": write_table(kept, stage.out("pairs.parquet")),
+        "posteriors": write_table(posteriors, stage.out("posteriors.parquet")),
+        "set_aside": write_table(set_aside, stage.out("set_aside.parquet")),
+    }
+    return outputs, {**report, "pairs": pair_report}
+
+
+CONSENSUS = StageKind(
+    "consensus",
+    run_consensus,
+    "consensus labels onto the pairs: majority, Dawid-Skene, or the judges' mean "
+    "probability (prefdata consensus)",
+    {"method": Opt("dawid-skene", "str", ("majority", "dawid-skene", "mean"))},
+    inputs=(Slot(("annotations",)), Slot(("pairs",))),
+    outputs=("pairs", "posteriors", "set_aside"),
+)
+
+
+# ---- audit -------------------------------------------------------------------------------
+
+
+def run_audit(stage: StageRun) -> StageResult:
+    """`prefdata audit`: the issues table and a review sample."""
+    from prefdata.io.tables import write_table
+    from prefdata.quality.audit import audit
+
+    opts = stage.options
+    issues, drawn, report = audit(
+        stage.table("pairs"),
+        annotations=stage.maybe("annotations"),
+        test=stage.maybe("test"),
+        model=opts["model"],
+        scores=stage.maybe("scores"),
+        sample=opts["sample"],
+        seed=opts["seed"],
+    )
+    outputs = {"issues": write_table(issues, stage.out("issues.parquet"))}
+    if drawn.height:
+        outputs["sample"] = write_table(drawn, stage.out("sample.parquet"))
+    return outputs, report
+
+
+AUDIT = StageKind(
+    "audit",
+    run_audit,
+    "likely mislabelled and broken pairs: rules, duplicates, disagreement (prefdata audit)",
+    {
+        "model": Opt("none", "str", ("none", "embeddings", "scores")),
+        "sample": Opt(50, "int"),
+        "seed": Opt(0, "int"),
+    },
+    inputs=(
+        Slot(("pairs",)),
+        Slot(("annotations",), required=False),
+        Slot(("test",), required=False, auto=False),
+        Slot(("scores",), required=False, auto=False),
+    ),
+    outputs=("issues", "sample"),
+)
+
+
+# ---- filter ------------------------------------------------------------------------------
+
+
+def run_filter(stage: StageRun) -> StageResult:
+    """`prefdata filter`: kept pairs, the rejected ones with their reason, the settings
+    (for the dataset card), and with ties=kto the KTO-only rows."""
+    from prefdata.io.tables import write_table
+    from prefdata.quality.filter import filter_pairs, kto_only
+
+    opts = stage.options
+    drop = opts["drop_issues"]
+    names = None if drop is None else ("all" if drop == ["all"] else drop)
+    kept, dropped, report = filter_pairs(
+        stage.table("pairs"),
+        issues=stage.maybe("issues"),
+        min_confidence=opts["min_confidence"],
+        min_margin=opts["min_margin"],
+        min_agreement=opts["min_agreement"],
+        drop_issues=names,
+        ties=opts["ties"],
+        unknown_confidence=opts["unknown_confidence"],
+    )
+    settings = {
+        "issues": str(stage.inputs["issues"]) if "issues" in stage.inputs else None,
+        "drop_issues": None if drop is None else ",".join(drop),
+        **{k: opts[k] for k in ("min_confidence", "min_margin", "min_agreement")},
+        "ties": opts["ties"],
+        "unknown_confidence": opts["unknown_confidence"],
+    }
+    outputs = {
+        "pairs": write_table(kept, stage.out("pairs.parquet")),
+        "rejected": write_table(dropped, stage.out("rejected.parquet")),
+        "filter_settings": write_json(
+            {k: v for k, v in settings.items() if v is not None}, stage.out("filter.json")
+        ),
+    }
+    if opts["ties"] == "kto":
+        rows, report["kto_only"] = kto_only(dropped)
+        outputs["kto"] = write_table(rows, stage.out("kto.parquet"))
+    return outputs, report
+
+
+FILTER = StageKind(
+    "filter",
+    run_filter,
+    "keep pairs that pass thresholds and issue flags; the rest with a reason (prefdata filter)",
+    {
+        "min_confidence": Opt(None, "float"),
+        "min_margin": Opt(None, "float"),
+        "min_agreement": Opt(None, "float"),
+        "drop_issues": Opt(None, "strs"),
+        "ties": Opt("drop", "str", ("drop", "kto")),
+        "unknown_confidence": Opt("keep", "str", ("keep", "drop")),
+    },
+    inputs=(Slot(("pairs",)), Slot(("issues",), required=False)),
+    outputs=("pairs", "rejected", "filter_settings", "kto"),
+)
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def run_report(stage: StageRun) -> StageResult:
+    """`prefdata report`: report.html (self-contained), report.json, README.md (card).
+
+    With an explicit `before` input (e.g. the consensus stage), the two data sets side by
+    side: `before` on the left, this stage's pairs on the right.
+    """
+    import json
+
+    from prefdata.io.tables import read_text
+    from prefdata.report import build_report
+
+    opts = stage.options
+    data: Path = stage.inputs["pairs"]
+    before = stage.inputs.get("before")
+    settings = stage.inputs.get("filter_settings")
+    build_report(
+        before if before is not None else data,
+        compare=data if before is not None else None,
+        annotations=stage.inputs.get("annotations"),
+        issues=stage.inputs.get("issues"),
+        rejected=stage.inputs.get("rejected"),
+        sample=stage.inputs.get("sample") if opts["reviewed_sample"] else None,
+        tokenizer=None if opts["tokenizer"] == "none" else opts["tokenizer"],
+        max_length=opts["max_length"],
+        token_rows=opts["token_rows"],
+        license=opts["license"],
+        title=opts["title"],
+        filter_settings=json.loads(read_text(settings)) if settings else None,
+        out_dir=stage.dir,
+    )
+    outputs = {
+        "report": stage.out("report.html"),
+        "report_json": stage.out("report.json"),
+        "card": stage.out("README.md"),
+    }
+    return outputs, {"written": {k: str(v) for k, v in outputs.items()}}
+
+
+REPORT = StageKind(
+    "report",
+    run_report,
+    "QA report: self-contained HTML, report.json, dataset card (prefdata report)",
+    {
+        "title": Opt(None, "str"),
+        "license": Opt(None, "str"),
+        "tokenizer": Opt("smollm2", "str"),
+        "max_length": Opt(1024, "int"),
+        "token_rows": Opt(20000, "int"),
+        "reviewed_sample": Opt(False, "bool"),
+    },
+    inputs=(
+        Slot(("pairs", "kto")),
+        Slot(("annotations",), required=False),
+        Slot(("issues",), required=False),
+        Slot(("rejected",), required=False),
+        Slot(("filter_settings",), required=False),
+        Slot(("sample",), required=False),
+        Slot(("before", "pairs"), required=False, auto=False),
+    ),
+    outputs=("report", "report_json", "card"),
+)
