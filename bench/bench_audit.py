@@ -15,6 +15,7 @@ cut mid-sentence, 2% refusals. confidence ~ Beta(4, 1.5) with 10% null, margin ~
 agreement in {1/3, 2/3, 1}.
 
 Usage: python bench/bench_audit.py [--n 1000000] [--workdir DIR] [--phases ...]
+Figures are printed and written as JSON to bench/out/ (no baseline: they stand alone).
 """
 
 from __future__ import annotations
@@ -246,6 +247,22 @@ def main() -> None:
         results[p]["wall_s"] for p in ("rules", "dedup", "overlap", "filter") if p in results
     )
     print(f"audit + filter wall (rules, dedup, overlap, filter): {audit:.1f} s")
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = out_dir / f"bench_audit-{args.n}-{stamp}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "bench_audit",
+                "n": args.n,
+                "phases": results,
+                "audit_filter_wall_s": audit,
+            },
+            indent=1,
+        )
+    )
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":
