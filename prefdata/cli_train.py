@@ -10,7 +10,7 @@ import typer
 from prefdata.cli_common import friendly_errors, pick, print_report
 from prefdata.errors import PrefdataError
 
-METHODS = ("dpo", "kto", "reward", "orpo", "grpo", "sft", "rlhf")
+METHODS = ("dpo", "kto", "reward", "orpo", "grpo", "rloo", "sft", "rlhf")
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         method: Annotated[
             str,
             typer.Argument(
-                help="dpo | kto | reward | orpo (experimental) | grpo | sft | rlhf | eval"
+                help="dpo | kto | reward | orpo (experimental) | grpo | rloo | sft | rlhf | eval"
             ),
         ],
         overrides: Annotated[
@@ -31,14 +31,21 @@ def register(app: typer.Typer) -> None:
         recipe: Annotated[Path | None, typer.Option(help="train/METHOD.yaml")] = None,
         data: Annotated[
             Path | None,
-            typer.Option(help="pairs (or kto) table; grpo: prompts; eval: held-out pairs"),
+            typer.Option(
+                help="pairs (kto: or a kto table); sft: demonstrations; grpo / rloo: prompts "
+                "(or pairs); rlhf: pairs or OpenAssistant trees; eval: held-out pairs"
+            ),
         ] = None,
         model: Annotated[
             str, typer.Option(help="smollm2, a local folder; eval: the trained OUT")
         ] = "smollm2",
         out: Annotated[Path | None, typer.Option("-o", "--out", help="output folder")] = None,
         eval_data: Annotated[
-            Path | None, typer.Option(help="held-out pairs, evaluated after")
+            Path | None,
+            typer.Option(
+                help="held-out data during training (grpo / rloo: the monitor's prompts; "
+                "rlhf: the reward model's held-out pairs)"
+            ),
         ] = None,
         launcher: Annotated[str, typer.Option(help="local | accelerate")] = "local",
         accelerate_config: Annotated[
@@ -50,7 +57,8 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--allow-small-groups",
-                help="grpo: accept num_generations below 8 (noisy group advantages)",
+                help="grpo / rloo / rlhf's RL stage: accept num_generations below 8 (grpo) "
+                "or 4 (rloo) (noisy advantages)",
             ),
         ] = False,
     ) -> None:
@@ -58,7 +66,9 @@ def register(app: typer.Typer) -> None:
         held-out preference accuracy with METHOD=eval.
 
         Example: prefdata train dpo --recipe train/dpo.yaml --data clean.parquet -o runs/dpo
-        beta=0.2   (evaluate: prefdata train eval --model runs/dpo --data heldout.parquet)
+        beta=0.2   (evaluate: prefdata train eval --model runs/dpo --data heldout.parquet).
+        rlhf runs SFT, a reward model and RLOO / GRPO in turn (stage overrides: sft.KEY=V,
+        reward.KEY=V, rl.KEY=V), skipping the stages that are up to date.
         """
         if method == "eval":
             from prefdata.train import evaluate
@@ -72,7 +82,8 @@ def register(app: typer.Typer) -> None:
             raise PrefdataError(f"train {method} needs --recipe, --data and -o/--out")
         overrides = list(overrides or ())
         if allow_small_groups:
-            overrides.append("prefdata.allow_small_groups=true")
+            prefix = "rl." if method == "rlhf" else ""
+            overrides.append(f"{prefix}prefdata.allow_small_groups=true")
         if pick("launcher", launcher, ("local", "accelerate")) == "accelerate":
             from prefdata.train import launch
 

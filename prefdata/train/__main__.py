@@ -18,9 +18,9 @@ from prefdata.errors import PrefdataError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prefdata.train")
-    parser.add_argument("method", help="dpo, kto, reward, orpo, or eval")
+    parser.add_argument("method", help="dpo, kto, reward, orpo, grpo, rloo, sft, rlhf, or eval")
     parser.add_argument("--recipe", help="recipe YAML (train/METHOD.yaml)")
-    parser.add_argument("--data", required=True, help="pairs (or kto) table")
+    parser.add_argument("--data", required=True, help="the method's data (prefdata.train.train)")
     parser.add_argument("--model", default="smollm2", help="'smollm2' or a model folder")
     parser.add_argument("-o", "--out", help="output folder")
     parser.add_argument("--eval-data", help="pairs for evaluation during training")

@@ -1,5 +1,10 @@
 """GRPO with TRL's GRPOTrainer: on-policy RL from prompts, with verifiable or judged rewards.
 
+The same `prepare` serves RLOO (prefdata.train.rloo): `prepare_online` takes an
+`OnlineMethod` (the MethodSpec, TRL's trainer class, the smallest group accepted and why), and
+everything below (data, rewards, group-size guard, monitor, reward statistics, adaptive KL)
+applies to both.
+
 Input: a prompts table (prefdata.schema "prompts": prompt_id, prompt messages, optional
 `answer`, e.g. from `prefdata import gsm8k` / `math500`), or a pairs table, whose distinct
 prompts are used (its completions are not: GRPO samples its own). TRL sees rows with `prompt`
@@ -43,6 +48,7 @@ from __future__ import annotations
 import functools
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +73,17 @@ from prefdata.train.common import (
 from prefdata.train.kl_control import KL_CONTROL_DEFAULTS
 
 __all__ = [
+    "GRPO",
     "MIN_GROUP",
     "PREFDATA_DEFAULTS",
     "SPEC",
+    "OnlineMethod",
     "check_group_size",
     "grpo_rows",
     "grpo_trainer_class",
+    "online_trainer_class",
     "prepare",
+    "prepare_online",
     "reward_stats_callback",
 ]
 
@@ -105,6 +115,34 @@ SPEC = MethodSpec(
     data_contracts=("prompts", "pairs"),
 )
 
+
+@dataclass(frozen=True)
+class OnlineMethod:
+    """What differs between the on-policy methods `prepare_online` builds (GRPO, RLOO).
+
+    `trainer`: the TRL trainer class's name in `trl`; `min_group`: the smallest
+    `num_generations` accepted without prefdata.allow_small_groups, and `small_groups`: why
+    (the refusal's explanation); `report_fields`: TRL config fields copied into the report.
+    """
+
+    spec: MethodSpec
+    trainer: str
+    min_group: int
+    small_groups: str
+    report_fields: tuple[str, ...] = ()
+
+
+GRPO = OnlineMethod(
+    SPEC,
+    "GRPOTrainer",
+    MIN_GROUP,
+    "GRPO's advantage is each completion's reward minus its group's mean, divided by the "
+    "group's standard deviation; from {n} samples both are noisy, so the advantages are "
+    "high-variance, and with 0/1 rewards small groups are often all-equal and teach nothing "
+    "(with a 30% success rate a group of 4 is all-equal 25% of the time, a group of 8 6%).",
+    ("loss_type", "scale_rewards"),
+)
+
 # Metrics collected per logged step into the report (prefixes of TRL's and our names).
 _TRACKED = (
     "reward",
@@ -120,22 +158,19 @@ _TRACKED = (
 )
 
 
-def check_group_size(recipe: Recipe) -> int:
-    """The run's `num_generations`; raises RecipeError below MIN_GROUP unless allowed."""
-    from trl import GRPOConfig
-
-    default: Any = GRPOConfig.__dataclass_fields__["num_generations"].default
-    n = int(recipe.trl.get("num_generations") or default or MIN_GROUP)
-    if n < MIN_GROUP and not recipe.prefdata["allow_small_groups"]:
+def check_group_size(recipe: Recipe, method: OnlineMethod = GRPO) -> int:
+    """The run's `num_generations`; raises RecipeError below `method.min_group` unless
+    prefdata.allow_small_groups."""
+    config_class: Any = method.spec.config_class()
+    default: Any = config_class.__dataclass_fields__["num_generations"].default
+    n = int(recipe.trl.get("num_generations") or default or method.min_group)
+    if n < method.min_group and not recipe.prefdata["allow_small_groups"]:
         raise RecipeError(
-            f"num_generations={n} is below {MIN_GROUP}. GRPO's advantage is each completion's "
-            "reward minus its group's mean, divided by the group's standard deviation; from "
-            f"{n} samples both are noisy, so the advantages are high-variance, and with 0/1 "
-            "rewards small groups are often all-equal and teach nothing (with a 30% success "
-            "rate a group of 4 is all-equal 25% of the time, a group of 8 6%). Raise "
-            "num_generations (per_device_train_batch_size x gradient_accumulation_steps must "
-            "be a multiple of it), or accept it with --allow-small-groups "
-            "(prefdata.allow_small_groups=true).",
+            f"num_generations={n} is below {method.min_group}. "
+            + method.small_groups.format(n=n, others=n - 1)
+            + " Raise num_generations (per_device_train_batch_size x "
+            "gradient_accumulation_steps must be a multiple of it), or accept it with "
+            "--allow-small-groups (prefdata.allow_small_groups=true).",
             source=recipe.source,
             column="num_generations",
         )
@@ -157,12 +192,16 @@ def grpo_rows(table: pl.DataFrame, contract: str) -> pl.DataFrame:
 
 
 @functools.cache
-def grpo_trainer_class() -> type:
-    """TRL's GRPOTrainer that also logs advantage statistics beside TRL's reward metrics."""
-    from trl import GRPOTrainer
+def online_trainer_class(name: str = "GRPOTrainer") -> type:
+    """TRL's trainer `name` (GRPOTrainer, RLOOTrainer) that also logs advantage statistics
+    beside TRL's reward metrics. Both build their advantages in
+    `_generate_and_score_completions` and return them under `advantages`."""
+    import trl
 
-    class PrefdataGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer + `advantages/{mean,std,abs_mean,frac_zero}` per generation batch."""
+    base: Any = getattr(trl, name)
+
+    class PrefdataOnlineTrainer(base):
+        """TRL's trainer + `advantages/{mean,std,abs_mean,frac_zero}` per generation batch."""
 
         def _generate_and_score_completions(self, inputs: Any) -> Any:
             output = super()._generate_and_score_completions(inputs)
@@ -174,11 +213,17 @@ def grpo_trainer_class() -> type:
                 advantages.std().item() if advantages.numel() > 1 else 0.0
             )
             metrics["advantages/abs_mean"].append(advantages.abs().mean().item())
-            # TRL zeroes the advantage of groups whose rewards are all equal (no signal).
+            # Groups whose rewards are all equal give zero advantages (no signal).
             metrics["advantages/frac_zero"].append((advantages.abs() < 1e-6).float().mean().item())
             return output
 
-    return PrefdataGRPOTrainer
+    PrefdataOnlineTrainer.__name__ = PrefdataOnlineTrainer.__qualname__ = f"Prefdata{name}"
+    return PrefdataOnlineTrainer
+
+
+def grpo_trainer_class() -> type:
+    """TRL's GRPOTrainer that also logs advantage statistics (see online_trainer_class)."""
+    return online_trainer_class("GRPOTrainer")
 
 
 def reward_stats_callback(report: dict[str, Any], *, close: Sequence[Any] = ()) -> Any:
@@ -256,19 +301,39 @@ def prepare(
     eval_data: str | Path | pl.DataFrame | None = None,
     hardware: Hardware | None = None,
 ) -> Prepared:
-    """Build the GRPO trainer from a resolved recipe and a prompts (or pairs) table.
+    """Build the GRPO trainer from a resolved recipe and a prompts (or pairs) table
+    (see prepare_online)."""
+    return prepare_online(
+        GRPO, recipe, data, model=model, out=out, eval_data=eval_data, hardware=hardware
+    )
 
-    Refuses num_generations below 8 unless prefdata.allow_small_groups; builds the reward
-    functions (checked against the data's columns before any model loads); with beta > 0
-    checks the reference frozen; attaches the reward-statistics and monitor callbacks.
+
+def prepare_online(
+    method: OnlineMethod,
+    recipe: Recipe,
+    data: str | Path | pl.DataFrame,
+    *,
+    model: str | Path = "smollm2",
+    out: str | Path,
+    eval_data: str | Path | pl.DataFrame | None = None,
+    hardware: Hardware | None = None,
+) -> Prepared:
+    """Build `method`'s trainer (GRPO, RLOO) from a resolved recipe and a prompts (or pairs)
+    table.
+
+    Refuses num_generations below `method.min_group` unless prefdata.allow_small_groups;
+    builds the reward functions (checked against the data's columns before any model loads);
+    with beta > 0 checks the reference frozen; attaches the reward-statistics and monitor
+    callbacks and, with prefdata.target_kl, the adaptive KL coefficient.
     """
     from prefdata.train.kl_control import attach_kl_control
     from prefdata.train.monitor import RewardHackingMonitor, monitor_callback, monitor_settings
     from prefdata.train.rewards import build_reward, build_rewards
 
+    spec = method.spec
     hw = hardware or detect_hardware()
     recipe = apply_overrides(recipe, [])
-    groups = check_group_size(recipe)
+    groups = check_group_size(recipe, method)
     rewards = build_rewards(recipe.prefdata["rewards"])
     settings = monitor_settings(recipe.prefdata["monitor"])
     notes: list[str] = []
@@ -277,11 +342,11 @@ def prepare(
     else:
         recipe.trl["reward_weights"] = rewards.weights
 
-    table, source, contract = read_data(data, SPEC.data_contracts)
+    table, source, contract = read_data(data, spec.data_contracts)
     table = select_split(table, recipe.prefdata["split"], notes)
     rows = grpo_rows(table, contract)
-    for name, spec in zip(rewards.names, rewards.specs, strict=True):
-        column = (spec.get("options") or {}).get("answer_column", "answer")
+    for name, given in zip(rewards.names, rewards.specs, strict=True):
+        column = (given.get("options") or {}).get("answer_column", "answer")
         if name.startswith("accuracy") and column not in rows.columns:
             raise InputError(
                 f"the accuracy reward needs a reference answer column '{column}'; the data has "
@@ -291,7 +356,7 @@ def prepare(
             )
     eval_rows = None
     if eval_data is not None:
-        eval_table, _, eval_contract = read_data(eval_data, SPEC.data_contracts)
+        eval_table, _, eval_contract = read_data(eval_data, spec.data_contracts)
         eval_rows = grpo_rows(eval_table, eval_contract)
     monitoring = bool(settings["enabled"])
     heldout: list[dict[str, Any]] = []
@@ -302,14 +367,14 @@ def prepare(
 
     with_answer = int(rows["answer"].is_not_null().sum()) if "answer" in rows.columns else 0
 
-    config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config)
+    config = build_config(recipe, spec, out)
+    models = load_models(recipe, spec, hw, model, config)
     report: dict[str, Any] = {}
     callbacks = [reward_stats_callback(report, close=[*rewards.funcs, scorer])]
     if monitoring:
         monitor = RewardHackingMonitor(settings)
         callbacks.append(monitor_callback(monitor, report=report, heldout=heldout, scorer=scorer))
-    trainer: Any = grpo_trainer_class()(
+    trainer: Any = online_trainer_class(method.trainer)(
         model=models.policy,
         reward_funcs=rewards.funcs,
         args=config,
@@ -348,8 +413,7 @@ def prepare(
             "max_completion_length": config.max_completion_length,
             "beta": config.beta,
             "target_kl": None if kl_control is None else recipe.prefdata["target_kl"],
-            "loss_type": config.loss_type,
-            "scale_rewards": config.scale_rewards,
+            **{name: getattr(config, name) for name in method.report_fields},
             "temperature": config.temperature,
             "weights_dtype": models.dtype,
             "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
@@ -358,14 +422,14 @@ def prepare(
             "notes": notes,
         }
     )
-    if groups < MIN_GROUP:
+    if groups < method.min_group:
         report.setdefault("warnings", []).append(
-            f"num_generations={groups} below {MIN_GROUP} (allowed by prefdata.allow_small_groups):"
-            " expect noisy advantages"
+            f"num_generations={groups} below {method.min_group} (allowed by "
+            "prefdata.allow_small_groups): expect noisy advantages"
         )
     if with_answer < rows.height and any(n.startswith("accuracy") for n in rewards.names):
         report.setdefault("warnings", []).append(
             f"{rows.height - with_answer} of {rows.height} prompts have no reference answer: "
             "the accuracy reward scores their completions None"
         )
-    return Prepared(trainer, SPEC, recipe, hw, report)
+    return Prepared(trainer, spec, recipe, hw, report)

@@ -39,7 +39,7 @@ H100 = Hardware("cuda", "NVIDIA H100", bf16=True, devices=1, memory_bytes=80 * 2
 T4 = Hardware("cuda", "Tesla T4", bf16=False, devices=1, memory_bytes=15 * 2**30)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "rlhf"])
 def test_each_recipe_file_loads_and_validates(method: str) -> None:
     path = TRAIN / f"{method}.yaml"
     raw = yaml.safe_load(path.read_text())
@@ -47,8 +47,8 @@ def test_each_recipe_file_loads_and_validates(method: str) -> None:
     resolved = load_recipe(method, path)  # builds TRL's config too: its checks run
     assert resolved.method == method
     # TRL fields pass through unchanged (types aside: YAML's 5.0e-5 stays a float).
-    # GRPO has no max_length (prompts are not cut); its length is that of the completions.
-    length = "max_completion_length" if method == "grpo" else "max_length"
+    # GRPO / RLOO have no max_length (prompts are not cut); theirs is the completions'.
+    length = "max_completion_length" if method in ("grpo", "rloo") else "max_length"
     for key in ("learning_rate", "per_device_train_batch_size", length, "seed"):
         assert resolved.trl[key] == raw[key], key
     assert isinstance(resolved.trl["learning_rate"], float)
@@ -57,6 +57,86 @@ def test_each_recipe_file_loads_and_validates(method: str) -> None:
     # The recipes leave precision to prefdata; on this CPU that is fp32 without checkpointing.
     assert "bf16" not in raw
     assert resolved.trl["bf16"] is False and resolved.trl["fp16"] is False
+
+
+def test_rlhf_recipe_file_resolves_each_stage_from_its_own_recipe(tmp_path: Path) -> None:
+    from prefdata.train.common import build_config
+    from prefdata.train.rlhf import stage_recipe
+
+    path = TRAIN / "rlhf.yaml"
+    raw = yaml.safe_load(path.read_text())
+    assert raw["method"] == "rlhf"
+    resolved = load_recipe("rlhf", path)  # every stage's recipe and TRL config is checked
+    assert resolved.trl == {"seed": 42, "logging_steps": 10}
+    stages = resolved.prefdata["stages"]
+    files = {"sft": "sft.yaml", "reward": "reward.yaml", "rl": "rloo.yaml"}
+    for name, file in files.items():
+        # Stage recipe paths are relative to the rlhf recipe's folder.
+        assert stages[name]["recipe"] == str(TRAIN / file)
+        own = yaml.safe_load((TRAIN / file).read_text())
+        stage, method = stage_recipe(resolved, name, hardware=CPU, reward_model=tmp_path)
+        assert method.name == own["method"]
+        overrides = raw["prefdata"]["stages"][name]["overrides"] or {}
+        for key in ("learning_rate", "per_device_train_batch_size", "num_train_epochs"):
+            assert stage.trl[key] == overrides.get(key, own[key]), (name, key)
+        assert stage.trl["seed"] == 42 and stage.trl["logging_steps"] == 10  # shared
+        assert stage.trl["bf16"] is False  # each stage picks its precision (CPU: fp32)
+        config = build_config(stage, method, tmp_path / name)
+        assert config.seed == 42
+    rl, _ = stage_recipe(resolved, "rl", hardware=CPU, reward_model=tmp_path / "rm")
+    assert rl.trl["beta"] == 0.05 and rl.trl["max_completion_length"] == 128
+    # The RL reward is always the stage's reward model (rloo.yaml's accuracy reward is not).
+    assert rl.prefdata["rewards"] == [
+        {
+            "name": "reward_model",
+            "weight": 1.0,
+            "options": {"batch_size": 8, "path": str(tmp_path / "rm")},
+        }
+    ]
+
+
+def test_rlhf_overrides_go_to_their_stage(tmp_path: Path) -> None:
+    from prefdata.train.rlhf import split_overrides, stage_recipe
+
+    shared, staged = split_overrides(["seed=7", "sft.max_steps=3", "rl.peft.r=8", "rl.beta=0.2"])
+    assert shared == ["seed=7"]
+    assert staged == {"sft": ["max_steps=3"], "reward": [], "rl": ["peft.r=8", "beta=0.2"]}
+    resolved = load_recipe(
+        "rlhf", TRAIN / "rlhf.yaml", overrides=["seed=7", "sft.max_steps=3", "rl.beta=0.2"]
+    )
+    sft, _ = stage_recipe(resolved, "sft", hardware=CPU, reward_model=None)
+    reward, _ = stage_recipe(resolved, "reward", hardware=CPU, reward_model=None)
+    rl, _ = stage_recipe(resolved, "rl", hardware=CPU, reward_model=tmp_path)
+    assert (sft.trl["seed"], reward.trl["seed"], rl.trl["seed"]) == (7, 7, 7)
+    assert sft.trl["max_steps"] == 3 and "max_steps" not in reward.trl
+    assert rl.trl["beta"] == 0.2  # the command line wins over the stage's own overrides
+    with pytest.raises(RecipeError, match=r"needs a KL term.*beta > 0"):
+        load_recipe("rlhf", TRAIN / "rlhf.yaml", overrides=["rl.beta=0"])
+    with pytest.raises(RecipeError, match="for 'rloo', not 'grpo'"):
+        load_recipe("rlhf", TRAIN / "rlhf.yaml", overrides=["prefdata.rl_method=grpo"])
+    with pytest.raises(RecipeError, match=r"TRL 1\.16 has no PPO"):
+        load_recipe("rlhf", {"prefdata": {"rl_method": "ppo"}})
+    with pytest.raises(RecipeError, match=r"unknown rlhf stage key 'prefdata\.stages\.ppo'"):
+        load_recipe("rlhf", {"prefdata": {"stages": {"ppo": {}}}})
+    # A stage-only TRL field at the top level is refused: it is not shared by every stage.
+    with pytest.raises(RecipeError, match="unknown shared TrainingArguments key 'max_length'"):
+        load_recipe("rlhf", {"max_length": 512})
+
+
+def test_rlhf_heldout_split_is_by_prompt_and_stable() -> None:
+    from prefdata.train.rlhf import heldout_split
+
+    pairs = pl.DataFrame(
+        {"prompt_id": [f"p{i // 3}" for i in range(30)], "pair_id": [str(i) for i in range(30)]}
+    )
+    train, held = heldout_split(pairs, 0.2)
+    assert held["prompt_id"].n_unique() == 2 and train["prompt_id"].n_unique() == 8
+    assert not set(held["prompt_id"]) & set(train["prompt_id"])
+    assert held.height == 6 and train.height + held.height == 30
+    again, _ = heldout_split(pairs.reverse(), 0.2)
+    assert set(again["prompt_id"]) == set(train["prompt_id"])
+    assert heldout_split(pairs, 0.0)[1].height == 0
+    assert heldout_split(pairs.head(3), 0.5)[1].height == 0  # one prompt: nothing to hold out
 
 
 def test_accelerate_configs_parse_and_name_their_backend() -> None:
