@@ -260,7 +260,9 @@ def test_embedding_audit_finds_injected_flips(
     gsm8k_pairs: pl.DataFrame, request: pytest.FixtureRequest
 ) -> None:
     # The cache makes reruns instant; the first run embeds ~500 texts (~40 s on 2 cores).
-    cache = request.config.cache.mkdir("prefdata-embeddings") if request.config.cache else None
+    # (pytest's cache plugin may be disabled: -p no:cacheprovider)
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = pytest_cache.mkdir("prefdata-embeddings") if pytest_cache else None
     aurocs = []
     for seed in (0, 1, 2):
         pairs, flip = _flip(gsm8k_pairs, seed)
