@@ -17,20 +17,23 @@ The method, base model, beta and max_length come from `<model_dir>/prefdata-trai
 base model; a full model needs `reference=` for rewards, else only log-probabilities count.
 
 Per-pair scores (pair_id, chosen / rejected scores, margin, correct) come back from
-`score_pairs`, and `evaluate(..., out=path)` writes them.
+`score_pairs`, and `evaluate(..., out=path)` writes them. Scoring shows a progress bar on
+stderr (one step per sequence scored: 2 per pair, 4 with a reference); `progress=False`
+turns it off.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefdata.errors import InputError
+from prefdata.progress import progress_bar
 from prefdata.train.common import (
     load_reward_model,
     load_tokenizer,
@@ -87,11 +90,13 @@ def sequence_logps(
     *,
     batch_size: int = 4,
     max_length: int | None = 1024,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[list[float], list[int]]:
     """Summed log-probability of each completion given its prompt, and its token count.
 
     Uses TRL's fused LM head (per-token log-probs without the full logits), so the numbers are
     the ones TRL's DPO metrics use. Completions cut away entirely by max_length give 0.0 / 0.
+    `advance(n)` is called after each batch of n completions (a progress bar's).
     """
     import torch
     from accelerate.utils import is_peft_model
@@ -130,6 +135,8 @@ def sequence_logps(
         per_token = out.log_probs.float().cpu()
         logps.extend(per_token.sum(dim=1).tolist())
         counts.extend((labels[:, 1:] != -100).sum(dim=1).tolist())
+        if advance is not None:
+            advance(len(chunk))
     return logps, counts
 
 
@@ -141,6 +148,7 @@ def _reward_scores(
     *,
     batch_size: int,
     max_length: int | None,
+    advance: Callable[[int], None] | None = None,
 ) -> list[float]:
     import torch
 
@@ -168,6 +176,8 @@ def _reward_scores(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
             ).logits
         scores.extend(logits[:, 0].float().cpu().tolist())
+        if advance is not None:
+            advance(len(chunk))
     return scores
 
 
@@ -212,8 +222,10 @@ def score_pairs(
     beta: float | None = None,
     batch_size: int = 4,
     max_length: int | None = None,
+    progress: bool = True,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Per-pair scores and the description of how they were made (see the module doc).
+    """Per-pair scores and the description of how they were made (see the module doc), with a
+    progress bar on stderr unless `progress` is False.
 
     Output columns: pair_id, score_chosen, score_rejected, margin (chosen - rejected),
     correct (margin > 0), tie (margin == 0), and for policies logp_chosen / logp_rejected and,
@@ -252,13 +264,11 @@ def score_pairs(
             model = load_reward_model(str(folder), dtype=dtype)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.to(device).eval()
-        kwargs = {"batch_size": batch_size, "max_length": limit}
-        table = table.with_columns(
-            pl.Series("score_chosen", _reward_scores(model, tokenizer, prompts, chosen, **kwargs)),
-            pl.Series(
-                "score_rejected", _reward_scores(model, tokenizer, prompts, rejected, **kwargs)
-            ),
-        )
+        with progress_bar(2 * len(prompts), progress, "scoring pairs") as advance:
+            kwargs = {"batch_size": batch_size, "max_length": limit, "advance": advance}
+            sc = _reward_scores(model, tokenizer, prompts, chosen, **kwargs)
+            sr = _reward_scores(model, tokenizer, prompts, rejected, **kwargs)
+        table = table.with_columns(pl.Series("score_chosen", sc), pl.Series("score_rejected", sr))
         info["kind"] = "reward model score"
     else:
         if info["adapter"]:
@@ -267,29 +277,34 @@ def score_pairs(
         else:
             model, _ = load(str(folder), device=device, dtype=dtype)
         model.eval()
-        kwargs = {"batch_size": batch_size, "max_length": limit}
-        lc, nc = sequence_logps(model, tokenizer, prompts, chosen, **kwargs)
-        lr, nr = sequence_logps(model, tokenizer, prompts, rejected, **kwargs)
+        # ORPO has no reference; a full model folder only when its base is recorded or given.
+        with_reference = info["method"] != "orpo" and bool(
+            info["adapter"] or (info["base"] and info["method"] in (*_POLICY_METHODS, None))
+        )
+        ref_model: Any = None
+        if with_reference and not info["adapter"]:
+            ref_model, _ = load(model_path(info["base"]), device=device, dtype=dtype)
+            ref_model.eval()
+        passes = 4 if with_reference else 2
+        with progress_bar(passes * len(prompts), progress, "scoring pairs") as advance:
+            kwargs = {"batch_size": batch_size, "max_length": limit, "advance": advance}
+            lc, nc = sequence_logps(model, tokenizer, prompts, chosen, **kwargs)
+            lr, nr = sequence_logps(model, tokenizer, prompts, rejected, **kwargs)
+            if with_reference and info["adapter"]:
+                # The same weights with the adapter disabled are the reference.
+                with model.disable_adapter():
+                    rc, _ = sequence_logps(model, tokenizer, prompts, chosen, **kwargs)
+                    rr, _ = sequence_logps(model, tokenizer, prompts, rejected, **kwargs)
+            elif with_reference:
+                rc, _ = sequence_logps(ref_model, tokenizer, prompts, chosen, **kwargs)
+                rr, _ = sequence_logps(ref_model, tokenizer, prompts, rejected, **kwargs)
         table = table.with_columns(
             pl.Series("logp_chosen", lc),
             pl.Series("logp_rejected", lr),
             pl.Series("tokens_chosen", nc),
             pl.Series("tokens_rejected", nr),
         )
-        ref_model: Any = None
-        if info["adapter"]:
-            ref_model = model  # the same weights with the adapter disabled below
-        elif info["base"] and info["method"] in (*_POLICY_METHODS, None):
-            ref_model, _ = load(model_path(info["base"]), device=device, dtype=dtype)
-            ref_model.eval()
-        if ref_model is not None and info["method"] != "orpo":
-            if info["adapter"]:
-                with model.disable_adapter():
-                    rc, _ = sequence_logps(model, tokenizer, prompts, chosen, **kwargs)
-                    rr, _ = sequence_logps(model, tokenizer, prompts, rejected, **kwargs)
-            else:
-                rc, _ = sequence_logps(ref_model, tokenizer, prompts, chosen, **kwargs)
-                rr, _ = sequence_logps(ref_model, tokenizer, prompts, rejected, **kwargs)
+        if with_reference:
             b = float(info["beta"])
             table = table.with_columns(
                 pl.Series("ref_logp_chosen", rc),
@@ -325,13 +340,14 @@ def evaluate(
     batch_size: int = 4,
     max_length: int | None = None,
     out: str | Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Held-out preference accuracy and margin of `model_dir` on the pairs in `data`.
 
     Returns: method, kind (what was scored), pairs, accuracy (chosen scored above rejected),
     ties, margin_mean, margin_median, and for policies with a reference
     reference_logp_accuracy and policy_logp_accuracy (summed log-prob orderings). `out`
-    writes the per-pair table (see score_pairs).
+    writes the per-pair table (see score_pairs). `progress`: the progress bar on stderr.
     """
     table, info = score_pairs(
         model_dir,
@@ -340,6 +356,7 @@ def evaluate(
         beta=beta,
         batch_size=batch_size,
         max_length=max_length,
+        progress=progress,
     )
     margins = table["margin"].to_list()
     n = table.height

@@ -22,6 +22,13 @@ prefdata's keys (`prefdata:` section):
 - `rewards`: a list of `{name, weight, options}`: `accuracy`, `format`, `judge`,
   `reward_model` (prefdata.train.rewards documents each); the weights become TRL's
   `reward_weights` unless the recipe sets that itself. Default: `[{name: accuracy}]`.
+- `max_prompt_tokens` (512): prompts longer than this many tokens (chat template applied,
+  with the generation prompt, as TRL tokenizes them) are left out, of the training prompts and
+  of `eval_data`, and counted in the report (`dropped_prompt_too_long`,
+  `dropped_eval_prompt_too_long`); null keeps all. TRL 1.16's GRPO and RLOO never shorten a
+  prompt, and memory grows with prompt length times `num_generations`: on a CPU one
+  1,272-token OpenAssistant conversation in a group of 8 SmolLM2-135M completions took a run
+  past 20 GB.
 - `allow_small_groups` (false): `num_generations` below 8 is refused unless this is true
   (CLI: `--allow-small-groups`). A group's mean and standard deviation from a handful of
   samples are noisy, and with 0/1 rewards small groups are often all-equal and teach nothing:
@@ -66,6 +73,8 @@ from prefdata.train.common import (
     check_reference_frozen,
     detect_hardware,
     load_models,
+    load_tokenizer,
+    model_path,
     read_data,
     select_split,
     to_dataset,
@@ -79,11 +88,13 @@ __all__ = [
     "SPEC",
     "OnlineMethod",
     "check_group_size",
+    "drop_long_prompts",
     "grpo_rows",
     "grpo_trainer_class",
     "online_trainer_class",
     "prepare",
     "prepare_online",
+    "prompt_token_limit",
     "reward_stats_callback",
 ]
 
@@ -93,6 +104,9 @@ MIN_GROUP = 8
 PREFDATA_DEFAULTS: dict[str, Any] = {
     "rewards": [{"name": "accuracy", "weight": 1.0}],
     "allow_small_groups": False,
+    # Prompts longer than this many tokens (chat template applied) are left out; null keeps
+    # all. TRL 1.16 never shortens a prompt; see the module doc.
+    "max_prompt_tokens": 512,
     "monitor": {},
     # The adaptive KL coefficient (prefdata.train.kl_control): target_kl, kl_horizon.
     **KL_CONTROL_DEFAULTS,
@@ -189,6 +203,37 @@ def grpo_rows(table: pl.DataFrame, contract: str) -> pl.DataFrame:
     if "answer" in rows.columns:
         rows = rows.with_columns(pl.col("answer").cast(pl.String))
     return rows
+
+
+def prompt_token_limit(recipe: Recipe) -> int | None:
+    """prefdata.max_prompt_tokens of a resolved recipe: a positive integer, or None (keep every
+    prompt); raises RecipeError for anything else."""
+    limit = recipe.prefdata.get("max_prompt_tokens")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise RecipeError(
+            f"prefdata.max_prompt_tokens is a positive integer or null, got {limit!r}",
+            source=recipe.source,
+            column="prefdata.max_prompt_tokens",
+        )
+    return limit
+
+
+def drop_long_prompts(
+    rows: pl.DataFrame, tokenizer: Any, max_tokens: int | None
+) -> tuple[pl.DataFrame, int]:
+    """Rows with a `prompt` (chat messages) -> (the rows whose prompt is at most `max_tokens`
+    tokens once the chat template is applied with the generation prompt, as TRL tokenizes it;
+    how many were left out). Columns are kept; `max_tokens` None keeps every row."""
+    from prefdata.train.evaluation import _ids
+
+    if max_tokens is None or rows.height == 0:
+        return rows, 0
+    lengths = [
+        len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)))
+        for p in rows["prompt"].to_list()
+    ]
+    kept = rows.filter(pl.Series(lengths) <= max_tokens)
+    return kept, rows.height - kept.height
 
 
 @functools.cache
@@ -322,6 +367,7 @@ def prepare_online(
     table.
 
     Refuses num_generations below `method.min_group` unless prefdata.allow_small_groups;
+    leaves out prompts (training and eval_data) longer than prefdata.max_prompt_tokens tokens;
     builds the reward functions (checked against the data's columns before any model loads);
     with beta > 0 checks the reference frozen; attaches the reward-statistics and monitor
     callbacks and, with prefdata.target_kl, the adaptive KL coefficient.
@@ -334,6 +380,7 @@ def prepare_online(
     hw = hardware or detect_hardware()
     recipe = apply_overrides(recipe, [])
     groups = check_group_size(recipe, method)
+    limit = prompt_token_limit(recipe)
     rewards = build_rewards(recipe.prefdata["rewards"])
     settings = monitor_settings(recipe.prefdata["monitor"])
     notes: list[str] = []
@@ -358,6 +405,25 @@ def prepare_online(
     if eval_data is not None:
         eval_table, _, eval_contract = read_data(eval_data, spec.data_contracts)
         eval_rows = grpo_rows(eval_table, eval_contract)
+    too_long = eval_too_long = 0
+    if limit is not None:
+        tokenizer = load_tokenizer(model_path(model))
+        total = rows.height
+        rows, too_long = drop_long_prompts(rows, tokenizer, limit)
+        if rows.height == 0:
+            raise InputError(
+                f"every one of the {total} prompts is longer than "
+                f"prefdata.max_prompt_tokens={limit} tokens",
+                source=source,
+                column="prompt",
+            )
+        if too_long:
+            notes.append(
+                f"{too_long} of {total} prompts longer than {limit} tokens left out "
+                "(prefdata.max_prompt_tokens)"
+            )
+        if eval_rows is not None:
+            eval_rows, eval_too_long = drop_long_prompts(eval_rows, tokenizer, limit)
     monitoring = bool(settings["enabled"])
     heldout: list[dict[str, Any]] = []
     scorer = None
@@ -405,6 +471,9 @@ def prepare_online(
             "data_contract": contract,
             "prompts": rows.height,
             "prompts_with_answer": with_answer,
+            "max_prompt_tokens": limit,
+            "dropped_prompt_too_long": too_long,
+            "dropped_eval_prompt_too_long": eval_too_long,
             "heldout_prompts": len(heldout),
             "rewards": rewards.describe(),
             "reward_weights": list(config.reward_weights or rewards.weights),

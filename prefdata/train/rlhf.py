@@ -13,8 +13,11 @@
 Data. `data` (DATA) is a pairs table, or OpenAssistant trees (imported to pairs as
 prefdata.train.sft does). Unless a stage names its own (`stages.<stage>.data`), SFT trains on
 DATA's chosen replies (the best-ranked ones for OpenAssistant ranks), the reward model on
-DATA's pairs, and RL on DATA's distinct prompts (those up to `prefdata.max_prompt_tokens`
-tokens: TRL 1.16's GRPO / RLOO never cut a prompt). Held-out pairs for the reward model's accuracy:
+DATA's pairs, and RL on DATA's distinct prompts. The RL stage leaves out prompts longer than
+`prefdata.max_prompt_tokens` tokens (TRL 1.16's GRPO / RLOO never cut a prompt): the rlhf key
+becomes the RL stage's own `prefdata.max_prompt_tokens` (prefdata.train.grpo.prepare_online
+applies it) unless the RL stage's recipe or overrides set that themselves; `prepare` counts
+them beforehand and refuses when none would be left. Held-out pairs for the reward model's accuracy:
 `eval_data`, else DATA's rows with split "test" (when it has a split column), else
 `prefdata.heldout_fraction` of DATA's prompts (chosen by a hash of prompt_id, so the same run
 holds out the same prompts); held-out prompts are left out of all three stages. Derived tables
@@ -36,7 +39,10 @@ Resuming. Each stage writes `OUT/<stage>/manifest.json` (prefdata.pipeline.manif
 has finished: the content hashes of its data and models and the hash of its resolved recipe.
 A stage whose manifest matches and whose outputs exist is skipped, so a second run trains
 nothing, and changing only an RL option re-runs only the RL stage (a re-run SFT stage that
-produces different weights re-runs the two after it).
+produces different weights re-runs the two after it). A model's hash (`model_hash`) covers
+what defines it (weights or adapter, configs, tokenizer files), not the bookkeeping beside it
+(`prefdata-train.json` with its timings, `recipe.yaml`, `training_args.bin`, the model card),
+so a stage re-run that writes the same weights does not re-run the stages after it.
 
 Outputs: `OUT/sft/adapter` (LoRA; the SFT training output), `OUT/sft/model` (the merged or full
 SFT model), `OUT/reward/model`, `OUT/rl/model` (the policy: an adapter over `OUT/sft/model`, or
@@ -105,8 +111,8 @@ __all__ = [
     "heldout_split",
     "load_recipe",
     "merge_adapter",
+    "model_hash",
     "prepare",
-    "rl_prompts",
     "split_overrides",
     "stage_recipe",
 ]
@@ -132,10 +138,11 @@ PREFDATA_DEFAULTS: dict[str, Any] = {
     # Share of DATA's prompts held out for the reward model's accuracy when neither eval_data
     # nor a "test" split is given; 0 holds out nothing (no accuracy in the summary).
     "heldout_fraction": 0.1,
-    # RL prompts derived from DATA longer than this many tokens (chat template applied) are
-    # left out of the RL stage; null keeps all. TRL 1.16's GRPO / RLOO never cut prompts, and
-    # on a CPU one 1,272-token OpenAssistant conversation in a batch of 8 completions of
-    # SmolLM2-135M ran a 24 GB machine out of memory.
+    # RL prompts longer than this many tokens (chat template applied) are left out of the RL
+    # stage; null keeps all. It becomes the RL stage's prefdata.max_prompt_tokens (GRPO and
+    # RLOO's guard, prefdata.train.grpo) unless that stage sets its own. TRL 1.16's GRPO /
+    # RLOO never cut prompts, and on a CPU one 1,272-token OpenAssistant conversation in a
+    # batch of 8 completions of SmolLM2-135M ran a 24 GB machine out of memory.
     "max_prompt_tokens": 512,
     # Options of the RL stage's reward_model reward (batch_size, max_length, device).
     "reward_options": {},
@@ -289,13 +296,7 @@ def load_recipe(
             source=source,
             column="prefdata.heldout_fraction",
         )
-    limit = settings["max_prompt_tokens"]
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise RecipeError(
-            f"prefdata.max_prompt_tokens is a positive integer or null, got {limit!r}",
-            source=source,
-            column="prefdata.max_prompt_tokens",
-        )
+    # max_prompt_tokens is checked as the RL stage's own key (_check_rl, below).
     if not isinstance(settings["extra_rewards"], list):
         raise RecipeError("prefdata.extra_rewards is a list", column="prefdata.extra_rewards")
     if not isinstance(settings["reward_options"], Mapping):
@@ -345,12 +346,13 @@ def stage_recipe(
             {"name": "reward_model", "weight": 1.0, "options": options},
             *settings["extra_rewards"],
         ]
+        given.prefdata.setdefault("max_prompt_tokens", settings["max_prompt_tokens"])
     return resolve_recipe(given, spec, hardware=hardware), spec
 
 
 def _check_rl(recipe: Recipe, spec: MethodSpec, config: Any) -> None:
     """Classic RLHF keeps the policy near the SFT model: beta must be > 0."""
-    from prefdata.train.grpo import check_group_size
+    from prefdata.train.grpo import check_group_size, prompt_token_limit
     from prefdata.train.rewards import build_reward
 
     if not config.beta or config.beta <= 0:
@@ -363,6 +365,7 @@ def _check_rl(recipe: Recipe, spec: MethodSpec, config: Any) -> None:
         )
     method = _online_method(spec.name)
     check_group_size(recipe, method)
+    prompt_token_limit(recipe)
     for i, extra in enumerate(recipe.prefdata["rewards"][1:]):
         # Unknown names and options fail here, before any stage trains.
         build_reward(extra, where=f"prefdata.extra_rewards[{i}]")
@@ -420,26 +423,6 @@ class _Data:
     prompts: pl.DataFrame | None = None
     prompts_too_long: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def rl_prompts(
-    pairs: pl.DataFrame, tokenizer: Any, max_tokens: int | None
-) -> tuple[pl.DataFrame, int]:
-    """Pairs -> the RL stage's prompts (prompt_id, prompt: one row per distinct prompt_id),
-    without those longer than `max_tokens` tokens once the chat template is applied (with the
-    generation prompt); returns them and how many were left out."""
-    from prefdata.train.evaluation import _ids
-    from prefdata.train.grpo import grpo_rows
-
-    rows = grpo_rows(pairs, "pairs")
-    if max_tokens is None:
-        return rows, 0
-    lengths = [
-        len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)))
-        for p in rows["prompt"].to_list()
-    ]
-    kept = rows.filter(pl.Series(lengths) <= max_tokens)
-    return kept, rows.height - kept.height
 
 
 def _read(
@@ -514,6 +497,40 @@ def _hash(path: str | Path) -> str:
 
     p = Path(path)
     return hash_path(p) if p.exists() else f"name:{path}"
+
+
+# Files a training or merge writes beside a model that do not define it: the report (with
+# its timings), the resolved recipe, the pickled TrainingArguments and PEFT's model card.
+_BOOKKEEPING = frozenset(
+    {"prefdata-train.json", "prefdata-merge.json", "recipe.yaml", "training_args.bin", "README.md"}
+)
+
+
+def model_hash(path: str | Path) -> str:
+    """Content hash of what defines a model folder: its files (weights or adapter, configs,
+    tokenizer) without the bookkeeping beside them (prefdata-train.json, prefdata-merge.json,
+    recipe.yaml, training_args.bin, README.md), checkpoint-* and runs/ folders and hidden
+    files. So a re-trained model with the same weights hashes the same. A file, or a name that
+    is no local path, hashes as `_hash`."""
+    from prefdata.pipeline.manifest import hash_path
+
+    p = Path(path)
+    if not p.is_dir():
+        return _hash(p)
+    digest = hashlib.sha256()
+    for file in sorted(p.rglob("*")):
+        rel = file.relative_to(p)
+        if (
+            not file.is_file()
+            or rel.name in _BOOKKEEPING
+            or any(part.startswith(".") for part in rel.parts)
+            or rel.parts[0].startswith("checkpoint-")
+            or rel.parts[0] == "runs"
+        ):
+            continue
+        digest.update(rel.as_posix().encode() + b"\0")
+        digest.update(hash_path(file).encode() + b"\0")
+    return "model:" + digest.hexdigest()
 
 
 class _Sync:
@@ -707,9 +724,9 @@ class RLHFRun:
         }
 
     def _inputs(self, plan: _Stage) -> dict[str, str]:
-        inputs = {"data": _hash(plan.data), "model": _hash(model_path(plan.model))}
+        inputs = {"data": _hash(plan.data), "model": model_hash(model_path(plan.model))}
         if plan.reward_model is not None:
-            inputs["reward_model"] = _hash(plan.reward_model)
+            inputs["reward_model"] = model_hash(plan.reward_model)
         if plan.eval_data is not None:
             inputs["eval_data"] = _hash(plan.eval_data)
         return inputs
@@ -864,7 +881,9 @@ def _reward_accuracy(
 
     model = out / "reward" / "model"
     cache = out / "reward" / "heldout-eval.json"
-    key = hashlib.sha256(f"{_hash(model)}\0{_hash(heldout)}\0{batch_size}".encode()).hexdigest()
+    key = hashlib.sha256(
+        f"{model_hash(model)}\0{_hash(heldout)}\0{batch_size}".encode()
+    ).hexdigest()
     if sync.main:
         found = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
         if found.get("key") != key:
@@ -899,8 +918,11 @@ def _summary(
         "rl_method": settings["rl_method"],
         "reward_from": settings["reward_from"],
         "data": run.data.source,
-        "rl_prompts": run.report.get("rl_prompts"),
-        "rl_prompts_too_long": run.report.get("rl_prompts_too_long"),
+        # As the RL stage counted them (prefdata.train.grpo.prepare_online).
+        "rl_prompts": rl_report.get("prompts", run.report.get("rl_prompts")),
+        "rl_prompts_too_long": rl_report.get(
+            "dropped_prompt_too_long", run.report.get("rl_prompts_too_long")
+        ),
         "stages": {
             name: {
                 **{k: v for k, v in stage.items() if k != "report"},
@@ -940,6 +962,34 @@ def _summary(
     return summary
 
 
+def _count_rl_prompts(run: RLHFRun, plan: _Stage) -> int | None:
+    """How many of the RL prompts derived from DATA the RL stage will keep under its
+    max_prompt_tokens (counted with the same function it uses); sets the count of those left
+    out and a note on `run.data`; InputError when none would be left, before anything trains."""
+    from prefdata.train.common import load_tokenizer
+    from prefdata.train.grpo import drop_long_prompts, prompt_token_limit
+
+    read = run.data
+    if read.prompts is None:
+        return None
+    limit = prompt_token_limit(plan.recipe)
+    if limit is None:
+        return read.prompts.height
+    tokenizer = load_tokenizer(model_path(run.model))
+    kept, read.prompts_too_long = drop_long_prompts(read.prompts, tokenizer, limit)
+    if kept.height == 0:
+        raise InputError(
+            f"every RL prompt is longer than prefdata.max_prompt_tokens={limit} tokens",
+            source=read.source,
+        )
+    if read.prompts_too_long:
+        read.notes.append(
+            f"RL: {read.prompts_too_long} of {read.prompts.height} prompts longer than "
+            f"{limit} tokens left out (prefdata.max_prompt_tokens)"
+        )
+    return kept.height
+
+
 def prepare(
     recipe: Recipe,
     data: str | Path | pl.DataFrame,
@@ -955,22 +1005,12 @@ def prepare(
     if recipe.method != SPEC.name or "stages" not in recipe.prefdata:
         raise RecipeError("prefdata.train.rlhf.prepare needs a recipe from rlhf.load_recipe")
     read = _read(data, eval_data, recipe.prefdata)
-    limit = recipe.prefdata["max_prompt_tokens"]
     if read.pairs is not None and recipe.prefdata["stages"]["rl"]["data"] is None:
-        from prefdata.train.common import load_tokenizer
+        from prefdata.train.grpo import grpo_rows
 
-        tokenizer = load_tokenizer(model_path(model))
-        read.prompts, read.prompts_too_long = rl_prompts(read.pairs, tokenizer, limit)
-        if read.prompts.height == 0:
-            raise InputError(
-                f"every RL prompt is longer than prefdata.max_prompt_tokens={limit} tokens",
-                source=read.source,
-            )
-        if read.prompts_too_long:
-            read.notes.append(
-                f"RL: {read.prompts_too_long} of {read.prompts.height + read.prompts_too_long} "
-                f"prompts longer than {limit} tokens left out (prefdata.max_prompt_tokens)"
-            )
+        # Every distinct prompt goes to OUT/data/prompts.parquet; the RL stage leaves out the
+        # long ones itself (prepare_online), so they are only counted here, to refuse early.
+        read.prompts = grpo_rows(read.pairs, "pairs")
     run = RLHFRun(
         recipe=dataclasses.replace(recipe, notes=list(recipe.notes)),
         data=read,
@@ -980,6 +1020,7 @@ def prepare(
         report={},
     )
     plans = {name: run.stage(name) for name in STAGES}
+    rl_prompts = _count_rl_prompts(run, plans["rl"])
     run.report.update(
         {
             "method": "rlhf",
@@ -988,7 +1029,7 @@ def prepare(
             "pairs": None if read.pairs is None else read.pairs.height,
             "heldout_pairs": 0 if read.heldout is None else read.heldout.height,
             "heldout_from": read.heldout_from,
-            "rl_prompts": None if read.prompts is None else read.prompts.height,
+            "rl_prompts": rl_prompts,
             "rl_prompts_too_long": read.prompts_too_long,
             "stages": {
                 name: {

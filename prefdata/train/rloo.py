@@ -3,8 +3,10 @@
 Everything but the advantage is GRPO's (prefdata.train.grpo, whose `prepare_online` builds
 both): the same data (a prompts table, or a pairs table's distinct prompts), the same reward
 functions (`prefdata.rewards`: accuracy, format, judge, reward_model), the reward-hacking
-monitor, the reward and advantage statistics in the report, and the adaptive KL coefficient
-(`prefdata.target_kl`).
+monitor, the reward and advantage statistics in the report, the adaptive KL coefficient
+(`prefdata.target_kl`), and the prompt-length guard (`prefdata.max_prompt_tokens`, 512:
+longer prompts are left out and counted as `dropped_prompt_too_long`, since TRL never
+shortens a prompt).
 
 What differs (TRL 1.16, Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style
 Optimization for Learning from Human Feedback in LLMs"):

@@ -77,3 +77,18 @@ def test_evaluate_refuses_a_folder_without_a_model(
 
     with pytest.raises(InputError, match="not a model folder"):
         evaluate(tmp_path, pandalm_pairs.head(2))
+
+
+def test_scoring_shows_progress_per_sequence_unless_quiet(
+    tiny: Path, pandalm_pairs: pl.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prepared = prepare("dpo", recipe=recipe(), data=pandalm_pairs.head(4), model=tiny, out=tmp_path)
+    prepared.trainer.save_model(str(tmp_path))
+    held = pandalm_pairs.slice(16, 3)
+    loud = evaluate(tmp_path, held, reference=tiny, batch_size=2)
+    err = capsys.readouterr().err
+    # A LoRA output: chosen and rejected under the policy, then with the adapter disabled.
+    assert "scoring pairs" in err and "12/12" in err
+    quiet = evaluate(tmp_path, held, reference=tiny, batch_size=2, progress=False)
+    assert "scoring pairs" not in capsys.readouterr().err
+    assert quiet["margin_mean"] == loud["margin_mean"] and quiet["pairs"] == 3

@@ -355,3 +355,49 @@ def test_cli_train_grpo_end_to_end(tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_
     assert any("below 8" in w for w in report["warnings"])
     assert report["reward_stats"]["rewards/accuracy/mean"]["first"] == 0.0
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_prompt_token_limit_applies_to_training_and_eval_prompts(
+    tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_path: Path
+) -> None:
+    from prefdata.train.common import load_tokenizer
+    from prefdata.train.evaluation import _ids
+
+    tokenizer = load_tokenizer(str(tiny))
+    lengths = [
+        len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True)))
+        for p in gsm8k_prompts["prompt"].to_list()
+    ]
+    limit = sorted(lengths)[len(lengths) // 2]
+    over = sum(n > limit for n in lengths)
+    assert 0 < over < len(lengths)
+    # Monitor off: all 8 training prompts count; eval_data is the other 8.
+    recipe = grpo_recipe(prefdata={"max_prompt_tokens": limit, "monitor": {"enabled": False}})
+    train_rows, eval_rows = gsm8k_prompts.head(8), gsm8k_prompts.tail(8)
+    prepared = prepare(
+        "grpo", recipe=recipe, data=train_rows, eval_data=eval_rows, model=tiny, out=tmp_path
+    )
+    report = prepared.report
+    assert report["dropped_prompt_too_long"] == sum(n > limit for n in lengths[:8])
+    assert report["dropped_eval_prompt_too_long"] == sum(n > limit for n in lengths[8:])
+    assert report["dropped_prompt_too_long"] + report["dropped_eval_prompt_too_long"] == over
+    assert report["prompts"] == 8 - report["dropped_prompt_too_long"]
+    assert len(prepared.trainer.eval_dataset) == 8 - report["dropped_eval_prompt_too_long"]
+    with pytest.raises(InputError, match=r"every one of the 16 prompts is longer than .*=5 "):
+        prepare(
+            "grpo",
+            recipe=grpo_recipe(),
+            data=gsm8k_prompts,
+            model=tiny,
+            out=tmp_path,
+            overrides=["prefdata.max_prompt_tokens=5"],
+        )
+    with pytest.raises(RecipeError, match="max_prompt_tokens is a positive integer or null"):
+        prepare(
+            "grpo",
+            recipe=grpo_recipe(),
+            data=gsm8k_prompts,
+            model=tiny,
+            out=tmp_path,
+            overrides=["prefdata.max_prompt_tokens=0"],
+        )

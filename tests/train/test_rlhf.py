@@ -1,7 +1,8 @@
 """Three-stage RLHF (SFT -> reward model -> RLOO) end to end on real OpenAssistant pairs with a
 tiny SmolLM2-shaped model: every stage's output, the merged SFT model as the RL policy's start
 and reference, the trained reward model as the RL reward, the summary, a second run (through
-the CLI) that skips every stage, and a run that changes only an RL option."""
+the CLI) that skips every stage, a run that changes only an RL option, and a reward stage
+re-run that writes the same weights (the RL stage stays skipped)."""
 
 from __future__ import annotations
 
@@ -121,12 +122,23 @@ def chain(shared_data: Path, tiny: Path, tmp_path_factory: pytest.TempPathFactor
         overrides=["rl.learning_rate=0.002"],
     )
     after_third = (_mtimes(out), manifests())
+    # Run 4: the reward stage's manifest lost, so it trains again (same seed, same data).
+    (out / "reward" / "manifest.json").unlink()
+    fourth = train(
+        "rlhf",
+        recipe=recipe,
+        data=data,
+        model=tiny,
+        out=out,
+        overrides=["rl.learning_rate=0.002"],
+    )
+    after_fourth = (_mtimes(out), manifests())
     return {
         "out": out,
         "data": data,
         "recipe": recipe,
-        "runs": [first, second, third],
-        "after": [after_first, after_second, after_third],
+        "runs": [first, second, third, fourth],
+        "after": [after_first, after_second, after_third, after_fourth],
     }
 
 
@@ -151,7 +163,11 @@ def test_each_stage_writes_its_output(chain: Any) -> None:
         "reward_model": str(out / "reward" / "model"),
         "policy": str(out / "rl" / "model"),
     }
-    assert json.loads((out / "rlhf-summary.json").read_text())["stages"]["rl"]["status"] == "ran"
+    # The file holds the last run's summary (run 4: only the reward stage ran).
+    written = json.loads((out / "rlhf-summary.json").read_text())["stages"]
+    assert {s: written[s]["status"] for s in STAGE_DIRS} == {
+        s: chain["runs"][-1]["stages"][s]["status"] for s in STAGE_DIRS
+    }
 
 
 @pytest.mark.slow
@@ -262,7 +278,7 @@ def test_changing_an_rl_option_reruns_only_rl(chain: Any) -> None:
     status = {s: third["stages"][s]["status"] for s in STAGE_DIRS}
     assert status == {"sft": "skipped", "reward": "skipped", "rl": "ran"}
     assert third["stages"]["rl"]["reason"] == "options changed"
-    (mtimes2, manifests2), (mtimes3, manifests3) = chain["after"][1:]
+    (mtimes2, manifests2), (mtimes3, manifests3) = chain["after"][1:3]
     for name, mtime in mtimes2.items():
         if name.startswith(("sft/", "reward/")):
             assert mtimes3[name] == mtime, name
@@ -311,17 +327,96 @@ def test_two_processes_write_once_and_resume(shared_data: Path, tiny: Path, tmp_
     assert (out / "sft" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_reward_rerun_with_the_same_weights_keeps_rl_skipped(chain: Any) -> None:
+    out = chain["out"]
+    fourth = chain["runs"][3]
+    status = {s: fourth["stages"][s]["status"] for s in STAGE_DIRS}
+    assert status == {"sft": "skipped", "reward": "ran", "rl": "skipped"}
+    assert fourth["stages"]["reward"]["reason"] == "not run before"
+    (mtimes3, manifests3), (mtimes4, manifests4) = chain["after"][2:]
+    # The reward model was rewritten byte for byte; its report (timings) was not.
+    name = "reward/model/adapter_model.safetensors"
+    assert mtimes4[name] > mtimes3[name]
+    assert manifests4["reward"] != manifests3["reward"]  # its seconds and finish time
+    assert json.loads(manifests4["reward"])["inputs"] == json.loads(manifests3["reward"])["inputs"]
+    assert manifests4["rl"] == manifests3["rl"]
+    assert all(mtimes4[k] == v for k, v in mtimes3.items() if k.startswith("rl/"))
+    # The cached held-out evaluation is still the same model's.
+    assert fourth["reward_model"] == chain["runs"][2]["reward_model"]
+    assert (out / "reward" / "model" / "prefdata-train.json").is_file()
+
+
+def test_model_hash_covers_weights_not_bookkeeping(tiny: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from prefdata.train.rlhf import _hash, model_hash
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, seconds in ((a, 1.5), (b, 2.5)):
+        shutil.copytree(tiny, folder)
+        (folder / "prefdata-train.json").write_text(json.dumps({"train_seconds": seconds}))
+        (folder / "recipe.yaml").write_text(f"seed: {seconds}\n")
+        (folder / "checkpoint-1").mkdir()
+        (folder / "checkpoint-1" / "x.bin").write_bytes(str(seconds).encode())
+    assert _hash(a) != _hash(b)  # the plain folder hash sees the report
+    assert model_hash(a) == model_hash(b)
+    (b / "tokenizer_config.json").write_text(
+        (b / "tokenizer_config.json").read_text().replace("}", ', "x": 1}', 1)
+    )
+    assert model_hash(a) != model_hash(b)
+    shutil.copy(a / "tokenizer_config.json", b / "tokenizer_config.json")
+    weights = bytearray((b / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (b / "model.safetensors").write_bytes(bytes(weights))
+    assert model_hash(a) != model_hash(b)
+    assert model_hash("not/a/path") == "name:not/a/path"
+
+
+def test_max_prompt_tokens_becomes_the_rl_stages_guard(
+    shared_data: Path, tiny: Path, tmp_path: Path
+) -> None:
+    from prefdata.errors import InputError
+    from prefdata.train.rlhf import load_recipe, stage_recipe
+
+    recipe = rlhf_recipe()
+    recipe["prefdata"]["stages"]["rl"] = {"recipe": RL_RECIPE}
+    loaded = load_recipe(recipe, overrides=["prefdata.max_prompt_tokens=300"])
+    rl, _ = stage_recipe(loaded, "rl", reward_model=tmp_path)
+    assert rl.prefdata["max_prompt_tokens"] == 300
+    # The RL stage's own setting wins over the rlhf key.
+    own = load_recipe(
+        recipe, overrides=["prefdata.max_prompt_tokens=300", "rl.prefdata.max_prompt_tokens=null"]
+    )
+    rl, _ = stage_recipe(own, "rl", reward_model=tmp_path)
+    assert rl.prefdata["max_prompt_tokens"] is None
+    with pytest.raises(RecipeError, match="max_prompt_tokens is a positive integer or null"):
+        load_recipe(recipe, overrides=["prefdata.max_prompt_tokens=-1"])
+    pairs = short_oasst_pairs(shared_data)
+    with pytest.raises(InputError, match=r"every RL prompt is longer than .*=3 tokens"):
+        prepare(
+            "rlhf",
+            recipe=recipe,
+            data=pairs,
+            model=tiny,
+            out=tmp_path / "out",
+            overrides=["prefdata.max_prompt_tokens=3"],
+        )
+    assert not (tmp_path / "out").exists()
+
+
 def test_rl_prompts_leave_out_long_conversations(shared_data: Path, tiny: Path) -> None:
     from prefdata.io.importers.oasst import import_oasst
     from prefdata.train.common import load_tokenizer
     from prefdata.train.evaluation import _ids
-    from prefdata.train.rlhf import rl_prompts
+    from prefdata.train.grpo import drop_long_prompts, grpo_rows
 
     pairs = import_oasst(shared_data / "oasst_en_100" / "en_100_tree.jsonl").tables["pairs"]
     tokenizer = load_tokenizer(str(tiny))
-    everything, none_dropped = rl_prompts(pairs, tokenizer, None)
+    rows = grpo_rows(pairs, "pairs")
+    everything, none_dropped = drop_long_prompts(rows, tokenizer, None)
     assert none_dropped == 0 and everything.height == pairs["prompt_id"].n_unique() == 212
-    kept, dropped = rl_prompts(pairs, tokenizer, 256)
+    kept, dropped = drop_long_prompts(rows, tokenizer, 256)
     assert dropped > 0 and kept.height + dropped == 212
     lengths = [
         len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)))

@@ -156,3 +156,48 @@ def test_rloo_has_its_own_group_size_guard(
     with pytest.raises(RecipeError, match="num_generations=2"):
         check_group_size(load_recipe("rloo", {}), RLOO)
     assert check_group_size(load_recipe("rloo", {"num_generations": 4}), RLOO) == 4
+
+
+def test_long_prompts_are_left_out_and_counted(
+    shared_data: Path, tiny: Path, tmp_path: Path
+) -> None:
+    """TRL never shortens a prompt: the real OpenAssistant prompts over max_prompt_tokens
+    (default 512; the longest is 1,272 tokens) never reach RLOO's trainer."""
+    from prefdata.io.importers.oasst import import_oasst
+    from prefdata.train.common import load_tokenizer
+    from prefdata.train.evaluation import _ids
+
+    pairs = import_oasst(shared_data / "oasst_en_100" / "en_100_tree.jsonl").tables["pairs"]
+    tokenizer = load_tokenizer(str(tiny))
+
+    def length(prompt: Any) -> int:
+        return len(_ids(tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)))
+
+    lengths = {
+        r["prompt_id"]: length(r["prompt"])
+        for r in pairs.unique("prompt_id", keep="first").iter_rows(named=True)
+    }
+    assert len(lengths) == 212 and max(lengths.values()) == 1272
+    for limit, overrides in ((512, []), (256, ["prefdata.max_prompt_tokens=256"])):
+        recipe = rloo_recipe(prefdata={"rewards": [{"name": "format"}]})
+        prepared = prepare(
+            "rloo", recipe=recipe, data=pairs, model=tiny, out=tmp_path, overrides=overrides
+        )
+        report = prepared.report
+        over = {k for k, n in lengths.items() if n > limit}
+        assert report["max_prompt_tokens"] == limit
+        assert report["dropped_prompt_too_long"] == len(over) > 0
+        assert report["prompts"] == 212 - len(over)
+        kept = prepared.trainer.train_dataset
+        assert not set(kept["prompt_id"]) & over and len(kept) == report["prompts"]
+        assert any("(prefdata.max_prompt_tokens)" in n for n in report["notes"])
+    everything = prepare(
+        "rloo",
+        recipe=rloo_recipe(prefdata={"rewards": [{"name": "format"}]}),
+        data=pairs,
+        model=tiny,
+        out=tmp_path,
+        overrides=["prefdata.max_prompt_tokens=null"],
+    )
+    assert everything.report["prompts"] == 212
+    assert everything.report["dropped_prompt_too_long"] == 0
