@@ -58,7 +58,12 @@ import polars as pl
 
 from prefdata import ids
 from prefdata.errors import InputError
-from prefdata.label.selection import Selection, is_candidates, select_pairs
+from prefdata.label.selection import (
+    Selection,
+    is_candidates,
+    select_pairs,
+    select_pairs_with_report,
+)
 from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CallCache, complete_cached
 from prefdata.schema import CONTRACTS, conform, with_messages
@@ -467,6 +472,14 @@ async def ajudge(
     if candidates and selection == "tournament":
         if min_human_agreement is not None:
             raise InputError("min_human_agreement is not available with selection 'tournament'")
+        if gold is not None:
+            # Gold only feeds the min_human_agreement gate, which a tournament has not got:
+            # refused rather than ignored, as the CLI refuses --gold here.
+            raise InputError(
+                "gold labels are not used with selection 'tournament' (they only feed "
+                "min_human_agreement); score the votes against them with "
+                "prefdata.label.panel.calibration, or use selection 'all' or 'best-vs-worst'"
+            )
         from prefdata.label.tournament import atournament
 
         votes, _, t_report = await atournament(
@@ -510,9 +523,13 @@ async def ajudge(
                 chunk_size=chunk_size,
                 progress=progress,
             )
-        items = pair_items(
-            table, selection=selection, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed
-        )
+        if candidates:
+            # Selected here rather than in pair_items, to keep the counts of prompts that
+            # yield no pair (and why) for the report.
+            table, report["selection"] = select_pairs_with_report(
+                table, selection=selection, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed
+            )
+        items = pair_items(table)
         if batch_state:
             # One submission for everything: a batch takes minutes to hours, so chunks would
             # wait one after another; run_batch's state file already makes the run resumable.
@@ -653,7 +670,9 @@ def judge(
         `score_candidates` yourself to keep the scores); "tournament": a budgeted
         knockout of at most `max_pairs_per_prompt` comparisons per prompt
         (`prefdata.label.tournament`, which also returns the standings; here its votes
-        and report).
+        and report; `gold` is refused there, as is min_human_agreement).
+        report["selection"]: prompts, prompts_with_pairs and `skipped`, the prompts that
+        gave no pair by reason (see `select_pairs_with_report`).
     Report: pairs, orders, rubric, template_version, cache, and per judge the figures of
     `judge_stats` (votes, errors, position_consistency, p_first_wins, p_longer_wins, ...).
     """

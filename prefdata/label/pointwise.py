@@ -311,7 +311,9 @@ async def ascore_candidates(
     errors: list[str | None] = []
     raws: list[str | None] = []
     for pid, text in zip(candidates["prompt_id"], candidates["completion"], strict=True):
-        got = results.get((pid, text))
+        # The keys hold str(prompt_id), as candidate_groups does: an integer prompt_id
+        # would otherwise match no result and read as unscored.
+        got = results.get((str(pid), text))
         if got is None:
             scores.append(None)
             errors.append("empty completion")

@@ -19,15 +19,17 @@ from typing import Any, Literal
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.schema import with_messages
+from prefdata.schema import MESSAGES, with_messages
 
 __all__ = [
     "SELECTIONS",
+    "SKIP_REASONS",
     "CandidateGroup",
     "Selection",
     "candidate_groups",
     "is_candidates",
     "select_pairs",
+    "select_pairs_with_report",
 ]
 
 Selection = Literal["all", "best-vs-worst", "tournament"]
@@ -81,6 +83,9 @@ def candidate_groups(
     return out
 
 
+SKIP_REASONS: tuple[str, ...] = ("fewer_than_two_distinct", "fewer_than_two_scored", "all_equal")
+
+
 def select_pairs(
     candidates: pl.DataFrame,
     *,
@@ -89,16 +94,42 @@ def select_pairs(
     score_column: str = "score",
     seed: int = 0,
 ) -> pl.DataFrame:
-    """Pairs to judge from N candidates per prompt.
+    """Pairs to judge from N candidates per prompt: the pairs of `select_pairs_with_report`
+    (same arguments, input and output columns), without its counts."""
+    pairs, _ = select_pairs_with_report(
+        candidates,
+        selection=selection,
+        max_pairs_per_prompt=max_pairs_per_prompt,
+        score_column=score_column,
+        seed=seed,
+    )
+    return pairs
+
+
+def select_pairs_with_report(
+    candidates: pl.DataFrame,
+    *,
+    selection: Selection = "all",
+    max_pairs_per_prompt: int | None = None,
+    score_column: str = "score",
+    seed: int = 0,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Pairs to judge from N candidates per prompt, and how many prompts gave none (and why).
 
     Input: candidates (`prompt_id`, `prompt`, `completion`; `score` for best-vs-worst).
-    Output: `prompt_id`, `prompt`, `chosen`, `rejected` (just the two sides: which is better
-    is for the judge to say) and `answer` when the input has it. "all": every unordered pair
-    of distinct completions; "best-vs-worst": the highest- vs the lowest-scored completion
-    (candidates with a null score left out; no pair when fewer than two have a score or
-    they all score the same). `max_pairs_per_prompt` keeps a seeded random subset
-    of each prompt's pairs (every prompt keeps up to K; the subset is stable across runs).
-    "tournament" is refused: its pairs depend on the verdicts (`prefdata.label.tournament`).
+    Output: `prompt_id` (as text), `prompt`, `chosen`, `rejected` (just the two sides: which
+    is better is for the judge to say) and `answer` when the input has it. Prompts and
+    completions as `candidate_groups` gives them (a repeat counts once, a blank not at all).
+    "all": every unordered pair of distinct completions; "best-vs-worst": the highest- vs
+    the lowest-scored completion (a null score left out; a completion repeated with several
+    scores has their mean; the first of tied best, the last of tied worst, in input order).
+    `max_pairs_per_prompt` keeps a seeded random subset of each prompt's pairs (every
+    prompt keeps up to K; the subset is stable across runs). "tournament" is refused: its
+    pairs depend on the verdicts (`prefdata.label.tournament`).
+    Report: selection, prompts, prompts_with_pairs, pairs, and `skipped`: the prompts that
+    gave no pair, by reason (each of SKIP_REASONS, 0 when none): fewer_than_two_distinct
+    (under two distinct non-blank completions), fewer_than_two_scored (best-vs-worst: under
+    two of them with a score), all_equal (best-vs-worst: they all score the same).
     """
     _check_candidates(candidates, "select_pairs")
     if selection == "tournament":
@@ -116,39 +147,66 @@ def select_pairs(
         )
     if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
         raise InputError(f"max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
-    table = with_messages(candidates)
+    groups = candidate_groups(candidates, what="select_pairs")
+    scores: dict[tuple[str, str], list[float]] = {}
+    if selection == "best-vs-worst":
+        for pid, text, score in zip(
+            candidates["prompt_id"], candidates["completion"], candidates[score_column], strict=True
+        ):
+            if score is not None:
+                scores.setdefault((str(pid), text), []).append(float(score))
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
     rows: list[dict[str, Any]] = []
-    has_answer = "answer" in table.columns
-    for (pid,), group in table.group_by("prompt_id", maintain_order=True):
-        texts = [t for t in dict.fromkeys(group["completion"].to_list()) if t and t.strip()]
-        first = group.row(0, named=True)
+    has_answer = "answer" in candidates.columns
+    for g in groups:
+        if len(g.texts) < 2:
+            skipped["fewer_than_two_distinct"] += 1
+            continue
         if selection == "best-vs-worst":
-            scored = group.filter(
-                pl.col(score_column).is_not_null()
-                & pl.col("completion").is_not_null()
-                & (pl.col("completion").str.strip_chars() != "")
-            ).sort(score_column, descending=True, maintain_order=True)
-            if scored.height < 2 or scored[score_column][0] == scored[score_column][-1]:
+            rated = [
+                (sum(got) / len(got), text)
+                for text in g.texts
+                if (got := scores.get((g.prompt_id, text)))
+            ]
+            if len(rated) < 2:
+                skipped["fewer_than_two_scored"] += 1
                 continue
-            best, worst = scored["completion"][0], scored["completion"][-1]
-            combos = [(best, worst)] if best != worst else []
+            # Stable: the first of tied best comes first, the last of tied worst last.
+            rated.sort(key=lambda r: r[0], reverse=True)
+            if rated[0][0] == rated[-1][0]:
+                skipped["all_equal"] += 1
+                continue
+            combos = [(rated[0][1], rated[-1][1])]
         else:
-            combos = list(itertools.combinations(texts, 2))
+            combos = list(itertools.combinations(g.texts, 2))
         if max_pairs_per_prompt is not None and len(combos) > max_pairs_per_prompt:
             # Seeded per prompt: adding prompts never changes another prompt's subset.
-            rng = random.Random(f"{seed}/{pid}")
+            rng = random.Random(f"{seed}/{g.prompt_id}")
             combos = rng.sample(combos, max_pairs_per_prompt)
         for x, y in combos:
-            row = {"prompt_id": pid, "prompt": first["prompt"], "chosen": x, "rejected": y}
+            row: dict[str, Any] = {
+                "prompt_id": g.prompt_id,
+                "prompt": g.prompt,
+                "chosen": x,
+                "rejected": y,
+            }
             if has_answer:
-                row["answer"] = first["answer"]
+                row["answer"] = g.reference
             rows.append(row)
     schema: dict[str, Any] = {
         "prompt_id": pl.String,
-        "prompt": table.schema["prompt"],
+        "prompt": MESSAGES,
         "chosen": pl.String,
         "rejected": pl.String,
     }
     if has_answer:
         schema["answer"] = pl.String
-    return pl.DataFrame(rows, schema=schema)
+    pairs = pl.DataFrame(rows, schema=schema)
+    report = {
+        "selection": selection,
+        "prompts": len(groups),
+        "prompts_with_pairs": len(groups) - sum(skipped.values()),
+        "pairs": pairs.height,
+        "skipped": skipped,
+    }
+    return pairs, report

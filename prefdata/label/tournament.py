@@ -38,7 +38,10 @@ Output (votes, standings, report):
 - votes: the annotations contract, one row per vote exactly as `judge` writes them
   (canonical sides a / b, `order`, `p_a`, tokens, ...), plus `bracket` (round1 / winners /
   losers / final) and `round` (the prompt's round, 1, 2, ...).
-- standings: one row per prompt: `prompt_id`, `n_candidates` (distinct non-blank),
+- standings: one row per prompt (of the input's `prompt_id`): `prompt_id` (the prompt's
+  hash, `prefdata.ids.prompt_id`, the one the votes' item ids are made from: the pair of
+  two completions is `ids.pair_id(prompt_id, x, y)`), `input_prompt_id` (the input's
+  `prompt_id`, as text), `n_candidates` (distinct non-blank),
   `comparisons` (pairs judged), `all_pairs` (N(N-1)/2, what "all" would judge), `rounds`,
   `best`, `worst` (the completions; null when the budget ran out first; when a cyclic judge
   left one candidate at the end of both brackets it is the best and `worst` is null),
@@ -46,7 +49,8 @@ Output (votes, standings, report):
 - report: prompts, candidates, pairs, all_pairs, comparisons_max_per_prompt,
   comparisons_mean_per_prompt, budget, best_found, worst_found, cyclic, undecided_matches,
   final_matches, rounds, orders, rubric, template_version, per judge the figures of
-  `judge_stats`, and the cache line.
+  `judge_stats`, the cache line, and `selection` (as in `select_pairs_with_report`: the
+  prompts with fewer than two distinct candidates, which play no match).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ __all__ = ["atournament", "max_comparisons", "tournament"]
 
 _STANDINGS_SCHEMA: dict[str, Any] = {
     "prompt_id": pl.String,
+    "input_prompt_id": pl.String,
     "n_candidates": pl.Int64,
     "comparisons": pl.Int64,
     "all_pairs": pl.Int64,
@@ -314,7 +319,10 @@ async def atournament(
     standings = pl.DataFrame(
         [
             {
-                "prompt_id": s.group.prompt_id,
+                # The votes' prompt id (the hash of the prompt, as in their pair ids), so
+                # that standings join votes; the input's own id beside it.
+                "prompt_id": ids.prompt_id(s.group.prompt),
+                "input_prompt_id": s.group.prompt_id,
                 "n_candidates": len(s.order),
                 "comparisons": s.used,
                 "all_pairs": len(s.order) * (len(s.order) - 1) // 2,
@@ -354,6 +362,13 @@ async def atournament(
         "template_version": the_rubric.version,
         "judges": {name: st.as_dict() for name, st in judge_stats(votes, items).items()},
         "cache": cache.stats.line(),
+        "selection": {
+            "selection": "tournament",
+            "prompts": len(states),
+            "prompts_with_pairs": sum(len(s.order) >= 2 for s in states),
+            "pairs": len(judged),
+            "skipped": {"fewer_than_two_distinct": sum(len(s.order) < 2 for s in states)},
+        },
     }
     return votes, standings, report
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from prefdata import ids
 from prefdata.cli import app
+from prefdata.errors import InputError
 from prefdata.io.importers.hhh import import_hhh
 from prefdata.io.tables import read_table
 from prefdata.label.judge import estimate, judge, pair_items, pool_orders
@@ -28,6 +29,7 @@ from prefdata.label.pointwise import (
     load_pointwise_rubric,
     score_candidates,
 )
+from prefdata.label.selection import select_pairs, select_pairs_with_report
 from prefdata.label.tournament import max_comparisons, tournament
 from prefdata.llm.base import Request, Response
 from prefdata.llm.cache import CallCache
@@ -293,14 +295,24 @@ def test_tournament_finds_the_true_best_and_worst_within_budget(
         cands, judges=["anthropic:ordered"], cache=cache, client_options=options(server)
     )
     counted = pairs_per_prompt(cands, votes)
+    verdict_of = {v["item_id"]: v for v in pool_orders(votes).to_dicts()}
     for row in standings.to_dicts():
-        assert counted.get(row["prompt_id"], 0) == row["comparisons"]
-        pid, n = row["prompt_id"], row["n_candidates"]
+        assert counted.get(row["input_prompt_id"], 0) == row["comparisons"]
+        pid, n = row["input_prompt_id"], row["n_candidates"]
         ordered = by_quality(cands, pid)
         assert row["comparisons"] <= max_comparisons(n)
+        # Standings join votes: `prompt_id` is the one the votes' pair ids are made from.
+        question = [{"role": "user", "content": f"Question {pid[1:]}?"}]
+        assert row["prompt_id"] == ids.prompt_id(question)
         if n >= 2:
             assert row["best"] == ordered[-1] and row["worst"] == ordered[0]
             assert row["comparisons"] >= (3 * n + 1) // 2 - 2
+            # With a final, best and worst always meet: their vote is found by the ids.
+            met = verdict_of[ids.pair_id(row["prompt_id"], row["best"], row["worst"])]
+            assert (
+                ids.canonical_sides(row["best"], row["worst"])[0 if met["label"] == "a" else 1]
+                == row["best"]
+            )
         else:
             assert row["best"] is None and row["comparisons"] == 0
         assert row["undecided"] == 0
@@ -340,14 +352,14 @@ def test_tournament_budget_is_never_exceeded_and_the_winners_bracket_comes_first
         "client_options": options(server),
     }
     _, full, _ = tournament(cands, **kw)
-    full_count = dict(zip(full["prompt_id"], full["comparisons"], strict=True))
+    full_count = dict(zip(full["input_prompt_id"], full["comparisons"], strict=True))
     # (budget, prompts with a best, prompts with a worst): N=8 needs 7 for the best, 10 for
     # both; N=4 needs 3 for the best, 4 for both.
     for budget, best_found, worst_found in ((3, 1, 0), (4, 1, 1), (7, 3, 1), (10, 3, 3)):
         votes, standings, report = tournament(cands, max_pairs_per_prompt=budget, **kw)
         counted = pairs_per_prompt(cands, votes)
         for row in standings.to_dicts():
-            pid, n = row["prompt_id"], row["n_candidates"]
+            pid, n = row["input_prompt_id"], row["n_candidates"]
             assert counted[pid] == row["comparisons"] == min(budget, full_count[pid])
             ordered = by_quality(cands, pid)
             # K >= N - 1 always finds the true best; fewer never names one.
@@ -478,11 +490,11 @@ def test_cli_tournament(server: FakeLLMServer, api_key: str, tmp_path: Path) -> 
     report = json.loads(result.stdout)
     standings = read_table(tmp_path / "votes.standings.parquet")
     votes = read_table(out)
-    assert standings["prompt_id"].to_list() == ["p0", "p1", "p2"]
+    assert standings["input_prompt_id"].to_list() == ["p0", "p1", "p2"]
     used = standings["comparisons"].to_list()
     assert used[0] == 7 and used[1] in (4, 5) and used[2] == 0  # 5: a final was played
     assert pairs_per_prompt(cands, votes) == {
-        r["prompt_id"]: r["comparisons"] for r in standings.to_dicts() if r["comparisons"]
+        r["input_prompt_id"]: r["comparisons"] for r in standings.to_dicts() if r["comparisons"]
     }
     # Seven comparisons find the best of eight, not yet the worst; four candidates get both.
     assert standings["best"].to_list() == [
@@ -550,3 +562,152 @@ def test_cli_best_vs_worst_without_scores(
         assert (
             item[v["label"]] == extremes.filter(pl.col("chosen") == item[v["label"]])["chosen"][0]
         )
+
+
+# ---- prompt ids, skipped prompts, refused options ------------------------------------------
+
+
+def test_integer_prompt_ids_are_scored_and_paired(
+    server: FakeLLMServer, api_key: str, call_cache: CallCache
+) -> None:
+    cands = pl.DataFrame(
+        {
+            "prompt_id": [7, 7, 7, 8, 8],
+            "prompt": ["Q7?"] * 3 + ["Q8?"] * 2,
+            "completion": [
+                "Middle quality=5",
+                "Top quality=9",
+                "Low quality=2",
+                "Good quality=7",
+                "Weak quality=3",
+            ],
+        },
+        schema_overrides={"prompt_id": pl.Int64},
+    )
+    kw: dict[str, Any] = {
+        "judges": ["anthropic:scorer"],
+        "cache": call_cache,
+        "client_options": options(server),
+    }
+    scored, report = score_candidates(cands, **kw)
+    assert report["scored"] == 5 and report["not_scored"] == 0
+    assert scored["score"].to_list() == [0.5, 1.0, 0.125, 0.75, 0.25]
+    assert scored["score_error"].null_count() == 5
+    assert scored["prompt_id"].dtype == pl.Int64  # the input's column is left as it was
+    votes, jreport = judge(cands, selection="best-vs-worst", **kw)
+    assert server.served("messages") == 5 + 2 * 2  # the scores again from the cache
+    assert jreport["pairs"] == 2 and jreport["selection"]["prompts_with_pairs"] == 2
+    winners = {
+        item[v["label"]]
+        for v in pool_orders(votes).to_dicts()
+        for item in pair_items(
+            pl.DataFrame(
+                {
+                    "prompt": ["Q7?", "Q8?"],
+                    "chosen": ["Top quality=9", "Good quality=7"],
+                    "rejected": ["Low quality=2", "Weak quality=3"],
+                }
+            )
+        ).to_dicts()
+        if item["item_id"] == v["item_id"]
+    }
+    assert winners == {"Top quality=9", "Good quality=7"}
+
+
+def skip_candidates() -> pl.DataFrame:
+    """One prompt of each kind: one distinct text (a repeat and a blank), one score of two,
+    two equal scores, and a prompt whose best text is repeated with two scores."""
+    rows = [
+        ("one", "Same quality=5", 0.5),
+        ("one", "Same quality=5", 0.9),
+        ("one", "   ", 0.1),
+        ("unscored", "X quality=4", 0.3),
+        ("unscored", "Y quality=6", None),
+        ("tied", "T1 quality=5", 0.5),
+        ("tied", "T2 quality=6", 0.5),
+        ("ok", "Mid quality=5", 0.5),
+        ("ok", "Top quality=9", 0.9),
+        ("ok", "Low quality=1", 0.1),
+        ("ok", "Top quality=9", 0.7),
+    ]
+    return pl.DataFrame(
+        {
+            "prompt_id": [r[0] for r in rows],
+            "prompt": [f"About {r[0]}?" for r in rows],
+            "completion": [r[1] for r in rows],
+            "score": [r[2] for r in rows],
+        }
+    )
+
+
+def test_select_pairs_counts_the_prompts_that_give_no_pair(
+    server: FakeLLMServer, api_key: str, call_cache: CallCache
+) -> None:
+    cands = skip_candidates()
+    pairs, report = select_pairs_with_report(cands, selection="best-vs-worst")
+    assert pairs.select("prompt_id", "chosen", "rejected").rows() == [
+        ("ok", "Top quality=9", "Low quality=1")
+    ]
+    assert report == {
+        "selection": "best-vs-worst",
+        "prompts": 4,
+        "prompts_with_pairs": 1,
+        "pairs": 1,
+        "skipped": {"fewer_than_two_distinct": 1, "fewer_than_two_scored": 1, "all_equal": 1},
+    }
+    every, every_report = select_pairs_with_report(cands, selection="all")
+    assert every.height == 1 + 1 + 3  # unscored, tied, ok (three distinct texts)
+    assert every_report["skipped"] == {
+        "fewer_than_two_distinct": 1,
+        "fewer_than_two_scored": 0,
+        "all_equal": 0,
+    }
+    assert select_pairs(cands, selection="all").equals(every)
+
+    # Through judge(): the same counts in report["selection"], only the one pair judged.
+    votes, jreport = judge(
+        cands,
+        judges=["anthropic:ordered"],
+        cache=call_cache,
+        client_options=options(server),
+        selection="best-vs-worst",
+    )
+    assert jreport["selection"] == report
+    assert jreport["pairs"] == 1 and votes.height == 2 == server.served("messages")
+
+
+def test_tournament_refuses_gold_alone(
+    server: FakeLLMServer, api_key: str, call_cache: CallCache
+) -> None:
+    cands = ranked_candidates([3])
+    gold = pl.DataFrame(
+        {
+            "prompt": ["Question 0?"],
+            "chosen": [by_quality(cands, "p0")[-1]],
+            "rejected": [by_quality(cands, "p0")[0]],
+        }
+    )
+    with pytest.raises(InputError, match="gold labels are not used with selection 'tournament'"):
+        judge(
+            cands,
+            judges=["anthropic:ordered"],
+            cache=call_cache,
+            client_options=options(server),
+            selection="tournament",
+            gold=gold,
+        )
+    assert server.count() == 0
+
+
+def test_tournament_report_counts_prompts_without_a_match(
+    server: FakeLLMServer, api_key: str, call_cache: CallCache
+) -> None:
+    _, standings, report = tournament(
+        ranked_candidates([3, 1, 1]),
+        judges=["anthropic:ordered"],
+        cache=call_cache,
+        client_options=options(server),
+    )
+    assert standings["comparisons"].to_list() == [3, 0, 0]
+    assert report["selection"]["skipped"] == {"fewer_than_two_distinct": 2}
+    assert report["selection"]["prompts_with_pairs"] == 1
