@@ -11,8 +11,9 @@ tokens of SmolLM2's chat template (so neither training nor scoring cuts a respon
 drop or truncate it, and a prompt that fills max_length scores as a tie). Split, seeded, by
 prompt: pairs are grouped by their first user turn (stricter than prompt_id: a conversation
 continued in another pair stays on the same side), whole groups go to the held-out set until
-it holds `--heldout` pairs; the rest, shuffled, is the training pool, of which `--limit`
-pairs are used (0 = all). `--flip-rate` of those (round(rate x n), seeded; the same swap as
+it holds `--heldout` pairs, or as near as whole groups get (the output's data.heldout_short
+says how many it lacks); the rest, shuffled, is the training pool, of which `--limit` pairs
+are used (0 = all). `--flip-rate` of those (round(rate x n), seeded; the same swap as
 bench/bench_model_audit.py) get chosen and rejected swapped; which ones is kept as the truth.
 
 Training sets, all trained with DPO (LoRA r 16, train/dpo.yaml with the overrides below)
@@ -93,6 +94,8 @@ class Split:
     noisy: pl.DataFrame
     heldout: pl.DataFrame
     flipped: np.ndarray  # bool per training row: the truth the audit is scored against
+    # Held-out pairs asked for that whole prompt groups could not fill (split_by_prompt).
+    heldout_short: int = 0
 
     def truth(self) -> pl.DataFrame:
         """pair_id, flipped: which training pairs carry a swapped label."""
@@ -121,9 +124,10 @@ def prompt_group(pairs: pl.DataFrame) -> pl.Series:
 def split_by_prompt(
     pairs: pl.DataFrame, heldout: int, seed: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, heldout): whole prompt groups, in a seeded order, fill `heldout` pairs exactly;
-    a group that would overshoot is passed over for smaller ones. train: the other pairs,
-    shuffled with the seed. Both keep the input columns."""
+    """(train, heldout): whole prompt groups, in a seeded order, fill up to `heldout` pairs;
+    a group that would overshoot is passed over for smaller ones, so the held-out set falls
+    short when no remaining group fits the gap (Split.heldout_short says by how much).
+    train: the other pairs, shuffled with the seed. Both keep the input columns."""
     if not 0 < heldout < pairs.height:
         raise ValueError(f"--heldout must be between 1 and {pairs.height - 1}, got {heldout}")
     keyed = pairs.with_columns(prompt_group(pairs)).with_row_index("__row")
@@ -157,7 +161,9 @@ def prepare_data(
     if limit:
         train = train.head(limit)
     noisy, flipped = _flip(train, flip_rate, seed)
-    return Split(clean=train, noisy=noisy, heldout=held, flipped=flipped)
+    return Split(
+        clean=train, noisy=noisy, heldout=held, flipped=flipped, heldout_short=heldout - held.height
+    )
 
 
 def fits_length(pairs: pl.DataFrame, model: str, max_length: int) -> pl.DataFrame:
@@ -376,7 +382,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(
         f"HH-RLHF: {pairs.height} pairs, {fitting.height} fit {args.max_length} tokens; "
-        f"held-out {split.heldout.height}, train {split.noisy.height} with "
+        f"held-out {split.heldout.height}"
+        + (f" ({split.heldout_short} short of --heldout)" if split.heldout_short else "")
+        + f", train {split.noisy.height} with "
         f"{int(split.flipped.sum())} flipped ({args.flip_rate:.0%})",
         flush=True,
     )
@@ -451,6 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "fit_max_length": fitting.height,
             "train": split.noisy.height,
             "heldout": n,
+            "heldout_short": split.heldout_short,
             "flipped": int(split.flipped.sum()),
         },
         "audit": audit_report,

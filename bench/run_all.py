@@ -695,10 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     _print_table(rows)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from prefdata.io.tables import atomic_path
+
     md = OUT_DIR / f"run_all-{stamp}.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(markdown(rows, header), encoding="utf-8")
-    tmp.replace(md)
+    with atomic_path(md) as tmp:
+        tmp.write_text(markdown(rows, header), encoding="utf-8")
     print(f"\nwritten: {md.relative_to(REPO)} (logs in {logs.relative_to(REPO)}/)")
     return 1 if failed else 0
 

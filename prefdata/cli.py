@@ -431,7 +431,13 @@ def agree(
 def consensus_cmd(
     annotations: Annotated[Path, typer.Argument(help="annotations table (one row per vote)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="pairs (with --pairs) or posteriors")],
-    method: Annotated[str, typer.Option(help="majority | dawid-skene")] = "dawid-skene",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="majority | dawid-skene | mean (judge votes: the judges' mean P(a), "
+            "each judge's orders averaged first)"
+        ),
+    ] = "dawid-skene",
     pairs: Annotated[
         Path | None, typer.Option(help="the pairs the votes are on (item_id = pair_id)")
     ] = None,
@@ -443,12 +449,12 @@ def consensus_cmd(
     Example: prefdata consensus votes.annotations.parquet --pairs votes.parquet -o pairs.parquet
     """
     from prefdata.io.tables import read_table, sibling, write_table
-    from prefdata.quality.consensus import consensus, pairs_from_consensus
+    from prefdata.quality.consensus import CONSENSUS_METHODS, consensus, pairs_from_consensus
     from prefdata.schema import validate as check
 
     table = check(read_table(annotations), "annotations", source=annotations)
     posteriors, report = consensus(
-        table, method=pick("method", method, ("majority", "dawid-skene"))
+        table, method=pick("method", method, CONSENSUS_METHODS)
     )
     if pairs is None:
         write_table(posteriors, out)

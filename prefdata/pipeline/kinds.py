@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import polars as pl
 
@@ -20,9 +20,10 @@ from prefdata.llm.cache import CallCache
 
 StageResult = tuple[dict[str, Path], dict[str, Any]]
 
-TYPES = ("any", "str", "int", "float", "bool", "strs", "dict", "path", "recipe")
+TYPES = ("any", "str", "int", "float", "bool", "strs", "dict", "path", "recipe", "name_or_path")
 """Option types: `strs` is a list of strings (a single string becomes a one-item list);
-`path` a file resolved against the pipeline file's folder; `recipe` a path or a mapping."""
+`path` a file resolved against the pipeline file's folder; `recipe` a path or a mapping;
+`name_or_path` one of the option's built-in `names` (e.g. a rubric), or else a `path`."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,17 @@ class Opt:
     type: str = "any"
     choices: tuple[str, ...] = ()
     required: bool = False
+    # name_or_path: the built-in names; any other value is a file.
+    names: tuple[str, ...] = ()
+
+    def names_file(self, value: Any) -> TypeGuard[str]:
+        """Whether `value` of this option is a file: resolved against the pipeline file's
+        folder, checked to exist, and hashed as an input of the stage."""
+        if not isinstance(value, str):
+            return False
+        return self.type in ("path", "recipe") or (
+            self.type == "name_or_path" and value not in self.names
+        )
 
     def check(self, value: Any) -> Any:
         """The value, coerced where safe (int -> float, str -> [str]); ValueError says why not."""
@@ -49,7 +61,7 @@ class Opt:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"must be a number, got {value!r}")
             value = float(value)
-        if kind in ("str", "path") and not isinstance(value, str):
+        if kind in ("str", "path", "name_or_path") and not isinstance(value, str):
             raise ValueError(f"must be text, got {value!r}")
         if kind == "strs":
             value = [value] if isinstance(value, str) else value

@@ -38,7 +38,8 @@ SUMMARY = "summary.json"
 
 
 class StageFailed(PrefdataError):
-    """A stage raised one of prefdata's errors; the message names the stage first."""
+    """A stage failed: the message names the pipeline file and the stage first, then what
+    went wrong; the original exception is the `__cause__` (for a traceback)."""
 
 
 @dataclass
@@ -142,8 +143,9 @@ def _input_hashes(spec: StageSpec, inputs: dict[str, Path]) -> dict[str, str]:
     hashes = {slot: mf.hash_path(path) for slot, path in inputs.items()}
     for key, opt in spec.definition.options.items():
         value = spec.options.get(key)
-        # Files named by options (an import's source, a recipe file) are inputs too.
-        if opt.type in ("path", "recipe") and isinstance(value, str):
+        # Files named by options (an import's source, a recipe file, a rubric of one's own)
+        # are inputs too.
+        if opt.names_file(value):
             hashes[f"option:{key}"] = mf.hash_path(Path(value))
     return hashes
 
@@ -270,6 +272,7 @@ def _calls(before: CacheStats, after: CacheStats) -> tuple[int, int]:
 
 
 def _run_stage(
+    pipeline_file: Path,
     spec: StageSpec,
     run_dir: Path,
     inputs: dict[str, Path],
@@ -294,7 +297,13 @@ def _run_stage(
         outcome.status = "interrupted"
         raise
     except PrefdataError as exc:
-        raise StageFailed(f"{spec.where} ({spec.kind}): {exc}") from exc
+        raise StageFailed(f"{pipeline_file}: {spec.where} ({spec.kind}): {exc}") from exc
+    except Exception as exc:
+        # Errors from the libraries underneath (polars on a corrupt file, OSError on a full
+        # disk) would otherwise say nothing of which stage of which pipeline hit them.
+        raise StageFailed(
+            f"{pipeline_file}: {spec.where} ({spec.kind}): {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         outcome.seconds = time.perf_counter() - start
         outcome.calls_new, outcome.calls_cached = _calls(before, cache.stats)
@@ -328,7 +337,8 @@ def run_pipeline(
     """Run `pipeline` into `run_dir` (see the module doc); returns every stage's outcome and
     writes it to RUN_DIR/summary.json.
 
-    Raises StageFailed (a PrefdataError naming the stage) when a stage fails on bad input;
+    Raises StageFailed (a PrefdataError naming the pipeline file and the stage, with the
+    original exception as its __cause__) when a stage fails;
     KeyboardInterrupt passes through after a message saying how to resume. Either way the
     stages finished before stay finished.
     """
@@ -369,7 +379,14 @@ def run_pipeline(
                     )
                 else:
                     outcome = _run_stage(
-                        spec, run_dir, inputs, hashes, cache, progress, why or "changed"
+                        pipeline.path,
+                        spec,
+                        run_dir,
+                        inputs,
+                        hashes,
+                        cache,
+                        progress,
+                        why or "changed",
                     )
                 done.append(outcome)
                 display.done(outcome)

@@ -19,10 +19,11 @@ The file (YAML):
         n: 4                        # the kind's own options
 
 A slot not named in `inputs` comes from the latest earlier stage that made a table of that
-name (e.g. `pairs`); file options (`path`, `recipe`, `guidelines`, ...) are relative to the
-pipeline file, and `${VAR}` in them is read from the environment. `--set stage.key=value`
-(value in YAML syntax; `stage.key.sub=value` reaches into a mapping) changes one option, and
-a relative file given there is relative to the current folder.
+name (e.g. `pairs`); file options (`path`, `recipe`, `guidelines`, a `rubric` that is not a
+built-in name, ...) are relative to the pipeline file, and `${VAR}` in them is read from the
+environment; a file an option names is hashed like an input, so editing it re-runs the stage.
+`--set stage.key=value` (value in YAML syntax; `stage.key.sub=value` reaches into a mapping)
+changes one option, and a relative file given there is relative to the current folder.
 
 Every error is an InputError naming the file, the stage (number, name, line) and the key:
 an unknown stage kind or option (with the closest known name), a wrong type, a missing
@@ -279,11 +280,12 @@ class _Checker:
             value = copy.deepcopy(entry.get(key, opt.default))
             try:
                 value = opt.check(value)
-                if value is not None and opt.type in ("path", "recipe") and isinstance(value, str):
+                if opt.names_file(value):
                     base = Path.cwd() if key in cli_keys else self.base
                     resolved = expand_path(value, base)
                     if not resolved.exists():
-                        raise ValueError(f"file not found: {resolved}")
+                        names = f"not a built-in ({', '.join(opt.names)}) and " if opt.names else ""
+                        raise ValueError(f"{names}file not found: {resolved}")
                     value = str(resolved)
             except ValueError as exc:
                 raise self.error(f"key '{key}': {exc}", where, _line(entry, key)) from None

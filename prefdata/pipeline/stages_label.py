@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import PrefdataError
+from prefdata.label.judge import BUILTIN_RUBRICS
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
 
 
@@ -90,7 +91,7 @@ JUDGE = StageKind(
     {
         "judges": Opt(["local:smollm2"], "strs"),
         "orders": Opt("both", "str", ("both", "ab", "ba")),
-        "rubric": Opt("helpfulness", "str"),
+        "rubric": Opt("helpfulness", "name_or_path", names=BUILTIN_RUBRICS),
         "selection": Opt("all", "str", ("all", "best-vs-worst", "tournament")),
         "max_pairs_per_prompt": Opt(None, "int"),
         "max_new_tokens": Opt(400, "int"),

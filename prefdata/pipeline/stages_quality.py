@@ -4,12 +4,10 @@ functions behind the CLI commands of the same names)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import polars as pl
 
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
 from prefdata.pipeline.stages_data import write_json
+from prefdata.quality.consensus import CONSENSUS_METHODS
 
 # ---- agree -------------------------------------------------------------------------------
 
@@ -52,53 +50,6 @@ AGREE = StageKind(
 # ---- consensus ---------------------------------------------------------------------------
 
 
-def mean_posteriors(votes: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Posteriors from the judges' mean probability instead of their labels.
-
-    Input: judge votes (annotations with `p_a`, e.g. the local log-probability judge, or
-    stated confidences). The votes pool with prefdata.label.panel.panel(method="mean"): each
-    judge's orders averaged, then the judges averaged; label a when that P(a) > 0.5, b when
-    below, tie at exactly 0.5. Output: one row per item in the shape
-    `pairs_from_consensus` reads (item_id, label, confidence = max(P(a), P(b)), p_a, p_b,
-    p_tie = 0, n_votes = valid votes, agreement = the share of them naming `label`), and a
-    report (method, items, label_counts, the panel's kappas).
-
-    Why it exists: a judge that always prefers the response shown first names a different
-    winner in each order, so every label-based consensus calls the pair a tie; what little
-    it knows is only in how much more probable the first-shown answer is in one order than
-    in the other, which the mean keeps.
-    """
-    from prefdata.label.panel import panel
-
-    pooled, panel_report = panel(votes, method="mean")
-    valid = votes.filter(pl.col("label").is_not_null())
-    if "error" in valid.columns:
-        valid = valid.filter(pl.col("error").is_null())
-    counts = (
-        valid.join(pooled.select("item_id", pl.col("label").alias("__pooled")), on="item_id")
-        .group_by("item_id")
-        .agg(
-            pl.len().alias("n_votes"),
-            (pl.col("label") == pl.col("__pooled")).mean().alias("agreement"),
-        )
-    )
-    posteriors = pooled.select(
-        "item_id",
-        "label",
-        "confidence",
-        pl.col("p_a"),
-        (1.0 - pl.col("p_a")).alias("p_b"),
-        pl.lit(0.0).alias("p_tie"),
-    ).join(counts, on="item_id", how="left", maintain_order="left")
-    report = {
-        "method": "mean",
-        "items": posteriors.height,
-        "label_counts": {k: int((posteriors["label"] == k).sum()) for k in ("a", "b", "tie")},
-        "kappas": panel_report["kappas"],
-    }
-    return posteriors, report
-
-
 def run_consensus(stage: StageRun) -> StageResult:
     """`prefdata consensus --pairs`: the pairs oriented by the consensus (confidence = its
     posterior), the posteriors, and the pairs set aside (tie / no consensus / no votes)."""
@@ -106,11 +57,7 @@ def run_consensus(stage: StageRun) -> StageResult:
     from prefdata.quality.consensus import consensus, pairs_from_consensus
 
     method = stage.options["method"]
-    votes = stage.table("annotations", "annotations")
-    if method == "mean":
-        posteriors, report = mean_posteriors(votes)
-    else:
-        posteriors, report = consensus(votes, method=method)
+    posteriors, report = consensus(stage.table("annotations", "annotations"), method=method)
     kept, set_aside, pair_report = pairs_from_consensus(
         stage.table("pairs", "pairs"), posteriors, method=method
     )
@@ -127,7 +74,7 @@ CONSENSUS = StageKind(
     run_consensus,
     "consensus labels onto the pairs: majority, Dawid-Skene, or the judges' mean "
     "probability (prefdata consensus)",
-    {"method": Opt("dawid-skene", "str", ("majority", "dawid-skene", "mean"))},
+    {"method": Opt("dawid-skene", "str", CONSENSUS_METHODS)},
     inputs=(Slot(("annotations",)), Slot(("pairs",))),
     outputs=("pairs", "posteriors", "set_aside"),
 )

@@ -23,11 +23,17 @@ posterior when there is no label), `p_<label>` for every label, `n_votes`, `agre
   or a label that annotator never used, never gets probability 0 and cannot veto an item.
   Stops when no posterior moves more than `tol` or after `max_iter` iterations.
   `label` is null only when the top two posteriors are equal (within 1e-12).
+- `mean` (`mean_posteriors`): for judge votes on pairs that carry probabilities (`p_a`,
+  or a stated confidence): each judge's orders averaged, then the judges averaged
+  (prefdata.label.panel.panel(method="mean")); label a above 0.5, b below, tie at exactly
+  0.5. It keeps what a position-biased judge knows, which every label-based method
+  turns into a tie (see `mean_posteriors`).
 
-Report: method, labels, items, votes, iterations, converged, log_likelihood (DS),
-class_priors, per-annotator `confusion` (rows: true label, columns: the label given,
-each row sums to 1; for majority it is measured against the majority posterior) and
-`accuracy` (prior-weighted diagonal), items_no_consensus, label_counts.
+Report (majority, dawid-skene): method, labels, items, votes, iterations, converged,
+log_likelihood (DS), class_priors, per-annotator `confusion` (rows: true label, columns:
+the label given, each row sums to 1; for majority it is measured against the majority
+posterior) and `accuracy` (prior-weighted diagonal), items_no_consensus, label_counts.
+(mean: method, items, label_counts, kappas.)
 
 `pairs_from_consensus(pairs, posteriors)` puts the consensus onto a pairs table.
 """
@@ -44,17 +50,20 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.quality.agreement import FloatArray, IntArray, Votes, encode_votes
-from prefdata.schema import conform
+from prefdata.schema import PAIR_LABELS, conform
 
 Method = Literal["majority", "dawid-skene"]
+"""The methods that fit encoded votes (`fit_votes`)."""
 METHODS: tuple[Method, ...] = ("majority", "dawid-skene")
+ConsensusMethod = Literal["majority", "dawid-skene", "mean"]
+CONSENSUS_METHODS: tuple[ConsensusMethod, ...] = (*METHODS, "mean")
 _TIE_EPS = 1e-12
 
 
 def consensus(
     annotations: pl.DataFrame,
     *,
-    method: Method = "majority",
+    method: ConsensusMethod = "majority",
     labels: Sequence[str] | None = None,
     item_column: str = "item_id",
     max_iter: int = 500,
@@ -65,13 +74,67 @@ def consensus(
 
     `labels`: the label set and its column order (a label outside it is an InputError);
     default: the labels present (a, b, tie order for pairs). `item_column`: the column
-    that defines an item.
+    that defines an item. `mean` is for pair votes keyed by `item_id` only (labels a / b /
+    tie; see `mean_posteriors`).
     """
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in CONSENSUS_METHODS:
+        raise InputError(f"method must be one of {CONSENSUS_METHODS}, got {method!r}")
+    if method == "mean":
+        if item_column != "item_id" or (labels is not None and set(labels) != set(PAIR_LABELS)):
+            raise InputError("method mean pools pair votes: items by item_id, labels a / b / tie")
+        return mean_posteriors(annotations)
     votes = encode_votes(annotations, item_column=item_column, label_order=labels)
     fit = fit_votes(votes, method=method, max_iter=max_iter, tol=tol, smoothing=smoothing)
     return posterior_table(votes, fit.posterior, item_column=item_column), fit.report(votes)
+
+
+def mean_posteriors(votes: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Posteriors from the judges' mean probability instead of their labels.
+
+    Input: judge votes on pairs (the annotations contract with `p_a`, e.g. the local
+    log-probability judge, or stated confidences; `order` when both orders were asked).
+    The votes pool with prefdata.label.panel.panel(method="mean"): each judge's orders
+    averaged, then the judges averaged; label a when that P(a) > 0.5, b when below, tie at
+    exactly 0.5. Output: one row per item in the shape `pairs_from_consensus` reads
+    (item_id, label, confidence = max(P(a), P(b)), p_a, p_b, p_tie = 0, n_votes = valid
+    votes, agreement = the share of them naming `label`), and a report (method, items,
+    label_counts, the panel's kappas).
+
+    Why it exists: a judge that always prefers the response shown first names a different
+    winner in each order, so every label-based consensus calls the pair a tie; what little
+    it knows is only in how much more probable the first-shown answer is in one order than
+    in the other, which the mean keeps.
+    """
+    # label.panel imports quality.agreement; importing it here keeps the import one-way.
+    from prefdata.label.panel import panel
+
+    pooled, panel_report = panel(votes, method="mean")
+    valid = votes.filter(pl.col("label").is_not_null())
+    if "error" in valid.columns:
+        valid = valid.filter(pl.col("error").is_null())
+    counts = (
+        valid.join(pooled.select("item_id", pl.col("label").alias("__pooled")), on="item_id")
+        .group_by("item_id")
+        .agg(
+            pl.len().alias("n_votes"),
+            (pl.col("label") == pl.col("__pooled")).mean().alias("agreement"),
+        )
+    )
+    posteriors = pooled.select(
+        "item_id",
+        "label",
+        "confidence",
+        pl.col("p_a"),
+        (1.0 - pl.col("p_a")).alias("p_b"),
+        pl.lit(0.0).alias("p_tie"),
+    ).join(counts, on="item_id", how="left", maintain_order="left")
+    report = {
+        "method": "mean",
+        "items": posteriors.height,
+        "label_counts": {k: int((posteriors["label"] == k).sum()) for k in PAIR_LABELS},
+        "kappas": panel_report["kappas"],
+    }
+    return posteriors, report
 
 
 class Fit:

@@ -74,3 +74,18 @@ def test_preparation_is_deterministic_by_seed(
     assert a.truth().filter("flipped")["pair_id"].to_list() != (
         c.truth().filter("flipped")["pair_id"].to_list()
     )
+
+
+def test_a_split_that_whole_groups_cannot_fill_reports_the_shortfall(
+    noisy_labels: ModuleType, pairs: pl.DataFrame
+) -> None:
+    # Two real conversation starts with two pairs each: 3 held-out pairs cannot be made of
+    # whole groups, so the split holds out one group (2 pairs) and says it is 1 short.
+    sizes = pairs.with_columns(noisy_labels.prompt_group(pairs)).group_by("group").len()
+    two = sizes.filter(pl.col("len") == 2).sort("group")["group"].head(2)
+    assert two.len() == 2
+    table = pairs.filter(noisy_labels.prompt_group(pairs).is_in(two.implode()))
+    split = noisy_labels.prepare_data(table, heldout=3, limit=0, flip_rate=0.5, seed=0)
+    assert (split.heldout.height, split.clean.height, split.heldout_short) == (2, 2, 1)
+    full = noisy_labels.prepare_data(pairs, heldout=300, limit=0, flip_rate=0.25, seed=3)
+    assert full.heldout_short == 0

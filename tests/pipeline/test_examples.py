@@ -73,7 +73,8 @@ def test_a_stage_failing_on_its_data_is_named(
         "--no-progress",
     )
     assert code == 2
-    assert "error: stage 1 'import' (import):" in text and "testset-v1.json" in text
+    pipeline = EXAMPLES.resolve() / "clean-existing.yaml"
+    assert f"error: {pipeline}: stage 1 'import' (import):" in text and "testset-v1.json" in text
     assert "Traceback" not in text
 
 

@@ -251,3 +251,60 @@ def test_bad_input() -> None:
     post, _ = consensus(votes)
     with pytest.raises(InputError, match="other than a / b / tie"):
         pairs_from_consensus(pl.DataFrame(), post)
+
+
+def _vote(item: str, judge: str, order: str, label: str | None, p_a: float | None,
+          error: str | None = None) -> dict[str, Any]:
+    return {"item_id": item, "annotator": judge, "annotator_kind": "llm", "order": order,
+            "label": label, "p_a": p_a, "error": error}
+
+
+def test_mean_pools_each_judges_orders_then_the_judges(tmp_path: Path) -> None:
+    votes = pl.DataFrame([
+        # x: judge 1 says 0.8 and 0.6 (mean 0.7), judge 2 says 0.3 and 0.5 (mean 0.4).
+        _vote("x", "j1", "ab", "a", 0.8), _vote("x", "j1", "ba", "a", 0.6),
+        _vote("x", "j2", "ab", "b", 0.3), _vote("x", "j2", "ba", "tie", 0.5),
+        # y: judge 1 follows the position (a first, then b) yet leans a: mean 0.55; judge 2's
+        # first vote failed, so only its 0.35 counts.
+        _vote("y", "j1", "ab", "a", 0.9), _vote("y", "j1", "ba", "b", 0.2),
+        _vote("y", "j2", "ab", None, None, "timeout"), _vote("y", "j2", "ba", "b", 0.35),
+        # z: both judges average to exactly 0.5.
+        _vote("z", "j1", "ab", "tie", 0.5), _vote("z", "j1", "ba", "tie", 0.5),
+        _vote("z", "j2", "ab", "a", 0.6), _vote("z", "j2", "ba", "b", 0.4),
+    ])
+    post, report = consensus(votes, method="mean")
+    got = {r["item_id"]: r for r in post.iter_rows(named=True)}
+    # By hand: P(a) = mean over judges of (mean over that judge's valid orders).
+    expect = {
+        "x": ("a", (0.7 + 0.4) / 2, 4, 2 / 4),  # votes a, a, b, tie; 2 name a
+        "y": ("b", (0.55 + 0.35) / 2, 3, 2 / 3),  # the failed vote is no vote
+        "z": ("tie", 0.5, 4, 2 / 4),
+    }
+    assert set(got) == set(expect)
+    for item, (label, p_a, n, agreement) in expect.items():
+        row = got[item]
+        assert row["label"] == label, item
+        assert row["p_a"] == pytest.approx(p_a) and row["p_b"] == pytest.approx(1 - p_a)
+        assert row["confidence"] == pytest.approx(max(p_a, 1 - p_a)) and row["p_tie"] == 0.0
+        assert (row["n_votes"], row["agreement"]) == (n, pytest.approx(agreement))
+    assert report["method"] == "mean" and report["items"] == 3
+    assert report["label_counts"] == {"a": 1, "b": 1, "tie": 1}
+    # Labels alone lose y's lean: judge 1's verdict on y is a position tie.
+    majority, _ = consensus(votes.filter(pl.col("annotator") == "j1"), method="majority")
+    assert dict(majority.select("item_id", "label").iter_rows())["y"] is None
+
+    with pytest.raises(InputError, match="method mean"):
+        consensus(votes, method="mean", item_column="annotator")
+
+    # The CLI offers it too, with the same posteriors.
+    from typer.testing import CliRunner
+
+    from prefdata.cli import app
+
+    votes.write_parquet(tmp_path / "votes.parquet")
+    out = tmp_path / "post.parquet"
+    result = CliRunner().invoke(
+        app, ["consensus", str(tmp_path / "votes.parquet"), "--method", "mean", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out).equals(post)
