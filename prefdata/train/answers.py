@@ -9,9 +9,9 @@ pure Python plus sympy (installed with torch), no model.
 
 Extraction (`extract_answer`), first that applies: the last `\\boxed{...}` / `\\fbox{...}`
 (nested braces followed), the text after the last `####` (GSM8K), the last "final answer is X"
-/ "the answer is X" / "Answer: X" / "A: X" phrase (to the end of its line; a leading number
-followed by words, "18 dollars", keeps the number), and, unless turned off, the last number in
-the text ("1,000", "-3.5", "3/4").
+/ "the answer is X" / "Answer: X" / "A: X" phrase (to the end of its first sentence, outside
+math and braces, or of its line; a leading number followed by words, "18 dollars", keeps the
+number), and, unless turned off, the last number in the text ("1,000", "-3.5", "3/4").
 
 Normalisation (`normalize_answer`): math delimiters ($, \\( \\), \\[ \\]), \\left / \\right and
 LaTeX spacing (\\! \\, \\; \\quad ...), \\dfrac / \\tfrac -> \\frac, short forms \\frac12 and
@@ -101,8 +101,68 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+# A sentence end: . ! ? followed by whitespace or the end ("3.5" and "5!" inside math stay).
+_SENTENCE_END = ".!?"
+# Prose inside a "$...$" pair means the dollars were currency signs ("$18. Janet makes $18").
+_PROSE = re.compile(r"[.!?]\s+[A-Z]")
+
+
+def _math_close(text: str, start: int, token: str) -> int | None:
+    """The index of the unescaped `token` closing the math span opened at text[start], or None
+    when there is none or the span reads as prose."""
+    i = start + len(token)
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text.startswith(token, i):
+            return None if _PROSE.search(text[start + len(token) : i]) else i
+        i += 1
+    return None
+
+
+def _first_sentence(phrase: str) -> str:
+    """`phrase` up to its first sentence end outside math ($...$, $$...$$, \\(...\\),
+    \\[...\\]) and braces (\\boxed{...}), without the end mark: "42. Hope this helps!" -> "42"."""
+    depth = 0
+    close: str | None = None  # the delimiter that ends the math span we are in
+    i = 0
+    while i < len(phrase):
+        char = phrase[i]
+        if char == "\\":
+            pair = phrase[i : i + 2]
+            if close is None and pair in ("\\(", "\\["):
+                close = "\\)" if pair == "\\(" else "\\]"
+            elif pair == close:
+                close = None
+            i += 2  # also skips \$, \{ and \}: literal characters
+            continue
+        if char == "$":
+            token = "$$" if phrase.startswith("$$", i) else "$"
+            if close == token:
+                close = None
+            elif close is None and _math_close(phrase, i, token) is not None:
+                close = token
+            i += len(token)
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(0, depth - 1)
+        elif (
+            char in _SENTENCE_END
+            and depth == 0
+            and close is None
+            and (i + 1 == len(phrase) or phrase[i + 1].isspace())
+        ):
+            return phrase[:i]
+        i += 1
+    return phrase
+
+
 def _clean_phrase(phrase: str) -> str:
     phrase = phrase.strip().replace("**", "").strip()
+    phrase = _first_sentence(phrase).strip()
     dollars = re.findall(r"\$([^$]+)\$", phrase)
     if dollars:
         phrase = dollars[-1]

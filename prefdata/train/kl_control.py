@@ -6,7 +6,8 @@ After every logged interval, with KL the policy-to-reference KL that TRL logged 
     error = clip(KL / target - 1, -0.2, 0.2)
     beta <- beta * (1 + error * n / horizon)
 
-where n is the number of completions trained on since the last update. KL above target raises
+where n is the number of new completions generated since the last update (a generation batch
+that GRPO / RLOO train on `num_iterations` times counts once). KL above target raises
 beta (a stronger pull back to the reference), below target lowers it; the proportional error is
 clipped, so one update moves beta by at most 20% of n / horizon. Unlike the paper, n / horizon
 is capped at 1 (a short horizon or a long logging interval cannot push beta to zero or below),
@@ -89,7 +90,7 @@ class AdaptiveKLController:
         raw = kl / self.target - 1.0
         return max(-self.max_error, min(self.max_error, raw))
 
-    def update(self, kl: float, n_steps: int) -> float:
+    def update(self, kl: float, n_steps: float) -> float:
         """Move beta after `n_steps` completions whose mean KL was `kl`; returns the new beta.
 
         A non-finite KL (TRL logs None / NaN when nothing was measured) leaves beta alone.
@@ -107,15 +108,18 @@ class AdaptiveKLController:
         return self.beta
 
 
-def _completions_per_step(args: Any) -> int:
-    """Completions behind one optimizer step: TRL 1.16's GRPO / RLOO batch sizes count
-    completions, and one generation batch (per device x processes x accumulation) is trained
-    per optimizer step."""
-    return (
+def _completions_per_step(args: Any) -> float:
+    """New completions behind one optimizer step: TRL 1.16's GRPO / RLOO batch sizes count
+    completions, and per device x processes x accumulation of them are trained per optimizer
+    step; with `num_iterations` > 1 each generation batch is trained that many times before the
+    next is generated (generate_every = steps_per_generation * num_iterations), so only
+    1 / num_iterations of them are new."""
+    trained = (
         int(args.per_device_train_batch_size)
         * int(args.gradient_accumulation_steps)
         * int(getattr(args, "world_size", 1) or 1)
     )
+    return trained / max(1, int(getattr(args, "num_iterations", 1) or 1))
 
 
 @functools.cache

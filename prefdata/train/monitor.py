@@ -7,7 +7,8 @@ Three signals, each read from what the trainer already logs or measures:
   mean over the first `baseline_steps` logged steps. A policy that learns the reward likes long
   (or empty) answers changes length long before anything else shows it. Ratio = current /
   baseline (current: the mean of the last `window` logs); it counts when the ratio, or its
-  inverse for shrinking answers, exceeds `length_warn` / `length_stop`.
+  inverse for shrinking answers (infinite for empty ones), exceeds `length_warn` /
+  `length_stop`.
 - **KL to the reference** (TRL's `kl`, the mean per-token KL of the policy to the reference;
   logged only when `beta` > 0): the distance the policy has travelled. Over `kl_warn` /
   `kl_stop` (nats per token, mean of the last `window` logs).
@@ -175,6 +176,11 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _length_ratio(now: float, base: float) -> float:
+    """How far a mean length has moved from its baseline (> 0), either way; inf at length 0."""
+    return max(now / base, base / now) if now > 0 else math.inf
+
+
 class RewardHackingMonitor:
     """Feed it the trainer's logs (`observe`) and held-out scores (`observe_judge`); it returns
     the alerts each one raises, and `summary()` describes the run (see the module doc)."""
@@ -242,15 +248,17 @@ class RewardHackingMonitor:
             signal = self.signals["length"]
             signal.values.append((step, length))
             base, now = self._baseline(signal.values), self._current(signal.values)
-            if base is not None and now is not None and base > 0 and now > 0:
-                ratio = max(now / base, base / now)
+            if base is not None and now is not None and base > 0:
+                # Answers collapsing to nothing are the extreme of shrinking: an infinite ratio.
+                ratio = _length_ratio(now, base)
                 way = "grown" if now >= base else "shrunk"
+                how = f"{way} {{value:.2f}}x" if now > 0 else "collapsed to 0 tokens"
                 alerts += self._check(
                     "length",
                     step,
                     ratio,
                     {"warn": s["length_warn"], "stop": s["length_stop"]},
-                    f"completion length has {way} {{value:.2f}}x (mean {now:.1f} tokens against "
+                    f"completion length has {how} (mean {now:.1f} tokens against "
                     f"{base:.1f} at the start; limit {{limit:g}}x): the policy may be exploiting "
                     "a length preference of the reward",
                 )
@@ -324,9 +332,7 @@ class RewardHackingMonitor:
                 "last": values[-1],
                 "min": min(values),
                 "max": max(values),
-                "max_ratio": None
-                if not base
-                else max(max(v / base, base / v) for v in values if v > 0),
+                "max_ratio": None if not base else max(_length_ratio(v, base) for v in values),
             }
         kl = self.signals["kl"].values
         checks["kl"] = (

@@ -15,7 +15,8 @@ advantage).
   block, then a non-empty answer), else 0.0; with `partial: true` the share of `parts` found.
   Options: `pattern`, `parts`, `partial` (false).
 - `judge`: an LLM judge's 1-9 rating of the completion against a pointwise rubric, as
-  (rating - 1) / 8 in [0, 1]; None when the judge gives no valid rating. Options: `judge`
+  (rating - 1) / 8 in [0, 1]; None when the judge gives no valid rating (or the call fails;
+  logged as the share `judge/unscored`). Options: `judge`
   ("local:smollm2"), `rubric` ("helpfulness"; "math" for problems with reference answers),
   `reference_column` ("answer"), `cache`, `client_options`, `max_new_tokens`.
 - `reward_model`: the score of a reward model trained with `prefdata train reward` (its
@@ -237,6 +238,9 @@ class _LoopThread:
         self.thread.join(timeout=5)
 
 
+_KEPT_ERRORS = 5  # judge error messages kept as examples (JudgeReward.errors)
+
+
 class JudgeReward(_Named):
     """An LLM judge's pointwise rating of each completion, as a reward in [0, 1].
 
@@ -252,6 +256,10 @@ class JudgeReward(_Named):
     with a reference answer, shown when present ("answer"). `cache`: the call cache file
     (default prefdata's), or false for none. `client_options`: passed to the backend
     (prefdata.llm.factory.make_client), e.g. {"base_url": ..., "device": "cuda"}.
+
+    Completions left unscored (a failed call, a reply without a valid rating) are counted in
+    `unscored` (the first few messages in `errors`), and each call logs `<name>/unscored`
+    (their share of its completions) where TRL offers `log_metric`.
     """
 
     def __init__(
@@ -278,6 +286,8 @@ class JudgeReward(_Named):
         self._cache: Any = None
         self._loop: _LoopThread | None = None
         self.calls = 0
+        self.unscored = 0
+        self.errors: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
         # The client, cache connection and loop thread are rebuilt on first use after pickling.
@@ -330,13 +340,28 @@ class JudgeReward(_Named):
         ]
         responses = self._loop.run(complete_cached(self._client, requests, self._cache))
         self.calls += sum(1 for r in responses if not r.cached)
-        return [read_score(r)[0] for r in responses]
+        out: list[float | None] = []
+        for response in responses:
+            score, _, error = read_score(response)
+            if error is not None:
+                # A failed call or a reply without a valid rating: the row drops out of the
+                # judge's mean, so count it or a broken judge looks like a quiet one.
+                self.unscored += 1
+                if len(self.errors) < _KEPT_ERRORS:
+                    self.errors.append(error)
+            out.append(score)
+        return out
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float | None]:
         references = _column(kwargs, self.reference_column, len(completions))
-        return self.scores(prompts, completions, references)
+        scores = self.scores(prompts, completions, references)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and scores:
+            unscored = sum(1 for s in scores if s is None)
+            log_metric(f"{self.__name__}/unscored", unscored / len(scores))
+        return scores
 
     def close(self) -> None:
         """Release the client, the cache connection and the loop thread."""

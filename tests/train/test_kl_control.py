@@ -93,7 +93,9 @@ def _length_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     return [float(len(c[0]["content"])) for c in completions]
 
 
-def _rl_run(trainer_name: str, tiny: Path, out: Path, spied: str) -> dict[str, Any]:
+def _rl_run(
+    trainer_name: str, tiny: Path, out: Path, spied: str, **overrides: Any
+) -> dict[str, Any]:
     import datasets
     import trl
 
@@ -116,6 +118,7 @@ def _rl_run(trainer_name: str, tiny: Path, out: Path, spied: str) -> dict[str, A
         fp16=False,
         gradient_checkpointing=False,
         seed=0,
+        **overrides,
     )
     dataset = datasets.Dataset.from_list(
         [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS]
@@ -138,13 +141,23 @@ def _rl_run(trainer_name: str, tiny: Path, out: Path, spied: str) -> dict[str, A
         seen.append(trainer.beta)
         if spied == "_compute_loss":
             inputs.append(args[1])
-        return original(*args, **kwargs)
+        result = original(*args, **kwargs)
+        if spied == "_generate_and_score_completions":
+            generated.append(len(result["completion_ids"]))
+        return result
 
     inputs: list[dict[str, Any]] = []
+    generated: list[int] = []
     setattr(trainer, spied, spy)
     trainer.train()
     setattr(trainer, spied, original)
-    return {"trainer": trainer, "callback": callback, "seen": seen, "inputs": inputs}
+    return {
+        "trainer": trainer,
+        "callback": callback,
+        "seen": seen,
+        "inputs": inputs,
+        "generated": generated,
+    }
 
 
 def _check_run(run: dict[str, Any]) -> None:
@@ -187,6 +200,31 @@ def test_rloo_rewards_use_the_adapted_beta(tiny: Path, tmp_path: Path) -> None:
     # RLOO puts beta * KL into the rewards when it scores a generation batch.
     run = _rl_run("RLOO", tiny, tmp_path, "_generate_and_score_completions")
     _check_run(run)
+
+
+def test_reused_generations_count_once(tiny: Path, tmp_path: Path) -> None:
+    """num_iterations = 2: TRL trains each generation batch twice; the controller's n counts
+    the completions TRL generated, not the passes over them."""
+    from trl import GRPOConfig, RLOOConfig
+
+    from prefdata.train.kl_control import _completions_per_step
+
+    for config_class in (GRPOConfig, RLOOConfig):
+        args = config_class(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=3,
+            num_generations=2,
+            num_iterations=3,
+            report_to="none",
+            bf16=False,
+        )
+        assert _completions_per_step(args) == 2  # 2 x 3 trained per step, a third of them new
+    run = _rl_run("GRPO", tiny, tmp_path, "_generate_and_score_completions", num_iterations=2)
+    history = run["callback"].controller.history
+    assert run["generated"] == [2, 2]  # 4 steps: generated at steps 1 and 3
+    assert [h["n"] for h in history] == [1.0] * 4
+    assert sum(h["n"] for h in history) == sum(run["generated"])
 
 
 def test_attach_starts_from_the_trainers_beta(tiny: Path, tmp_path: Path) -> None:

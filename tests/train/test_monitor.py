@@ -89,6 +89,22 @@ def test_collapsing_completions_warn_too() -> None:
     assert monitor.summary()["status"] == "warn"
 
 
+def test_completions_collapsing_to_length_zero_warn_then_stop() -> None:
+    monitor = RewardHackingMonitor()
+    lengths = [40.0, 40.0, 40.0] + [0.0] * 5
+    logs = [{"loss": 0.01, "completions/mean_length": n} for n in lengths]
+    assert _run(monitor, logs) == 7
+    assert [(a.signal, a.level, a.step) for a in monitor.alerts] == [
+        ("length", "warn", 6),
+        ("length", "stop", 7),
+    ]
+    assert monitor.alerts[1].value == float("inf")
+    assert "collapsed to 0 tokens" in monitor.alerts[1].message
+    summary = monitor.summary()
+    assert summary["status"] == "stopped"
+    assert summary["checks"]["length"]["max_ratio"] == float("inf")
+
+
 def test_kl_drift_warns_and_stops_unless_told_to_only_warn() -> None:
     drifting = _logs(80, kl=lambda s: 0.02 * 1.08**s)
     monitor = RewardHackingMonitor()

@@ -50,6 +50,13 @@ def _as_completions(texts: list[str]) -> list[list[dict[str, str]]]:
         ("First 3 eggs, then 4, so 16 - 7 = 9 are left", "9"),
         ("no numbers here", None),
         ("\\boxed 5", "5"),
+        # The phrase ends at its first sentence end, outside math and braces.
+        ("The answer is 42. Hope this helps!", "42"),
+        ("So the answer is 18. Janet makes $18 every day.", "18"),
+        ("The answer is 3.5. That is half of 7.", "3.5"),
+        ("The answer is $5! = 120$. Factorials grow fast!", "5! = 120"),
+        ("The answer is \\(\\frac{7}{2}. \\). See above.", "\\(\\frac{7}{2}. \\)"),
+        ("Answer: 7? Yes, 7.", "7"),
     ],
 )
 def test_extract_answer(text: str, expected: str | None) -> None:
@@ -60,6 +67,19 @@ def test_extract_answer(text: str, expected: str | None) -> None:
         assert got == expected
     assert last_boxed("\\boxed{a{b{c}}d}") == "a{b{c}}d"
     assert extract_answer("only 12 here", fallback_last_number=False) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reference"),
+    [
+        ("The answer is 42. Hope this helps!", "42"),
+        ("So the answer is 18. Janet makes $18 every day.", "18"),
+        ("The answer is 3.5. Half of 7.", "\\frac{7}{2}"),
+    ],
+)
+def test_answer_followed_by_more_sentences_matches(text: str, reference: str) -> None:
+    assert answers_match(extract_answer(text), reference)
+    assert AccuracyReward()(["q"], [text], answer=[reference]) == [1.0]
 
 
 @pytest.mark.parametrize(
@@ -423,6 +443,38 @@ def test_judge_reward_through_the_anthropic_protocol_is_cached(
         again = judge(prompts, completions, answer=["18"] * 3)
         assert again == first
         assert fake_server.served("messages") == served + 1
+    finally:
+        judge.close()
+
+
+def test_judge_reward_counts_and_logs_unscored_completions(
+    fake_server: FakeLLMServer,  # noqa: F811
+    api_key: str,  # noqa: F811
+) -> None:
+    """A failing call (HTTP 400, not retried) and a refusal both score None and are counted."""
+    fake_server.tool_answer = _scripted_judge
+    judge = JudgeReward(
+        judge="anthropic:claude-sonnet-4-6",
+        rubric="math",
+        cache=False,
+        client_options={"base_url": fake_server.url, "retry_policy": FAST_RETRIES},
+    )
+    prompts = [[{"role": "user", "content": "Janet has 16 eggs ... How much?"}]] * 3
+    completions = _as_completions(["9 * 2 = 18\n#### 18", "[[fault:400]] #### 18", "REFUSE"])
+    logged: list[tuple[str, float]] = []
+    try:
+        scores = judge(
+            prompts,
+            completions,
+            answer=["18"] * 3,
+            log_metric=lambda name, value: logged.append((name, value)),
+        )
+        assert scores == [1.0, None, None]
+        assert fake_server.count("messages", status=400) == 1
+        assert judge.unscored == 2 and len(judge.errors) == 2
+        assert logged == [("judge/unscored", pytest.approx(2 / 3))]
+        judge(prompts[:1], completions[:1], answer=["18"])  # all scored: nothing added
+        assert judge.unscored == 2
     finally:
         judge.close()
 
