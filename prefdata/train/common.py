@@ -48,6 +48,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -932,8 +933,21 @@ def write_recipe(recipe: Recipe, out: Path) -> Path:
     return path
 
 
+def _strict(value: Any) -> Any:
+    # A non-finite figure (a length ratio of inf when completions collapse to 0) would be
+    # written as the non-standard token `Infinity`, which strict JSON readers refuse.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """`value` as strict JSON data: unknown objects as text, inf as "inf", NaN as null."""
+    return _strict(json.loads(json.dumps(value, default=str)))
 
 
 @contextlib.contextmanager

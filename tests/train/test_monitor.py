@@ -186,3 +186,14 @@ def test_callback_stops_training_through_trainer_control() -> None:
     other = RewardHackingMonitor()
     monitor_callback(other).on_log(args, state, TrainerControl(), logs={"eval_kl": 9.0})
     assert other.signals["kl"].values == []
+
+
+def test_training_report_stays_strict_json_with_infinite_ratios() -> None:
+    # A collapsed length gives a ratio of inf; the report must still be standard JSON.
+    import json
+
+    from prefdata.train.common import _jsonable
+
+    report = _jsonable({"max_ratio": float("inf"), "values": [float("nan"), 1.5]})
+    assert report == {"max_ratio": "inf", "values": [None, 1.5]}
+    json.dumps(report, allow_nan=False)
