@@ -282,6 +282,46 @@ def _name(client: Client) -> str:
     return f"{client.backend}:{client.model}"
 
 
+def reading_request(
+    user: str,
+    *,
+    system: str,
+    template_version: str,
+    backend: str,
+    asks: tuple[str, str],
+    tool: dict[str, Any],
+    choices: tuple[str, ...],
+    custom_id: str,
+    max_new_tokens: int,
+) -> Request:
+    """A judge's request, pairwise or pointwise: the local backend reads the next-token
+    probabilities of `choices` (and gets `asks[0]`); remote backends get forced tool use
+    (`tool`, `asks[1]`)."""
+    local = backend == "local"
+    messages: tuple[Message, ...] = (
+        {"role": "user", "content": f"{user}\n{asks[0] if local else asks[1]}"},
+    )
+    return Request(
+        messages=messages,
+        # Judging is a reading, not a sample: greedy where the backend honours it (the
+        # Anthropic API takes no sampling parameters; asking would only log a warning).
+        params=Params(max_new_tokens=max_new_tokens)
+        if backend == "anthropic"
+        else Params(temperature=0.0, max_new_tokens=max_new_tokens),
+        system=system or None,
+        tool=None if local else tool,
+        choices=choices if local else (),
+        template_version=template_version,
+        custom_id=custom_id,
+    )
+
+
+def reference_block(item: Mapping[str, Any]) -> str:
+    """The rubric's `{reference_block}`: the reference answer when the item has one."""
+    reference = item.get("reference")
+    return f"\n[Reference answer]\n{reference}\n" if reference else ""
+
+
 def build_request(
     rubric: Rubric,
     item: Mapping[str, Any],
@@ -292,30 +332,22 @@ def build_request(
 ) -> Request:
     """The request for one pair in one order ("ab": side a shown first as Response A)."""
     first, second = (item["a"], item["b"]) if order == "ab" else (item["b"], item["a"])
-    reference = item.get("reference")
-    block = f"\n[Reference answer]\n{reference}\n" if reference else ""
     user = rubric.user.format(
         conversation=render_conversation(item["prompt"]),
         first=first,
         second=second,
-        reference_block=block,
+        reference_block=reference_block(item),
     )
-    local = backend == "local"
-    messages: tuple[Message, ...] = (
-        {"role": "user", "content": f"{user}\n{_LOCAL_ASK if local else _TOOL_ASK}"},
-    )
-    return Request(
-        messages=messages,
-        # Judging is a reading, not a sample: greedy where the backend honours it (the
-        # Anthropic API takes no sampling parameters; asking would only log a warning).
-        params=Params(max_new_tokens=max_new_tokens)
-        if backend == "anthropic"
-        else Params(temperature=0.0, max_new_tokens=max_new_tokens),
-        system=rubric.system or None,
-        tool=None if local else VERDICT_TOOL,
-        choices=("A", "B") if local else (),
+    return reading_request(
+        user,
+        system=rubric.system,
         template_version=rubric.version,
+        backend=backend,
+        asks=(_LOCAL_ASK, _TOOL_ASK),
+        tool=VERDICT_TOOL,
+        choices=("A", "B"),
         custom_id=f"{item['item_id']}-{order}",
+        max_new_tokens=max_new_tokens,
     )
 
 

@@ -50,10 +50,12 @@ from prefdata.label.judge import (
     make_answerer,
     open_clients,
     parse_template,
+    reading_request,
+    reference_block,
     render_conversation,
 )
 from prefdata.label.selection import candidate_groups
-from prefdata.llm.base import Client, Message, Params, Request, Response
+from prefdata.llm.base import Client, Request, Response
 from prefdata.llm.cache import CallCache
 
 __all__ = [
@@ -155,28 +157,21 @@ def build_score_request(
 ) -> Request:
     """The request that rates one candidate (`item`: `prompt` messages, `completion`,
     optional `reference`, `item_id`)."""
-    reference = item.get("reference")
-    block = f"\n[Reference answer]\n{reference}\n" if reference else ""
     user = rubric.user.format(
         conversation=render_conversation(item["prompt"]),
         response=item["completion"],
-        reference_block=block,
+        reference_block=reference_block(item),
     )
-    local = backend == "local"
-    messages: tuple[Message, ...] = (
-        {"role": "user", "content": f"{user}\n{_LOCAL_ASK if local else _TOOL_ASK}"},
-    )
-    return Request(
-        messages=messages,
-        # A reading, not a sample (the Anthropic API takes no sampling parameters).
-        params=Params(max_new_tokens=max_new_tokens)
-        if backend == "anthropic"
-        else Params(temperature=0.0, max_new_tokens=max_new_tokens),
-        system=rubric.system or None,
-        tool=None if local else SCORE_TOOL,
-        choices=RATINGS if local else (),
+    return reading_request(
+        user,
+        system=rubric.system,
         template_version=rubric.version,
+        backend=backend,
+        asks=(_LOCAL_ASK, _TOOL_ASK),
+        tool=SCORE_TOOL,
+        choices=RATINGS,
         custom_id=f"{item['item_id']}-score",
+        max_new_tokens=max_new_tokens,
     )
 
 
