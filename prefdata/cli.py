@@ -6,7 +6,6 @@ Every command prints a one-line error naming the file, row and column on bad inp
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from pathlib import Path
@@ -20,6 +19,7 @@ from prefdata.cli_label import register as register_label_commands
 from prefdata.cli_run import register as register_run_command
 from prefdata.cli_train import register as register_train_commands
 from prefdata.errors import PrefdataError
+from prefdata.io.importers import IMPORTERS, importer
 
 app = typer.Typer(
     help="Clean preference data and train on it. Every stage reads and writes a table file "
@@ -35,20 +35,6 @@ register_label_commands(app)
 register_train_commands(app)
 register_run_command(app)
 
-# format name -> (module, function); imported lazily so `prefdata --help` stays fast.
-IMPORTERS: dict[str, tuple[str, str]] = {
-    "hh-rlhf": ("prefdata.io.importers.hh_rlhf", "import_hh_rlhf"),
-    "pandalm": ("prefdata.io.importers.pandalm", "import_pandalm"),
-    "oasst": ("prefdata.io.importers.oasst", "import_oasst"),
-    "rated": ("prefdata.io.importers.rated", "import_rated"),
-    "hhh": ("prefdata.io.importers.hhh", "import_hhh"),
-    "gsm8k": ("prefdata.io.importers.math", "import_gsm8k"),
-    "gsm8k-solutions": ("prefdata.io.importers.math", "import_gsm8k_solutions"),
-    "math500": ("prefdata.io.importers.math", "import_math500"),
-    "trl": ("prefdata.io.importers.trl", "import_trl"),
-    "openai": ("prefdata.io.importers.openai", "import_openai_dpo"),
-    "feedback": ("prefdata.io.importers.feedback", "import_feedback"),
-}
 
 
 def _show_version(value: bool) -> None:
@@ -124,21 +110,20 @@ def import_cmd(
 
         print_report(stream_import_trl(src, out))
         return
-    module, name = IMPORTERS[fmt]
-    importer = getattr(importlib.import_module(module), name)
+    import_fn = importer(fmt)
     kwargs = _parse_options(option or [])
     if mode is not None:
         kwargs["mode"] = mode
     if min_margin is not None:
         kwargs["min_margin"] = min_margin
-    accepted = inspect.signature(importer).parameters
+    accepted = inspect.signature(import_fn).parameters
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise PrefdataError(
             f"format '{fmt}' takes no option(s) {unknown}; it takes "
             f"{[p for p in accepted if p != 'path']}"
         )
-    result = importer(src, **kwargs)
+    result = import_fn(src, **kwargs)
     written = {}
     for i, (table_name, table) in enumerate(result.tables.items()):
         path = out if i == 0 else sibling(out, table_name)

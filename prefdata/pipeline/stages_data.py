@@ -8,7 +8,6 @@ held out, so that a later `eval` stage scores pairs whose prompts training never
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import math
@@ -35,15 +34,13 @@ def write_json(data: Mapping[str, Any], path: Path) -> Path:
 
 
 def _importer(fmt: str) -> Any:
-    # The CLI's table of formats is the one list of importers.
-    from prefdata.cli import IMPORTERS
+    from prefdata.io.importers import importer
 
-    module, name = IMPORTERS[fmt]
-    return getattr(importlib.import_module(module), name)
+    return importer(fmt)
 
 
 def _import_formats() -> tuple[str, ...]:
-    from prefdata.cli import IMPORTERS
+    from prefdata.io.importers import IMPORTERS
 
     return tuple(IMPORTERS)
 
