@@ -9,27 +9,12 @@ import typer
 
 from prefdata.cli_common import console, friendly_errors, pick, print_report
 from prefdata.errors import PrefdataError
+from prefdata.llm.factory import backend_options
 
 Judges = Annotated[
     list[str],
     typer.Option("--judge", help="backend:model, e.g. anthropic:claude-sonnet-4-6 (repeat)"),
 ]
-
-
-def _client_options(
-    judges: list[str],
-    base_url: str | None,
-    max_concurrency: int | None,
-    device: str | None,
-    batch_size: int | None,
-) -> dict[str, dict[str, Any]]:
-    local = {k: v for k, v in {"device": device, "batch_size": batch_size}.items() if v}
-    remote = {k: v for k, v in {"max_concurrency": max_concurrency}.items() if v}
-    out: dict[str, dict[str, Any]] = {"local": local, "anthropic": dict(remote)}
-    out["openai"] = {**remote, **({"base_url": base_url} if base_url else {})}
-    if base_url:
-        out["anthropic"]["base_url"] = base_url
-    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -112,7 +97,12 @@ def register(app: typer.Typer) -> None:
             return
         run: dict[str, Any] = {
             "judges": judge,
-            "client_options": _client_options(judge, base_url, max_concurrency, device, batch_size),
+            "client_options": backend_options(
+                base_url=base_url,
+                max_concurrency=max_concurrency,
+                device=device,
+                batch_size=batch_size,
+            ),
             "batch_state": sibling(out, "batches").with_suffix(".json") if batch else None,
             "progress": True,
             **common,

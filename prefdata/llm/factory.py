@@ -82,3 +82,20 @@ def make_client(backend: str, model: str, **options: Any) -> Client:
             f"{backend} backend: {err}; its options are {', '.join(accepted)}"
         ) from err
     return cast(Client, cls(model, **kwargs))
+
+
+def backend_options(
+    *,
+    base_url: str | None = None,
+    max_concurrency: int | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Client options per backend from one set of judge / critique settings: device and
+    batch size for local models; max_concurrency and base_url for servers (a base_url also
+    points the Anthropic client at an Anthropic-speaking server, e.g. a proxy)."""
+    local = {k: v for k, v in {"device": device, "batch_size": batch_size}.items() if v is not None}
+    remote: dict[str, Any] = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
+    if base_url:
+        remote["base_url"] = base_url
+    return {"local": local, "openai": dict(remote), "anthropic": dict(remote)}

@@ -4,26 +4,14 @@ call cache, so an interrupted stage resumes and a re-run pays nothing twice."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from prefdata.errors import PrefdataError
 from prefdata.label.judge import BUILTIN_RUBRICS
+from prefdata.llm.factory import backend_options
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
-
-
-def client_options(judges: Sequence[str], opts: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-backend client options from a stage's flat options (as `prefdata judge` does):
-    device / batch_size for local models, max_concurrency and base_url for servers."""
-    local = {k: opts[k] for k in ("device", "batch_size") if opts.get(k) is not None}
-    remote = {k: opts[k] for k in ("max_concurrency",) if opts.get(k) is not None}
-    if opts.get("base_url"):
-        remote["base_url"] = opts["base_url"]
-    return {"local": local, "openai": dict(remote), "anthropic": dict(remote)}
-
 
 # ---- judge -------------------------------------------------------------------------------
 
@@ -65,7 +53,12 @@ def run_judge(stage: StageRun) -> StageResult:
         selection=opts["selection"],
         max_pairs_per_prompt=opts["max_pairs_per_prompt"],
         max_new_tokens=opts["max_new_tokens"],
-        client_options=client_options(opts["judges"], opts),
+        client_options=backend_options(
+            base_url=opts.get("base_url"),
+            max_concurrency=opts.get("max_concurrency"),
+            device=opts.get("device"),
+            batch_size=opts.get("batch_size"),
+        ),
         batch_state=stage.out("batches.json") if opts["batch"] else None,
         poll_interval=opts["poll_interval"],
         chunk_size=opts["chunk_size"],
