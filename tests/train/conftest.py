@@ -29,9 +29,29 @@ BASE_RECIPE: dict[str, Any] = {
 }
 
 
-def recipe(**changes: Any) -> dict[str, Any]:
-    """BASE_RECIPE with top-level changes; `peft` / `prefdata` mappings are merged."""
-    out = {**BASE_RECIPE, "peft": dict(BASE_RECIPE["peft"]), "prefdata": {}}
+# The online methods (GRPO, RLOO): a group of completions per prompt, short completions.
+ONLINE_RECIPE: dict[str, Any] = {
+    "max_steps": 2,
+    "per_device_train_batch_size": 8,
+    "max_completion_length": 16,
+    "learning_rate": 1e-3,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "beta": 0.04,
+    "seed": 0,
+    "peft": {"r": 4, "lora_alpha": 8},
+}
+
+
+def recipe(base: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    """`base` (default BASE_RECIPE) with top-level changes; `peft` / `prefdata` mappings are
+    merged."""
+    base = BASE_RECIPE if base is None else base
+    out = {
+        **base,
+        "peft": dict(base.get("peft", {})),
+        "prefdata": dict(base.get("prefdata", {})),
+    }
     for key, value in changes.items():
         if key in ("peft", "prefdata"):
             out[key].update(value)
@@ -40,7 +60,8 @@ def recipe(**changes: Any) -> dict[str, Any]:
     return out
 
 
-def _short(pairs: pl.DataFrame, limit: int) -> pl.DataFrame:
+def short_pairs(pairs: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """The pairs whose prompt + chosen + rejected are shorter than `limit` characters."""
     prompt_chars = pairs["prompt"].list.eval(pl.element().struct.field("content").str.len_chars())
     total = (
         prompt_chars.list.sum()
@@ -63,7 +84,7 @@ def pandalm_pairs(shared_data: Path) -> pl.DataFrame:
     from prefdata.io.importers.pandalm import import_pandalm
 
     pairs = import_pandalm(shared_data / "pandalm_testset" / "testset-v1.json").tables["pairs"]
-    return _short(pairs, 300).head(24)
+    return short_pairs(pairs, 300).head(24)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +93,7 @@ def hh_pairs(shared_data: Path) -> pl.DataFrame:
     from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 
     pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
-    return _short(pairs, 200).head(8)
+    return short_pairs(pairs, 200).head(8)
 
 
 @pytest.fixture(scope="session")

@@ -20,32 +20,14 @@ from prefdata.errors import InputError
 from prefdata.train import load_recipe, prepare
 from prefdata.train.common import RecipeError
 from prefdata.train.grpo import check_group_size
+from tests.train.conftest import ONLINE_RECIPE, recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def grpo_recipe(**changes: Any) -> dict[str, Any]:
-    """Two cheap steps: one prompt of 8 completions of 16 tokens per step; `peft` and
-    `prefdata` mappings are merged."""
-    out: dict[str, Any] = {
-        "max_steps": 2,
-        "per_device_train_batch_size": 8,
-        "num_generations": 8,
-        "max_completion_length": 16,
-        "learning_rate": 1e-3,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "beta": 0.04,
-        "seed": 0,
-        "peft": {"r": 4, "lora_alpha": 8},
-        "prefdata": {},
-    }
-    for key, value in changes.items():
-        if key in ("peft", "prefdata"):
-            out[key].update(value)
-        else:
-            out[key] = value
-    return out
+    """Two cheap steps: one prompt of 8 completions of 16 tokens per step."""
+    return recipe(ONLINE_RECIPE, **{"num_generations": 8, **changes})
 
 
 @pytest.fixture(scope="module")

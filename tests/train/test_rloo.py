@@ -17,6 +17,7 @@ from prefdata.train import load_recipe, prepare
 from prefdata.train.common import RecipeError
 from prefdata.train.grpo import check_group_size
 from prefdata.train.rloo import RLOO
+from tests.train.conftest import ONLINE_RECIPE, recipe, short_pairs
 
 
 def short_oasst_pairs(shared_data: Path, limit: int = 400) -> pl.DataFrame:
@@ -25,37 +26,14 @@ def short_oasst_pairs(shared_data: Path, limit: int = 400) -> pl.DataFrame:
     from prefdata.io.importers.oasst import import_oasst
 
     pairs = import_oasst(shared_data / "oasst_en_100" / "en_100_tree.jsonl").tables["pairs"]
-    prompt_chars = pairs["prompt"].list.eval(pl.element().struct.field("content").str.len_chars())
-    total = (
-        prompt_chars.list.sum()
-        + pairs["chosen"].str.len_chars()
-        + pairs["rejected"].str.len_chars()
-    )
-    return pairs.filter(total < limit)
+    return short_pairs(pairs, limit)
 
 
 def rloo_recipe(**changes: Any) -> dict[str, Any]:
-    """Two cheap steps: two prompts of 4 completions of 12 tokens per step; `peft` and
-    `prefdata` mappings are merged."""
-    out: dict[str, Any] = {
-        "max_steps": 2,
-        "per_device_train_batch_size": 8,
-        "num_generations": 4,
-        "max_completion_length": 12,
-        "learning_rate": 1e-3,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "beta": 0.04,
-        "seed": 0,
-        "peft": {"r": 4, "lora_alpha": 8},
-        "prefdata": {},
-    }
-    for key, value in changes.items():
-        if key in ("peft", "prefdata"):
-            out[key].update(value)
-        else:
-            out[key] = value
-    return out
+    """Two cheap steps: two prompts of 4 completions of 12 tokens per step."""
+    return recipe(
+        ONLINE_RECIPE, **{"num_generations": 4, "max_completion_length": 12, **changes}
+    )
 
 
 @pytest.fixture(scope="module")
