@@ -8,18 +8,18 @@ Needs `bash annotate/setup.sh` and redis-server. Starts its own server (free por
 data folder) with the project's scripts, and stops it at the end.
 
 What is timed (time.perf_counter, wall clock):
-- cold start, fresh: `prefdata.annotate_service.serve` on an empty data folder, until the
+- cold start, fresh: `prefdata.annotate.service.serve` on an empty data folder, until the
   server answers 200 (Redis, migration, owner user, server and worker processes);
 - cold start, existing data: stop, then serve again on the same folder;
-- push, create: `prefdata.argilla.push` of N real HH-RLHF pairs (harmless-base test, the first
-  N), each with a suggestion from a simple rule judge (longer response wins, kind "rule"),
+- push, create: `prefdata.annotate.bridge.push` of N real HH-RLHF pairs (harmless-base test, the
+  first N), each with a suggestion from a simple rule judge (longer response wins, kind "rule"),
   two annotators per item: dataset creation and records with suggestions;
 - push, update: the same call again (every record updated, none added);
 - queue search: one annotator's first page of pending records, as the web UI asks for it
   (`POST /api/v1/me/datasets/{id}/records/search`, 50 records), best of `--repeat` x 5;
 - responses: that annotator submits a label for all N records (`/api/v1/me/responses/bulk`,
   100 per call; untimed setup for the pull, its time is shown for information);
-- pull: `prefdata.argilla.pull` of the N responses into the annotations table, best of
+- pull: `prefdata.annotate.bridge.pull` of the N responses into the annotations table, best of
   `--repeat`.
 
 Baselines: the figures of the probe that first ran argilla-server 2.8.0 here with the
@@ -48,8 +48,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefdata import annotate_service
-from prefdata import argilla as pa
+from prefdata.annotate import bridge as pa
+from prefdata.annotate import service as annotate_service
 from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 
 OUT_DIR = Path(__file__).resolve().parent / "out"

@@ -409,7 +409,7 @@ def _argilla_missing() -> str | None:
         return "redis-server not found"
     try:
         sys.path.insert(0, str(REPO))
-        from prefdata import annotate_service
+        from prefdata.annotate import service as annotate_service
 
         if not annotate_service.is_installed():
             return "annotation server not set up (bash annotate/setup.sh)"

@@ -102,7 +102,7 @@ def cache_dir() -> Path:
     """Where downloaded files are kept: $PREFDATA_NOTEBOOK_CACHE or the prefdata cache."""
     if os.environ.get("PREFDATA_NOTEBOOK_CACHE"):
         return Path(os.environ["PREFDATA_NOTEBOOK_CACHE"])
-    from prefdata.models import cache_root
+    from prefdata.paths import cache_root
 
     return cache_root() / "notebook-data"
 

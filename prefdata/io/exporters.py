@@ -3,7 +3,7 @@ TRL unpaired (KTO), OpenAI-style DPO JSONL, and a Hugging Face `datasets` folder
 
 `to_<format>(table) -> table` builds the exported rows; `export(table, path, fmt)` writes them
 atomically. Input is a pairs table (or a kto table for the KTO formats); a pairs table
-exported as KTO goes through prefdata.convert.pairs_to_kto.
+exported as KTO goes through prefdata.io.convert.pairs_to_kto.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Literal, cast
 
 import polars as pl
 
-from prefdata.convert import pairs_to_kto
 from prefdata.errors import InputError
+from prefdata.io.convert import pairs_to_kto
 from prefdata.io.tables import Format, atomic_path, to_hf_dataset, write_table
 from prefdata.schema import MESSAGES, guess_contract, validate
 
@@ -148,7 +148,7 @@ def to_kto(
     if guess_contract(table) == "pairs":
         kto, report = pairs_to_kto(validate(table, "pairs", source=source))
     else:
-        from prefdata.convert import kto_balance
+        from prefdata.io.convert import kto_balance
 
         kto = validate(table, "kto", source=source)
         report = kto_balance(kto)

@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata import ids
-from prefdata.convert import kto_balance
 from prefdata.errors import ContractError, InputError
+from prefdata.io.convert import kto_balance
 from prefdata.io.exporters import from_export_names, to_kto, to_openai, to_trl
 from prefdata.io.importers.common import REJECTED_SCHEMA, pairs_table, reason_key
 from prefdata.io.importers.trl import preference_record, provenance_of

@@ -121,8 +121,8 @@ async def acritique(
     client_options: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """The async version of `critique`."""
-    from prefdata.generate import derive_seed
     from prefdata.label.judge import _client, _name
+    from prefdata.llm.generate import derive_seed
 
     principles = (
         list(constitution)

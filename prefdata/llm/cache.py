@@ -18,7 +18,7 @@ from prefdata.llm.base import Client, Request, Response
 
 
 def default_cache_path() -> Path:
-    from prefdata.models import cache_root
+    from prefdata.paths import cache_root
 
     return cache_root() / "calls.sqlite"
 

@@ -7,8 +7,8 @@ into one folder with skip-if-unchanged, resume from the call cache, and a summar
 
 CLI: `prefdata run PIPELINE.yaml -o RUN_DIR`. Modules: `spec` (parse and check the file),
 `stages` (the stage kinds; each calls the library function of the CLI command of the same
-name), `runner` (skip / resume / progress / summary), `manifest` (what a finished stage
-read and wrote).
+name), `runner` (skip / resume / progress / summary), `demo` (the offline demo); what a finished
+stage read and wrote is `prefdata.manifest` (also used by `train rlhf`).
 """
 
 from prefdata.pipeline.runner import RunResult, StageFailed, StageOutcome, run_pipeline

@@ -4,7 +4,7 @@ off, show progress, and list every output at the end.
     result = run_pipeline(load_pipeline("demo.yaml"), "runs/demo")
 
 - Each stage writes into `RUN_DIR/<stage name>/` and, once finished, its manifest
-  (prefdata.pipeline.manifest). A stage whose kind, options and input contents match its
+  (prefdata.manifest). A stage whose kind, options and input contents match its
   manifest, and whose outputs still exist, is skipped; a stage that runs again is followed
   by whichever later stages see a changed input.
 - Every model call of every stage goes through one call cache, `RUN_DIR/calls.sqlite` (the
@@ -28,9 +28,9 @@ from typing import Any
 
 from rich.console import Console
 
+from prefdata import manifest as mf
 from prefdata.errors import PrefdataError
 from prefdata.llm.cache import CacheStats, CallCache
-from prefdata.pipeline import manifest as mf
 from prefdata.pipeline.kinds import StageRun
 from prefdata.pipeline.spec import Pipeline, StageRef, StageSpec
 

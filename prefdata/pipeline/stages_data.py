@@ -111,8 +111,8 @@ IMPORT = StageKind(
 
 def run_generate(stage: StageRun) -> StageResult:
     """`prefdata generate`: N candidates per prompt through the run's call cache."""
-    from prefdata.generate import generate
     from prefdata.llm.base import Params
+    from prefdata.llm.generate import generate
 
     opts = stage.options
     prompts = stage.table("prompts")

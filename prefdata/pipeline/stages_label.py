@@ -163,7 +163,7 @@ def run_annotate(stage: StageRun) -> StageResult:
     records in place. With fewer than `min_responses` responses it stops the pipeline with
     a message saying where to annotate.
     """
-    from prefdata import argilla
+    from prefdata.annotate import bridge as argilla
     from prefdata.io.tables import read_text, write_table
 
     opts = stage.options

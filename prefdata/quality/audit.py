@@ -77,7 +77,7 @@ def audit(
                 issues, report["judge_vs_human"] = judge_vs_human(annotations)
                 parts.append(issues)
     if model != "none":
-        from prefdata.models import cache_root
+        from prefdata.paths import cache_root
         from prefdata.quality.model_audit import model_audit
 
         # Embeddings are cached on disk so a re-run (or a resumed one) never re-embeds.

@@ -3,7 +3,7 @@
 `dataset_figures(table, *, options) -> dict` holds one data set's sections; a section is
 present only when its data exists:
 
-- `overview` (always): `prefdata.describe.describe()` of the table (rows, columns, contract,
+- `overview` (always): `prefdata.io.describe.describe()` of the table (rows, columns, contract,
   problems, sources, confidence summary, P(chosen longer) in characters; for KTO the
   desirable:undesirable balance against TRL's 1:1 to 4:3 advice), plus `distinct_prompts`,
   and with annotations `annotations` (describe() of the votes used: labels, annotators,
@@ -54,8 +54,8 @@ import numpy as np
 import polars as pl
 
 from prefdata import ids
-from prefdata.describe import describe
 from prefdata.errors import ContractError
+from prefdata.io.describe import describe
 from prefdata.quality.agreement import agreement
 from prefdata.quality.bias import bias_stats
 from prefdata.quality.consensus import consensus

@@ -697,7 +697,8 @@ def tiny_model(
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from prefdata.io.tables import atomic_path
-    from prefdata.models import cache_root, embedded_model_path
+    from prefdata.models import embedded_model_path
+    from prefdata.paths import cache_root
 
     if hidden % heads or heads % kv_heads:
         raise ValueError("hidden must be a multiple of heads, and heads a multiple of kv_heads")

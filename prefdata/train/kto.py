@@ -2,7 +2,7 @@
 
 Input: a kto table (prompt, completion, label, ...) or a pairs table; each pair becomes one
 desirable row (chosen) and one undesirable row (rejected) through
-prefdata.convert.pairs_to_kto. TRL sees conversational rows: `prompt` messages, `completion`
+prefdata.io.convert.pairs_to_kto. TRL sees conversational rows: `prompt` messages, `completion`
 one assistant message, `label` (bool).
 
 Balance: TRL's advice (KTO paper, Eq. 8) is that
@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.convert import KTO_RATIO_ADVICE
+from prefdata.io.convert import KTO_RATIO_ADVICE
 from prefdata.train.common import (
     Hardware,
     MethodSpec,
@@ -89,7 +89,7 @@ def weighted_ratio(n_desirable: int, n_undesirable: int, dw: float, uw: float) -
 
 def kto_rows(table: pl.DataFrame, *, seed: int | None = 42) -> tuple[pl.DataFrame, dict[str, Any]]:
     """A kto or pairs table -> TRL conversational unpaired rows (prompt, completion, label) and
-    the balance report of prefdata.convert.kto_balance.
+    the balance report of prefdata.io.convert.kto_balance.
 
     Rows are shuffled with `seed` (None keeps the order): TRL reads KTO data in order and
     estimates the KL term by pairing each completion with its neighbour's prompt, so the

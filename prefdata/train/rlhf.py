@@ -35,7 +35,7 @@ the stage recipe < shared keys < the stage's `overrides` < prefixed command-line
 The RL stage's `prefdata.rewards` is always the stage's reward model (options from
 `prefdata.reward_options`) plus `prefdata.extra_rewards`.
 
-Resuming. Each stage writes `OUT/<stage>/manifest.json` (prefdata.pipeline.manifest) when it
+Resuming. Each stage writes `OUT/<stage>/manifest.json` (prefdata.manifest) when it
 has finished: the content hashes of its data and models and the hash of its resolved recipe.
 A stage whose manifest matches and whose outputs exist is skipped, so a second run trains
 nothing, and changing only an RL option re-runs only the RL stage (a re-run SFT stage that
@@ -493,7 +493,7 @@ def merge_adapter(adapter: str | Path, base: str | Path, dest: str | Path) -> Pa
 
 def _hash(path: str | Path) -> str:
     """Content hash of a file or folder; a name that is no local path (a hub id) as itself."""
-    from prefdata.pipeline.manifest import hash_path
+    from prefdata.manifest import hash_path
 
     p = Path(path)
     return hash_path(p) if p.exists() else f"name:{path}"
@@ -512,7 +512,7 @@ def model_hash(path: str | Path) -> str:
     recipe.yaml, training_args.bin, README.md), checkpoint-* and runs/ folders and hidden
     files. So a re-trained model with the same weights hashes the same. A file, or a name that
     is no local path, hashes as `_hash`."""
-    from prefdata.pipeline.manifest import hash_path
+    from prefdata.manifest import hash_path
 
     p = Path(path)
     if not p.is_dir():
@@ -732,7 +732,7 @@ class RLHFRun:
         return inputs
 
     def _run_stage(self, plan: _Stage, out: Path, sync: _Sync) -> dict[str, Any]:
-        from prefdata.pipeline import manifest as mf
+        from prefdata import manifest as mf
 
         kind = f"rlhf-{plan.name}"
         stage_dir = out / plan.name

@@ -1,7 +1,7 @@
 """Fixtures for the Argilla tests: one real local server per test session, real PandaLM data.
 
 The server is the real argilla-server 2.8.0 from annotate/.venv, started with the project's
-own scripts (prefdata.annotate_service -> annotate/service.py) on a free port with a
+own scripts (prefdata.annotate.service -> annotate/service.py) on a free port with a
 temporary data folder, and stopped at the end. Tests skip only when annotate/.venv has not
 been set up (`bash annotate/setup.sh`); a missing Redis, SDK or browser is a failure.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefdata import annotate_service
+from prefdata.annotate import service as annotate_service
 from prefdata.io.importers.pandalm import import_pandalm
 from tests.annotate.helpers import Running, free_port
 

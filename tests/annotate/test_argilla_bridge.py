@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from prefdata import argilla as pa
 from prefdata import ids
+from prefdata.annotate import bridge as pa
 from prefdata.quality.agreement import agreement
 from prefdata.quality.sample import audit_sample, mislabel_rate
 from prefdata.schema import validate

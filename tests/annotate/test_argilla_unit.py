@@ -8,8 +8,8 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from prefdata import argilla as pa
 from prefdata import ids
+from prefdata.annotate import bridge as pa
 from prefdata.errors import ContractError
 
 

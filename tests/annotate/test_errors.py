@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefdata import argilla as pa
+from prefdata.annotate import bridge as pa
 from prefdata.errors import ContractError
 from tests.annotate.conftest import PandaLM
 from tests.annotate.helpers import Running, free_port

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefdata import annotate_service
-from prefdata import argilla as pa
+from prefdata.annotate import bridge as pa
+from prefdata.annotate import service as annotate_service
 from tests.annotate.conftest import PandaLM
 from tests.annotate.helpers import Running, rest
 

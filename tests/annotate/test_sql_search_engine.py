@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from prefdata import argilla as pa
+from prefdata.annotate import bridge as pa
 from tests.annotate.conftest import PandaLM
 from tests.annotate.helpers import Running, my_queue, respond, rest
 

@@ -14,8 +14,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from prefdata import argilla as pa
 from prefdata import ids
+from prefdata.annotate import bridge as pa
 from tests.annotate.conftest import PandaLM
 from tests.annotate.helpers import Running, rest
 

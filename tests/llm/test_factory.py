@@ -65,7 +65,7 @@ def test_missing_sdk_names_the_pip_install(tmp_path: Path, monkeypatch: pytest.M
 
 def test_importing_the_factory_imports_no_backend() -> None:
     code = (
-        "import sys, prefdata.llm.factory, prefdata.generate\n"
+        "import sys, prefdata.llm.factory, prefdata.llm.generate\n"
         "names = ('torch', 'transformers', 'anthropic', 'openai')\n"
         "heavy = [m for m in names if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from prefdata import argilla
+from prefdata.annotate import bridge as argilla
 from prefdata.io.tables import read_table
 from prefdata.pipeline import StageFailed, load_pipeline, run_pipeline
 from tests.annotate.conftest import argilla_server  # noqa: F401 (the session's server)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefdata.convert import KTO_RATIO_ADVICE
+from prefdata.io.convert import KTO_RATIO_ADVICE
 from prefdata.train import prepare
 from prefdata.train.common import RecipeError
 from tests.train.conftest import recipe

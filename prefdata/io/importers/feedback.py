@@ -14,7 +14,7 @@ Output:
 - kto: per (prompt, completion), positive events (thumbs_up, accepted; weight 1 each)
   against negative events (thumbs_down, rejected: weight 1; regenerated: weight
   `regenerate_weight`, a weak negative on the completion that was regenerated) ->
-  prefdata.convert.thumbs_to_kto (label = more positive than negative weight, confidence =
+  prefdata.io.convert.thumbs_to_kto (label = more positive than negative weight, confidence =
   Beta(1, 1) posterior). Completions whose weights tie go to `rejected` ("tied votes").
 - pairs: within one session and one prompt, a completion with a positive event against a
   completion with a negative event (pairs_from="thumbs": thumbs_up vs thumbs_down only;
@@ -38,8 +38,8 @@ from typing import Any, Literal
 import polars as pl
 
 from prefdata import ids
-from prefdata.convert import thumbs_to_kto
 from prefdata.errors import InputError
+from prefdata.io.convert import thumbs_to_kto
 from prefdata.io.importers.common import (
     REJECTED_SCHEMA,
     Imported,

@@ -7,14 +7,14 @@ optional `synthetic` / `model_name`, and `replies` (a list of messages).
 
 Output tables:
 - `pairs`: sibling assistant replies that carry a `rank` are ranked together (one group
-  per parent message) and become pairs with prefdata.convert.rankings_to_pairs: mode
+  per parent message) and become pairs with prefdata.io.convert.rankings_to_pairs: mode
   "all" gives every two siblings with different ranks, "best-vs-worst" the best against
   the worst of each group. margin = rank difference; confidence and agreement are null
   (ranks are one aggregated ordering, not votes). provenance adds `message_tree_id`,
   `parent_id`, `message_id_chosen` / `message_id_rejected` and `rank_chosen` /
   `rank_rejected`.
 - `kto`: every assistant message with more "+1" than "-1" (label true) or more "-1" than
-  "+1" (label false), via prefdata.convert.thumbs_to_kto (confidence = Beta posterior of
+  "+1" (label false), via prefdata.io.convert.thumbs_to_kto (confidence = Beta posterior of
   the vote counts); messages with equal counts, 0 / 0 included, are counted in the report,
   not labelled. Extra column `provenance` (JSON: message and tree ids, the counts).
 
@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from prefdata.convert import rankings_to_pairs, thumbs_to_kto
 from prefdata.errors import InputError
+from prefdata.io.convert import rankings_to_pairs, thumbs_to_kto
 from prefdata.io.importers.common import Imported, finish, rejected_rows
 from prefdata.io.tables import iter_json_lines
 from prefdata.schema import MESSAGES

@@ -17,7 +17,7 @@ first record:
   `rating` / `ratings`), optional `generator` / `model`; grouped by prompt, or by
   `group_field` when given.
 
-Pairs come from prefdata.convert.ratings_to_pairs: mode "all" gives every two completions
+Pairs come from prefdata.io.convert.ratings_to_pairs: mode "all" gives every two completions
 of a group whose mean scores differ by more than `min_margin`, "best-vs-worst" the top
 against the bottom; a group whose completions all tie gives no pair. Output columns: the
 pairs contract with margin = difference of mean scores, confidence = P(a score of chosen
@@ -47,8 +47,8 @@ from typing import Any, Literal
 import polars as pl
 
 from prefdata import ids
-from prefdata.convert import ratings_to_pairs
 from prefdata.errors import InputError
+from prefdata.io.convert import ratings_to_pairs
 from prefdata.io.importers.common import Imported, finish, rejected_rows
 from prefdata.io.tables import read_json_records
 from prefdata.schema import MESSAGES

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
-from prefdata.cli_annotate import annotate_app
-from prefdata.cli_common import console, friendly_errors, pick, print_report
-from prefdata.cli_label import register as register_label_commands
-from prefdata.cli_run import register as register_run_command
-from prefdata.cli_train import register as register_train_commands
+from prefdata.cli.annotate import annotate_app
+from prefdata.cli.common import console, friendly_errors, pick, print_report
+from prefdata.cli.label import register as register_label_commands
+from prefdata.cli.run import register as register_run_command
+from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
 from prefdata.io.importers import IMPORTERS, importer
 
@@ -169,10 +169,10 @@ def generate_cmd(
 
     Example: prefdata generate prompts.parquet -o candidates.parquet --model smollm2 --n 4
     """
-    from prefdata.generate import generate
     from prefdata.io.tables import read_table, sibling, write_table
     from prefdata.llm.base import Params
     from prefdata.llm.cache import CallCache
+    from prefdata.llm.generate import generate
 
     options = {"batch_size": batch_size, "device": device, "max_concurrency": max_concurrency}
     call_cache = CallCache(cache, enabled=not no_cache)
@@ -222,8 +222,8 @@ def synthetic_pairs_cmd(
 
     Example: prefdata synthetic-pairs candidates.parquet --reward-model rm/ -o pairs.parquet
     """
-    from prefdata.generate import RewardModelScorer, synthetic_pairs
     from prefdata.io.tables import read_table, write_table
+    from prefdata.label.synthetic import RewardModelScorer, synthetic_pairs
 
     pairs, report = synthetic_pairs(
         read_table(candidates),
@@ -280,7 +280,7 @@ def convert(
 
     Example: prefdata convert pairs-to-kto hh.parquet -o hh.kto.parquet
     """
-    from prefdata import convert as conv
+    from prefdata.io import convert as conv
     from prefdata.io.tables import read_table, sibling, write_table
     from prefdata.schema import validate as check
 
@@ -358,7 +358,7 @@ def info(file: Annotated[Path, typer.Argument(help="any table")]) -> None:
 
     Example: prefdata info hh.parquet
     """
-    from prefdata.describe import describe
+    from prefdata.io.describe import describe
     from prefdata.io.tables import read_table
 
     print_report(describe(read_table(file)))
@@ -673,8 +673,8 @@ def demo(
 
     Example: prefdata demo -o demo-out
     """
-    from prefdata.cli_run import quiet_cpu_threads
-    from prefdata.demo import run_demo, summary_lines
+    from prefdata.cli.run import quiet_cpu_threads
+    from prefdata.pipeline.demo import run_demo, summary_lines
     from prefdata.pipeline.runner import print_summary
 
     quiet_cpu_threads()

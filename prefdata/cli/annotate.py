@@ -1,6 +1,6 @@
 """`prefdata annotate ...`: the local Argilla service and the push / pull bridge.
 
-Parse, call one function of prefdata.annotate_service or prefdata.argilla, print. No logic.
+Parse, call one function of prefdata.annotate.service or prefdata.annotate.bridge, print. No logic.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from prefdata.cli_common import console, friendly_errors, print_report
+from prefdata.cli.common import console, friendly_errors, print_report
 
 annotate_app = typer.Typer(
     help="Human annotation in Argilla: a local server, and push pairs / pull responses. "
@@ -36,7 +36,7 @@ def setup() -> None:
 
     Example: prefdata annotate setup
     """
-    from prefdata import annotate_service
+    from prefdata.annotate import service as annotate_service
 
     annotate_service.setup()
 
@@ -53,7 +53,7 @@ def serve(
 
     Example: prefdata annotate serve --port 6900
     """
-    from prefdata import annotate_service
+    from prefdata.annotate import service as annotate_service
 
     info = annotate_service.serve(port=port, host=host, data=data_dir, timeout=timeout)
     print_report(info)
@@ -71,7 +71,7 @@ def stop(data_dir: DataDir = None) -> None:
 
     Example: prefdata annotate stop
     """
-    from prefdata import annotate_service
+    from prefdata.annotate import service as annotate_service
 
     print_report(annotate_service.stop(data=data_dir))
 
@@ -83,7 +83,7 @@ def status(data_dir: DataDir = None) -> None:
 
     Example: prefdata annotate status
     """
-    from prefdata import annotate_service
+    from prefdata.annotate import service as annotate_service
 
     info = annotate_service.status(data=data_dir)
     print_report(info)
@@ -111,7 +111,7 @@ def push(
     Example: prefdata annotate push pairs.parquet --dataset round1 --annotators-per-item 3
     --suggestions judge.parquet
     """
-    from prefdata import argilla
+    from prefdata.annotate import bridge as argilla
     from prefdata.io.tables import read_table, read_text
 
     print_report(
@@ -149,7 +149,7 @@ def pull(
 
     Example: prefdata annotate pull --dataset round1 -o votes.parquet
     """
-    from prefdata import argilla
+    from prefdata.annotate import bridge as argilla
     from prefdata.io.tables import read_table, write_table
 
     if review_of is not None:
@@ -178,8 +178,8 @@ def users_add(
 
     Example: prefdata annotate users add alice --role annotator --workspace prefdata
     """
-    from prefdata import argilla
-    from prefdata.cli_common import pick
+    from prefdata.annotate import bridge as argilla
+    from prefdata.cli.common import pick
 
     print_report(
         argilla.add_user(
@@ -200,7 +200,7 @@ def users_list(url: Url = None, api_key: ApiKey = None) -> None:
 
     Example: prefdata annotate users list
     """
-    from prefdata import argilla
+    from prefdata.annotate import bridge as argilla
 
     print_report({"users": argilla.list_users(url=url, api_key=api_key)})
 
@@ -216,7 +216,7 @@ def workspaces_add(
 
     Example: prefdata annotate workspaces add round1
     """
-    from prefdata import argilla
+    from prefdata.annotate import bridge as argilla
 
     print_report({"workspace": argilla.add_workspace(name, url=url, api_key=api_key)})
 
@@ -228,6 +228,6 @@ def workspaces_list(url: Url = None, api_key: ApiKey = None) -> None:
 
     Example: prefdata annotate workspaces list
     """
-    from prefdata import argilla
+    from prefdata.annotate import bridge as argilla
 
     print_report({"workspaces": argilla.list_workspaces(url=url, api_key=api_key)})

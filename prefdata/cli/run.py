@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from prefdata.cli_common import console, friendly_errors, print_report
+from prefdata.cli.common import console, friendly_errors, print_report
 
 
 def quiet_cpu_threads() -> None:

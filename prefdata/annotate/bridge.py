@@ -3,7 +3,7 @@ pull the annotators' responses back as the annotations contract.
 
 Which server: `url` / `api_key` arguments, else $ARGILLA_API_URL / $ARGILLA_API_KEY (any
 Argilla 2.x server: an HF Space, the official Docker image), else the local service that
-`prefdata annotate serve` started (prefdata.annotate_service). The argilla SDK
+`prefdata annotate serve` started (prefdata.annotate.service). The argilla SDK
 (`pip install 'prefdata[annotate]'`) is imported only here, lazily.
 
 Push (`push`), by input columns:
@@ -188,7 +188,7 @@ def resolve_server(url: str | None = None, api_key: str | None = None) -> Server
 
 
 def _local() -> tuple[str, str] | None:
-    from prefdata.annotate_service import local_server
+    from prefdata.annotate.service import local_server
 
     return local_server()
 

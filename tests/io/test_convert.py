@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefdata.convert import pairs_to_kto, rankings_to_pairs, ratings_to_pairs, thumbs_to_kto
+from prefdata.io.convert import pairs_to_kto, rankings_to_pairs, ratings_to_pairs, thumbs_to_kto
 from prefdata.io.importers.common import pairs_table
 from prefdata.schema import validate
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from prefdata.cli_common import friendly_errors, pick, print_report
+from prefdata.cli.common import friendly_errors, pick, print_report
 from prefdata.errors import PrefdataError
 
 METHODS = ("dpo", "kto", "reward", "orpo", "grpo", "rloo", "sft", "rlhf")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from prefdata.cli_common import console, friendly_errors, pick, print_report
+from prefdata.cli.common import console, friendly_errors, pick, print_report
 from prefdata.errors import PrefdataError
 from prefdata.llm.factory import backend_options
 

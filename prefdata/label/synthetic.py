@@ -1,0 +1,190 @@
+"""Synthetic pairs: score each prompt's candidates with a scorer (a reward model, or any
+function) and pair the best against the worst.
+
+    pairs, report = synthetic_pairs(candidates, scorer=RewardModelScorer("path/to/rm"))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import polars as pl
+
+from prefdata import ids
+from prefdata.errors import InputError, PrefdataError
+from prefdata.io.convert import ratings_to_pairs
+from prefdata.llm.base import Message
+from prefdata.schema import conform
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BatchScorer", "RewardModelScorer", "Scorer", "synthetic_pairs"]
+
+
+
+class Scorer(Protocol):
+    """Scores one completion to one prompt (chat messages); higher is better."""
+
+    def __call__(self, prompt: Sequence[Message], completion: str) -> float: ...
+
+
+@runtime_checkable
+class BatchScorer(Protocol):
+    """A scorer that is faster on many items at once (a model); synthetic_pairs prefers it."""
+
+    def score_batch(
+        self, prompts: Sequence[Sequence[Message]], completions: Sequence[str]
+    ) -> list[float]: ...
+
+
+def _scorer_name(scorer: object) -> str:
+    name = getattr(scorer, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(getattr(scorer, "__qualname__", type(scorer).__qualname__))
+
+
+def synthetic_pairs(
+    candidates: pl.DataFrame,
+    *,
+    scorer: Scorer | Callable[[Sequence[Message], str], float],
+    min_margin: float = 0.0,
+    source: str = "synthetic",
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Score every candidate, then pair each prompt's best against its worst.
+
+    Input: the candidates contract. `scorer(prompt_messages, completion) -> float` (higher is
+    better; e.g. RewardModelScorer, or a judge); a scorer with `score_batch` is called once
+    for all candidates. A NaN or None score counts as no score.
+    Output: (pairs, report). Pairs contract, one pair per prompt whose top and bottom scores
+    differ by more than `min_margin`: chosen = the top completion, rejected = the bottom one,
+    margin = the score gap, n_votes = 1, confidence and agreement null (one scorer's gap is
+    not a probability), provenance = both scores, both generators and the scorer's name.
+    A prompt whose candidates all tie (or that has a single candidate) gives no pair.
+    Report: candidates, prompts, prompts_all_tied, pairs_below_margin, pairs, scorer.
+    """
+    table = conform(candidates, "candidates")
+    prompts = table["prompt"].to_list()
+    completions = table["completion"].to_list()
+    if isinstance(scorer, BatchScorer):
+        raw = scorer.score_batch(prompts, completions)
+    else:
+        raw = [scorer(p, c) for p, c in zip(prompts, completions, strict=True)]
+    if len(raw) != table.height:
+        raise PrefdataError(f"the scorer returned {len(raw)} scores for {table.height} candidates")
+    scores = [None if s is None or not math.isfinite(float(s)) else float(s) for s in raw]
+    rated = table.select("prompt", "completion", "generator").with_columns(
+        pl.Series("score", scores, dtype=pl.Float64), table["prompt_id"].alias("group")
+    )
+    name = _scorer_name(scorer)
+    pairs, report = ratings_to_pairs(
+        rated, mode="best-vs-worst", min_margin=min_margin, source=source
+    )
+    provenance = [
+        ids.canonical_json({**json.loads(p), "scorer": name}) for p in pairs["provenance"]
+    ]
+    pairs = pairs.with_columns(
+        pl.lit(None, pl.Float64).alias("confidence"),
+        pl.lit(None, pl.Float64).alias("agreement"),
+        pl.Series("provenance", provenance, dtype=pl.String),
+    )
+    report = {"candidates": table.height, **report, "scorer": name}
+    return pairs, report
+
+
+class RewardModelScorer:
+    """A sequence-classification reward model (one output: the reward) from a local folder.
+
+    Each (prompt, completion) is written with the tokenizer's chat template (the completion as
+    the assistant turn), or as "role: content" lines without one, and truncated from the
+    *left* to the model's length limit, so a long prompt loses its beginning rather than the
+    completion being judged. Batches of `batch_size`, sorted by length.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        batch_size: int = 8,
+        dtype: str | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        from prefdata.paths import require_modules
+
+        folder = Path(path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise InputError("not a reward model folder: config.json is missing", source=folder)
+        require_modules(("torch", "transformers"), "pip install 'prefdata[models]'")
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from prefdata.llm.local import default_dtype
+
+        self.name = f"reward-model:{folder.name}"
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, dtype=getattr(torch, dtype or default_dtype(device))
+        )
+        if model.config.num_labels != 1:
+            raise InputError(
+                f"a reward model has one output (num_labels=1); this one has "
+                f"{model.config.num_labels}",
+                source=folder,
+            )
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if model.config.pad_token_id is None:
+            # The model finds each row's last real token by the pad id; without one it
+            # refuses batches larger than 1.
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer.truncation_side = "left"
+        self.tokenizer.padding_side = "right"
+        limits = [self.tokenizer.model_max_length, 1 << 20]
+        position_limit = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(position_limit, int):
+            limits.append(position_limit)
+        self.max_length = max_length or int(min(limits))
+        model.to(device)
+        model.eval()
+        self.model = model
+
+    def text(self, prompt: Sequence[Message], completion: str) -> str:
+        chat = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+        chat.append({"role": "assistant", "content": completion})
+        if self.tokenizer.chat_template:
+            return str(self.tokenizer.apply_chat_template(chat, tokenize=False))
+        return "\n".join(f"{m['role']}: {m['content']}" for m in chat)
+
+    def score_batch(
+        self, prompts: Sequence[Sequence[Message]], completions: Sequence[str]
+    ) -> list[float]:
+        import torch
+
+        texts = [self.text(p, c) for p, c in zip(prompts, completions, strict=True)]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = [0.0] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            encoded = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            with torch.inference_mode():
+                logits: torch.Tensor = self.model(**encoded).logits
+            for i, value in zip(idx, logits[:, 0].float().tolist(), strict=True):
+                out[i] = float(value)
+        return out
+
+    def __call__(self, prompt: Sequence[Message], completion: str) -> float:
+        return self.score_batch([prompt], [completion])[0]
