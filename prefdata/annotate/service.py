@@ -38,7 +38,8 @@ class ServiceError(PrefdataError):
 def annotate_dir() -> Path:
     """The folder holding service.py, launch.py, setup.sh and the server's venv."""
     env = os.environ.get("PREFDATA_ANNOTATE_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "annotate"
+    # prefdata/annotate/service.py -> the repository root -> annotate/
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "annotate"
     if not (path / "service.py").is_file():
         raise ServiceError(
             f"the annotation service is not found at {path} (no service.py): it ships with the "

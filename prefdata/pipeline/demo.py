@@ -22,7 +22,7 @@ from rich.console import Console
 
 from prefdata.pipeline import RunResult, load_pipeline, run_pipeline
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_PIPELINE = EXAMPLES / "pipelines" / "demo.yaml"
 
 
