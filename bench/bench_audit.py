@@ -182,9 +182,9 @@ def run_phase(phase: str, work: Path, n: int) -> dict[str, Any]:
         )
         after_read = _rss_mib()
         t0 = time.perf_counter()
-        _, _, info = filter_pairs(
+        info = filter_pairs(
             pairs, issues=issues, min_confidence=0.7, min_agreement=0.5, drop_issues="all"
-        )
+        ).report
         wall = time.perf_counter() - t0
         info = {
             k: v

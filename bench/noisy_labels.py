@@ -219,9 +219,9 @@ def audit_sets(
         model_rows, left_on="pair_id", right_on="item_id", how="left", maintain_order="left"
     )
     flags = aligned["is_issue"].fill_null(False)
-    kept, rejected, filter_report = filter_pairs(
-        split.noisy, issues=issues, drop_issues=drop_issues
-    )
+    filtered = filter_pairs(split.noisy, issues=issues, drop_issues=drop_issues)
+    kept, rejected, filter_report = filtered.tables["pairs"], filtered.rejected, filtered.report
+    assert rejected is not None
     dropped = split.noisy["pair_id"].is_in(rejected["pair_id"].implode()).to_numpy()
     flip_back = _swap(split.noisy, flags)
     if drop_issues != ["model_disagrees"]:

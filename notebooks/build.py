@@ -270,11 +270,12 @@ CLEAN: list[Cell] = [
             "min_confidence": 0.99,
             "drop_issues": ["duplicate_pair", "conflicting_duplicate", "truncated_response"],
         }
-        kept, rejected, filtered = filter_pairs(consensus_pairs, issues=issues, **FILTER)
+        filtered = filter_pairs(consensus_pairs, issues=issues, **FILTER)
+        kept, rejected = filtered.tables["pairs"], filtered.rejected
         write_table(kept, OUT / "pairs.clean.parquet")
         write_table(rejected, OUT / "pairs.rejected.parquet")
         write_table(issues, OUT / "issues.parquet")
-        print(f"kept {filtered['kept']} of {filtered['rows_in']} pairs")
+        print(f"kept {filtered.report['kept']} of {filtered.report['rows_in']} pairs")
         rejected.group_by("reason").len().sort("len", descending=True)
         """
     ),

@@ -9,7 +9,7 @@ class PrefdataError(Exception):
     """Base class: the CLI prints these as one clear message, without a traceback."""
 
 
-class InputError(PrefdataError):
+class InputError(PrefdataError, ValueError):
     """Bad input data: a file that cannot be read, a malformed line, a wrong column."""
 
     def __init__(

@@ -15,11 +15,13 @@ import typer
 
 from prefdata.cli.annotate import annotate_app
 from prefdata.cli.common import console, friendly_errors, pick, print_report
+from prefdata.cli.derive import add_stage_command
 from prefdata.cli.label import register as register_label_commands
 from prefdata.cli.run import register as register_run_command
 from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
 from prefdata.io.importers import IMPORTERS, importer
+from prefdata.pipeline.catalog import STAGES, stage_spec
 
 app = typer.Typer(
     help="Clean preference data and train on it. Every stage reads and writes a table file "
@@ -31,6 +33,8 @@ app = typer.Typer(
 MODES = ("all", "best-vs-worst")
 
 app.add_typer(annotate_app, name="annotate")
+for _name in STAGES:
+    add_stage_command(app, stage_spec(_name))
 register_label_commands(app)
 register_train_commands(app)
 register_run_command(app)
@@ -511,70 +515,6 @@ def audit_rate(
     print_report(report)
     if report.get("warn"):
         console.print("[bold yellow]warning:[/] estimated mislabel rate is above 10%")
-
-
-@app.command("filter")
-@friendly_errors
-def filter_cmd(
-    data: Annotated[Path, typer.Argument(help="pairs table")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="kept pairs")],
-    rejected: Annotated[Path, typer.Option(help="dropped pairs, each with its reason")],
-    issues: Annotated[Path | None, typer.Option(help="issues table from prefdata audit")] = None,
-    min_confidence: Annotated[float | None, typer.Option()] = None,
-    min_margin: Annotated[float | None, typer.Option()] = None,
-    min_agreement: Annotated[float | None, typer.Option()] = None,
-    drop_issues: Annotated[
-        str | None, typer.Option(help="'all' or issue names, comma separated")
-    ] = None,
-    ties: Annotated[str, typer.Option(help="drop | kto")] = "drop",
-    unknown_confidence: Annotated[str, typer.Option(help="keep | drop")] = "keep",
-    kto: Annotated[Path | None, typer.Option(help="with --ties kto: write KTO-only rows")] = None,
-) -> None:
-    """Keep pairs that pass confidence / margin / agreement thresholds and issue flags; every
-    dropped pair goes to --rejected with its reason.
-
-    Example: prefdata filter pairs.parquet --issues issues.parquet --drop-issues all
-    --min-confidence 0.7 -o clean.parquet --rejected dropped.parquet
-    """
-    from prefdata.io.tables import read_table, sibling, write_table
-    from prefdata.quality.filter import filter_pairs, kto_only
-
-    names = (
-        None
-        if drop_issues is None
-        else ("all" if drop_issues == "all" else _split_list(drop_issues))
-    )
-    kept, dropped, report = filter_pairs(
-        read_table(data),
-        issues=read_table(issues) if issues else None,
-        min_confidence=min_confidence,
-        min_margin=min_margin,
-        min_agreement=min_agreement,
-        drop_issues=names,
-        ties=pick("ties", ties, ("drop", "kto")),
-        unknown_confidence=pick("unknown-confidence", unknown_confidence, ("keep", "drop")),
-    )
-    write_table(kept, out)
-    write_table(dropped, rejected)
-    # The thresholds travel with the output, so `prefdata report --filter-settings` can put
-    # them in the dataset card.
-    settings = {
-        "issues": str(issues) if issues else None,
-        "drop_issues": drop_issues,
-        "min_confidence": min_confidence,
-        "min_margin": min_margin,
-        "min_agreement": min_agreement,
-        "ties": ties,
-        "unknown_confidence": unknown_confidence,
-    }
-    settings_path = sibling(out, "filter").with_suffix(".json")
-    _write_json({k: v for k, v in settings.items() if v is not None}, settings_path)
-    report["settings_written"] = str(settings_path)
-    if kto is not None:
-        rows, kto_report = kto_only(dropped)
-        write_table(rows, kto)
-        report["kto_only"] = kto_report
-    print_report(report)
 
 
 @app.command()

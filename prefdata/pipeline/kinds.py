@@ -18,7 +18,7 @@ import polars as pl
 
 from prefdata.llm.cache import CallCache
 
-StageResult = tuple[dict[str, Path], dict[str, Any]]
+StageOutputs = tuple[dict[str, Path], dict[str, Any]]
 
 TYPES = ("any", "str", "int", "float", "bool", "strs", "dict", "path", "recipe", "name_or_path")
 """Option types: `strs` is a list of strings (a single string becomes a one-item list);
@@ -133,7 +133,7 @@ class StageKind:
     """A stage kind: `run` does the work; the rest is what the pipeline file may say."""
 
     kind: str
-    run: Callable[[StageRun], StageResult]
+    run: Callable[[StageRun], StageOutputs]
     help: str
     options: dict[str, Opt]
     inputs: tuple[Slot, ...] | Callable[[Mapping[str, Any]], tuple[Slot, ...]] = ()

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+from prefdata.pipeline.catalog import STAGES, stage_spec
+from prefdata.pipeline.derive import stage_kind
 from prefdata.pipeline.kinds import StageKind
 from prefdata.pipeline.stages_data import EXPORT, GENERATE, IMPORT, SPLIT
 from prefdata.pipeline.stages_label import ANNOTATE, CRITIQUE, JUDGE
-from prefdata.pipeline.stages_quality import AGREE, AUDIT, CONSENSUS, FILTER, REPORT
+from prefdata.pipeline.stages_quality import AGREE, AUDIT, CONSENSUS, REPORT
 from prefdata.pipeline.stages_train import EVAL, TRAIN
 
-REGISTRY: dict[str, StageKind] = {
+_WRITTEN: dict[str, StageKind] = {
     k.kind: k
     for k in (
-        IMPORT,
-        GENERATE,
-        JUDGE,
-        CRITIQUE,
-        ANNOTATE,
-        AGREE,
-        CONSENSUS,
-        AUDIT,
-        FILTER,
-        SPLIT,
-        EXPORT,
-        REPORT,
-        TRAIN,
-        EVAL,
+        *(IMPORT, GENERATE, JUDGE, CRITIQUE, ANNOTATE, AGREE, CONSENSUS, AUDIT, SPLIT, EXPORT),
+        *(REPORT, TRAIN, EVAL),
     )
+}
+# The order data usually flows in (the order `prefdata run --help` lists them).
+_ORDER = (
+    "import",
+    "generate",
+    "judge",
+    "critique",
+    "annotate",
+    "agree",
+    "consensus",
+    "audit",
+    "filter",
+    "split",
+    "export",
+    "report",
+    "train",
+    "eval",
+)
+REGISTRY: dict[str, StageKind] = {
+    name: stage_kind(stage_spec(name)) if name in STAGES else _WRITTEN[name]
+    for name in _ORDER + tuple(n for n in STAGES if n not in _ORDER)
 }
 """Stage kind -> its definition (options, inputs, outputs, the function that runs it)."""

@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
+from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
 
 def write_json(data: Mapping[str, Any], path: Path) -> Path:
@@ -72,7 +72,7 @@ def _limit(tables: dict[str, pl.DataFrame], limit: int) -> dict[str, pl.DataFram
     return out
 
 
-def run_import(stage: StageRun) -> StageResult:
+def run_import(stage: StageRun) -> StageOutputs:
     """`prefdata import FORMAT PATH`: the importer's tables (pairs, annotations, kto,
     prompts) as `<table>.parquet`, its rejected source rows as `rejected.parquet`."""
     from prefdata.io.tables import write_table
@@ -109,7 +109,7 @@ IMPORT = StageKind(
 # ---- generate ----------------------------------------------------------------------------
 
 
-def run_generate(stage: StageRun) -> StageResult:
+def run_generate(stage: StageRun) -> StageOutputs:
     """`prefdata generate`: N candidates per prompt through the run's call cache."""
     from prefdata.llm.base import Params
     from prefdata.llm.generate import generate
@@ -202,7 +202,7 @@ def split_by_prompt(pairs: pl.DataFrame, *, heldout: float, seed: int = 0) -> pl
     return pairs.with_columns(split.then(pl.lit("test")).otherwise(pl.lit("train")).alias("split"))
 
 
-def run_split(stage: StageRun) -> StageResult:
+def run_split(stage: StageRun) -> StageOutputs:
     """A `split` column on the pairs; the held-out ones also alone as `heldout.parquet`."""
     from prefdata.io.tables import write_table
 
@@ -242,7 +242,7 @@ def _export_formats() -> tuple[str, ...]:
     return EXPORT_FORMATS
 
 
-def run_export(stage: StageRun) -> StageResult:
+def run_export(stage: StageRun) -> StageOutputs:
     """`prefdata export` once per format: `<format>.jsonl` (`hf`: a datasets folder)."""
     from prefdata.io import exporters
 

@@ -11,7 +11,7 @@ import polars as pl
 from prefdata.errors import PrefdataError
 from prefdata.label.judge import BUILTIN_RUBRICS
 from prefdata.llm.factory import backend_options
-from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
+from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
 # ---- judge -------------------------------------------------------------------------------
 
@@ -34,7 +34,7 @@ def judged_pairs(candidates: pl.DataFrame, votes: pl.DataFrame, *, source: str) 
     return pairs.filter(pl.col("pair_id").is_in(votes["item_id"].unique().implode()))
 
 
-def run_judge(stage: StageRun) -> StageResult:
+def run_judge(stage: StageRun) -> StageOutputs:
     """`prefdata judge`: votes (one row per pair x judge x order), verdicts (orders pooled per
     judge), and with candidates as input the judged pairs."""
     from prefdata.io.tables import write_table
@@ -107,7 +107,7 @@ JUDGE = StageKind(
 # ---- critique ----------------------------------------------------------------------------
 
 
-def run_critique(stage: StageRun) -> StageResult:
+def run_critique(stage: StageRun) -> StageOutputs:
     """`prefdata critique`: revision-preferred pairs and the comparison votes."""
     from prefdata.io.tables import write_table
     from prefdata.label.constitution import critique
@@ -156,7 +156,7 @@ class WaitingForAnnotations(PrefdataError):
     """Records were pushed but too few responses have come back yet: annotate, then re-run."""
 
 
-def run_annotate(stage: StageRun) -> StageResult:
+def run_annotate(stage: StageRun) -> StageOutputs:
     """`prefdata annotate push` then `pull`: the human responses as the annotations table.
 
     Runs on every pipeline run (people answer between runs); pushing again updates the

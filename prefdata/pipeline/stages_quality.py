@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
+from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 from prefdata.pipeline.stages_data import write_json
 from prefdata.quality.consensus import CONSENSUS_METHODS
 
 # ---- agree -------------------------------------------------------------------------------
 
 
-def run_agree(stage: StageRun) -> StageResult:
+def run_agree(stage: StageRun) -> StageOutputs:
     """`prefdata agree`: agreement.json and the per-item table."""
     from prefdata.io.tables import write_table
     from prefdata.quality.agreement import agreement
@@ -50,7 +50,7 @@ AGREE = StageKind(
 # ---- consensus ---------------------------------------------------------------------------
 
 
-def run_consensus(stage: StageRun) -> StageResult:
+def run_consensus(stage: StageRun) -> StageOutputs:
     """`prefdata consensus --pairs`: the pairs oriented by the consensus (confidence = its
     posterior), the posteriors, and the pairs set aside (tie / no consensus / no votes)."""
     from prefdata.io.tables import write_table
@@ -83,7 +83,7 @@ CONSENSUS = StageKind(
 # ---- audit -------------------------------------------------------------------------------
 
 
-def run_audit(stage: StageRun) -> StageResult:
+def run_audit(stage: StageRun) -> StageOutputs:
     """`prefdata audit`: the issues table and a review sample."""
     from prefdata.io.tables import write_table
     from prefdata.quality.audit import audit
@@ -123,69 +123,10 @@ AUDIT = StageKind(
 )
 
 
-# ---- filter ------------------------------------------------------------------------------
-
-
-def run_filter(stage: StageRun) -> StageResult:
-    """`prefdata filter`: kept pairs, the rejected ones with their reason, the settings
-    (for the dataset card), and with ties=kto the KTO-only rows."""
-    from prefdata.io.tables import write_table
-    from prefdata.quality.filter import filter_pairs, kto_only
-
-    opts = stage.options
-    drop = opts["drop_issues"]
-    names = None if drop is None else ("all" if drop == ["all"] else drop)
-    kept, dropped, report = filter_pairs(
-        stage.table("pairs"),
-        issues=stage.maybe("issues"),
-        min_confidence=opts["min_confidence"],
-        min_margin=opts["min_margin"],
-        min_agreement=opts["min_agreement"],
-        drop_issues=names,
-        ties=opts["ties"],
-        unknown_confidence=opts["unknown_confidence"],
-    )
-    settings = {
-        "issues": str(stage.inputs["issues"]) if "issues" in stage.inputs else None,
-        "drop_issues": None if drop is None else ",".join(drop),
-        **{k: opts[k] for k in ("min_confidence", "min_margin", "min_agreement")},
-        "ties": opts["ties"],
-        "unknown_confidence": opts["unknown_confidence"],
-    }
-    outputs = {
-        "pairs": write_table(kept, stage.out("pairs.parquet")),
-        "rejected": write_table(dropped, stage.out("rejected.parquet")),
-        "filter_settings": write_json(
-            {k: v for k, v in settings.items() if v is not None}, stage.out("filter.json")
-        ),
-    }
-    if opts["ties"] == "kto":
-        rows, report["kto_only"] = kto_only(dropped)
-        outputs["kto"] = write_table(rows, stage.out("kto.parquet"))
-    return outputs, report
-
-
-FILTER = StageKind(
-    "filter",
-    run_filter,
-    "keep pairs that pass thresholds and issue flags; the rest with a reason (prefdata filter)",
-    {
-        "min_confidence": Opt(None, "float"),
-        "min_margin": Opt(None, "float"),
-        "min_agreement": Opt(None, "float"),
-        "drop_issues": Opt(None, "strs"),
-        "ties": Opt("drop", "str", ("drop", "kto")),
-        "unknown_confidence": Opt("keep", "str", ("keep", "drop")),
-    },
-    inputs=(Slot(("pairs",)), Slot(("issues",), required=False)),
-    outputs=("pairs", "rejected", "filter_settings", "kto"),
-)
-
-
 # ---- report ------------------------------------------------------------------------------
 
 
-def run_report(stage: StageRun) -> StageResult:
+def run_report(stage: StageRun) -> StageOutputs:
     """`prefdata report`: report.html (self-contained), report.json, README.md (card).
 
     With an explicit `before` input (e.g. the consensus stage), the two data sets side by
@@ -240,7 +181,7 @@ REPORT = StageKind(
         Slot(("annotations",), required=False),
         Slot(("issues",), required=False),
         Slot(("rejected",), required=False),
-        Slot(("filter_settings",), required=False),
+        Slot(("filter_settings", "filter"), required=False),
         Slot(("sample",), required=False),
         Slot(("before", "pairs"), required=False, auto=False),
     ),

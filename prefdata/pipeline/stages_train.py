@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefdata.errors import InputError
-from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageResult, StageRun
+from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 from prefdata.pipeline.stages_data import write_json
 
 
@@ -44,7 +44,7 @@ def _check_train(options: Mapping[str, Any]) -> None:
         _contracts(options["method"])
 
 
-def run_train(stage: StageRun) -> StageResult:
+def run_train(stage: StageRun) -> StageOutputs:
     """`prefdata train METHOD`: the model (LoRA adapter or full weights) in `model/`, with
     its tokenizer, resolved recipe and prefdata-train.json (rlhf: its run folder, with one
     folder per stage and rlhf-summary.json). The data slot is the first of the method's
@@ -107,7 +107,7 @@ def eval_model(folder: Path, rlhf_model: str = "policy") -> Path:
     return folder
 
 
-def run_eval(stage: StageRun) -> StageResult:
+def run_eval(stage: StageRun) -> StageOutputs:
     """`prefdata train eval`: held-out preference accuracy of the trained model, with the
     base model's own log-probability accuracy beside it (before vs after), eval.json and
     the per-pair scores. After an rlhf train stage: of the model `rlhf_model` names."""

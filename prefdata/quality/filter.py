@@ -1,7 +1,9 @@
 """Confidence filtering: thresholds on confidence, margin and agreement, issue flags, ties.
 
-`filter_pairs(pairs, *, options) -> (kept, rejected, report)`. Every input row is in exactly
-one of `kept` and `rejected`; `rejected` carries `reason` (the first rule the row fails, in
+`filter_pairs(pairs, *, options) -> StageResult` (the stage `prefdata filter`): tables `pairs`
+(kept) and, with ties="kto", `kto`; `rejected`; the report; the settings it ran with as the
+document `filter` (the settings) (the dataset card lists them). Every input row is in exactly one
+of the kept pairs and `rejected`; `rejected` carries `reason` (the first rule the row fails, in
 the order below) and `reasons` (every rule it fails, "; "-joined); the report counts
 `dropped_<reason>` (first reasons; they sum to the rejected rows) and `failing_<rule>` (every
 rule, so a row can count several times).
@@ -36,13 +38,14 @@ than a good answer does not make it bad). With ties="drop" (default) such rows a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
 from prefdata import ids
-from prefdata.errors import ContractError
+from prefdata.errors import ContractError, InputError
 from prefdata.schema import conform, with_messages
+from prefdata.stage import StageResult, Table, stage
 
 Policy = Literal["keep", "drop"]
 TIE_ISSUES: tuple[str, ...] = ("tie",)
@@ -67,14 +70,15 @@ def _flagged(issues: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
     )
 
 
+@stage("filter", outputs=("pairs", "kto", "filter", "rejected"))
 def filter_pairs(
-    pairs: pl.DataFrame,
+    pairs: Annotated[pl.DataFrame, Table("pairs")],
     *,
-    issues: pl.DataFrame | None = None,
+    issues: Annotated[pl.DataFrame | None, Table("issues")] = None,
     min_confidence: float | None = None,
     min_margin: float | None = None,
     min_agreement: float | None = None,
-    drop_issues: Sequence[str] | Literal["all"] | None = None,
+    drop_issues: Sequence[str] | None = None,
     ties: Literal["drop", "kto"] = "drop",
     unknown_confidence: Policy = "keep",
     unknown_margin: Policy = "keep",
@@ -82,34 +86,53 @@ def filter_pairs(
     kto_min_confidence: float = 0.8,
     tie_issues: Sequence[str] = TIE_ISSUES,
     inconsistent_issues: Sequence[str] = INCONSISTENT_ISSUES,
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Split pairs into kept and rejected rows by the rules of the module doc.
+) -> StageResult:
+    """Keep pairs that pass confidence / margin / agreement thresholds and issue flags; every
+    dropped pair is in `rejected` with its reason (the rules of the module doc, in order).
 
-    Input: pairs (columns used: `pair_id` when `issues` is given; `confidence`, `margin`,
-    `agreement` when a rule needs them; `margin` also for ties when present), and an
-    optional issues table (`item_id`, `issue`, `is_issue`; item_id = pair_id; rows with
-    is_issue false are ignored). Output: (kept: the input columns, input order; rejected: the
-    input columns + `reason` + `reasons`; report: `rows_in`, `kept`, `rejected`,
-    `dropped_<reason>`, `failing_<rule>`, `issues_unmatched`).
+    Input: pairs, and an optional issues table (item_id = pair_id; rows with is_issue false
+    are ignored). Output: `pairs` (kept, input columns and order), with ties="kto" also `kto`
+    (desirable rows for `kto_only` pairs); `rejected` (input columns + `reason` + `reasons`);
+    report `rows_in`, `kept`, `rejected`, `dropped_<reason>`, `failing_<rule>`,
+    `issues_unmatched`; document `filter` (the settings).
+
+    Example: prefdata filter pairs.parquet --issues issues.parquet --drop-issues all
+    --min-confidence 0.7 -o clean.parquet --rejected dropped.parquet
+
+    Args:
+        pairs: the pairs to filter
+        issues: issues table from `prefdata audit`
+        min_confidence: drop pairs whose confidence is below this
+        min_margin: drop pairs whose margin is below this
+        min_agreement: drop pairs whose annotator agreement is below this
+        drop_issues: issue names to drop ("all": every flagged issue; comma-separated or
+            repeated); needs `issues`
+        ties: "kto" sends inconsistent but confident pairs to KTO-only rows instead of
+            dropping them
+        unknown_confidence: a pair with no confidence: keep it or drop it
+        unknown_margin: a pair with no margin: keep it or drop it
+        unknown_agreement: a pair with no agreement figure: keep it or drop it
+        kto_min_confidence: with ties="kto", the confidence a pair needs to become KTO rows
+        tie_issues: issue names that mark a tie
+        inconsistent_issues: issue names that mark an inconsistent judgment
     """
-    if ties not in ("drop", "kto"):
-        raise ValueError("ties must be 'drop' or 'kto'")
+    # One name given as a plain string is one name (or a comma-separated list), not letters.
+    listed = [drop_issues] if isinstance(drop_issues, str) else list(drop_issues or ())
+    names_given = [n.strip() for item in listed for n in item.split(",") if n.strip()]
+    drop: list[str] | Literal["all"] = "all" if names_given == ["all"] else names_given
     unknown = {
         "confidence": unknown_confidence,
         "margin": unknown_margin,
         "agreement": unknown_agreement,
     }
     minimum = {"confidence": min_confidence, "margin": min_margin, "agreement": min_agreement}
-    for col, policy in unknown.items():
-        if policy not in ("keep", "drop"):
-            raise ValueError(f"unknown_{col} must be 'keep' or 'drop'")
     needed = {c for c in _THRESHOLDED if minimum[c] is not None or unknown[c] == "drop"}
     if ties == "kto":
         needed.add("confidence")
     if issues is not None:
         needed.add("pair_id")
-    elif drop_issues:
-        raise ValueError("drop_issues needs an issues table (issues=...)")
+    elif drop:
+        raise InputError("drop_issues needs an issues table (--issues / issues=...)")
     missing = sorted(needed - set(pairs.columns))
     if missing:
         raise ContractError(
@@ -129,12 +152,10 @@ def filter_pairs(
         present = issues.filter(pl.col("is_issue").fill_null(False))["issue"].unique(
             maintain_order=True
         )
-        if drop_issues == "all":
+        if drop == "all":
             drop_names = [n for n in present.to_list() if n not in special]
         else:
-            # one name given as a plain string is one name, not its letters
-            listed = [drop_issues] if isinstance(drop_issues, str) else list(drop_issues or ())
-            drop_names = [n for n in listed if n not in special]
+            drop_names = [n for n in drop if n not in special]
         names = [*tie_issues, *inconsistent_issues, *drop_names]
         frame = frame.with_columns(pl.col("pair_id").cast(pl.String).alias("__key")).join(
             _flagged(issues.with_columns(pl.col("item_id").cast(pl.String)), names),
@@ -200,7 +221,25 @@ def filter_pairs(
         report[f"dropped_{key}"] = count
     for name in rule_names:
         report[f"failing_{name}"] = int(frame[f"__fail_{name}"].sum())
-    return kept, rejected, report
+    tables = {"pairs": kept}
+    if ties == "kto":
+        tables["kto"], report["kto_only"] = kto_only(rejected)
+    settings = {
+        "drop_issues": None if not drop else drop if drop == "all" else ",".join(drop),
+        "min_confidence": min_confidence,
+        "min_margin": min_margin,
+        "min_agreement": min_agreement,
+        "ties": ties,
+        "unknown_confidence": unknown_confidence,
+        "unknown_margin": unknown_margin,
+        "unknown_agreement": unknown_agreement,
+    }
+    return StageResult(
+        tables=tables,
+        rejected=rejected,
+        report=report,
+        documents={"filter": {k: v for k, v in settings.items() if v is not None}},
+    )
 
 
 def kto_only(rejected: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:

@@ -27,7 +27,7 @@ present only when its data exists:
   annotator-by-annotator Cohen's kappa heatmap and per-annotator quality, Dawid-Skene
   accuracy per annotator (`consensus()`).
 - `confidence` (some confidence known): a 0-1 histogram (20 bins) and, per threshold, the
-  rows `filter_pairs(min_confidence=t)` keeps (a null confidence passes, as in the filter).
+  rows `prefdata filter --min-confidence t` keeps (a null confidence passes, as in the filter).
 - `audit` (issues or a reviewed sample): issue counts by type (is_issue rows), pairs
   flagged, the top flagged pairs (lowest score first) with their reasons, and the
   `mislabel_rate()` of a reviewed audit sample.
@@ -61,7 +61,6 @@ from prefdata.quality.bias import bias_stats
 from prefdata.quality.consensus import consensus
 from prefdata.quality.dedup import dedup, split_overlap
 from prefdata.quality.disagreement import judge_vs_human
-from prefdata.quality.filter import filter_pairs
 from prefdata.quality.sample import REVIEW_COLUMN, mislabel_rate, wilson_interval
 from prefdata.report.tokens import Tokenizer, token_lengths
 from prefdata.schema import PAIR_LABELS, conform, guess_contract
@@ -409,8 +408,8 @@ def confidence_section(table: pl.DataFrame) -> dict[str, Any]:
     bins = np.minimum((conf * CONFIDENCE_BINS).astype(np.int64), CONFIDENCE_BINS - 1)
     thresholds = []
     for t in CONFIDENCE_THRESHOLDS:
-        _, _, report = filter_pairs(table.select("confidence"), min_confidence=t)
-        failing = report["failing_low_confidence"]
+        # The filter's low_confidence rule: below t fails, a null (unmeasured) passes.
+        failing = int((table["confidence"] < t).fill_null(False).sum())
         thresholds.append({"threshold": t, "kept": table.height - failing, "dropped": failing})
     return {
         "known": len(conf),

@@ -24,29 +24,29 @@ maybe_unit = st.none() | st.sampled_from([0.0, 0.25, 0.5, 0.7, 0.9, 1.0])
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     n = draw(st.integers(0, 25))
-    pairs = pl.DataFrame(
-        {
-            "pair_id": [f"p{i}" for i in range(n)],
-            "prompt": [[{"role": "user", "content": f"q{i}"}] for i in range(n)],
-            "chosen": [f"c{i}" for i in range(n)],
-            "confidence": [draw(maybe_unit) for _ in range(n)],
-            "margin": [draw(st.none() | st.sampled_from([0.0, 0.5, 1.0, 2.0])) for _ in range(n)],
-            "agreement": [draw(maybe_unit) for _ in range(n)],
-            "source": ["s"] * n,
-        },
-        schema_overrides={
-            "pair_id": pl.String,
-            "chosen": pl.String,
-            "source": pl.String,
-            "confidence": pl.Float64,
-            "margin": pl.Float64,
-            "agreement": pl.Float64,
-        },
+    pairs = pairs_table(
+        [
+            {
+                "prompt": [{"role": "user", "content": f"q{i}"}],
+                "chosen": f"c{i}",
+                "rejected": f"r{i}",
+                "confidence": draw(maybe_unit),
+                "margin": draw(st.none() | st.sampled_from([0.0, 0.5, 1.0, 2.0])),
+                "agreement": draw(maybe_unit),
+            }
+            for i in range(n)
+        ],
+        source="s",
     )
+    pair_ids = pairs["pair_id"].to_list()
     k = draw(st.integers(0, 30))
     issues = pl.DataFrame(
         {
-            "item_id": [f"p{draw(st.integers(0, n + 2))}" for _ in range(k)],  # some unmatched
+            # some unmatched: an index past the last pair names no pair
+            "item_id": [
+                pair_ids[j] if j < n else f"unmatched{j}"
+                for j in (draw(st.integers(0, n + 2)) for _ in range(k))
+            ],
             "issue": [draw(st.sampled_from(ISSUE_NAMES)) for _ in range(k)],
             "score": [0.1] * k,
             "is_issue": [draw(st.booleans()) for _ in range(k)],
@@ -85,7 +85,9 @@ def test_no_row_is_lost_and_kept_rows_pass_every_rule(
     pairs, issues, opts = case
     if not with_issues:
         opts = {**opts, "drop_issues": None}
-    kept, rejected, report = filter_pairs(pairs, issues=issues if with_issues else None, **opts)
+    kept, rejected, report = _kept_rejected_report(
+        pairs, issues=issues if with_issues else None, **opts
+    )
     ids_in = pairs["pair_id"].to_list()
     kept_ids, rej_ids = kept["pair_id"].to_list(), rejected["pair_id"].to_list()
     assert len(kept_ids) + len(rej_ids) == len(ids_in)
@@ -118,6 +120,14 @@ def test_no_row_is_lost_and_kept_rows_pass_every_rule(
         if row["reason"] == "kto_only":
             assert opts["ties"] == "kto" and row["reasons"] == "inconsistent"
             assert row["confidence"] >= 0.8
+
+
+def _kept_rejected_report(
+    pairs: pl.DataFrame, **options: Any
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    result = filter_pairs(pairs, **options)
+    assert result.rejected is not None
+    return result.tables["pairs"], result.rejected, result.report
 
 
 def _pairs(confidence: list[float | None], margin: list[float | None]) -> pl.DataFrame:
@@ -160,7 +170,7 @@ def test_rule_order_reasons_and_report() -> None:
             ("elsewhere", "length_ratio", True),
         ]
     )
-    kept, rejected, report = filter_pairs(
+    kept, rejected, report = _kept_rejected_report(
         pairs,
         issues=issues,
         min_confidence=0.7,
@@ -181,9 +191,9 @@ def test_rule_order_reasons_and_report() -> None:
     assert report["dropped_tie"] == 1 and report["failing_low_confidence"] == 2
     assert report["issues_unmatched"] == 1
 
-    _, single, _ = filter_pairs(pairs, issues=issues, drop_issues="length_ratio")
+    _, single, _ = _kept_rejected_report(pairs, issues=issues, drop_issues="length_ratio")
     assert single.filter(pl.col("reason") == "issue_length_ratio")["pair_id"].to_list() == [ids[5]]
-    _, rejected2, _ = filter_pairs(pairs, unknown_confidence="drop")
+    _, rejected2, _ = _kept_rejected_report(pairs, unknown_confidence="drop")
     assert set(rejected2["reason"].to_list()) == {"tie", "unknown_confidence"}
     with pytest.raises(ValueError, match="needs an issues table"):
         filter_pairs(pairs, drop_issues="all")
@@ -201,7 +211,9 @@ def test_inconsistent_pairs_become_kto_only_when_confident() -> None:
             (ids[3], "truncated_response", True),
         ]
     )
-    _, rejected, report = filter_pairs(pairs, issues=issues, ties="kto", drop_issues="all")
+    _, rejected, report = _kept_rejected_report(
+        pairs, issues=issues, ties="kto", drop_issues="all"
+    )
     reasons = dict(zip(rejected["pair_id"].to_list(), rejected["reason"].to_list(), strict=True))
     # confident and only inconsistent -> KTO; not confident -> dropped; a tie (margin 0)
     # never becomes KTO; another failing rule wins over the KTO route
@@ -218,7 +230,7 @@ def test_inconsistent_pairs_become_kto_only_when_confident() -> None:
     assert kto["label"].to_list() == [True] and kto["confidence"].to_list() == [0.9]
     assert report["dropped_kto_only"] == 1
 
-    _, dropped, _ = filter_pairs(pairs, issues=issues, ties="drop")
+    _, dropped, _ = _kept_rejected_report(pairs, issues=issues, ties="drop")
     assert "kto_only" not in dropped["reason"].to_list()
 
 
@@ -255,7 +267,7 @@ def test_real_pandalm_confidence_threshold(shared_data: Path) -> None:
     raw = _raw_pandalm_confidences(path)
     assert len(raw) == pairs.height == 760
     for threshold, expected_kept in ((0.9, 675), (0.7, 702)):
-        kept, rejected, report = filter_pairs(pairs, min_confidence=threshold)
+        kept, rejected, report = _kept_rejected_report(pairs, min_confidence=threshold)
         assert kept.height == sum(c >= threshold for c in raw) == expected_kept
         assert kept.height + rejected.height == 760
         assert report["dropped_low_confidence"] == rejected.height

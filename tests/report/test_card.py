@@ -66,7 +66,8 @@ def _split(card: str) -> tuple[dict[str, object], str]:
 
 def test_card_front_matter_and_markdown(tmp_path: Path) -> None:
     pairs, votes = _data()
-    kept, rejected, _ = filter_pairs(pairs, min_confidence=0.7)
+    filtered = filter_pairs(pairs, min_confidence=0.7)
+    kept, rejected = filtered.tables["pairs"], filtered.rejected
     report = build_report(
         pairs,
         compare=kept,

@@ -79,7 +79,8 @@ def reports(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         }
     )
     issues = pl.concat([hostile_issue, issues], how="diagonal_relaxed")
-    kept, rejected, _ = filter_pairs(pairs, issues=issues, min_confidence=0.9)
+    filtered = filter_pairs(pairs, issues=issues, min_confidence=0.9)
+    kept, rejected = filtered.tables["pairs"], filtered.rejected
     root = tmp_path_factory.mktemp("reports")
     build_report(
         pairs,

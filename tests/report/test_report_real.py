@@ -126,7 +126,8 @@ def pandalm(shared_data: Path, tokenizer: Tokenizer) -> dict[str, Any]:
             "mislabeled", [None if i >= 44 else i % 6 == 0 for i in range(50)], dtype=pl.Boolean
         )
     )
-    kept, rejected, _ = filter_pairs(pairs, issues=issues, drop_issues="all", min_confidence=0.9)
+    filtered = filter_pairs(pairs, issues=issues, drop_issues="all", min_confidence=0.9)
+    kept, rejected = filtered.tables["pairs"], filtered.rejected
     report = compute_report(
         pairs,
         compare=kept,

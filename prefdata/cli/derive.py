@@ -1,0 +1,247 @@
+"""CLI commands derived from stage signatures (prefdata.stage): no option is declared twice.
+
+For a stage's parameters, in signature order:
+- a positional table, input or path -> an argument (a file);
+- a keyword table or input -> `--name FILE`;
+- an `Output` -> `-o/--out` (the stage writes it itself);
+- the `cache` resource -> `--cache FILE` and `--no-cache`; `progress` -> `--progress/--no-progress`;
+- an option -> `--name` of its type: bool `--x/--no-x`, a list repeats (`--judge a --judge b`;
+  a list option named in the plural also answers to the singular), a mapping takes
+  `--name key=value` (the value read as JSON when it parses), a choice is checked by the stage
+  and named in the help.
+A stage that returns tables gets `-o/--out` (without it the report is printed and nothing is
+written), and `--rejected FILE` when it can set rows aside. Every output is checked against the
+inputs before anything is written (prefdata.io.results).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prefdata.cli.common import console, friendly_errors, print_report
+from prefdata.errors import PrefdataError
+from prefdata.stage import Param, StageSpec
+
+OUT = "out"
+REJECTED = "rejected_out"
+NO_CACHE = "no_cache"
+# CLI-only parameters added by the deriver, never passed to the stage.
+_CLI_ONLY = (OUT, REJECTED, NO_CACHE)
+
+
+def flag(name: str) -> str:
+    """The long option of a parameter: min_confidence -> --min-confidence."""
+    return "--" + name.replace("_", "-")
+
+
+def _decls(p: Param) -> list[str]:
+    decls = [flag(p.name)]
+    if p.value_type == "strs" and p.name.endswith("s") and len(p.name) > 3:
+        decls.insert(0, flag(p.name[:-1]))
+    return decls
+
+
+def _help(p: Param) -> str:
+    text = p.help
+    if p.choices:
+        text = f"{text} (one of: {' | '.join(str(c) for c in p.choices)})".strip()
+    return text
+
+
+_CLICK_TYPES: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "path": Path}
+
+
+def _option_param(p: Param) -> inspect.Parameter:
+    """The typer parameter of one stage option."""
+    kind = p.value_type
+    default = None if p.required else p.default
+    help_text = _help(p)
+    if kind == "bool":
+        if p.optional:
+            raise TypeError(f"option {p.name}: a bool option needs a True/False default")
+        info = typer.Option(
+            f"{flag(p.name)}/--no-{p.name.replace('_', '-')}", help=help_text, show_default=True
+        )
+        return _kw(p.name, Annotated[bool, info], p.default)
+    if kind in ("strs", "dict"):
+        # Repeatable; None means "not given", so the stage's own default applies.
+        info = typer.Option(*_decls(p), help=help_text, show_default=False)
+        return _kw(p.name, Annotated[list[str] | None, info], None)
+    if kind in _CLICK_TYPES:
+        click_type = _CLICK_TYPES[kind]
+        show = default is not None
+        info = typer.Option(flag(p.name), help=help_text, show_default=show)
+        if p.required:
+            return _kw(p.name, Annotated[click_type, info], inspect.Parameter.empty)
+        return _kw(p.name, Annotated[click_type | None, info], default)
+    raise TypeError(f"option {p.name}: type {p.annotation!r} has no command-line form")
+
+
+def _kw(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+def _file_param(p: Param) -> inspect.Parameter:
+    """A table or a source file: an argument when positional, else `--name FILE`."""
+    help_text = p.help or (f"{' or '.join(p.table.contracts)} table" if p.table else "file")
+    if p.positional:
+        info: Any = typer.Argument(help=help_text, show_default=False, metavar=p.name.upper())
+        default = None if not p.required else inspect.Parameter.empty
+        annotation: Any = Annotated[Path | None, info] if default is None else Annotated[Path, info]
+        return inspect.Parameter(
+            p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default
+        )
+    info = typer.Option(flag(p.name), help=help_text, show_default=False)
+    if p.required:
+        return _kw(p.name, Annotated[Path, info], inspect.Parameter.empty)
+    return _kw(p.name, Annotated[Path | None, info], None)
+
+
+def command_params(spec: StageSpec) -> list[inspect.Parameter]:
+    """The typer parameters of a stage's command, positional arguments first."""
+    positional: list[inspect.Parameter] = []
+    keyword: list[inspect.Parameter] = []
+    outputs_tables = bool(spec.outputs) and not spec.by_role("output")
+    for p in spec.params:
+        if p.role in ("table", "input") or (
+            p.role == "option" and p.value_type == "path" and p.positional
+        ):
+            (positional if p.positional else keyword).append(_file_param(p))
+        elif p.role == "output":
+            info = typer.Option("-o", "--out", help=p.help or "output", show_default=False)
+            required = p.required
+            annotation = Annotated[Path, info] if required else Annotated[Path | None, info]
+            keyword.insert(
+                0, _kw(p.name, annotation, inspect.Parameter.empty if required else None)
+            )
+        elif p.role == "resource" and p.resource is not None:
+            keyword.extend(_resource_params(p))
+        elif p.role == "option":
+            keyword.append(_option_param(p))
+    if outputs_tables:
+        out_help = (
+            f"the {spec.outputs[0]} output (others go beside it); omit to only print the report"
+        )
+        keyword.insert(
+            0, _kw(OUT, Annotated[Path | None, typer.Option("-o", "--out", help=out_help)], None)
+        )
+        if "rejected" in spec.outputs:
+            info = typer.Option(
+                "--rejected", help="the rows set aside, with their reason (default: beside -o)"
+            )
+            keyword.insert(1, _kw(REJECTED, Annotated[Path | None, info], None))
+    return positional + keyword
+
+
+def _resource_params(p: Param) -> list[inspect.Parameter]:
+    assert p.resource is not None
+    if p.resource.name == "cache":
+        cache_help = "call cache file (default: the prefdata cache folder)"
+        return [
+            _kw(p.name, Annotated[Path | None, typer.Option("--cache", help=cache_help)], None),
+            _kw(
+                NO_CACHE,
+                Annotated[
+                    bool, typer.Option("--no-cache", help="neither read nor write the cache")
+                ],
+                False,
+            ),
+        ]
+    if p.resource.name == "progress":
+        info = typer.Option("--progress/--no-progress", help="show progress bars")
+        return [_kw(p.name, Annotated[bool, info], True)]
+    raise TypeError(f"resource {p.resource.name} has no command-line form")
+
+
+def _parse_mapping(name: str, items: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PrefdataError(f"{flag(name)} expects key=value, got '{item}'")
+        try:
+            parsed[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.strip().replace("-", "_")] = value
+    return parsed
+
+
+def stage_values(
+    spec: StageSpec, given: dict[str, Any]
+) -> tuple[dict[str, Any], list[Path], list[Any]]:
+    """(the stage's keyword values, the input files, what to close afterwards) from the parsed
+    command line. Options the user did not give are left out, so the signature's defaults
+    apply."""
+    from prefdata.llm.cache import CallCache
+
+    values: dict[str, Any] = {}
+    inputs: list[Path] = []
+    opened: list[Any] = []
+    for p in spec.params:
+        value = given.get(p.name)
+        if p.role in ("table", "input") or (
+            p.role == "option" and p.value_type == "path" and p.positional
+        ):
+            if value is not None:
+                inputs.append(Path(value))
+                values[p.name] = value
+        elif p.role == "resource" and p.resource is not None and p.resource.name == "cache":
+            values[p.name] = CallCache(value, enabled=not given.get(NO_CACHE, False))
+            opened.append(values[p.name])
+        elif p.role in ("resource", "output"):
+            if value is not None:
+                values[p.name] = value
+        elif value is not None:
+            values[p.name] = _parse_mapping(p.name, value) if p.value_type == "dict" else value
+    return values, inputs, opened
+
+
+def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[..., None]:
+    """The typer callback of a stage: parse, call the stage once, write its result."""
+    from prefdata.io.results import check_outputs, write_result
+
+    params = command_params(spec)
+
+    def run(**given: Any) -> None:
+        values, inputs, opened = stage_values(spec, given)
+        outputs = {p.name: Path(values[p.name]) for p in spec.by_role("output") if p.name in values}
+        check_outputs(outputs, inputs)
+        try:
+            result = spec.call(values)
+        finally:
+            for resource in opened:
+                resource.close()
+        written = write_result(
+            result,
+            given.get(OUT),
+            order=spec.outputs,
+            inputs=inputs,
+            rejected_to=given.get(REJECTED),
+        )
+        report = dict(result.report)
+        if written:
+            report["written"] = written
+        elif outputs:
+            report["written"] = {k: str(v) for k, v in outputs.items()}
+        print_report(report)
+        if OUT in given and given[OUT] is None and spec.outputs and not outputs:
+            console.print("no -o given: the report above is all; nothing was written", style="dim")
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    run.__doc__ = help_text or spec.description
+    run.__name__ = spec.name.replace("-", "_")
+    return friendly_errors(run)
+
+
+def add_stage_command(app: typer.Typer, spec: StageSpec, *, name: str | None = None) -> None:
+    """Register a stage's derived command on `app`."""
+    app.command(name or spec.name, help=spec.description)(make_command(spec))

@@ -1,0 +1,31 @@
+"""The one list of stages: name -> the library function that is the stage (declared with
+`prefdata.stage.stage`). The CLI makes a command of each and the pipeline a stage kind of
+each, both derived from the function's signature; a parity test holds them equal.
+
+Add a stage by writing the function with `@stage(...)` and adding its line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from prefdata.stage import StageSpec, spec_of
+
+# name -> (module, function); imported when first asked for.
+STAGES: dict[str, tuple[str, str]] = {
+    "filter": ("prefdata.quality.filter", "filter_pairs"),
+}
+
+
+def stage_function(name: str) -> Callable[..., Any]:
+    """The library function of stage `name`."""
+    module, attr = STAGES[name]
+    found: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return found
+
+
+def stage_spec(name: str) -> StageSpec:
+    """The derived spec of stage `name` (options, inputs, outputs, help)."""
+    return spec_of(stage_function(name))

@@ -1,0 +1,144 @@
+"""One declaration per stage: the CLI command and the pipeline stage kind of every stage in the
+catalog are derived from the library function, so they take the same options and write the
+same outputs for the same input.
+
+The option check reads what typer and the pipeline actually built (not the derivation's own
+bookkeeping); the output check runs both on real data and compares every table they write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import typer.main
+import yaml
+
+from prefdata.cli import app
+from prefdata.io.tables import read_table, write_table
+from prefdata.pipeline import load_pipeline, run_pipeline
+from prefdata.pipeline.catalog import STAGES, stage_spec
+from prefdata.pipeline.stages import REGISTRY
+from prefdata.stage import Param
+
+
+def _click_command(name: str) -> Any:
+    """The click command typer built (typer vendors its own click classes: duck-typed)."""
+    group: Any = typer.main.get_command(app)
+    return group.commands[name]
+
+
+def _cli_names(command: Any) -> set[str]:
+    """The parameter names the command really takes, less the CLI's own (-o, cache...)."""
+    own = {"out", "rejected_out", "no_cache", "help"}
+    return {p.name for p in command.params if p.name and p.name not in own}
+
+
+def _library_names(params: list[Param]) -> set[str]:
+    return {p.name for p in params}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_cli_and_pipeline_take_exactly_the_library_options(name: str) -> None:
+    spec = stage_spec(name)
+    command = _click_command(name)
+    library = _library_names([p for p in spec.params if p.role != "output"])
+    assert _cli_names(command) == library, name
+    kind = REGISTRY[name]
+    assert set(kind.options) == _library_names(spec.options), name
+    slots = {s.key for s in kind.inputs} if isinstance(kind.inputs, tuple) else set()
+    assert slots == _library_names(spec.inputs), name
+    # Defaults agree: the pipeline's default is the signature's default.
+    for p in spec.options:
+        default = list(p.default) if isinstance(p.default, tuple) else p.default
+        assert kind.options[p.name].default == (None if p.required else default), (name, p.name)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_option_is_documented(name: str) -> None:
+    spec = stage_spec(name)
+    assert spec.summary, f"stage {name} has no docstring summary"
+    undocumented = [p.name for p in spec.params if p.role != "resource" and not p.help]
+    assert not undocumented, f"stage {name}: no `Args:` line for {undocumented}"
+
+
+# ---- same input, same outputs ------------------------------------------------------------
+
+Case = Callable[[Path, Path], tuple[dict[str, Path], dict[str, Any]]]
+"""(shared data, tmp) -> (input param -> file, options)."""
+
+
+def _pandalm_pairs(shared: Path, tmp: Path) -> tuple[Path, Path]:
+    from prefdata.io.importers.pandalm import import_pandalm
+
+    imported = import_pandalm(shared / "pandalm_testset" / "testset-v1.json")
+    pairs = write_table(imported.tables["pairs"].head(120), tmp / "pairs.parquet")
+    votes = imported.tables["annotations"]
+    return pairs, write_table(votes, tmp / "votes.parquet")
+
+
+def _filter_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    pairs, _ = _pandalm_pairs(shared, tmp)
+    return {"pairs": pairs}, {"min_confidence": 0.9, "ties": "drop"}
+
+
+CASES: dict[str, Case] = {
+    "filter": _filter_case,
+}
+
+
+def test_every_stage_has_an_output_case() -> None:
+    assert set(CASES) == set(STAGES)
+
+
+def _cli_args(name: str, inputs: dict[str, Path], options: dict[str, Any]) -> list[str]:
+    spec = stage_spec(name)
+    args: list[str] = [name]
+    for p in spec.inputs:
+        if p.name in inputs:
+            args += [str(inputs[p.name])] if p.positional else [f"--{p.name}", str(inputs[p.name])]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool):
+                args.append(flag if v else f"--no-{key.replace('_', '-')}")
+            else:
+                args += [flag, str(v)]
+    return args
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cli_and_pipeline_write_the_same_tables(
+    name: str, shared_data: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    inputs, options = CASES[name](shared_data, tmp_path)
+    out = tmp_path / "cli" / "main.parquet"
+    out.parent.mkdir()
+    result = CliRunner().invoke(app, [*_cli_args(name, inputs, options), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+
+    pipeline = tmp_path / "p.yaml"
+    stage = {"kind": name, "inputs": {k: str(v) for k, v in inputs.items()}, **options}
+    pipeline.write_text(yaml.safe_dump({"stages": [stage]}))
+    run = run_pipeline(load_pipeline(pipeline), tmp_path / "run", progress=False)
+    written = run.stage(name).outputs
+
+    spec = stage_spec(name)
+    main = spec.outputs[0]
+    compared = 0
+    for output, path in written.items():
+        cli_path = out if output == main else out.with_name(f"main.{output}{path.suffix}")
+        if path.suffix != ".parquet":
+            continue
+        assert cli_path.exists(), (output, cli_path)
+        left, right = read_table(cli_path), read_table(path)
+        assert left.equals(right), output
+        compared += 1
+    assert compared >= 1
+    assert isinstance(read_table(out), pl.DataFrame)
