@@ -6,25 +6,19 @@ function) and pair the best against the worst.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import polars as pl
 
-from prefdata import ids
-from prefdata.errors import InputError, PrefdataError
-from prefdata.io.convert import ratings_to_pairs
+from prefdata.errors import InputError
 from prefdata.llm.base import Message
-from prefdata.schema import conform
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["BatchScorer", "RewardModelScorer", "Scorer", "synthetic_pairs"]
-
 
 
 class Scorer(Protocol):
@@ -40,13 +34,6 @@ class BatchScorer(Protocol):
     def score_batch(
         self, prompts: Sequence[Sequence[Message]], completions: Sequence[str]
     ) -> list[float]: ...
-
-
-def _scorer_name(scorer: object) -> str:
-    name = getattr(scorer, "name", None)
-    if isinstance(name, str):
-        return name
-    return str(getattr(scorer, "__qualname__", type(scorer).__qualname__))
 
 
 def synthetic_pairs(
@@ -68,33 +55,13 @@ def synthetic_pairs(
     A prompt whose candidates all tie (or that has a single candidate) gives no pair.
     Report: candidates, prompts, prompts_all_tied, pairs_below_margin, pairs, scorer.
     """
-    table = conform(candidates, "candidates")
-    prompts = table["prompt"].to_list()
-    completions = table["completion"].to_list()
-    if isinstance(scorer, BatchScorer):
-        raw = scorer.score_batch(prompts, completions)
-    else:
-        raw = [scorer(p, c) for p, c in zip(prompts, completions, strict=True)]
-    if len(raw) != table.height:
-        raise PrefdataError(f"the scorer returned {len(raw)} scores for {table.height} candidates")
-    scores = [None if s is None or not math.isfinite(float(s)) else float(s) for s in raw]
-    rated = table.select("prompt", "completion", "generator").with_columns(
-        pl.Series("score", scores, dtype=pl.Float64), table["prompt_id"].alias("group")
+    # One implementation of scoring and pairing: the programmatic labeller's.
+    from prefdata.label.programmatic import label_with
+
+    result = label_with(
+        candidates, scorer, pairing="best-vs-worst", min_margin=min_margin, source=source
     )
-    name = _scorer_name(scorer)
-    pairs, report = ratings_to_pairs(
-        rated, mode="best-vs-worst", min_margin=min_margin, source=source
-    )
-    provenance = [
-        ids.canonical_json({**json.loads(p), "scorer": name}) for p in pairs["provenance"]
-    ]
-    pairs = pairs.with_columns(
-        pl.lit(None, pl.Float64).alias("confidence"),
-        pl.lit(None, pl.Float64).alias("agreement"),
-        pl.Series("provenance", provenance, dtype=pl.String),
-    )
-    report = {"candidates": table.height, **report, "scorer": name}
-    return pairs, report
+    return result.tables["pairs"], result.report
 
 
 class RewardModelScorer:

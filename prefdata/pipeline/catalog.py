@@ -16,6 +16,7 @@ from prefdata.stage import StageSpec, spec_of
 # name -> (module, function); imported when first asked for.
 STAGES: dict[str, tuple[str, str]] = {
     "filter": ("prefdata.quality.filter", "filter_pairs"),
+    "rule-label": ("prefdata.label.programmatic", "rule_label"),
 }
 
 

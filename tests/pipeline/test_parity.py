@@ -85,8 +85,35 @@ def _filter_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, An
     return {"pairs": pairs}, {"min_confidence": 0.9, "ties": "drop"}
 
 
+def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    from prefdata import ids
+
+    # MT-Bench's four model answers per question, as candidates
+    rated = pl.read_json(shared / "mt_bench_ratings" / "mt_bench_eval.json").head(40)
+    text = rated["instruction"].str.split("###Response to evaluate:\n")
+    candidates = pl.DataFrame(
+        {
+            "prompt": rated["idx"].cast(pl.String),
+            "completion": text.list.get(1).str.split("\n\n###Reference Answer").list.first(),
+            "generator": rated["response_source"],
+            "params": ["{}"] * rated.height,
+        }
+    ).unique(["prompt", "completion"], maintain_order=True)
+    table = ids.with_completion_ids(
+        candidates.with_columns(
+            pl.concat_list(pl.struct(role=pl.lit("user"), content="prompt")).alias("prompt")
+        )
+    )
+    return {"candidates": write_table(table, tmp / "candidates.parquet")}, {
+        "pairing": "all",
+        "flip_rate": 0.25,
+        "seed": 3,
+    }
+
+
 CASES: dict[str, Case] = {
     "filter": _filter_case,
+    "rule-label": _rule_label_case,
 }
 
 
