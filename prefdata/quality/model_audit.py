@@ -400,6 +400,44 @@ def _check_pairs(pairs: pl.DataFrame, needed: tuple[str, ...]) -> None:
         raise ContractError("pair_id must be present and unique", column="pair_id")
 
 
+def embedding_probabilities(
+    pairs: pl.DataFrame,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    C: float | Literal["auto"] = "auto",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    model: Encoder | None = None,
+    model_id: str | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """P(label as given is right) per pair from the out-of-fold classifier on embeddings,
+    and its details (C, log_loss, folds, seed, model, embed_seconds, fit_seconds).
+
+    Input: pairs with pair_id, prompt, chosen, rejected; options as in `model_audit`.
+    """
+    from prefdata.quality.embeddings import DEFAULT_MODEL_ID, embed_pairs
+
+    _check_pairs(pairs, ("pair_id", "prompt", "chosen", "rejected"))
+    report: dict[str, Any] = {}
+    start = time.perf_counter()
+    ep, ec, er = embed_pairs(
+        pairs,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        model=model,
+        model_id=model_id or DEFAULT_MODEL_ID,
+        progress=progress,
+    )
+    report["embed_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    p, fit = fit_out_of_fold(ep, ec, er, folds=folds, seed=seed, C=C)
+    report["fit_seconds"] = time.perf_counter() - start
+    report.update(fit, folds=folds, seed=seed, model=model_id or DEFAULT_MODEL_ID)
+    return p, report
+
+
 def model_audit(
     pairs: pl.DataFrame,
     *,
@@ -443,22 +481,18 @@ def model_audit(
         raise InputError(f"method must be 'embeddings' or 'scores', got {method!r}")
     report: dict[str, Any] = {"method": method, "pairs": pairs.height}
     if method == "embeddings":
-        from prefdata.quality.embeddings import DEFAULT_MODEL_ID, embed_pairs
-
-        start = time.perf_counter()
-        ep, ec, er = embed_pairs(
+        p, fit = embedding_probabilities(
             pairs,
-            batch_size=batch_size,
+            folds=folds,
+            seed=seed,
+            C=C,
             cache_dir=cache_dir,
-            model=model,
-            model_id=model_id or DEFAULT_MODEL_ID,
+            batch_size=batch_size,
             progress=progress,
+            model=model,
+            model_id=model_id,
         )
-        report["embed_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        p, fit = fit_out_of_fold(ep, ec, er, folds=folds, seed=seed, C=C)
-        report["fit_seconds"] = time.perf_counter() - start
-        report.update(fit, folds=folds, seed=seed, model=model_id or DEFAULT_MODEL_ID)
+        report.update(fit)
         source = f"out-of-fold classifier on embeddings ({folds} folds)"
     else:
         assert scores is not None

@@ -11,7 +11,8 @@ lists of them with `loss_weights`), `beta`, `label_smoothing`: all TRL fields, p
 prefdata's keys (`prefdata:` section):
 
 - `label_noise`: the data's estimated label-noise rate, a number in [0, 0.5) or the path of the
-  JSON report of `prefdata audit-rate` (its `rate`). With `loss_type: robust` it becomes TRL's
+  JSON report of `prefdata audit-rate` (its `rate`) or of `prefdata audit` (its calibrated
+  `mislabel.noise_rate`). With `loss_type: robust` it becomes TRL's
   `label_smoothing` (the robust loss's flip probability) unless the recipe sets that itself.
 - `confidence_weighting`: how a pair's `confidence` (probability that chosen really is better)
   weights its loss: "linear" (weight = confidence; default), "centered" (weight =
@@ -276,6 +277,9 @@ def label_noise_rate(value: Any) -> float | None:
         except json.JSONDecodeError as err:
             raise RecipeError(f"not JSON: {err}", source=source) from None
         value = report.get("rate") if isinstance(report, dict) else None
+        if value is None and isinstance(report, dict) and "mislabel" in report:
+            # `prefdata audit`'s report: its calibrated estimate (prefdata.quality.mislabel)
+            value = report["mislabel"].get("noise_rate")
         if value is None:
             raise RecipeError(
                 "the audit-rate report has no `rate` (was anything reviewed?)",
