@@ -465,7 +465,15 @@ def audit(
     out: Annotated[Path, typer.Option("-o", "--out", help="issues table")],
     annotations: Annotated[Path | None, typer.Option(help="votes on these pairs")] = None,
     test: Annotated[Path | None, typer.Option(help="a test split of pairs (overlap)")] = None,
-    model: Annotated[str, typer.Option(help="none | embeddings | scores")] = "none",
+    answers: Annotated[
+        Path | None, typer.Option(help="reference answers: prompts with prompt_id, answer")
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="none | embeddings | reward | scores | embeddings+reward | embeddings+scores"
+        ),
+    ] = "none",
     scores: Annotated[
         Path | None, typer.Option(help="pair_id, score_chosen, score_rejected (model=scores)")
     ] = None,
@@ -473,20 +481,24 @@ def audit(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Find likely mislabelled and broken pairs: rule checks, duplicates, train/test overlap,
-    annotator disagreement, judge vs human, and a model-based classifier. Writes the issues
-    table and a review sample (OUT-stem.sample) whose `mislabeled` column reviewers fill in
-    for `prefdata audit-rate`.
+    annotator disagreement, judge vs human, reference answers and content models, combined
+    into one mislabel probability per pair and a calibrated noise rate (the printed report's
+    mislabel.noise_rate; save it for `train dpo` with prefdata.label_noise=FILE). Writes the
+    issues table and a review sample (OUT-stem.sample) whose `mislabeled` column reviewers
+    fill in for `prefdata audit-rate`.
 
     Example: prefdata audit pairs.parquet --annotations votes.parquet -o issues.parquet
     """
     from prefdata.io.tables import read_table, sibling, write_table
+    from prefdata.quality.audit import MODEL_SIGNALS
     from prefdata.quality.audit import audit as run_audit
 
     issues, drawn, report = run_audit(
         read_table(data),
         annotations=read_table(annotations) if annotations else None,
         test=read_table(test) if test else None,
-        model=pick("model", model, ("none", "embeddings", "scores")),
+        answers=read_table(answers) if answers else None,
+        model=pick("model", model, MODEL_SIGNALS),
         scores=read_table(scores) if scores else None,
         sample=sample,
         seed=seed,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 from prefdata.pipeline.stages_data import write_json
+from prefdata.quality.audit import MODEL_SIGNALS
 from prefdata.quality.consensus import CONSENSUS_METHODS
 
 # ---- agree -------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ def run_audit(stage: StageRun) -> StageOutputs:
         stage.table("pairs"),
         annotations=stage.maybe("annotations"),
         test=stage.maybe("test"),
+        answers=stage.maybe("answers"),
         model=opts["model"],
         scores=stage.maybe("scores"),
         sample=opts["sample"],
@@ -109,7 +111,7 @@ AUDIT = StageKind(
     run_audit,
     "likely mislabelled and broken pairs: rules, duplicates, disagreement (prefdata audit)",
     {
-        "model": Opt("none", "str", ("none", "embeddings", "scores")),
+        "model": Opt("none", "str", MODEL_SIGNALS),
         "sample": Opt(50, "int"),
         "seed": Opt(0, "int"),
     },
@@ -118,6 +120,7 @@ AUDIT = StageKind(
         Slot(("annotations",), required=False),
         Slot(("test",), required=False, auto=False),
         Slot(("scores",), required=False, auto=False),
+        Slot(("answers",), required=False, auto=False),
     ),
     outputs=("issues", "sample"),
 )

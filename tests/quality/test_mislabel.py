@@ -102,7 +102,8 @@ def test_judges_oriented_by_canonical_side(pandalm: tuple[pl.DataFrame, pl.DataF
         if label is None:
             continue
         a, _ = ids.canonical_sides(row["chosen"], row["rejected"])
-        expected = 0.0 if label == "tie" else (1.0 if (label == "a") == (a == row["chosen"]) else -1.0)
+        chosen_is_a = a == row["chosen"]
+        expected = 0.0 if label == "tie" else (1.0 if (label == "a") == chosen_is_a else -1.0)
         assert readings[i, gpt] == expected
 
 
