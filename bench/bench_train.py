@@ -179,7 +179,7 @@ def child_plain_trl(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from prefdata.io.exporters import to_trl
     from prefdata.io.tables import to_hf_dataset
-    from prefdata.train.common import model_path
+    from prefdata.train.models import model_path
 
     pairs = _pairs(cfg["pairs"], cfg["max_chars"])
     dataset = to_hf_dataset(to_trl(pairs, conversational=True, minimal=True))
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from prefdata.train.common import tiny_model
+    from prefdata.models.tiny import tiny_model
 
     model = args.model
     if model is None:

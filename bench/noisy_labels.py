@@ -71,6 +71,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_model_audit import _figures, _flip  # noqa: E402  (the same flips and figures)
 
 from prefdata.io.importers.hh_rlhf import import_hh_rlhf  # noqa: E402
+from prefdata.train.recipe import builtin_recipe  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 DATA = (
@@ -78,7 +79,7 @@ DATA = (
     / "hh_rlhf"
     / "harmless-base_test.jsonl.gz"
 )
-RECIPE = REPO / "train" / "dpo.yaml"
+RECIPE = builtin_recipe("dpo")
 CONDITIONS = ("noisy", "audit_drop", "audit_flip", "clean")
 
 
@@ -168,7 +169,8 @@ def prepare_data(
 
 def fits_length(pairs: pl.DataFrame, model: str, max_length: int) -> pl.DataFrame:
     """The pairs whose prompt + longer response fits max_length tokens (chat template)."""
-    from prefdata.train.common import load_tokenizer, model_path
+    from prefdata.models.loader import load_tokenizer
+    from prefdata.train.models import model_path
 
     tokenizer = load_tokenizer(model_path(model))
 
@@ -271,7 +273,7 @@ def train_and_score(
 ) -> dict[str, Any]:
     """Train DPO on `table` into <workdir>/<name>, then score the held-out pairs."""
     from prefdata.train import evaluate, train
-    from prefdata.train.common import remove_checkpoints
+    from prefdata.train.outputs import remove_checkpoints
 
     out = Path(args.workdir) / name
     overrides = [
@@ -371,7 +373,7 @@ def _standard_error(p: float, n: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from prefdata.train.common import tiny_model
+    from prefdata.models.tiny import tiny_model
 
     model = args.model or (str(tiny_model(layers=2, hidden=64)) if args.quick else "smollm2")
     load_before = os.getloadavg()

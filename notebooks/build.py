@@ -636,7 +636,7 @@ TRAIN: list[Cell] = [
 
         from prefdata.io.tables import write_table
         from prefdata.train import evaluate, train
-        from prefdata.train.common import tiny_model
+        from prefdata.models.tiny import tiny_model
 
         OUT = output_dir("03-train")
         RECIPES = Path("..", "train").resolve()
@@ -815,7 +815,7 @@ TRAIN: list[Cell] = [
         with its group's mean. The prompts table from `import_gsm8k` carries the checkable
         `answer` column the accuracy reward reads.
 
-        The recipe is `train/grpo.yaml` (accuracy reward, a reward-hacking monitor) with the
+        The recipe is the built-in `grpo` recipe (`prefdata recipes show grpo`) (accuracy reward, a reward-hacking monitor) with the
         run shortened to two steps of one group each: 8 completions per prompt, 16 new tokens
         each (128 with SmolLM2). A tiny random model gets every answer wrong, so every group
         has equal rewards and no completion carries a learning signal (`frac_reward_zero_std`

@@ -44,3 +44,13 @@ class ContractError(InputError):
 
 class MissingExtraError(PrefdataError):
     """An optional dependency is missing; the message carries the exact install command."""
+
+
+class RecipeError(InputError):
+    """A training recipe or override that cannot work: unknown key, wrong type, conflicting
+    settings (prefdata.train)."""
+
+
+class TrainingError(PrefdataError):
+    """Training could not run: the model does not fit, the reference is not frozen, the
+    machine lacks what a launch config asks for (prefdata.train)."""

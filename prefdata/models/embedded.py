@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "EMBEDDED_MODEL",
     "EMBEDDED_MODEL_ID",
+    "embedded_alias",
     "embedded_gguf_path",
     "embedded_model_path",
     "load_embedded_gguf",
@@ -99,6 +100,15 @@ def _converted_folder(gguf: Path, root: Path) -> Path:
     size = gguf.stat().st_size
     key = hashlib.sha256(f"{gguf.name}\0{size}\0{_CONVERSION_FORMAT}".encode()).hexdigest()[:12]
     return root / "models" / f"{_FOLDER_STEM}-{key}"
+
+
+def embedded_alias(path: str) -> bool:
+    """True when `path` names a converted embedded-model folder, in this cache or another's
+    (`.../smollm2-135m-instruct-<hash>`): an adapter trained elsewhere records that path as its
+    base, and this machine's own converted folder is the same model."""
+    name = Path(path).name
+    stem, _, key = name.rpartition("-")
+    return stem == _FOLDER_STEM and len(key) == 12 and all(c in "0123456789abcdef" for c in key)
 
 
 def _is_complete(folder: Path) -> bool:

@@ -57,9 +57,11 @@ def run_train(stage: StageRun) -> StageOutputs:
     recipe = opts["recipe"]
     out = stage.out("model")
     data_slot = _train_slots(opts)[0].key
+    if recipe is not None:
+        recipe = Path(recipe) if isinstance(recipe, str) else dict(recipe)
     report = train(
         opts["method"],
-        recipe=Path(recipe) if isinstance(recipe, str) else dict(recipe),
+        recipe=recipe,
         data=stage.inputs[data_slot],
         model=opts["model"],
         out=out,
@@ -75,7 +77,8 @@ TRAIN = StageKind(
     "train on TRL + PEFT: dpo, kto, reward, orpo, grpo, rloo, sft, rlhf (prefdata train)",
     {
         "method": Opt(type="str", choices=_methods(), required=True),
-        "recipe": Opt(type="recipe", required=True),
+        # None: the method's built-in recipe (prefdata/train/recipes/METHOD.yaml).
+        "recipe": Opt(None, type="recipe"),
         "overrides": Opt([], "strs"),
         "model": Opt("smollm2", "str"),
     },

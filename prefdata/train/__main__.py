@@ -19,11 +19,12 @@ from prefdata.errors import PrefdataError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prefdata.train")
     parser.add_argument("method", help="dpo, kto, reward, orpo, grpo, rloo, sft, rlhf, or eval")
-    parser.add_argument("--recipe", help="recipe YAML (train/METHOD.yaml)")
+    parser.add_argument("--recipe", help="recipe YAML (default: the built-in recipe)")
     parser.add_argument("--data", required=True, help="the method's data (prefdata.train.train)")
     parser.add_argument("--model", default="smollm2", help="'smollm2' or a model folder")
     parser.add_argument("-o", "--out", help="output folder")
     parser.add_argument("--eval-data", help="pairs for evaluation during training")
+    parser.add_argument("--merge", action="store_true", help="also write OUT/merged")
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides")
     # Overrides may follow the options (as in the docs): intermixed parsing allows that.
     args = parser.parse_intermixed_args(argv)
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
             report = evaluate(args.model, args.data)
         else:
-            if not args.recipe or not args.out:
-                parser.error("training needs --recipe and -o/--out")
+            if not args.out:
+                parser.error("training needs -o/--out")
             from prefdata.train import train
 
             report = train(
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 out=args.out,
                 overrides=args.overrides,
                 eval_data=args.eval_data,
+                merge=args.merge,
             )
     except PrefdataError as err:
         print(f"error: {err}", file=sys.stderr)

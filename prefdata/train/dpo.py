@@ -10,13 +10,16 @@ lists of them with `loss_weights`), `beta`, `label_smoothing`: all TRL fields, p
 
 prefdata's keys (`prefdata:` section):
 
-- `label_noise`: the data's estimated label-noise rate, a number in [0, 0.5) or the path of the
-  JSON report of `prefdata audit-rate` (its `rate`) or of `prefdata audit` (its calibrated
-  `mislabel.noise_rate`). With `loss_type: robust` it becomes TRL's
-  `label_smoothing` (the robust loss's flip probability) unless the recipe sets that itself.
+- `label_noise`: the data's estimated label-noise rate, a number in [0, 0.5) or the path of a
+  JSON report holding one: `prefdata audit-rate`'s (`rate`) or the audit's calibrated estimate
+  (`mislabel.noise_rate`, or `noise_rate` at the top). With `loss_type: robust` it becomes
+  TRL's `label_smoothing` (the robust loss's flip probability) unless the recipe or an
+  override sets that itself (the built-in recipe leaves it unset for this reason).
 - `confidence_weighting`: how a pair's `confidence` (probability that chosen really is better)
-  weights its loss: "linear" (weight = confidence; default), "centered" (weight =
-  max(0, 2 * confidence - 1): a coin-flip pair counts for nothing) or "none".
+  weights its loss: "centered" (default: weight = max(0, 2 * confidence - 1), so a coin-flip
+  pair, which carries no information about which side is better, counts for nothing and a
+  unanimous one fully), "linear" (weight = confidence: a coin flip still counts half as much
+  as a sure pair) or "none".
 - `missing_confidence_weight`: the weight of a pair without confidence (default 1.0: an
   unmeasured label is trusted as in plain DPO).
 - `normalize_weights`: divide the weights by their mean over the training set (default true),
@@ -44,20 +47,12 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.train.common import (
-    Hardware,
-    MethodSpec,
-    Prepared,
-    Recipe,
-    RecipeError,
-    build_config,
-    check_reference_frozen,
-    detect_hardware,
-    load_models,
-    read_data,
-    select_split,
-    to_dataset,
-)
+from prefdata.train.data import check_kept, read_data, select_split, to_dataset
+from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.models import load_models
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, build_config
+from prefdata.train.reference import check_reference_frozen
 
 __all__ = [
     "PREFDATA_DEFAULTS",
@@ -81,7 +76,8 @@ WEIGHT_KEY = "pair_weight"
 
 PREFDATA_DEFAULTS: dict[str, Any] = {
     "label_noise": None,
-    "confidence_weighting": "linear",
+    # centered: a coin-flip pair (confidence 0.5) carries no weight; see the module doc.
+    "confidence_weighting": "centered",
     "missing_confidence_weight": 1.0,
     "normalize_weights": True,
 }
@@ -117,7 +113,9 @@ def dpo_loss_types() -> tuple[str, ...]:
 class ConfidenceWeights:
     """Maps a pair's confidence (or None) to its loss weight; see the module doc."""
 
-    def __init__(self, mode: str = "linear", *, missing: float = 1.0, scale: float = 1.0) -> None:
+    def __init__(
+        self, mode: str = "centered", *, missing: float = 1.0, scale: float = 1.0
+    ) -> None:
         if mode not in WEIGHTING_MODES:
             raise RecipeError(
                 f"prefdata.confidence_weighting must be one of {', '.join(WEIGHTING_MODES)}, "
@@ -202,6 +200,10 @@ def weighted_trainer_class() -> type:
     import torch
     from trl import DPOTrainer
 
+    from prefdata.train.trl_hooks import check_trl_hooks
+
+    check_trl_hooks()
+
     class ConfidenceDPOTrainer(DPOTrainer):
         """DPOTrainer whose gradient is that of mean_i(w_i * loss_i), w from `pair_weight`."""
 
@@ -261,7 +263,8 @@ def weighted_trainer_class() -> type:
 
 
 def label_noise_rate(value: Any) -> float | None:
-    """A label-noise rate from a number or from `prefdata audit-rate`'s JSON report (`rate`)."""
+    """A label-noise rate from a number or from a JSON report: `prefdata audit-rate`'s (`rate`)
+    or the audit's calibrated estimate (`mislabel.noise_rate`, or `noise_rate`)."""
     if value is None:
         return None
     source: str | None = None
@@ -270,19 +273,17 @@ def label_noise_rate(value: Any) -> float | None:
         path = Path(value)
         if not path.is_file():
             raise RecipeError(
-                "no such audit-rate report", source=source, column="prefdata.label_noise"
+                "no such noise-rate report", source=source, column="prefdata.label_noise"
             )
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise RecipeError(f"not JSON: {err}", source=source) from None
-        value = report.get("rate") if isinstance(report, dict) else None
-        if value is None and isinstance(report, dict) and "mislabel" in report:
-            # `prefdata audit`'s report: its calibrated estimate (prefdata.quality.mislabel)
-            value = report["mislabel"].get("noise_rate")
+        value = _reported_rate(report)
         if value is None:
             raise RecipeError(
-                "the audit-rate report has no `rate` (was anything reviewed?)",
+                "the report has no `rate` (audit-rate) and no `mislabel.noise_rate` or "
+                "`noise_rate` (the audit): was anything reviewed or audited?",
                 source=source,
                 column="rate",
             )
@@ -295,6 +296,20 @@ def label_noise_rate(value: Any) -> float | None:
             column="prefdata.label_noise",
         )
     return rate
+
+
+def _reported_rate(report: Any) -> Any:
+    if not isinstance(report, dict):
+        return None
+    mislabel = report.get("mislabel")
+    for found in (
+        report.get("rate"),
+        mislabel.get("noise_rate") if isinstance(mislabel, dict) else None,
+        report.get("noise_rate"),
+    ):
+        if found is not None:
+            return found
+    return None
 
 
 def _is_number(value: Any) -> bool:
@@ -363,7 +378,7 @@ def prepare(
     The reference is checked frozen before this returns.
     """
     hw = hardware or detect_hardware()
-    recipe = _copy(recipe)
+    recipe = recipe.copy()
     known = dpo_loss_types()
     losses = _loss_types(recipe)
     unknown = [loss for loss in losses if known and loss not in known]
@@ -445,6 +460,7 @@ def prepare(
         "data": source,
         "pairs": rows.height,
         "pairs_after_tokenization": len(trainer.train_dataset),
+        "model_loaded": models.loaded,
         "loss_type": losses,
         "beta": config.beta,
         "label_smoothing": config.label_smoothing,
@@ -455,15 +471,17 @@ def prepare(
         **reference,
         "notes": notes,
     }
-    dropped = rows.height - len(trainer.train_dataset)
-    if dropped:
-        report.setdefault("warnings", []).append(
-            f"TRL dropped {dropped} pair(s) whose prompt alone fills max_length={config.max_length}"
-        )
+    lost = check_kept(
+        len(trainer.train_dataset),
+        rows.height,
+        rows="pairs",
+        why="prompt alone fills max_length",
+        max_length=config.max_length,
+        source=source,
+    )
+    if lost:
+        report.setdefault("warnings", []).append(lost)
     return Prepared(trainer, SPEC, recipe, hw, report)
 
 
-def _copy(recipe: Recipe) -> Recipe:
-    from prefdata.train.common import apply_overrides
 
-    return apply_overrides(recipe, [])

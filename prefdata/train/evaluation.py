@@ -24,7 +24,6 @@ turns it off.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,16 +32,12 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
+from prefdata.models.loader import load_tokenizer
 from prefdata.progress import progress_bar
-from prefdata.train.common import (
-    load_reward_model,
-    load_tokenizer,
-    model_path,
-    read_data,
-    read_train_report,
-)
+from prefdata.train.data import read_data, token_ids
+from prefdata.train.outputs import read_train_report
 
-__all__ = ["evaluate", "score_pairs", "sequence_logps"]
+__all__ = ["describe_model", "evaluate", "reward_scores", "score_pairs", "sequence_logps"]
 
 _POLICY_METHODS = ("dpo", "kto")
 
@@ -55,12 +50,6 @@ def _device_and_dtype() -> tuple[str, str]:
     return "cpu", "float32"
 
 
-def _ids(encoded: Any) -> list[int]:
-    if hasattr(encoded, "keys"):
-        encoded = encoded["input_ids"]
-    return [int(i) for i in encoded]
-
-
 def _tokenize_pair_side(
     tokenizer: Any, prompt: list[dict[str, str]], completion: str, max_length: int | None
 ) -> tuple[list[int], int]:
@@ -68,10 +57,10 @@ def _tokenize_pair_side(
     completion starts; truncated from the end to max_length like TRL's keep_start."""
     from trl.data_utils import common_prefix_length
 
-    prompt_ids = _ids(
+    prompt_ids = token_ids(
         tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
     )
-    full = _ids(
+    full = token_ids(
         tokenizer.apply_chat_template(
             [*prompt, {"role": "assistant", "content": completion}], tokenize=True
         )
@@ -140,7 +129,7 @@ def sequence_logps(
     return logps, counts
 
 
-def _reward_scores(
+def reward_scores(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[list[dict[str, str]]],
@@ -156,7 +145,7 @@ def _reward_scores(
     device = next(model.parameters()).device
     scores: list[float] = []
     texts = [
-        _ids(
+        token_ids(
             tokenizer.apply_chat_template([*p, {"role": "assistant", "content": c}], tokenize=True)
         )
         for p, c in zip(prompts, completions, strict=True)
@@ -181,37 +170,37 @@ def _reward_scores(
     return scores
 
 
-def _describe(model_dir: Path, reference: str | Path | None) -> dict[str, Any]:
-    """Method, base model, beta, max_length and output kind of a model folder."""
-    report = read_train_report(model_dir)
-    adapter = model_dir / "adapter_config.json"
-    base_from_adapter = None
-    if adapter.is_file():
-        base_from_adapter = json.loads(adapter.read_text(encoding="utf-8")).get(
-            "base_model_name_or_path"
-        )
-    if report is not None:
-        trl = report.get("trl_config", {})
-        info = {
-            "method": report["method"],
-            "base": str(reference or report.get("model") or base_from_adapter),
-            "beta": float(trl.get("beta", report.get("beta", 0.1)) or 0.1),
-            "max_length": trl.get("max_length", 1024),
-            "adapter": adapter.is_file(),
-        }
-    else:
-        info = {
-            "method": None,
-            "base": str(reference or base_from_adapter)
-            if (reference or base_from_adapter)
-            else None,
-            "beta": 0.1,
-            "max_length": 1024,
-            "adapter": adapter.is_file(),
-        }
-    if info["adapter"] and not info["base"]:
-        raise InputError("a LoRA adapter without a base model path", source=adapter)
-    return info
+def describe_model(model_dir: Path, reference: str | Path | None) -> dict[str, Any]:
+    """What a model folder holds and how to score it: method, base model, beta (DPO / KTO
+    only: the implicit reward's scale as trained; None for every other method), max_length."""
+    import dataclasses
+
+    from prefdata.models.folders import inspect_model
+
+    found = inspect_model(model_dir)
+    report = read_train_report(found.path)
+    trl: dict[str, Any] = (report or {}).get("trl_config", {})
+    method = found.method
+    beta = None
+    if method in _POLICY_METHODS:
+        beta = trl.get("beta", (report or {}).get("beta"))
+        if beta is None:
+            raise InputError(f"a {method} output without its beta", source=found.path)
+    if reference is not None and found.adapter:
+        found = dataclasses.replace(found, base=str(reference))
+    base = found.base if found.adapter else (str(reference) if reference else None)
+    if base is None and report is not None and report.get("model"):
+        base = str(report["model"])
+    return {
+        "found": found,
+        "method": method,
+        "model_kind": found.kind,
+        "base": base,
+        "beta": None if beta is None else float(beta),
+        "max_length": trl.get("max_length") or 1024,
+        "adapter": found.adapter,
+        "loaded": found.describe(),
+    }
 
 
 def score_pairs(
@@ -231,16 +220,11 @@ def score_pairs(
     correct (margin > 0), tie (margin == 0), and for policies logp_chosen / logp_rejected and,
     with a reference, ref_logp_chosen / ref_logp_rejected.
     """
-    from peft import PeftModel
+    from prefdata.models.folders import inspect_model
+    from prefdata.models.loader import from_pretrained
 
-    from prefdata.models import load
-
-    folder = Path(model_dir)
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
-        raise InputError(
-            "not a model folder (no config.json or adapter_config.json)", source=folder
-        )
-    info = _describe(folder, reference)
+    info = describe_model(Path(model_dir), reference)
+    found = info["found"]
     if beta is not None:
         info["beta"] = beta
     if max_length is not None:
@@ -252,39 +236,31 @@ def score_pairs(
     chosen = pairs["chosen"].to_list()
     rejected = pairs["rejected"].to_list()
     device, dtype = _device_and_dtype()
-    tokenizer = load_tokenizer(str(folder))
+    tokenizer = load_tokenizer(found)
     limit = info["max_length"]
     table = pl.DataFrame({"pair_id": pairs["pair_id"]})
 
-    if info["method"] == "reward":
-        if info["adapter"]:
-            base = load_reward_model(model_path(info["base"]), dtype=dtype)
-            model: Any = PeftModel.from_pretrained(base, str(folder))
-        else:
-            model = load_reward_model(str(folder), dtype=dtype)
+    if found.kind == "reward_model":
+        model: Any = from_pretrained(found, dtype=dtype)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.to(device).eval()
         with progress_bar(2 * len(prompts), progress, "scoring pairs") as advance:
             kwargs = {"batch_size": batch_size, "max_length": limit, "advance": advance}
-            sc = _reward_scores(model, tokenizer, prompts, chosen, **kwargs)
-            sr = _reward_scores(model, tokenizer, prompts, rejected, **kwargs)
+            sc = reward_scores(model, tokenizer, prompts, chosen, **kwargs)
+            sr = reward_scores(model, tokenizer, prompts, rejected, **kwargs)
         table = table.with_columns(pl.Series("score_chosen", sc), pl.Series("score_rejected", sr))
         info["kind"] = "reward model score"
     else:
-        if info["adapter"]:
-            base_model, _ = load(model_path(info["base"]), device=device, dtype=dtype)
-            model = PeftModel.from_pretrained(base_model, str(folder))
-        else:
-            model, _ = load(str(folder), device=device, dtype=dtype)
-        model.eval()
+        # An adapter stays a PeftModel: with the adapter disabled it is its own reference.
+        model = from_pretrained(found, dtype=dtype, merge=False)
+        model.to(device).eval()
         # ORPO has no reference; a full model folder only when its base is recorded or given.
-        with_reference = info["method"] != "orpo" and bool(
-            info["adapter"] or (info["base"] and info["method"] in (*_POLICY_METHODS, None))
-        )
+        with_reference = info["method"] != "orpo" and bool(info["adapter"] or info["base"])
         ref_model: Any = None
         if with_reference and not info["adapter"]:
-            ref_model, _ = load(model_path(info["base"]), device=device, dtype=dtype)
-            ref_model.eval()
+            reference_folder = inspect_model(info["base"], want="causal_lm", what="train eval")
+            ref_model = from_pretrained(reference_folder, dtype=dtype)
+            ref_model.to(device).eval()
         passes = 4 if with_reference else 2
         with progress_bar(passes * len(prompts), progress, "scoring pairs") as advance:
             kwargs = {"batch_size": batch_size, "max_length": limit, "advance": advance}
@@ -305,7 +281,10 @@ def score_pairs(
             pl.Series("tokens_rejected", nr),
         )
         if with_reference:
-            b = float(info["beta"])
+            # DPO / KTO's implicit reward is beta times the log-ratio; other methods have no
+            # such beta, so their score is the plain log-ratio (the accuracy is the same either
+            # way; only the margins' scale would be invented).
+            b = 1.0 if info["beta"] is None else float(info["beta"])
             table = table.with_columns(
                 pl.Series("ref_logp_chosen", rc),
                 pl.Series("ref_logp_rejected", rr),
@@ -315,7 +294,13 @@ def score_pairs(
                     "score_rejected"
                 ),
             )
-            info["kind"] = "implicit reward beta * (log pi - log pi_ref)"
+            trained = info["method"] or "this model"
+            info["kind"] = (
+                "implicit reward beta * (log pi - log pi_ref)"
+                if info["beta"] is not None
+                else f"log-ratio log pi - log pi_ref ({trained} has no DPO beta, so no "
+                "implicit reward)"
+            )
         else:
             # No reference (ORPO, or a plain model folder): the mean per-token log-prob.
             table = table.with_columns(
@@ -364,6 +349,7 @@ def evaluate(
         "model_dir": str(model_dir),
         "method": info["method"],
         "kind": info["kind"],
+        "loaded": info["loaded"],
         "base_model": info["base"],
         "pairs": n,
         "accuracy": int(table["correct"].sum()) / n,
@@ -371,7 +357,7 @@ def evaluate(
         "margin_mean": statistics.fmean(margins),
         "margin_median": statistics.median(margins),
     }
-    if "kind" in info and info["kind"].startswith("implicit"):
+    if info["kind"].startswith("implicit"):
         result["beta"] = info["beta"]
     if "logp_chosen" in table.columns:
         result["policy_logp_accuracy"] = float(

@@ -62,24 +62,14 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.train.common import (
-    Hardware,
-    MethodSpec,
-    Prepared,
-    Recipe,
-    RecipeError,
-    apply_overrides,
-    build_config,
-    check_reference_frozen,
-    detect_hardware,
-    load_models,
-    load_tokenizer,
-    model_path,
-    read_data,
-    select_split,
-    to_dataset,
-)
+from prefdata.models.loader import load_tokenizer
+from prefdata.train.data import read_data, select_split, to_dataset, token_ids
+from prefdata.train.hardware import Hardware, detect_hardware
 from prefdata.train.kl_control import KL_CONTROL_DEFAULTS
+from prefdata.train.models import load_models
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
+from prefdata.train.reference import check_reference_frozen
 
 __all__ = [
     "GRPO",
@@ -224,12 +214,14 @@ def drop_long_prompts(
     """Rows with a `prompt` (chat messages) -> (the rows whose prompt is at most `max_tokens`
     tokens once the chat template is applied with the generation prompt, as TRL tokenizes it;
     how many were left out). Columns are kept; `max_tokens` None keeps every row."""
-    from prefdata.train.evaluation import _ids
-
     if max_tokens is None or rows.height == 0:
         return rows, 0
     lengths = [
-        len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)))
+        len(
+            token_ids(
+                tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)
+            )
+        )
         for p in rows["prompt"].to_list()
     ]
     kept = rows.filter(pl.Series(lengths) <= max_tokens)
@@ -243,6 +235,9 @@ def online_trainer_class(name: str = "GRPOTrainer") -> type:
     `_generate_and_score_completions` and return them under `advantages`."""
     import trl
 
+    from prefdata.train.trl_hooks import check_trl_hooks
+
+    check_trl_hooks()
     base: Any = getattr(trl, name)
 
     class PrefdataOnlineTrainer(base):
@@ -407,7 +402,7 @@ def prepare_online(
         eval_rows = grpo_rows(eval_table, eval_contract)
     too_long = eval_too_long = 0
     if limit is not None:
-        tokenizer = load_tokenizer(model_path(model))
+        tokenizer = load_tokenizer(model)
         total = rows.height
         rows, too_long = drop_long_prompts(rows, tokenizer, limit)
         if rows.height == 0:

@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from prefdata.train.common import RecipeError
+from prefdata.train.recipe import RecipeError
 
 __all__ = [
     "KL_CONTROL_DEFAULTS",

@@ -12,6 +12,11 @@ the rarer side so the ratio sits in the middle of that range (7/6), leaving the 
 at 1; pairs give equal counts, so nothing changes for them. Weights the recipe sets are kept,
 and the report says whether they follow the advice.
 
+Coin flips (`prefdata.min_confidence`, 0.5): KTO has no per-row weight, and a row (or the pair
+it came from) whose `confidence` is at most 0.5 says nothing about whether the completion is
+good, so it is left out before conversion (counted as `dropped_coin_flip`); rows without a
+confidence are kept.
+
 KTO's KL estimate pairs each completion with another prompt of the same batch, so TRL needs
 per_device_train_batch_size > 1 (checked before any model loads).
 """
@@ -24,27 +29,29 @@ from typing import Any
 import polars as pl
 
 from prefdata.io.convert import KTO_RATIO_ADVICE
-from prefdata.train.common import (
-    Hardware,
-    MethodSpec,
-    Prepared,
-    Recipe,
-    RecipeError,
-    apply_overrides,
-    build_config,
-    check_reference_frozen,
-    detect_hardware,
-    load_models,
-    load_tokenizer,
-    model_path,
+from prefdata.models.loader import load_tokenizer
+from prefdata.train.data import (
+    check_kept,
+    drop_coin_flips,
     read_data,
     select_split,
     to_dataset,
+    token_ids,
 )
+from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.models import load_models
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
+from prefdata.train.reference import check_reference_frozen
 
 __all__ = ["PREFDATA_DEFAULTS", "SPEC", "balance_weights", "kto_rows", "prepare"]
 
-PREFDATA_DEFAULTS: dict[str, Any] = {"balance": "auto"}
+PREFDATA_DEFAULTS: dict[str, Any] = {
+    "balance": "auto",
+    # Rows (or pairs) whose confidence is at most this (0.5: a coin flip) are left out; null
+    # keeps every row. See the module doc.
+    "min_confidence": 0.5,
+}
 # The middle of TRL's advised [1, 4/3]: TRL rounds its bounds to two decimals before comparing,
 # so a weight exactly on a bound can be reported out of range.
 _TARGET_RATIO = (KTO_RATIO_ADVICE[0] + KTO_RATIO_ADVICE[1]) / 2
@@ -117,16 +124,9 @@ def kept_by_trl(rows: pl.DataFrame, tokenizer: Any, max_length: int) -> pl.Serie
             prompt, add_generation_prompt=True, tokenize=True
         )
         full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
-        prompt_ids = _ids(prompt_ids)
-        keep.append(common_prefix_length(prompt_ids, _ids(full_ids)) < max_length)
+        prompt_ids = token_ids(prompt_ids)
+        keep.append(common_prefix_length(prompt_ids, token_ids(full_ids)) < max_length)
     return pl.Series("keep", keep, dtype=pl.Boolean)
-
-
-def _ids(encoded: Any) -> list[int]:
-    # apply_chat_template returns a list of ids, or a BatchEncoding in newer transformers.
-    if isinstance(encoded, dict) or hasattr(encoded, "keys"):
-        encoded = encoded["input_ids"]
-    return list(encoded)
 
 
 def prepare(
@@ -160,6 +160,9 @@ def prepare(
     table, source, contract = read_data(data, SPEC.data_contracts)
     notes: list[str] = []
     table = select_split(table, recipe.prefdata["split"], notes)
+    table, coin_flips = drop_coin_flips(
+        table, recipe.prefdata["min_confidence"], notes, source=source
+    )
     rows, balance = kto_rows(table, seed=int(recipe.trl.get("seed", 42)))
     n_good, n_bad = int(balance["desirable"]), int(balance["undesirable"])
     if n_good == 0 or n_bad == 0:
@@ -169,7 +172,7 @@ def prepare(
     max_length = recipe.trl.get("max_length", 1024)
     if auto and max_length is not None:
         # TRL drops rows whose prompt alone fills max_length; balance what it will train on.
-        keep = kept_by_trl(rows, load_tokenizer(model_path(model)), int(max_length))
+        keep = kept_by_trl(rows, load_tokenizer(model), int(max_length))
         if not keep.all():
             n_good = int(rows.filter(keep)["label"].sum())
             n_bad = int(keep.sum()) - n_good
@@ -210,7 +213,9 @@ def prepare(
         "data": source,
         "data_contract": contract,
         "rows": rows.height,
+        "dropped_coin_flip": coin_flips,
         "rows_after_tokenization": len(trainer.train_dataset),
+        "model_loaded": models.loaded,
         "desirable": n_good,
         "undesirable": n_bad,
         "desirable_weight": config.desirable_weight,
@@ -224,4 +229,14 @@ def prepare(
         **reference,
         "notes": notes,
     }
+    lost = check_kept(
+        len(trainer.train_dataset),
+        rows.height,
+        rows="rows",
+        why="prompt alone fills max_length",
+        max_length=config.max_length,
+        source=source,
+    )
+    if lost:
+        report["warnings"] = [lost]
     return Prepared(trainer, SPEC, recipe, hw, report)

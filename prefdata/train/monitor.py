@@ -1,7 +1,7 @@
 """A reward-hacking monitor for on-policy RL (GRPO now, RLOO later): warn, or stop training,
 when the policy drifts the way reward hacking looks.
 
-Three signals, each read from what the trainer already logs or measures:
+Five signals, each read from what the trainer already logs or measures, watched together:
 
 - **length drift**: the mean completion length (TRL's `completions/mean_length`) against its
   mean over the first `baseline_steps` logged steps. A policy that learns the reward likes long
@@ -9,9 +9,18 @@ Three signals, each read from what the trainer already logs or measures:
   baseline (current: the mean of the last `window` logs); it counts when the ratio, or its
   inverse for shrinking answers (infinite for empty ones), exceeds `length_warn` /
   `length_stop`.
+- **length at the cap**: when completions already sit at `max_completion_length` (TRL's
+  `completions/clipped_ratio`, the share cut at the cap, at or above `clipped_warn`), the
+  length cannot drift any more, so the drift signal is blind exactly when length hacking has
+  won. Then a rising training reward (its mean of the last `window` logs above its baseline)
+  is the alert: the reward is being bought with length the cap hides.
 - **KL to the reference** (TRL's `kl`, the mean per-token KL of the policy to the reference;
   logged only when `beta` > 0): the distance the policy has travelled. Over `kl_warn` /
   `kl_stop` (nats per token, mean of the last `window` logs).
+- **no learning signal**: the share of completions whose advantage is zero
+  (`advantages/frac_zero`, logged by prefdata's GRPO / RLOO trainers: every completion of a
+  group got the same reward, e.g. 0 everywhere) at or above `no_signal_warn`. Nothing is
+  learned from such a batch.
 - **reward vs a held-out judge** (optional): every `judge_every` steps, greedy completions for
   a few held-out prompts are scored by an independent reward function (`judge`: an entry like
   those of prefdata.rewards, e.g. an LLM judge or the accuracy on held-out questions). When
@@ -19,6 +28,8 @@ Three signals, each read from what the trainer already logs or measures:
   `judge_drop_warn` / `judge_drop_stop` or more below its own first value, the policy is
   getting better at the reward and worse at the task.
 
+With the defaults (baseline from the first logged step, a window of 2) the first check runs at
+the second logged step.
 A threshold must be exceeded on `patience` consecutive logs (held-out checks: once) before it
 counts, so one noisy step raises nothing. A warning is logged once per signal (and again only
 when it clears and returns). A stop sets `control.should_training_stop` unless `stop: false`;
@@ -46,7 +57,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prefdata.train.common import RecipeError
+from prefdata.train.recipe import RecipeError
 
 __all__ = [
     "MONITOR_DEFAULTS",
@@ -60,9 +71,10 @@ log = logging.getLogger(__name__)
 
 MONITOR_DEFAULTS: dict[str, Any] = {
     "enabled": True,
-    # Logged steps whose mean is each signal's baseline, and how many the current value averages.
-    "baseline_steps": 3,
-    "window": 3,
+    # Logged steps whose mean is each signal's baseline, and how many the current value averages
+    # (1 and 2: the first check runs at the second logged step).
+    "baseline_steps": 1,
+    "window": 2,
     # Consecutive logs over a threshold before it counts.
     "patience": 2,
     # Mean completion length / its baseline (or the inverse when answers shrink).
@@ -71,6 +83,12 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # Mean per-token KL to the reference, in nats (TRL logs it when beta > 0).
     "kl_warn": 0.2,
     "kl_stop": 1.0,
+    # Share of completions cut at max_completion_length at or above which a rising reward
+    # is an alert (the length cannot drift further; null: off).
+    "clipped_warn": 0.9,
+    # Share of completions with a zero advantage (no learning signal) at or above which to warn
+    # (null: off).
+    "no_signal_warn": 0.99,
     # Held-out judge: a reward spec ({name, options}), run every `judge_every` steps on
     # `judge_prompts` held-out prompts (0: off); drops are in the judge's own units.
     "judge": None,
@@ -85,10 +103,19 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "length_key": "completions/mean_length",
     "kl_key": "kl",
     "reward_key": "reward",
+    "clipped_key": "completions/clipped_ratio",
+    "no_signal_key": "advantages/frac_zero",
 }
-_NULLABLE = {"length_stop", "kl_stop", "judge_drop_stop", "judge_max_new_tokens"}
+_NULLABLE = {
+    "length_stop",
+    "kl_stop",
+    "judge_drop_stop",
+    "judge_max_new_tokens",
+    "clipped_warn",
+    "no_signal_warn",
+}
 _BOOLS = {"enabled", "stop"}
-_STRINGS = {"length_key", "kl_key", "reward_key"}
+_STRINGS = {"length_key", "kl_key", "reward_key", "clipped_key", "no_signal_key"}
 
 
 def monitor_settings(given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -144,7 +171,8 @@ def monitor_settings(given: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Alert:
-    """One threshold crossed: signal ("length", "kl", "judge"), level ("warn" / "stop")."""
+    """One threshold crossed: signal ("length", "length_cap", "kl", "no_signal", "judge"),
+    level ("warn" / "stop")."""
 
     step: int
     signal: str
@@ -187,7 +215,9 @@ class RewardHackingMonitor:
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings = monitor_settings(settings)
-        self.signals: dict[str, _Signal] = {"length": _Signal(), "kl": _Signal()}
+        self.signals: dict[str, _Signal] = {
+            name: _Signal() for name in ("length", "length_cap", "kl", "no_signal")
+        }
         self.rewards: list[tuple[int, float]] = []
         self.judge_scores: list[tuple[int, float, float | None]] = []
         self.alerts: list[Alert] = []
@@ -276,7 +306,58 @@ class RewardHackingMonitor:
                 "KL to the reference is {value:.3g} nats per token (limit {limit:g}): the policy "
                 "has moved far from the reference; raise beta or lower the learning rate",
             )
+        alerts += self._check_cap(step, logs)
+        alerts += self._check_no_signal(step, logs)
         return self._record(alerts)
+
+    def _check_cap(self, step: int, logs: Mapping[str, Any]) -> list[Alert]:
+        """The reward rising while (nearly) every completion is cut at the length cap."""
+        s = self.settings
+        clipped = _finite(logs.get(s["clipped_key"]))
+        if clipped is None:
+            return []
+        signal = self.signals["length_cap"]
+        signal.values.append((step, clipped))
+        limit = s["clipped_warn"]
+        gain = self.reward_gain()
+        if limit is None or gain is None:
+            return []
+        share = statistics.fmean(v for _, v in signal.values[-int(s["window"]) :])
+        # The alert's value is the reward gain; it counts only while the share sits at the cap.
+        at_cap = share >= float(limit)
+        return self._check(
+            "length_cap",
+            step,
+            gain if at_cap else 0.0,
+            {"warn": 0.0},
+            f"the reward rose by {{value:.3g}} while {share:.0%} of completions were cut at "
+            "max_completion_length: the length cannot grow further, so the length check is "
+            "blind; the reward may be paying for length (raise max_completion_length to see, "
+            "or penalise length)",
+        )
+
+    def _check_no_signal(self, step: int, logs: Mapping[str, Any]) -> list[Alert]:
+        """Every (or nearly every) completion's advantage is zero: nothing to learn from."""
+        s = self.settings
+        frac = _finite(logs.get(s["no_signal_key"]))
+        if frac is None:
+            return []
+        signal = self.signals["no_signal"]
+        signal.values.append((step, frac))
+        limit = s["no_signal_warn"]
+        if limit is None:
+            return []
+        share = statistics.fmean(v for _, v in signal.values[-int(s["window"]) :])
+        # _check counts values strictly above the limit; "at or above" is the contract here.
+        return self._check(
+            "no_signal",
+            step,
+            share,
+            {"warn": float(limit) - 1e-12},
+            "{value:.0%} of completions have a zero advantage: every completion of a group got "
+            "the same reward (all 0? check the reward functions and the data's answers), so "
+            "training learns nothing",
+        )
 
     def observe_judge(self, step: int, score: float) -> list[Alert]:
         """Read one held-out judge score (the mean over the held-out prompts)."""
@@ -340,6 +421,15 @@ class RewardHackingMonitor:
             if kl
             else {"note": "no `kl` logged (beta = 0: no reference, no KL term)"}
         )
+        for name in ("length_cap", "no_signal"):
+            values = [v for _, v in self.signals[name].values]
+            if values:
+                key = "clipped_share" if name == "length_cap" else "zero_advantage_share"
+                checks[key] = {
+                    "last": values[-1],
+                    "max": max(values),
+                    "mean": statistics.fmean(values),
+                }
         if self.rewards:
             checks["reward"] = {
                 "baseline": self._baseline(self.rewards),

@@ -15,19 +15,11 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.train.common import (
-    Hardware,
-    MethodSpec,
-    Prepared,
-    Recipe,
-    apply_overrides,
-    build_config,
-    detect_hardware,
-    load_models,
-    read_data,
-    select_split,
-    to_dataset,
-)
+from prefdata.train.data import read_data, select_split, to_dataset
+from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.models import load_models
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe, apply_overrides, build_config
 
 __all__ = ["EXPERIMENTAL_WARNING", "SPEC", "prepare"]
 

@@ -4,12 +4,17 @@ Input: a pairs table. TRL sees conversational rows (`prompt` messages, `chosen` 
 one assistant message each) and a `margin` column; its loss is
 -log sigmoid(r(chosen) - r(rejected) - margin).
 
+Coin flips (`prefdata.min_confidence`, 0.5): pairs whose confidence is at most this are left
+out (counted as `dropped_coin_flip`). A 0.5 pair gets margin 0, which is TRL's plain loss at
+full weight: the labellers could not tell the sides apart, yet the model would learn to
+separate them. Pairs without a confidence are kept.
+
 Margin (`prefdata:` section):
 
 - `margin_from: confidence` (default): the Bradley-Terry reward gap the pair's confidence
   implies, logit(confidence), clipped to [0, logit(max_confidence)] and times `margin_scale`.
-  A sure pair (0.99) asks for a gap of 4.6, a 0.6 pair for 0.4, a coin flip (or a pair without
-  confidence) for none, which is TRL's plain loss.
+  A sure pair (0.99) asks for a gap of 4.6, a 0.6 pair for 0.4, a pair without confidence
+  for none, which is TRL's plain loss.
 - `margin_from: margin`: the pairs table's own `margin` column (e.g. a rating gap) times
   `margin_scale`; null -> 0.
 - `margin_from: none`: no margin column at all.
@@ -29,25 +34,18 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.train.common import (
-    Hardware,
-    MethodSpec,
-    Prepared,
-    Recipe,
-    RecipeError,
-    apply_overrides,
-    build_config,
-    detect_hardware,
-    load_models,
-    load_reward_model,
-    read_data,
-    select_split,
-    to_dataset,
-)
+from prefdata.train.data import check_kept, drop_coin_flips, read_data, select_split, to_dataset
+from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.models import load_models
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
 
 __all__ = ["PREFDATA_DEFAULTS", "SPEC", "margins", "prepare", "reward_rows"]
 
 PREFDATA_DEFAULTS: dict[str, Any] = {
+    # Pairs whose confidence is at most this (0.5: a coin flip) are left out: with a margin of
+    # 0 they would still train with the full plain loss. null keeps every pair.
+    "min_confidence": 0.5,
     "margin_from": "confidence",
     "margin_scale": 1.0,
     "max_confidence": 0.99,
@@ -114,10 +112,13 @@ def prepare(
     table, source, _ = read_data(data, SPEC.data_contracts)
     notes: list[str] = []
     table = select_split(table, recipe.prefdata["split"], notes)
+    table, coin_flips = drop_coin_flips(
+        table, recipe.prefdata["min_confidence"], notes, source=source
+    )
     rows = reward_rows(table, recipe.prefdata)
 
     config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config, loader=load_reward_model)
+    models = load_models(recipe, SPEC, hw, model, config)
     eval_dataset = None
     if eval_data is not None:
         eval_table, _, _ = read_data(eval_data, SPEC.data_contracts)
@@ -145,7 +146,9 @@ def prepare(
         "model": models.path,
         "data": source,
         "pairs": rows.height,
+        "dropped_coin_flip": coin_flips,
         "pairs_after_tokenization": len(trainer.train_dataset),
+        "model_loaded": models.loaded,
         **margin_stats,
         "max_confidence_margin": math.log(
             float(recipe.prefdata["max_confidence"])
@@ -157,9 +160,14 @@ def prepare(
         "trainable_parameters": int(trainable),
         "notes": notes,
     }
-    dropped = rows.height - len(trainer.train_dataset)
-    if dropped:
-        report["warnings"] = [
-            f"TRL dropped {dropped} pair(s) longer than max_length={config.max_length}"
-        ]
+    lost = check_kept(
+        len(trainer.train_dataset),
+        rows.height,
+        rows="pairs",
+        why="length exceeds max_length",
+        max_length=config.max_length,
+        source=source,
+    )
+    if lost:
+        report["warnings"] = [lost]
     return Prepared(trainer, SPEC, recipe, hw, report)

@@ -31,8 +31,10 @@ from pathlib import Path
 
 import polars as pl
 
-from prefdata.train.common import Hardware, MethodSpec, Prepared, Recipe
 from prefdata.train.grpo import PREFDATA_DEFAULTS, OnlineMethod, prepare_online
+from prefdata.train.hardware import Hardware
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe
 
 __all__ = ["MIN_GROUP", "PREFDATA_DEFAULTS", "RLOO", "SPEC", "prepare"]
 

@@ -57,21 +57,12 @@ import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.io.importers.common import REJECTED_SCHEMA, rejected_rows
-from prefdata.train.common import (
-    Hardware,
-    MethodSpec,
-    Prepared,
-    Recipe,
-    RecipeError,
-    apply_overrides,
-    build_config,
-    detect_hardware,
-    load_models,
-    load_tokenizer,
-    model_path,
-    select_split,
-    to_dataset,
-)
+from prefdata.models.loader import load_tokenizer
+from prefdata.train.data import check_kept, select_split, to_dataset
+from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.models import load_models, model_path
+from prefdata.train.outputs import Prepared
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
 
 __all__ = [
     "PREFDATA_DEFAULTS",
@@ -533,6 +524,7 @@ def prepare(
         "model": models.path,
         "data": source,
         "data_format": demos.data_format,
+        "model_loaded": models.loaded,
         "rows": demos.input_rows,
         "examples": demos.rows.height,
         "rows_dropped": demos.rejected.height,
@@ -555,10 +547,15 @@ def prepare(
         if lost:
             # TRL drops rows that truncation leaves without a single loss token.
             report["dropped_prompt_fills_max_length"] = lost
-            report["warnings"] = [
-                f"TRL dropped {lost} example(s) whose prompt alone fills max_length="
-                f"{config.max_length}"
-            ]
+            warning = check_kept(
+                len(dataset),
+                demos.rows.height,
+                rows="examples",
+                why="prompt alone fills max_length",
+                max_length=config.max_length,
+                source=source,
+            )
+            report["warnings"] = [warning]
     report.update(_token_counts(dataset, None if config.packing else config.max_length))
     if demos.rejected.height and trainer.is_world_process_zero():
         report["rejected"] = str(write_table(demos.rejected, Path(out) / "rejected.parquet"))

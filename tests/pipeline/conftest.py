@@ -29,7 +29,7 @@ def write_pipeline(tmp_path: Path) -> Writer:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer SmolLM2-shaped model with the real tokenizer: a training step in a second."""
     pytest.importorskip("trl")
-    from prefdata.train.common import tiny_model
+    from prefdata.models.tiny import tiny_model
 
     return tiny_model(tmp_path_factory.mktemp("models") / "tiny", layers=2, hidden=32, heads=4)
 

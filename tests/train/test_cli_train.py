@@ -10,7 +10,8 @@ import polars as pl
 from typer.testing import CliRunner
 
 from prefdata.cli import app
-from tests.train.test_entry import REPO, SMALL
+from prefdata.train.recipe import builtin_recipe
+from tests.train.test_entry import SMALL
 
 runner = CliRunner()
 
@@ -32,7 +33,7 @@ def test_cli_train_then_eval(tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path)
             "dpo",
             *SMALL,
             "--recipe",
-            str(REPO / "train" / "dpo.yaml"),
+            str(builtin_recipe("dpo")),
             "--data",
             str(data),
             "--model",
@@ -55,6 +56,7 @@ def test_cli_train_then_eval(tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path)
 
 def test_cli_train_needs_its_inputs(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "dpo", "--data", str(tmp_path / "x.parquet")])
-    assert result.exit_code == 2 and "needs --recipe" in result.output
+    # The recipe is optional (the built-in one); the data and the output folder are not.
+    assert result.exit_code == 2 and "needs --data and -o/--out" in result.output
     result = runner.invoke(app, ["train", "ppo"])
     assert result.exit_code == 2 and "dpo, kto, reward, orpo" in result.output

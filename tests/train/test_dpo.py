@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from prefdata.train import prepare, train
-from prefdata.train.common import RecipeError, TrainingError, check_reference_frozen
 from prefdata.train.dpo import WEIGHT_KEY, weighted_trainer_class
+from prefdata.train.recipe import RecipeError, TrainingError
+from prefdata.train.reference import check_reference_frozen
 from tests.train.conftest import recipe
 
 
@@ -206,7 +207,8 @@ def weighted(
     out = tmp_path_factory.mktemp("dpo-weights")
     prepared = prepare(
         "dpo",
-        recipe=recipe(prefdata={"normalize_weights": False}),
+        # linear: each weight is the confidence itself (the default, centered, is tested below)
+        recipe=recipe(prefdata={"normalize_weights": False, "confidence_weighting": "linear"}),
         data=pandalm_pairs.head(2),
         model=tiny,
         out=out,

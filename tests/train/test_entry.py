@@ -12,6 +12,7 @@ import yaml
 
 from prefdata.train import train
 from prefdata.train.__main__ import main
+from prefdata.train.recipe import builtin_recipe
 from tests.train.conftest import recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def test_module_entry_trains_from_the_dpo_recipe_file(
         [
             "dpo",
             "--recipe",
-            str(REPO / "train" / "dpo.yaml"),
+            str(builtin_recipe("dpo")),
             "--data",
             str(data),
             "--model",
@@ -68,7 +69,7 @@ def test_module_entry_reports_bad_input_as_one_line(
         [
             "dpo",
             "--recipe",
-            str(REPO / "train" / "dpo.yaml"),
+            str(builtin_recipe("dpo")),
             "--data",
             str(tmp_path / "missing.parquet"),
             "-o",

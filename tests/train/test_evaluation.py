@@ -52,7 +52,7 @@ def test_implicit_reward_matches_trls_metrics(
 
 
 def _trl_rows(pairs: pl.DataFrame) -> object:
-    from prefdata.train.common import to_dataset
+    from prefdata.train.data import to_dataset
     from prefdata.train.dpo import dpo_rows
 
     return to_dataset(dpo_rows(pairs))

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from prefdata.errors import InputError
 from prefdata.train import load_recipe, prepare
-from prefdata.train.common import RecipeError
 from prefdata.train.grpo import check_group_size
+from prefdata.train.recipe import RecipeError, builtin_recipe
 from tests.train.conftest import ONLINE_RECIPE, recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,7 +231,8 @@ def test_adaptive_kl_needs_a_kl_term(
 def test_full_finetune_with_kl_gets_a_frozen_reference(
     tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_path: Path
 ) -> None:
-    from prefdata.train.common import TrainingError, check_reference_frozen
+    from prefdata.train.recipe import TrainingError
+    from prefdata.train.reference import check_reference_frozen
 
     prepared = prepare(
         "grpo",
@@ -253,7 +254,7 @@ def test_recipe_file_sections_are_valid() -> None:
     from prefdata.train.monitor import monitor_settings
     from prefdata.train.rewards import build_rewards
 
-    path = REPO / "train" / "grpo.yaml"
+    path = builtin_recipe("grpo")
     raw = yaml.safe_load(path.read_text())
     resolved = load_recipe("grpo", path)
     rewards = build_rewards(resolved.prefdata["rewards"])
@@ -317,7 +318,7 @@ def test_cli_train_grpo_end_to_end(tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_
         "logging_steps=1",
         "peft.r=4",
         "--recipe",
-        str(REPO / "train" / "grpo.yaml"),
+        str(builtin_recipe("grpo")),
         "--data",
         str(data),
         "--model",
@@ -342,12 +343,12 @@ def test_cli_train_grpo_end_to_end(tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_
 def test_prompt_token_limit_applies_to_training_and_eval_prompts(
     tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_path: Path
 ) -> None:
-    from prefdata.train.common import load_tokenizer
-    from prefdata.train.evaluation import _ids
+    from prefdata.models.loader import load_tokenizer
+    from prefdata.train.data import token_ids
 
     tokenizer = load_tokenizer(str(tiny))
     lengths = [
-        len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True)))
+        len(token_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True)))
         for p in gsm8k_prompts["prompt"].to_list()
     ]
     limit = sorted(lengths)[len(lengths) // 2]

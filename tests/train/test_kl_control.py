@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from prefdata.train.common import RecipeError
 from prefdata.train.kl_control import (
     KL_CONTROL_DEFAULTS,
     MAX_ERROR,
@@ -17,6 +16,7 @@ from prefdata.train.kl_control import (
     attach_adaptive_kl,
     attach_kl_control,
 )
+from prefdata.train.recipe import RecipeError
 
 # --------------------------------------------------------------------------------------------
 # The controller alone
@@ -99,7 +99,8 @@ def _rl_run(
     import datasets
     import trl
 
-    from prefdata.train.common import load_policy, load_tokenizer
+    from prefdata.models import from_pretrained, inspect_model
+    from prefdata.models.loader import load_tokenizer
 
     config_class = getattr(trl, f"{trainer_name}Config")
     trainer_class = getattr(trl, f"{trainer_name}Trainer")
@@ -124,7 +125,7 @@ def _rl_run(
         [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS]
     )
     trainer = trainer_class(
-        model=load_policy(str(tiny)),
+        model=from_pretrained(inspect_model(tiny)),
         reward_funcs=_length_reward,
         args=config,
         train_dataset=dataset,
@@ -231,7 +232,8 @@ def test_attach_starts_from_the_trainers_beta(tiny: Path, tmp_path: Path) -> Non
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from prefdata.train.common import load_policy, load_tokenizer
+    from prefdata.models import from_pretrained, inspect_model
+    from prefdata.models.loader import load_tokenizer
 
     config = GRPOConfig(
         output_dir=str(tmp_path),
@@ -243,7 +245,7 @@ def test_attach_starts_from_the_trainers_beta(tiny: Path, tmp_path: Path) -> Non
         gradient_checkpointing=False,
     )
     trainer = GRPOTrainer(
-        model=load_policy(str(tiny)),
+        model=from_pretrained(inspect_model(tiny)),
         reward_funcs=_length_reward,
         args=config,
         train_dataset=datasets.Dataset.from_list([{"prompt": p} for p in PROMPTS]),

@@ -12,7 +12,7 @@ import torch
 
 from prefdata.io.convert import KTO_RATIO_ADVICE
 from prefdata.train import prepare
-from prefdata.train.common import RecipeError
+from prefdata.train.recipe import RecipeError
 from tests.train.conftest import recipe
 
 

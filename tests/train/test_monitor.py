@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from prefdata.train.common import RecipeError
 from prefdata.train.monitor import (
     MONITOR_DEFAULTS,
     RewardHackingMonitor,
     monitor_callback,
     monitor_settings,
 )
+from prefdata.train.recipe import RecipeError
 
 
 def _logs(
@@ -93,10 +93,12 @@ def test_completions_collapsing_to_length_zero_warn_then_stop() -> None:
     monitor = RewardHackingMonitor()
     lengths = [40.0, 40.0, 40.0] + [0.0] * 5
     logs = [{"loss": 0.01, "completions/mean_length": n} for n in lengths]
-    assert _run(monitor, logs) == 7
+    # Baseline from the first log, a window of 2, patience 2 (the defaults since the first
+    # check moved to step 2): the drop shows at step 4, warns at 5 and stops at 6.
+    assert _run(monitor, logs) == 6
     assert [(a.signal, a.level, a.step) for a in monitor.alerts] == [
-        ("length", "warn", 6),
-        ("length", "stop", 7),
+        ("length", "warn", 5),
+        ("length", "stop", 6),
     ]
     assert monitor.alerts[1].value == float("inf")
     assert "collapsed to 0 tokens" in monitor.alerts[1].message
@@ -192,8 +194,8 @@ def test_training_report_stays_strict_json_with_infinite_ratios() -> None:
     # A collapsed length gives a ratio of inf; the report must still be standard JSON.
     import json
 
-    from prefdata.train.common import _jsonable
+    from prefdata.train.outputs import jsonable
 
-    report = _jsonable({"max_ratio": float("inf"), "values": [float("nan"), 1.5]})
+    report = jsonable({"max_ratio": float("inf"), "values": [float("nan"), 1.5]})
     assert report == {"max_ratio": "inf", "values": [None, 1.5]}
     json.dumps(report, allow_nan=False)

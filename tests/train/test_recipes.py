@@ -14,26 +14,28 @@ import pytest
 import yaml
 
 from prefdata.train import METHODS, load_recipe, spec
-from prefdata.train.common import (
-    Hardware,
-    RecipeError,
-    apply_overrides,
-    parse_override,
-    read_recipe,
-    resolve_recipe,
-)
 from prefdata.train.dpo import (
     ConfidenceWeights,
     _apply_label_noise,
     dpo_loss_types,
     label_noise_rate,
 )
+from prefdata.train.hardware import Hardware
 from prefdata.train.kto import balance_weights, weighted_ratio
 from prefdata.train.launch import accelerate_command
+from prefdata.train.recipe import (
+    RECIPES_DIR,
+    RecipeError,
+    apply_overrides,
+    parse_override,
+    read_recipe,
+    resolve_recipe,
+)
 from prefdata.train.reward import margins
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = REPO / "train"
+TRAIN = RECIPES_DIR
+ACCELERATE = REPO / "train" / "accelerate"
 CPU = Hardware("cpu", "CPU", bf16=False, devices=1, memory_bytes=None)
 H100 = Hardware("cuda", "NVIDIA H100", bf16=True, devices=1, memory_bytes=80 * 2**30)
 T4 = Hardware("cuda", "Tesla T4", bf16=False, devices=1, memory_bytes=15 * 2**30)
@@ -60,8 +62,8 @@ def test_each_recipe_file_loads_and_validates(method: str) -> None:
 
 
 def test_rlhf_recipe_file_resolves_each_stage_from_its_own_recipe(tmp_path: Path) -> None:
-    from prefdata.train.common import build_config
-    from prefdata.train.rlhf import stage_recipe
+    from prefdata.train.recipe import build_config
+    from prefdata.train.rlhf_recipe import stage_recipe
 
     path = TRAIN / "rlhf.yaml"
     raw = yaml.safe_load(path.read_text())
@@ -96,7 +98,7 @@ def test_rlhf_recipe_file_resolves_each_stage_from_its_own_recipe(tmp_path: Path
 
 
 def test_rlhf_overrides_go_to_their_stage(tmp_path: Path) -> None:
-    from prefdata.train.rlhf import split_overrides, stage_recipe
+    from prefdata.train.rlhf_recipe import split_overrides, stage_recipe
 
     shared, staged = split_overrides(["seed=7", "sft.max_steps=3", "rl.peft.r=8", "rl.beta=0.2"])
     assert shared == ["seed=7"]
@@ -124,7 +126,7 @@ def test_rlhf_overrides_go_to_their_stage(tmp_path: Path) -> None:
 
 
 def test_rlhf_heldout_split_is_by_prompt_and_stable() -> None:
-    from prefdata.train.rlhf import heldout_split
+    from prefdata.train.rlhf_recipe import heldout_split
 
     pairs = pl.DataFrame(
         {"prompt_id": [f"p{i // 3}" for i in range(30)], "pair_id": [str(i) for i in range(30)]}
@@ -141,7 +143,7 @@ def test_rlhf_heldout_split_is_by_prompt_and_stable() -> None:
 
 def test_accelerate_configs_parse_and_name_their_backend() -> None:
     kinds = {
-        name: yaml.safe_load((TRAIN / "accelerate" / f"{name}.yaml").read_text())
+        name: yaml.safe_load((ACCELERATE / f"{name}.yaml").read_text())
         for name in ("ddp", "zero3", "fsdp")
     }
     assert kinds["ddp"]["distributed_type"] == "MULTI_GPU"
@@ -329,18 +331,21 @@ def test_kto_balance_follows_trl_advice() -> None:
     assert balance_weights(0, 10) == (1.0, 1.0)
 
 
-def test_accelerate_command_runs_this_package_under_accelerate() -> None:
+def test_accelerate_command_runs_this_package_under_accelerate(tmp_path: Path) -> None:
+    # A CPU config: the GPU configs are refused on this machine (test_launch checks that).
+    config = tmp_path / "cpu.yaml"
+    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nuse_cpu: true\n")
     command = accelerate_command(
         "dpo",
         recipe="train/dpo.yaml",
         data="pairs.parquet",
         out="runs/dpo",
-        accelerate_config=TRAIN / "accelerate" / "zero3.yaml",
+        accelerate_config=config,
         accelerate_args=["--num_machines", "2", "--machine_rank", "1"],
         overrides=["beta=0.2"],
     )
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
-    assert command[command.index("--config_file") + 1].endswith("zero3.yaml")
+    assert command[command.index("--config_file") + 1].endswith("cpu.yaml")
     module = command.index("prefdata.train")
     assert command[module - 1] == "-m" and command[module + 1] == "dpo"
     assert command.index("--machine_rank") < module
@@ -350,7 +355,8 @@ def test_accelerate_command_runs_this_package_under_accelerate() -> None:
 
 
 def test_a_model_that_cannot_fit_is_refused_before_loading(tiny: Path) -> None:
-    from prefdata.train.common import TrainingError, check_fits, estimate_memory
+    from prefdata.train.hardware import check_fits, estimate_memory
+    from prefdata.train.recipe import TrainingError
 
     lora = estimate_memory(
         str(tiny), full_finetune=False, dtype="float32", separate_reference=False
@@ -367,13 +373,14 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(tiny: Path) -> None:
 
 
 def test_out_of_memory_during_training_comes_back_with_advice() -> None:
-    from prefdata.train.common import TrainingError, _friendly_oom
+    from prefdata.train.hardware import friendly_oom
+    from prefdata.train.recipe import TrainingError
 
     oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     with (
         pytest.raises(TrainingError, match=r"out of memory.*per_device_train_batch_size"),
-        _friendly_oom(),
+        friendly_oom(),
     ):
         raise oom
-    with pytest.raises(RuntimeError, match="shape mismatch"), _friendly_oom():
+    with pytest.raises(RuntimeError, match="shape mismatch"), friendly_oom():
         raise RuntimeError("shape mismatch")

@@ -39,11 +39,11 @@ def test_reward_model_trains_with_confidence_margins(
     assert scores["method"] == "reward" and scores["kind"] == "reward model score"
     assert scores["pairs"] == 8
     model = trainer.model.eval()
-    from prefdata.train.evaluation import _reward_scores
+    from prefdata.train.evaluation import reward_scores
 
     tokenizer = trainer.processing_class
     prompts = data["prompt"].to_list()
-    direct = _reward_scores(
+    direct = reward_scores(
         model, tokenizer, prompts, data["chosen"].to_list(), batch_size=4, max_length=96
     )
     reloaded = _reward_scores_via_saved(tmp_path, data)

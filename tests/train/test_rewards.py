@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 
 from prefdata.errors import InputError
-from prefdata.train.answers import answers_match, extract_answer, last_boxed, normalize_answer
-from prefdata.train.common import RecipeError
+from prefdata.train.answer_match import answers_match
+from prefdata.train.answers import extract_answer, last_boxed, normalize_answer
+from prefdata.train.recipe import RecipeError
 from prefdata.train.rewards import (
     AccuracyReward,
     FormatReward,

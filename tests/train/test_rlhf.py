@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from prefdata.train import prepare, train
-from prefdata.train.common import RecipeError
+from prefdata.train.recipe import RecipeError
 from tests.train.test_cli_train import last_json
 from tests.train.test_rloo import short_oasst_pairs
 
@@ -175,7 +175,7 @@ def test_sft_model_is_the_adapter_merged_into_the_base(chain: Any, tiny: Path) -
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from prefdata.train.common import load_policy
+    from prefdata.models import from_pretrained, inspect_model
 
     out = chain["out"]
     merged = load_file(str(out / "sft" / "model" / "model.safetensors"))
@@ -183,7 +183,7 @@ def test_sft_model_is_the_adapter_merged_into_the_base(chain: Any, tiny: Path) -
     # One SFT step at lr 1e-2 moved the LoRA B matrices off zero: q_proj changed.
     assert not torch.equal(_q_proj(merged), _q_proj(base))
     expected = PeftModel.from_pretrained(
-        load_policy(str(tiny)), str(out / "sft" / "adapter")
+        from_pretrained(inspect_model(tiny)), str(out / "sft" / "adapter")
     ).merge_and_unload()
     for name, tensor in expected.state_dict().items():
         if name in merged:
@@ -350,7 +350,7 @@ def test_reward_rerun_with_the_same_weights_keeps_rl_skipped(chain: Any) -> None
 def test_model_hash_covers_weights_not_bookkeeping(tiny: Path, tmp_path: Path) -> None:
     import shutil
 
-    from prefdata.train.rlhf import _hash, model_hash
+    from prefdata.train.rlhf_recipe import content_hash, model_hash
 
     a, b = tmp_path / "a", tmp_path / "b"
     for folder, seconds in ((a, 1.5), (b, 2.5)):
@@ -359,7 +359,7 @@ def test_model_hash_covers_weights_not_bookkeeping(tiny: Path, tmp_path: Path) -
         (folder / "recipe.yaml").write_text(f"seed: {seconds}\n")
         (folder / "checkpoint-1").mkdir()
         (folder / "checkpoint-1" / "x.bin").write_bytes(str(seconds).encode())
-    assert _hash(a) != _hash(b)  # the plain folder hash sees the report
+    assert content_hash(a) != content_hash(b)  # the plain folder hash sees the report
     assert model_hash(a) == model_hash(b)
     (b / "tokenizer_config.json").write_text(
         (b / "tokenizer_config.json").read_text().replace("}", ', "x": 1}', 1)
@@ -377,7 +377,7 @@ def test_max_prompt_tokens_becomes_the_rl_stages_guard(
     shared_data: Path, tiny: Path, tmp_path: Path
 ) -> None:
     from prefdata.errors import InputError
-    from prefdata.train.rlhf import load_recipe, stage_recipe
+    from prefdata.train.rlhf_recipe import load_recipe, stage_recipe
 
     recipe = rlhf_recipe()
     recipe["prefdata"]["stages"]["rl"] = {"recipe": RL_RECIPE}
@@ -407,8 +407,8 @@ def test_max_prompt_tokens_becomes_the_rl_stages_guard(
 
 def test_rl_prompts_leave_out_long_conversations(shared_data: Path, tiny: Path) -> None:
     from prefdata.io.importers.oasst import import_oasst
-    from prefdata.train.common import load_tokenizer
-    from prefdata.train.evaluation import _ids
+    from prefdata.models.loader import load_tokenizer
+    from prefdata.train.data import token_ids
     from prefdata.train.grpo import drop_long_prompts, grpo_rows
 
     pairs = import_oasst(shared_data / "oasst_en_100" / "en_100_tree.jsonl").tables["pairs"]
@@ -419,7 +419,11 @@ def test_rl_prompts_leave_out_long_conversations(shared_data: Path, tiny: Path) 
     kept, dropped = drop_long_prompts(rows, tokenizer, 256)
     assert dropped > 0 and kept.height + dropped == 212
     lengths = [
-        len(_ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)))
+        len(
+            token_ids(
+                tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)
+            )
+        )
         for p in kept["prompt"].to_list()
     ]
     assert max(lengths) <= 256

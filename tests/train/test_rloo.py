@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from prefdata.train import load_recipe, prepare
-from prefdata.train.common import RecipeError
 from prefdata.train.grpo import check_group_size
+from prefdata.train.recipe import RecipeError
 from prefdata.train.rloo import RLOO
 from tests.train.conftest import ONLINE_RECIPE, recipe, short_pairs
 
@@ -142,14 +142,15 @@ def test_long_prompts_are_left_out_and_counted(
     """TRL never shortens a prompt: the real OpenAssistant prompts over max_prompt_tokens
     (default 512; the longest is 1,272 tokens) never reach RLOO's trainer."""
     from prefdata.io.importers.oasst import import_oasst
-    from prefdata.train.common import load_tokenizer
-    from prefdata.train.evaluation import _ids
+    from prefdata.models.loader import load_tokenizer
+    from prefdata.train.data import token_ids
 
     pairs = import_oasst(shared_data / "oasst_en_100" / "en_100_tree.jsonl").tables["pairs"]
     tokenizer = load_tokenizer(str(tiny))
 
     def length(prompt: Any) -> int:
-        return len(_ids(tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)))
+        messages = list(prompt)
+        return len(token_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True)))
 
     lengths = {
         r["prompt_id"]: length(r["prompt"])

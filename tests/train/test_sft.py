@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from prefdata.errors import InputError
 from prefdata.train import prepare
+from prefdata.train.recipe import builtin_recipe
 from prefdata.train.sft import PREFDATA_DEFAULTS, assistant_masks_supported, demonstrations
 from tests.train.conftest import recipe
 
@@ -359,7 +360,7 @@ def test_sft_from_a_messages_file(tiny: Path, conversations: pl.DataFrame, tmp_p
 def test_assistant_only_loss_when_the_template_has_generation_markers(
     tiny: Path, conversations: pl.DataFrame, tmp_path: Path
 ) -> None:
-    from prefdata.train.common import load_tokenizer
+    from prefdata.models.loader import load_tokenizer
 
     assert not assistant_masks_supported(load_tokenizer(str(tiny)))
     template = tmp_path / "marked.jinja"
@@ -400,7 +401,7 @@ def test_cli_train_sft_once(tiny: Path, oasst_demos: pl.DataFrame, tmp_path: Pat
             *SMALL,
             "max_length=256",
             "--recipe",
-            str(REPO / "train" / "sft.yaml"),
+            str(builtin_recipe("sft")),
             "--data",
             str(data),
             "--model",
