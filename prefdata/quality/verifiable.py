@@ -69,7 +69,8 @@ def answer_checks(pairs: pl.DataFrame, answers: pl.DataFrame | None = None) -> p
     """Per pair: pair_id, answer (reference), chosen_answer, rejected_answer (extracted),
     chosen_correct, rejected_correct (null without a reference), verdict (+1 / 0 / -1 / null,
     see the module doc). Row order as in `pairs`."""
-    from prefdata.train.answers import answers_match, extract_answer
+    from prefdata.train.answer_match import answers_match
+    from prefdata.train.answers import extract_answer
 
     for col in ("pair_id", "chosen", "rejected"):
         if col not in pairs.columns:

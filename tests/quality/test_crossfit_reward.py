@@ -38,7 +38,7 @@ def short_pairs(shared_data: Path) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from prefdata.train.common import tiny_model
+    from prefdata.models.tiny import tiny_model
 
     return tiny_model(tmp_path_factory.mktemp("models") / "tiny", layers=2, hidden=32, heads=4)
 
