@@ -86,7 +86,7 @@ def _full(m: np.ndarray, repeat: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
 
     def run() -> float:
-        _, report = agreement(votes, level="interval", bootstrap=1000, seed=0)
+        report = agreement(votes, level="interval", bootstrap=1000, seed=0).report
         result["report"] = report
         return float(report["krippendorff_alpha"]["interval"]["value"])
 

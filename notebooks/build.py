@@ -134,7 +134,8 @@ CLEAN: list[Cell] = [
         """
         from prefdata.quality.agreement import agreement
 
-        per_record, agree = agreement(humans, item_column="record_id", bootstrap=1000, seed=0)
+        result = agreement(humans, item_column="record_id", bootstrap=1000, seed=0)
+        per_record, agree = result.tables["per_item"], result.report
 
 
         def stat_row(name, stat):

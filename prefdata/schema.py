@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -24,6 +25,8 @@ ROLES = ("system", "user", "assistant", "tool")
 PAIR_LABELS = ("a", "b", "tie")
 ANNOTATOR_KINDS = ("human", "llm", "rule", "implicit")
 ORDERS = ("ab", "ba")
+ContractName = Literal["prompts", "candidates", "annotations", "pairs", "kto", "issues"]
+"""The contracts by name (a test keeps this equal to CONTRACTS)."""
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Table:
     """A table input. `contracts`: the column contracts it may meet, tried in order (none: any
     table). `auto`: in a pipeline, filled from the latest earlier stage that made a table of
-    this name; `auto=False` only when the stage's `inputs:` names it."""
+    this name; `auto=False` only when the stage's `inputs:` names it. `rows=False`: check the
+    columns and their types only, for a stage that itself counts and skips bad rows (e.g.
+    votes without a label)."""
 
     contracts: tuple[str, ...] = ()
     auto: bool = True
+    rows: bool = True
 
-    def __init__(self, *contracts: str, auto: bool = True) -> None:
+    def __init__(self, *contracts: str, auto: bool = True, rows: bool = True) -> None:
         object.__setattr__(self, "contracts", contracts)
         object.__setattr__(self, "auto", auto)
+        object.__setattr__(self, "rows", rows)
 
 
 @dataclass(frozen=True)
@@ -139,12 +143,14 @@ class StageResult:
     report: JSON-able figures; the CLI prints it, a pipeline keeps it in the stage's manifest.
     documents: other JSON outputs by name (e.g. the settings a filter ran with, or an
     agreement report that is the stage's product).
+    warnings: lines for the user (the CLI prints them after the report), not data.
     """
 
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     rejected: pl.DataFrame | None = None
     report: dict[str, Any] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def main(self) -> pl.DataFrame:
@@ -384,9 +390,16 @@ def _param(
     output = next((m for m in metadata if isinstance(m, Output)), None)
     resource = next((m for m in metadata if isinstance(m, Resource)), None)
     file = next((m for m in metadata if isinstance(m, File)), None)
-    role: Literal["table", "input", "output", "resource", "option"] = (
-        "table" if table else "output" if output else "resource" if resource else "option"
-    )
+    role: Literal["table", "input", "output", "resource", "option"] = "option"
+    for marker, name_of_role in (
+        (table, "table"),
+        (path_input, "input"),
+        (output, "output"),
+        (resource, "resource"),
+    ):
+        if marker is not None:
+            role = name_of_role  # type: ignore[assignment]
+            break
     return Param(
         name=name,
         role=role,
@@ -503,24 +516,25 @@ def check_choice(param: Param, value: Any) -> None:
     for v in values:
         if v is not None and v not in param.choices:
             allowed = ", ".join(str(c) for c in param.choices)
-            raise InputError(f"option '{param.name}' must be one of {allowed}; got {v!r}")
+            raise InputError(f"{param.name} must be one of {allowed}; got {v!r}")
 
 
 def load_table(value: Any, param: Param) -> pl.DataFrame:
     """A table argument as a polars DataFrame meeting the parameter's contract (the first of
     its contracts that the table meets; the error names the first one when none does)."""
     from prefdata.io.frames import to_polars
-    from prefdata.schema import validate
+    from prefdata.schema import conform, validate
 
     source = str(value) if isinstance(value, str | Path) else f"argument '{param.name}'"
     table = to_polars(value, what=param.name)
     contracts = param.table.contracts if param.table else ()
     if not contracts:
         return table
+    check = validate if param.table is None or param.table.rows else conform
     first_error: PrefdataError | None = None
     for contract in contracts:
         try:
-            return validate(table, contract, source=source)
+            return check(table, contract, source=source)
         except PrefdataError as exc:
             first_error = first_error or exc
     assert first_error is not None

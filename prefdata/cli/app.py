@@ -240,36 +240,6 @@ def synthetic_pairs_cmd(
 
 @app.command()
 @friendly_errors
-def validate(
-    file: Annotated[Path, typer.Argument(help="table to check")],
-    contract: Annotated[
-        str | None, typer.Option(help="prompts|candidates|annotations|pairs|kto|issues")
-    ] = None,
-) -> None:
-    """Check a table against its column contract; errors name the row and the column.
-
-    Example: prefdata validate hh.parquet --contract pairs
-    """
-    from prefdata.io.tables import read_table
-    from prefdata.schema import guess_contract
-    from prefdata.schema import validate as check
-
-    if contract and _use_stream(file, None):
-        from prefdata.io.stream import stream_validate
-
-        rows = stream_validate(file, contract)
-        console.print(f"[green]ok[/]: {file} meets the '{contract}' contract ({rows} rows)")
-        return
-    table = read_table(file)
-    name = contract or guess_contract(table)
-    if name is None:
-        raise PrefdataError(f"{file}: matches no contract; pass --contract")
-    check(table, name, source=file)
-    console.print(f"[green]ok[/]: {file} meets the '{name}' contract ({table.height} rows)")
-
-
-@app.command()
-@friendly_errors
 def convert(
     conversion: Annotated[
         str,
@@ -355,19 +325,6 @@ def export(
     print_report(report)
 
 
-@app.command()
-@friendly_errors
-def info(file: Annotated[Path, typer.Argument(help="any table")]) -> None:
-    """Rows, columns, contract and label balance of a table.
-
-    Example: prefdata info hh.parquet
-    """
-    from prefdata.io.describe import describe
-    from prefdata.io.tables import read_table
-
-    print_report(describe(read_table(file)))
-
-
 def _split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -377,85 +334,6 @@ def _write_json(report: dict[str, Any], path: Path) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=str))
-
-
-@app.command()
-@friendly_errors
-def agree(
-    annotations: Annotated[Path, typer.Argument(help="annotations table (one row per vote)")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="agreement report (.json)")],
-    level: Annotated[str, typer.Option(help="nominal | ordinal | interval")] = "nominal",
-    label_order: Annotated[
-        str | None, typer.Option(help="order of labels for ordinal/interval, e.g. b,tie,a")
-    ] = None,
-    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 1000,
-    seed: Annotated[int, typer.Option()] = 0,
-    per_item: Annotated[Path | None, typer.Option(help="also write per-item agreement")] = None,
-) -> None:
-    """Inter-annotator agreement: percent agreement, Cohen's kappa per annotator pair, Fleiss'
-    kappa, Krippendorff's alpha, per-annotator agreement, with bootstrap intervals.
-
-    Example: prefdata agree votes.annotations.parquet -o agreement.json
-    """
-    from prefdata.io.tables import read_table, write_table
-    from prefdata.quality.agreement import agreement
-    from prefdata.schema import validate as check
-
-    table = check(read_table(annotations), "annotations", source=annotations)
-    items, report = agreement(
-        table,
-        level=pick("level", level, ("nominal", "ordinal", "interval")),
-        label_order=_split_list(label_order),
-        bootstrap=bootstrap,
-        seed=seed,
-    )
-    _write_json(report, out)
-    if per_item:
-        write_table(items, per_item)
-    print_report(report)
-
-
-@app.command("consensus")
-@friendly_errors
-def consensus_cmd(
-    annotations: Annotated[Path, typer.Argument(help="annotations table (one row per vote)")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="pairs (with --pairs) or posteriors")],
-    method: Annotated[
-        str,
-        typer.Option(
-            help="majority | dawid-skene | mean (judge votes: the judges' mean P(a), "
-            "each judge's orders averaged first)"
-        ),
-    ] = "dawid-skene",
-    pairs: Annotated[
-        Path | None, typer.Option(help="the pairs the votes are on (item_id = pair_id)")
-    ] = None,
-) -> None:
-    """Consensus labels with a posterior per item; with --pairs, the pairs re-oriented by the
-    consensus with confidence = the posterior (tie / no-consensus pairs go beside OUT as
-    OUT-stem.set_aside, the posteriors as OUT-stem.posteriors).
-
-    Example: prefdata consensus votes.annotations.parquet --pairs votes.parquet -o pairs.parquet
-    """
-    from prefdata.io.tables import read_table, sibling, write_table
-    from prefdata.quality.consensus import CONSENSUS_METHODS, consensus, pairs_from_consensus
-    from prefdata.schema import validate as check
-
-    table = check(read_table(annotations), "annotations", source=annotations)
-    posteriors, report = consensus(
-        table, method=pick("method", method, CONSENSUS_METHODS)
-    )
-    if pairs is None:
-        write_table(posteriors, out)
-    else:
-        kept, set_aside, pair_report = pairs_from_consensus(
-            check(read_table(pairs), "pairs", source=pairs), posteriors, method=method
-        )
-        write_table(kept, out)
-        write_table(posteriors, sibling(out, "posteriors"))
-        write_table(set_aside, sibling(out, "set_aside"))
-        report = {**report, "pairs": pair_report}
-    print_report(report)
 
 
 @app.command()
@@ -507,45 +385,6 @@ def audit(
     if drawn.height:
         report["sample_written"] = str(write_table(drawn, sibling(out, "sample")))
     print_report(report)
-
-
-@app.command("audit-rate")
-@friendly_errors
-def audit_rate(
-    reviewed: Annotated[Path, typer.Argument(help="the review sample with `mislabeled` filled")],
-    confidence: Annotated[float, typer.Option(help="interval confidence")] = 0.95,
-) -> None:
-    """Estimate the mislabel rate from a reviewed audit sample (Wilson interval); warns above
-    10%.
-
-    Example: prefdata audit-rate issues.sample.parquet
-    """
-    from prefdata.io.tables import read_table
-    from prefdata.quality.sample import mislabel_rate
-
-    report = mislabel_rate(read_table(reviewed), confidence=confidence)
-    print_report(report)
-    if report.get("warn"):
-        console.print("[bold yellow]warning:[/] estimated mislabel rate is above 10%")
-
-
-@app.command()
-@friendly_errors
-def bias(
-    data: Annotated[Path, typer.Argument(help="pairs table")],
-    annotations: Annotated[Path | None, typer.Option(help="votes (for position bias)")] = None,
-) -> None:
-    """Bias statistics: P(chosen is longer), position balance, label balance per source and
-    per annotator.
-
-    Example: prefdata bias pairs.parquet --annotations votes.parquet
-    """
-    from prefdata.io.tables import read_table
-    from prefdata.quality.bias import bias_stats
-
-    print_report(
-        bias_stats(read_table(data), annotations=read_table(annotations) if annotations else None)
-    )
 
 
 @app.command()

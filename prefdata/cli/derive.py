@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from prefdata.cli.common import console, friendly_errors, print_report
 from prefdata.errors import PrefdataError
@@ -63,11 +64,13 @@ def _option_param(p: Param) -> inspect.Parameter:
     default = None if p.required else p.default
     help_text = _help(p)
     if kind == "bool":
-        if p.optional:
-            raise TypeError(f"option {p.name}: a bool option needs a True/False default")
         info = typer.Option(
-            f"{flag(p.name)}/--no-{p.name.replace('_', '-')}", help=help_text, show_default=True
+            f"{flag(p.name)}/--no-{p.name.replace('_', '-')}",
+            help=help_text,
+            show_default=not p.optional,
         )
+        if p.optional:  # three states: on, off, or "let the stage decide" (None)
+            return _kw(p.name, Annotated[bool | None, info], None)
         return _kw(p.name, Annotated[bool, info], p.default)
     if kind in ("strs", "dict"):
         # Repeatable; None means "not given", so the stage's own default applies.
@@ -232,6 +235,8 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
         elif outputs:
             report["written"] = {k: str(v) for k, v in outputs.items()}
         print_report(report)
+        for warning in result.warnings:
+            console.print(f"[bold yellow]warning:[/] {escape(str(warning))}", highlight=False)
         if OUT in given and given[OUT] is None and spec.outputs and not outputs:
             console.print("no -o given: the report above is all; nothing was written", style="dim")
 

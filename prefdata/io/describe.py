@@ -1,12 +1,63 @@
-"""A short description of any table: rows, columns, contract and label balance."""
+"""What a table is: `prefdata info` (rows, columns, contract and label balance) and
+`prefdata validate` (does a file meet its contract)."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import polars as pl
 
-from prefdata.schema import conform, find_problems, guess_contract
+from prefdata.errors import InputError
+from prefdata.schema import ContractName, conform, find_problems, guess_contract, validate
+from prefdata.stage import Input, StageResult, Table, stage
+
+
+@stage("info")
+def info(table: Annotated[pl.DataFrame, Table()]) -> StageResult:
+    """Rows, columns, the contract the table meets (with its problem count) and label balance.
+
+    Example: prefdata info hh.parquet
+
+    Args:
+        table: any table
+    """
+    return StageResult(report=describe(table))
+
+
+@stage("validate")
+def validate_file(
+    file: Annotated[Path, Input()],
+    *,
+    contract: ContractName | None = None,
+    stream: bool | None = None,
+) -> StageResult:
+    """Check a table against its column contract; an error names the row and the column.
+
+    Example: prefdata validate hh.parquet --contract pairs
+
+    Args:
+        file: the table to check
+        contract: the contract to check against (default: the one the columns match)
+        stream: read in batches with bounded memory (default: files over 256 MB, when the
+            contract is given)
+    """
+    from prefdata.io.stream import stream_validate, use_stream
+    from prefdata.io.tables import read_table
+
+    if contract is not None and use_stream(file, stream):
+        rows = stream_validate(file, contract)
+        name: str = contract
+    else:
+        table = read_table(file)
+        guessed = contract or guess_contract(table)
+        if guessed is None:
+            raise InputError("matches no contract; pass --contract", source=file)
+        validate(table, guessed, source=file)
+        name, rows = guessed, table.height
+    return StageResult(
+        report={"ok": f"{file} meets the '{name}' contract", "contract": name, "rows": rows}
+    )
 
 
 def describe(table: pl.DataFrame) -> dict[str, Any]:

@@ -59,7 +59,10 @@ def planned_paths(
     result: StageResult, order: Sequence[str], out: Path, rejected_to: Path | None
 ) -> dict[str, Path]:
     """Output name -> the path the command line writes it to (see the module docstring)."""
-    main = order[0] if order else next(iter(result.tables), None)
+    made = [*result.tables, *result.documents]
+    # The main product is the first declared output the stage made this time (consensus
+    # without pairs makes posteriors only).
+    main = next((name for name in order if name in made), made[0] if made else None)
     paths: dict[str, Path] = {}
     for name in result.tables:
         paths[name] = out if name == main else sibling(out, name)

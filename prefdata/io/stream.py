@@ -50,6 +50,19 @@ from prefdata.io.tables import atomic_path, infer_format, parse_json_line, sibli
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, validate, with_messages
 
 DEFAULT_BATCH_ROWS = 50_000
+STREAM_BYTES = 256 * 1024 * 1024
+"""Files larger than this are read in batches (bounded memory) unless told otherwise."""
+
+
+def use_stream(path: str | Path, stream: bool | None) -> bool:
+    """Whether to read `path` in batches: `stream` when given, else files over STREAM_BYTES
+    (gzip files never: their size says nothing about their rows)."""
+    if stream is not None:
+        return stream
+    p = Path(path)
+    return p.is_file() and p.stat().st_size > STREAM_BYTES and not p.name.endswith(".gz")
+
+
 _ROW = "__source_row"  # global 1-based record number, carried through a batch as an extra column
 _PAIR_ESTIMATES = ("confidence", "margin", "agreement")
 STREAM_EXPORT_FORMATS = ("trl", "trl-conversational", "kto", "kto-conversational", "openai")
@@ -470,6 +483,8 @@ class _PairBatches:
                 record, form = preference_record(
                     row, explicit=explicit, path=self.path, number=number
                 )
+            except InputError:
+                raise  # a file-level error (bad provenance JSON), not a row to set aside
             except ValueError as exc:
                 bad.append((number, str(exc), row))
                 continue

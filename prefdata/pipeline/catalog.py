@@ -15,7 +15,13 @@ from prefdata.stage import StageSpec, spec_of
 
 # name -> (module, function); imported when first asked for.
 STAGES: dict[str, tuple[str, str]] = {
+    "validate": ("prefdata.io.describe", "validate_file"),
+    "info": ("prefdata.io.describe", "info"),
+    "agree": ("prefdata.quality.agreement", "agreement"),
+    "consensus": ("prefdata.quality.consensus", "consensus_pairs"),
+    "audit-rate": ("prefdata.quality.sample", "mislabel_rate"),
     "filter": ("prefdata.quality.filter", "filter_pairs"),
+    "bias": ("prefdata.quality.bias", "bias_stats"),
     "rule-label": ("prefdata.label.programmatic", "rule_label"),
 }
 

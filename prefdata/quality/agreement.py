@@ -1,6 +1,7 @@
 """Inter-annotator agreement on the annotations contract.
 
-`agreement(annotations)` -> (per_item, report):
+`agreement(annotations)` -> StageResult (the stage `prefdata agree`): the report (also the
+document `agreement`, the command's main output) and the table `per_item`:
 
 - per_item: `item_id` (or the column named by `item_column`), `n_votes`, `agreement` (share
   of the item's votes for its most voted label), `pairwise_agreement` (share of the item's
@@ -49,7 +50,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +58,7 @@ import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.schema import PAIR_LABELS, conform
+from prefdata.stage import StageResult, Table, stage
 
 Level = Literal["nominal", "ordinal", "interval"]
 LEVELS: tuple[Level, ...] = ("nominal", "ordinal", "interval")
@@ -452,21 +454,33 @@ def _majority(counts: IntArray) -> tuple[IntArray, IntArray]:
     return code.astype(np.int64), top.astype(np.int64)
 
 
+@stage("agree", outputs=("agreement", "per_item"))
 def agreement(
-    annotations: pl.DataFrame,
+    annotations: Annotated[pl.DataFrame, Table("annotations", rows=False)],
     *,
     level: Level = "nominal",
     label_order: Sequence[str] | None = None,
     item_column: str = "item_id",
     bootstrap: int = 1000,
     seed: int = 0,
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Agreement statistics of annotations (long format, one row per vote).
+) -> StageResult:
+    """Inter-annotator agreement: percent agreement, Cohen's kappa per annotator pair, Fleiss'
+    kappa, Krippendorff's alpha, per-annotator agreement, with bootstrap intervals.
 
-    Input: the annotations contract (item_id, annotator, annotator_kind, label; `error`
-    rows are skipped). `item_column` picks the column that defines an item (e.g.
-    `record_id` to treat repeated records separately). Output: (per_item, report), see the
-    module doc. `bootstrap` resamples for the 95% intervals (0 = none), seeded by `seed`.
+    Input: the annotations contract (one row per vote; `error` rows are skipped). Output: the
+    report (see the module doc), also as the document `agreement`, and the table `per_item`.
+
+    Example: prefdata agree votes.annotations.parquet -o agreement.json
+
+    Args:
+        annotations: the votes, one row per vote
+        level: nominal, ordinal or interval (ordinal and interval need numeric labels or
+            --label-order)
+        label_order: the order of the labels for ordinal / interval, e.g. b tie a
+        item_column: the column that defines an item (e.g. record_id, to count repeated
+            records separately)
+        bootstrap: bootstrap resamples for the 95% intervals (0: none)
+        seed: seed of the bootstrap
     """
     votes = encode_votes(annotations, item_column=item_column, level=level, label_order=label_order)
     rng = np.random.default_rng(seed)
@@ -544,7 +558,9 @@ def agreement(
     report["cells_self_inconsistent"] = int((cells.code < 0).sum())
     report["cohen_kappa"] = _cohen_pairs(votes, cells, rng, bootstrap)
     report["per_annotator"] = _per_annotator(votes, cells, counts, rng, bootstrap)
-    return per_item, report
+    return StageResult(
+        tables={"per_item": per_item}, report=report, documents={"agreement": report}
+    )
 
 
 def _fleiss(

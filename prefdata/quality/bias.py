@@ -15,13 +15,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 from scipy.stats import binomtest
 
 from prefdata.errors import ContractError
 from prefdata.quality.sample import wilson_interval
+from prefdata.stage import StageResult, Table, stage
 
 
 def _share(k: int, n: int, confidence: float) -> dict[str, Any]:
@@ -78,20 +79,30 @@ def _label_block(df: pl.DataFrame, key: str) -> dict[str, Any]:
     return out
 
 
+@stage("bias")
 def bias_stats(
-    pairs: pl.DataFrame,
+    # Any table with chosen / rejected (and votes with item_id / annotator / label) will do:
+    # the statistics need only those, and say "(none)" for a missing source.
+    pairs: Annotated[pl.DataFrame, Table()],
     *,
-    annotations: pl.DataFrame | None = None,
+    annotations: Annotated[pl.DataFrame | None, Table()] = None,
     confidence: float = 0.95,
     unit: Literal["chars", "words"] = "chars",
-) -> dict[str, Any]:
-    """Length, position and label bias (see the module doc).
+) -> StageResult:
+    """Bias statistics: P(chosen is longer), position balance, label balance per source and
+    per annotator (see the module doc).
 
-    Input: pairs (`chosen`, `rejected`, optional `source`, `pair_id` to join annotations)
-    and optional annotations (`item_id`, `annotator`, `label`, optional `order` ab/ba).
-    Lengths in characters or whitespace-separated words (`unit`). Output: a report dict
-    with `length` {overall, by_source}, and with annotations `position` {overall,
-    by_annotator} (when an `order` column exists) and `labels` {by_annotator, by_source}.
+    Output: the report, with `length` {overall, by_source}, and with annotations `position`
+    {overall, by_annotator} (when an `order` column exists) and `labels` {by_annotator,
+    by_source}.
+
+    Example: prefdata bias pairs.parquet --annotations votes.parquet
+
+    Args:
+        pairs: the pairs
+        annotations: votes on the pairs (item_id = pair_id), for position and label bias
+        confidence: the level of the intervals
+        unit: lengths in characters or in whitespace-separated words
     """
     for col in ("chosen", "rejected"):
         if col not in pairs.columns:
@@ -119,7 +130,7 @@ def bias_stats(
         },
     }
     if annotations is None:
-        return report
+        return StageResult(report=report)
     for col in ("item_id", "annotator", "label"):
         if col not in annotations.columns:
             raise ContractError(f"bias_stats: annotations need column '{col}'", column=col)
@@ -165,4 +176,4 @@ def bias_stats(
         )
         report["labels"]["by_source"] = _label_block(with_source, "source")
         report["labels"]["votes_without_pair"] = labels.height - with_source.height
-    return report
+    return StageResult(report=report)

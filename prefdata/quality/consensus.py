@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -51,6 +51,7 @@ from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.quality.agreement import FloatArray, IntArray, Votes, encode_votes
 from prefdata.schema import PAIR_LABELS, conform
+from prefdata.stage import StageResult, Table, stage
 
 Method = Literal["majority", "dawid-skene"]
 """The methods that fit encoded votes (`fit_votes`)."""
@@ -446,3 +447,35 @@ def _with_consensus(
         "swapped": swapped,
     }
     return json.dumps(data, ensure_ascii=False)
+
+
+@stage("consensus", outputs=("pairs", "posteriors", "set_aside"))
+def consensus_pairs(
+    annotations: Annotated[pl.DataFrame, Table("annotations", rows=False)],
+    *,
+    pairs: Annotated[pl.DataFrame | None, Table("pairs")] = None,
+    method: ConsensusMethod = "dawid-skene",
+) -> StageResult:
+    """Consensus labels with a posterior per item; with pairs, the pairs re-oriented by the
+    consensus with confidence = the posterior.
+
+    Output: `posteriors` (see the module doc); with `pairs` also `pairs` (oriented, the main
+    product) and `set_aside` (tie / no consensus / no votes, with a reason). Report: the
+    fit's figures, and with pairs `pairs` (pairs_from_consensus's counts).
+
+    Example: prefdata consensus votes.annotations.parquet --pairs votes.parquet -o pairs.parquet
+
+    Args:
+        annotations: the votes, one row per vote (item_id = pair_id for pair votes)
+        pairs: the pairs the votes are on; without it only the posteriors are made
+        method: majority, dawid-skene, or mean (judge votes: the judges' mean P(a), each
+            judge's two orders averaged first)
+    """
+    posteriors, report = consensus(annotations, method=method)
+    if pairs is None:
+        return StageResult(tables={"posteriors": posteriors}, report=report)
+    kept, set_aside, pair_report = pairs_from_consensus(pairs, posteriors, method=method)
+    return StageResult(
+        tables={"pairs": kept, "posteriors": posteriors, "set_aside": set_aside},
+        report={**report, "pairs": pair_report},
+    )

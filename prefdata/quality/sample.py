@@ -24,13 +24,14 @@ whether the whole interval lies above (`above_confidently`) or below
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
 from scipy.stats import norm
 
 from prefdata.errors import ContractError
+from prefdata.stage import StageResult, Table, stage
 
 REVIEW_COLUMN = "mislabeled"
 
@@ -132,20 +133,30 @@ def audit_sample(
     )
 
 
+@stage("audit-rate")
 def mislabel_rate(
-    reviewed: pl.DataFrame,
+    reviewed: Annotated[pl.DataFrame, Table()],
     *,
     confidence: float = 0.95,
     warn_above: float = 0.10,
-) -> dict[str, Any]:
-    """The mislabel rate of a reviewed sample, with a Wilson interval and a warning flag.
+) -> StageResult:
+    """The mislabel rate of a reviewed audit sample, with a Wilson interval; warns above
+    `warn_above`.
 
     Input columns: `mislabeled` (bool; null = not reviewed), optional `weight` (from
     audit_sample). Output: `reviewed`, `not_reviewed`, `mislabeled`, `rate`, `low`, `high`,
     `confidence`, `method` ("wilson" or "wilson_kish_effective_n"), `n_effective`,
     (with nothing reviewed: rate None, interval 0-1, no flag set),
     `warn_above`, `warn` (rate > warn_above), `above_confidently` (low > warn_above),
-    `below_confidently` (high < warn_above). See the module doc for the warning rule.
+    `below_confidently` (high < warn_above); a warning line when `warn`. See the module doc
+    for the warning rule.
+
+    Example: prefdata audit-rate issues.sample.parquet
+
+    Args:
+        reviewed: the review sample from `prefdata audit`, with `mislabeled` filled in
+        confidence: the level of the interval
+        warn_above: warn when the estimated rate is above this
     """
     if REVIEW_COLUMN not in reviewed.columns:
         raise ContractError(
@@ -172,7 +183,8 @@ def mislabel_rate(
         method = "wilson_kish_effective_n"
     lo, hi = wilson_interval(k, n_eff, confidence=confidence)
     low, high = float(lo), float(hi)
-    return {
+    warn = rate is not None and rate > warn_above
+    report = {
         "reviewed": n,
         "not_reviewed": int((~done).sum()),
         "mislabeled": int(bad.sum()),
@@ -183,7 +195,9 @@ def mislabel_rate(
         "method": method,
         "n_effective": n_eff,
         "warn_above": warn_above,
-        "warn": rate is not None and rate > warn_above,
+        "warn": warn,
         "above_confidently": bool(n and low > warn_above),
         "below_confidently": bool(n and high < warn_above),
     }
+    warnings = [f"estimated mislabel rate is above {warn_above:.0%}"] if warn else []
+    return StageResult(report=report, warnings=warnings)

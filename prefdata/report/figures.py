@@ -235,7 +235,7 @@ def lengths_section(
 
 def length_bias_section(pairs: pl.DataFrame, *, max_points: int, seed: int) -> dict[str, Any]:
     """`bias_stats(pairs)["length"]` and the scatter points (chars)."""
-    report = bias_stats(pairs)["length"]
+    report = bias_stats(pairs).report["length"]
     lc = pairs["chosen"].fill_null("").str.len_chars().to_numpy()
     lr = pairs["rejected"].fill_null("").str.len_chars().to_numpy()
     rows = np.arange(len(lc))
@@ -270,14 +270,8 @@ def _side_a_is_chosen(pairs: pl.DataFrame) -> pl.Series:
 
 def judges_section(pairs: pl.DataFrame | None, votes: pl.DataFrame) -> dict[str, Any]:
     """The `judges` section (see the module doc); `votes` are usable votes (label, no error)."""
-    bias = bias_stats(
-        pairs
-        if pairs is not None
-        else pl.DataFrame(
-            {"chosen": [], "rejected": []}, schema={"chosen": pl.String, "rejected": pl.String}
-        ),
-        annotations=votes,
-    )
+    no_pairs = pl.DataFrame(schema={"chosen": pl.String, "rejected": pl.String})
+    bias = bias_stats(pairs if pairs is not None else no_pairs, annotations=votes).report
     position = bias.get("position", {}).get("by_annotator", {})
     kinds = dict(votes.group_by("annotator").agg(pl.col("annotator_kind").first()).iter_rows())
     consistency: dict[str, Any] = {}
@@ -376,10 +370,10 @@ def agreement_section(votes: pl.DataFrame, *, bootstrap: int, seed: int) -> dict
     }
     humans = votes.filter(pl.col("annotator_kind") == "human")
     scope = "human" if humans["annotator"].n_unique() >= 2 else "all"
-    _, headline = agreement(humans if scope == "human" else votes, **kw)
+    headline = agreement(humans if scope == "human" else votes, **kw).report
     everyone = headline
     if scope == "human" and humans.height != votes.height:
-        _, everyone = agreement(votes, **kw)
+        everyone = agreement(votes, **kw).report
     names = sorted(votes["annotator"].unique().to_list())
     index = {n: i for i, n in enumerate(names)}
     kappa: list[list[float | None]] = [[None] * len(names) for _ in names]
@@ -505,7 +499,7 @@ def audit_section(
             for r in rows.iter_rows(named=True)
         ]
     if sample is not None:
-        out["sample"] = mislabel_rate(sample)
+        out["sample"] = mislabel_rate(sample).report
     return out
 
 

@@ -196,11 +196,11 @@ def test_agreement_on_pulled_labels_equals_agreement_on_the_source(
     argilla_server: Running, pandalm30: PandaLM, annotated: dict[str, Any]
 ) -> None:
     pulled, _ = pa.pull("pandalm-30", **argilla_server.auth)
-    _, ours = agreement(pulled, bootstrap=0)
+    ours = agreement(pulled, bootstrap=0).report
     source = pandalm30.human.with_columns(
         ("ann" + pl.col("annotator").str.slice(-1)).alias("annotator")
     )
-    _, theirs = agreement(source, bootstrap=0)
+    theirs = agreement(source, bootstrap=0).report
     for key in ("percent_agreement", "fleiss_kappa", "krippendorff_alpha"):
         assert _value(ours[key]) == pytest.approx(_value(theirs[key])), key
     assert _value(ours["percent_agreement"]) > 0.5
@@ -246,7 +246,7 @@ def test_discarded_kept_drafts_skipped_and_incremental_pull(
     assert gone["label"] is None and gone["error"] == pa.DISCARDED
     assert gone["status"] == "discarded"
     # Agreement skips the discarded row instead of counting it as a vote.
-    _, stats = agreement(pulled, bootstrap=0)
+    stats = agreement(pulled, bootstrap=0).report
     assert stats["skipped_error"] == 1
 
     # Incremental: nothing new since `latest`; then only the new response.
@@ -367,7 +367,7 @@ def test_audit_sample_review_round_trip_into_the_mislabel_rate(
             assert verdict[pid] is False
         else:
             assert verdict[pid] is None
-    rate = mislabel_rate(reviewed)
+    rate = mislabel_rate(reviewed).report
     assert rate["reviewed"] == 5 and rate["mislabeled"] == 2
     assert rate["rate"] == pytest.approx(0.4)
 

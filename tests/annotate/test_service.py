@@ -16,7 +16,7 @@ from tests.annotate.conftest import PandaLM
 from tests.annotate.helpers import Running, rest
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("argilla")]
-SERVICE = Path(annotate_service.__file__).resolve().parents[1] / "annotate" / "service.py"
+SERVICE = annotate_service.annotate_dir() / "service.py"
 
 
 def test_status_reports_the_running_service(argilla_server: Running) -> None:

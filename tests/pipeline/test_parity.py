@@ -8,6 +8,7 @@ bookkeeping); the output check runs both on real data and compares every table t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import typer.main
 import yaml
 
 from prefdata.cli import app
-from prefdata.io.tables import read_table, write_table
+from prefdata.io.tables import read_table, sibling, write_table
 from prefdata.pipeline import load_pipeline, run_pipeline
 from prefdata.pipeline.catalog import STAGES, stage_spec
 from prefdata.pipeline.stages import REGISTRY
@@ -67,8 +68,8 @@ def test_every_option_is_documented(name: str) -> None:
 
 # ---- same input, same outputs ------------------------------------------------------------
 
-Case = Callable[[Path, Path], tuple[dict[str, Path], dict[str, Any]]]
-"""(shared data, tmp) -> (input param -> file, options)."""
+Case = Callable[[Path, Path], tuple[dict[str, Path], dict[str, Any], str]]
+"""(shared data, tmp) -> (input param -> file, options, the CLI's -o file name)."""
 
 
 def _pandalm_pairs(shared: Path, tmp: Path) -> tuple[Path, Path]:
@@ -80,9 +81,45 @@ def _pandalm_pairs(shared: Path, tmp: Path) -> tuple[Path, Path]:
     return pairs, write_table(votes, tmp / "votes.parquet")
 
 
-def _filter_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+def _filter_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
     pairs, _ = _pandalm_pairs(shared, tmp)
-    return {"pairs": pairs}, {"min_confidence": 0.9, "ties": "drop"}
+    return {"pairs": pairs}, {"min_confidence": 0.9, "ties": "drop"}, "main.parquet"
+
+
+def _agree_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    _, votes = _pandalm_pairs(shared, tmp)
+    return {"annotations": votes}, {"bootstrap": 50, "seed": 3}, "main.json"
+
+
+def _consensus_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    pairs, votes = _pandalm_pairs(shared, tmp)
+    return {"annotations": votes, "pairs": pairs}, {"method": "dawid-skene"}, "main.parquet"
+
+
+def _pairs_only(**options: Any) -> Case:
+    def case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+        pairs, _ = _pandalm_pairs(shared, tmp)
+        return {"pairs": pairs}, options, "main.parquet"
+
+    return case
+
+
+def _file_case(param: str, **options: Any) -> Case:
+    def case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+        pairs, _ = _pandalm_pairs(shared, tmp)
+        return {param: pairs}, options, "main.parquet"
+
+    return case
+
+
+def _bias_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    pairs, votes = _pandalm_pairs(shared, tmp)
+    return {"pairs": pairs, "annotations": votes}, {"unit": "words"}, "main.parquet"
+
+
+def _audit_rate_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    reviewed = pl.DataFrame({"mislabeled": [True, False, False, None, True] * 8})
+    return {"reviewed": write_table(reviewed, tmp / "r.parquet")}, {}, "main.parquet"
 
 
 def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any]]:
@@ -112,6 +149,12 @@ def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str
 
 
 CASES: dict[str, Case] = {
+    "validate": _file_case("file", contract="pairs"),
+    "info": _file_case("table"),
+    "bias": _bias_case,
+    "audit-rate": _audit_rate_case,
+    "consensus": _consensus_case,
+    "agree": _agree_case,
     "filter": _filter_case,
     "rule-label": _rule_label_case,
 }
@@ -144,10 +187,12 @@ def test_cli_and_pipeline_write_the_same_tables(
 ) -> None:
     from typer.testing import CliRunner
 
-    inputs, options = CASES[name](shared_data, tmp_path)
-    out = tmp_path / "cli" / "main.parquet"
+    inputs, options, out_name = CASES[name](shared_data, tmp_path)
+    out = tmp_path / "cli" / out_name
     out.parent.mkdir()
-    result = CliRunner().invoke(app, [*_cli_args(name, inputs, options), "-o", str(out)])
+    spec = stage_spec(name)
+    args = _cli_args(name, inputs, options) + (["-o", str(out)] if spec.outputs else [])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
     pipeline = tmp_path / "p.yaml"
@@ -155,17 +200,21 @@ def test_cli_and_pipeline_write_the_same_tables(
     pipeline.write_text(yaml.safe_dump({"stages": [stage]}))
     run = run_pipeline(load_pipeline(pipeline), tmp_path / "run", progress=False)
     written = run.stage(name).outputs
-
-    spec = stage_spec(name)
+    if not spec.outputs:  # a report-only stage: the same report
+        assert json.loads(result.stdout) == json.loads(json.dumps(run.stage(name).report))
+        return
     main = spec.outputs[0]
     compared = 0
     for output, path in written.items():
-        cli_path = out if output == main else out.with_name(f"main.{output}{path.suffix}")
-        if path.suffix != ".parquet":
-            continue
+        # CLI companions: tables beside -o with its suffix, documents as .json.
+        companion = sibling(out, output)
+        if path.suffix == ".json":
+            companion = companion.with_suffix(".json")
+        cli_path = out if output == main else companion
         assert cli_path.exists(), (output, cli_path)
-        left, right = read_table(cli_path), read_table(path)
-        assert left.equals(right), output
+        if path.suffix == ".json":
+            assert json.loads(cli_path.read_text()) == json.loads(path.read_text()), output
+        else:
+            assert read_table(cli_path).to_dicts() == read_table(path).to_dicts(), output
         compared += 1
     assert compared >= 1
-    assert isinstance(read_table(out), pl.DataFrame)

@@ -44,7 +44,8 @@ def pandalm(shared_data: Path) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def human_records(pandalm: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
     humans = pandalm.filter(pl.col("annotator_kind") == "human")
-    return agreement(humans, item_column="record_id", level="interval", label_order=PAIR_ORDER)
+    result = agreement(humans, item_column="record_id", level="interval", label_order=PAIR_ORDER)
+    return result.tables["per_item"], result.report
 
 
 def _matrix(votes: pl.DataFrame, item: str, annotators: list[str], code: dict[str, float]) -> Any:
@@ -96,7 +97,7 @@ def test_pandalm_records_match_references_and_manifest(
         .otherwise(pl.lit("2")).alias("label")
     )
     assert (shown["label"] == shown["raw"]).all()
-    _, as_shown = agreement(shown, item_column="record_id", bootstrap=0)
+    as_shown = agreement(shown, item_column="record_id", bootstrap=0).report
     assert round(as_shown["fleiss_kappa"]["value"], 3) == 0.864
     published = [0.852, 0.879, 0.862]
     assert [round(c["value"], 3) for c in as_shown["cohen_kappa"]] == published
@@ -142,7 +143,8 @@ def test_agreement_with_leave_one_out_consensus(
 def test_pooled_items_with_repeat_votes_and_judges(pandalm: pl.DataFrame) -> None:
     """PandaLM pools records showing the same two responses: one annotator votes twice on
     one item. Alpha and Fleiss count every vote; Cohen uses cells whose repeats agree."""
-    per_item, report = agreement(pandalm, level="ordinal", label_order=PAIR_ORDER, bootstrap=0)
+    _result = agreement(pandalm, level="ordinal", label_order=PAIR_ORDER, bootstrap=0)
+    per_item, report = _result.tables["per_item"], _result.report
     votes = pandalm.filter(pl.col("label").is_not_null() & pl.col("error").is_null())
     assert report["votes"] == votes.height
     assert report["skipped_error"] == pandalm.filter(pl.col("error").is_not_null()).height
@@ -208,7 +210,8 @@ def _synthetic(seed: int, items: int = 400, annotators: int = 5) -> pl.DataFrame
 @pytest.mark.parametrize("seed", [0, 1])
 def test_synthetic_missing_votes_match_references(seed: int) -> None:
     votes = _synthetic(seed)
-    per_item, report = agreement(votes, level="interval", bootstrap=200, seed=seed)
+    _result = agreement(votes, level="interval", bootstrap=200, seed=seed)
+    per_item, report = _result.tables["per_item"], _result.report
     raters = sorted(set(votes["annotator"].to_list()))
     m = _matrix(votes, "item_id", raters, {str(v): float(v) for v in range(1, 6)})
     assert np.isnan(m).mean() == pytest.approx(0.3, abs=0.03)
@@ -241,7 +244,7 @@ def test_bootstrap_interval_matches_a_naive_bootstrap(
 ) -> None:
     """The pattern-multinomial bootstrap gives the interval an index-resampling loop gives."""
     humans = pandalm.filter(pl.col("annotator_kind") == "human")
-    _, report = agreement(humans, item_column="record_id", bootstrap=4000, seed=1)
+    report = agreement(humans, item_column="record_id", bootstrap=4000, seed=1).report
     m = _matrix(humans, "record_id", HUMANS, {x: float(i) for i, x in enumerate(PAIR_ORDER)})
     table = np.stack([(m == c).sum(axis=0) for c in range(3)], axis=1)
     rng = np.random.default_rng(123)
@@ -252,9 +255,9 @@ def test_bootstrap_interval_matches_a_naive_bootstrap(
     got = report["fleiss_kappa"]["ci"]
     assert got[0] == pytest.approx(lo, abs=0.006) and got[1] == pytest.approx(hi, abs=0.006)
     # Same seed, same interval; another seed, another draw.
-    again = agreement(humans, item_column="record_id", bootstrap=4000, seed=1)[1]
+    again = agreement(humans, item_column="record_id", bootstrap=4000, seed=1).report
     assert again["fleiss_kappa"]["ci"] == got
-    other = agreement(humans, item_column="record_id", bootstrap=4000, seed=2)[1]
+    other = agreement(humans, item_column="record_id", bootstrap=4000, seed=2).report
     assert other["fleiss_kappa"]["ci"] != got
 
 
@@ -303,7 +306,8 @@ def test_labels_ties_and_bad_input() -> None:
         schema=["item_id", "annotator", "annotator_kind", "label"],
         orient="row",
     )
-    per_item, report = agreement(votes, bootstrap=0)
+    _result = agreement(votes, bootstrap=0)
+    per_item, report = _result.tables["per_item"], _result.report
     got = {r["item_id"]: r for r in per_item.iter_rows(named=True)}
     assert got["i1"]["majority_label"] == "a" and got["i1"]["agreement"] == pytest.approx(2 / 3)
     assert got["i1"]["pairwise_agreement"] == pytest.approx(1 / 3)

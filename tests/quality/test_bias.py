@@ -25,7 +25,7 @@ def test_length_preference_on_hh_rlhf(shared_data: Path) -> None:
         .otherwise(pl.lit("second"))
         .alias("source")
     )
-    report = bias_stats(pairs)["length"]
+    report = bias_stats(pairs).report["length"]
     chosen, rejected = pairs["chosen"].to_list(), pairs["rejected"].to_list()
     longer = sum(len(c) > len(r) for c, r in zip(chosen, rejected, strict=True))
     shorter = sum(len(c) < len(r) for c, r in zip(chosen, rejected, strict=True))
@@ -42,7 +42,7 @@ def test_length_preference_on_hh_rlhf(shared_data: Path) -> None:
     assert first["chosen_longer"] == k and first["pairs"] == half
     assert first["chosen_longer"] + report["by_source"]["second"]["chosen_longer"] == longer
 
-    words = bias_stats(pairs, unit="words")["length"]["overall"]
+    words = bias_stats(pairs, unit="words").report["length"]["overall"]
     w_longer = sum(len(c.split()) > len(r.split()) for c, r in zip(chosen, rejected, strict=True))
     assert words["chosen_longer"] == w_longer
 
@@ -53,7 +53,9 @@ def test_position_and_label_balance_on_pandalm(shared_data: Path) -> None:
         folder / "testset-v1.json",
         judges=[folder / "gpt-3.5-turbo-testset-v1.json", folder / "pandalm-7b-testset-v1.json"],
     )
-    report = bias_stats(imported.tables["pairs"], annotations=imported.tables["annotations"])
+    report = bias_stats(
+        imported.tables["pairs"], annotations=imported.tables["annotations"]
+    ).report
     raw = json.loads((folder / "testset-v1.json").read_text())
     # PandaLM showed response1 first: "first shown wins" is a vote of 1 among votes of 1 or 2
     for name in ("annotator1", "annotator2", "annotator3"):
@@ -83,11 +85,11 @@ def test_position_and_label_balance_on_pandalm(shared_data: Path) -> None:
 
 def test_without_annotations_or_order() -> None:
     pairs = pl.DataFrame({"chosen": ["aaa", "b", "cc"], "rejected": ["a", "bbbb", "dd"]})
-    report = bias_stats(pairs)
+    report = bias_stats(pairs).report
     assert set(report) == {"unit", "confidence", "length"}
     assert report["length"]["overall"]["equal_length"] == 1
     assert report["length"]["by_source"]["(none)"]["chosen_longer"] == 1
     votes = pl.DataFrame({"item_id": ["x", "x"], "annotator": ["h", "h"], "label": ["a", "tie"]})
-    report = bias_stats(pairs, annotations=votes)
+    report = bias_stats(pairs, annotations=votes).report
     assert "position" not in report
     assert report["labels"]["by_annotator"]["h"]["shares"] == {"a": 0.5, "tie": 0.5}

@@ -72,25 +72,25 @@ def _reviewed(k: int, n: int, extra_unreviewed: int = 0) -> pl.DataFrame:
 
 
 def test_mislabel_rate_and_warning_rule() -> None:
-    rep = mislabel_rate(_reviewed(6, 50, extra_unreviewed=3))
+    rep = mislabel_rate(_reviewed(6, 50, extra_unreviewed=3)).report
     ref = proportion_confint(6, 50, method="wilson")
     assert rep["reviewed"] == 50 and rep["not_reviewed"] == 3 and rep["mislabeled"] == 6
     assert rep["rate"] == 0.12 and rep["method"] == "wilson"
     assert rep["low"] == pytest.approx(ref[0], abs=1e-12)
     assert rep["high"] == pytest.approx(ref[1], abs=1e-12)
     assert rep["warn"] and not rep["above_confidently"]  # the point estimate rule
-    assert not mislabel_rate(_reviewed(5, 50))["warn"]  # exactly 10% is not above 10%
-    assert not mislabel_rate(_reviewed(9, 50))["above_confidently"]  # low = 0.0977
-    assert mislabel_rate(_reviewed(10, 50))["above_confidently"]  # low = 0.1124
-    assert mislabel_rate(_reviewed(0, 50))["below_confidently"]  # high = 0.0714
-    assert not mislabel_rate(_reviewed(1, 50))["below_confidently"]  # high = 0.105
+    assert not mislabel_rate(_reviewed(5, 50)).report["warn"]  # exactly 10% is not above 10%
+    assert not mislabel_rate(_reviewed(9, 50)).report["above_confidently"]  # low = 0.0977
+    assert mislabel_rate(_reviewed(10, 50)).report["above_confidently"]  # low = 0.1124
+    assert mislabel_rate(_reviewed(0, 50)).report["below_confidently"]  # high = 0.0714
+    assert not mislabel_rate(_reviewed(1, 50)).report["below_confidently"]  # high = 0.105
 
 
 def test_weighted_estimate_uses_kish_effective_n() -> None:
     # 25 flagged items (weight 2) with 10 mislabeled, 25 others (weight 40) with 1
     verdicts = [True] * 10 + [False] * 15 + [True] * 1 + [False] * 24
     weights = [2.0] * 25 + [40.0] * 25
-    rep = mislabel_rate(pl.DataFrame({"mislabeled": verdicts, "weight": weights}))
+    rep = mislabel_rate(pl.DataFrame({"mislabeled": verdicts, "weight": weights})).report
     w = np.array(weights)
     rate = (w * np.array(verdicts)).sum() / w.sum()
     n_eff = w.sum() ** 2 / (w**2).sum()
@@ -109,7 +109,7 @@ def test_interval_covers_a_known_rate(hh: pl.DataFrame) -> None:
     covered = warned = 0
     for seed in range(300):
         s = audit_sample(truth, n=50, seed=seed).with_columns(pl.col("truth").alias("mislabeled"))
-        rep = mislabel_rate(s)
+        rep = mislabel_rate(s).report
         covered += rep["low"] <= true_rate <= rep["high"]
         warned += rep["warn"]
     assert 0.92 <= covered / 300 <= 0.98

@@ -240,7 +240,7 @@ def test_label_noise_from_a_number_or_an_audit_rate_report(tmp_path: Path) -> No
     assert label_noise_rate(None) is None
     assert label_noise_rate(0.12) == 0.12
     reviewed = pl.DataFrame({"mislabeled": [True] * 3 + [False] * 17 + [None] * 5})
-    report = mislabel_rate(reviewed)
+    report = mislabel_rate(reviewed).report
     path = tmp_path / "rate.json"
     path.write_text(json.dumps(report))
     assert label_noise_rate(str(path)) == pytest.approx(3 / 20)
@@ -248,7 +248,7 @@ def test_label_noise_from_a_number_or_an_audit_rate_report(tmp_path: Path) -> No
         label_noise_rate(0.5)
     nothing = mislabel_rate(
         pl.DataFrame({"mislabeled": [None, None]}, schema={"mislabeled": pl.Boolean})
-    )
+    ).report
     path.write_text(json.dumps(nothing))
     with pytest.raises(RecipeError, match="no `rate`"):
         label_noise_rate(path)

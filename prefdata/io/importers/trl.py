@@ -272,6 +272,8 @@ def import_trl(
                     "confidence": number_of(row.get("confidence"), "confidence"),
                 }
                 form = f"{form_of(row['prompt'])}_unpaired"
+        except InputError:
+            raise  # a file-level error (bad provenance JSON), not a row to set aside
         except ValueError as exc:
             bad.append((number, str(exc), row))
             continue
