@@ -122,7 +122,7 @@ def _audit_rate_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str
     return {"reviewed": write_table(reviewed, tmp / "r.parquet")}, {}, "main.parquet"
 
 
-def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
     from prefdata import ids
 
     # MT-Bench's four model answers per question, as candidates
@@ -141,11 +141,8 @@ def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str
             pl.concat_list(pl.struct(role=pl.lit("user"), content="prompt")).alias("prompt")
         )
     )
-    return {"candidates": write_table(table, tmp / "candidates.parquet")}, {
-        "pairing": "all",
-        "flip_rate": 0.25,
-        "seed": 3,
-    }
+    options = {"pairing": "all", "flip_rate": 0.25, "seed": 3}
+    return {"candidates": write_table(table, tmp / "candidates.parquet")}, options, "main.parquet"
 
 
 CASES: dict[str, Case] = {
