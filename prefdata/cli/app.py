@@ -21,7 +21,7 @@ from prefdata.cli.run import register as register_run_command
 from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
 from prefdata.io.importers import IMPORTERS, importer
-from prefdata.pipeline.catalog import STAGES, stage_spec
+from prefdata.pipeline.catalog import CLI_GROUPS, STAGES, cli_path, stage_spec
 
 app = typer.Typer(
     help="Clean preference data and train on it. Every stage reads and writes a table file "
@@ -33,8 +33,14 @@ app = typer.Typer(
 MODES = ("all", "best-vs-worst")
 
 app.add_typer(annotate_app, name="annotate")
+for _group, (_help, _names) in CLI_GROUPS.items():
+    _sub = typer.Typer(help=_help, no_args_is_help=True, add_completion=False)
+    for _name in _names:
+        add_stage_command(_sub, stage_spec(_name))
+    app.add_typer(_sub, name=_group)
 for _name in STAGES:
-    add_stage_command(app, stage_spec(_name))
+    if len(cli_path(_name)) == 1:
+        add_stage_command(app, stage_spec(_name))
 register_label_commands(app)
 register_train_commands(app)
 register_run_command(app)
@@ -235,45 +241,6 @@ def synthetic_pairs_cmd(
         min_margin=min_margin,
     )
     write_table(pairs, out)
-    print_report({**report, "written": str(out)})
-
-
-@app.command()
-@friendly_errors
-def convert(
-    conversion: Annotated[
-        str,
-        typer.Argument(help="pairs-to-kto | ratings-to-pairs | rankings-to-pairs | thumbs-to-kto"),
-    ],
-    src: Annotated[Path, typer.Argument(help="input table")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="output table")],
-    mode: Annotated[str, typer.Option(help="all | best-vs-worst (ratings, rankings)")] = "all",
-    min_margin: Annotated[float, typer.Option(help="ratings: minimum score gap")] = 0.0,
-) -> None:
-    """Convert between tables (input columns are in each function's docstring).
-
-    Example: prefdata convert pairs-to-kto hh.parquet -o hh.kto.parquet
-    """
-    from prefdata.io import convert as conv
-    from prefdata.io.tables import read_table, sibling, write_table
-    from prefdata.schema import validate as check
-
-    table = read_table(src)
-    if conversion == "pairs-to-kto":
-        result, report = conv.pairs_to_kto(check(table, "pairs", source=src))
-    elif conversion == "ratings-to-pairs":
-        result, report = conv.ratings_to_pairs(
-            table, mode=pick("mode", mode, MODES), min_margin=min_margin
-        )
-    elif conversion == "rankings-to-pairs":
-        result, report = conv.rankings_to_pairs(table, mode=pick("mode", mode, MODES))
-    elif conversion == "thumbs-to-kto":
-        result, tied, report = conv.thumbs_to_kto(table)
-        if tied.height:
-            report["tied_written"] = str(write_table(tied, sibling(out, "tied")))
-    else:
-        raise PrefdataError(f"unknown conversion '{conversion}'")
-    write_table(result, out)
     print_report({**report, "written": str(out)})
 
 

@@ -1,14 +1,14 @@
 """Conversions between the contracts: pairs -> KTO, ratings / rankings -> pairs, thumbs -> KTO.
 
-Each is a stage: `convert(table, *, options) -> (table, report)`. Rows that cannot become
-output (a prompt whose completions all tie, tied thumbs) are counted in the report, never
-turned into a pair with chosen == rejected.
+Each is a stage (`prefdata convert NAME`): `convert(table, *, options) -> StageResult`. Rows
+that cannot become output (a prompt whose completions all tie, tied thumbs) are counted in the
+report, never turned into a pair with chosen == rejected.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -16,6 +16,9 @@ import polars as pl
 from prefdata import ids
 from prefdata.io.importers.common import kto_table, pairs_table
 from prefdata.schema import MESSAGES, conform, with_messages
+from prefdata.stage import StageResult, Table, stage
+
+Mode = Literal["all", "best-vs-worst"]
 
 # TRL's KTO advice: desirable_weight * n_desirable / (undesirable_weight * n_undesirable)
 # should lie between 1:1 and 4:3.
@@ -40,12 +43,17 @@ def kto_balance(kto: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def pairs_to_kto(pairs: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+@stage("pairs-to-kto", outputs=("kto",))
+def pairs_to_kto(pairs: Annotated[pl.DataFrame, Table("pairs")]) -> StageResult:
     """Each pair -> one desirable row (chosen) and one undesirable row (rejected).
 
-    Input columns: pairs contract (prompt, chosen, rejected, confidence, source).
-    Output: kto contract, 2n rows for n pairs, in pair order (chosen row first); the
+    Output: `kto` (kto contract), 2n rows for n pairs, in pair order (chosen row first); the
     pair's confidence carries over to both rows. Report: kto_balance().
+
+    Example: prefdata convert pairs-to-kto hh.parquet -o hh.kto.parquet
+
+    Args:
+        pairs: the pairs
     """
     base = pairs.select("prompt", "confidence", "source")
     good = base.with_columns(pairs["chosen"].alias("completion"), pl.lit(True).alias("label"))
@@ -58,7 +66,7 @@ def pairs_to_kto(pairs: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
         .select("prompt", "completion", "label", "confidence", "source")
     )
     kto = conform(ids.with_completion_ids(both), "kto")
-    return kto, {"pairs": pairs.height, **kto_balance(kto)}
+    return StageResult(tables={"kto": kto}, report={"pairs": pairs.height, **kto_balance(kto)})
 
 
 def _empty_kto() -> pl.DataFrame:
@@ -96,14 +104,15 @@ def _prob_better(x: list[float], y: list[float]) -> float:
     return float((a > b).mean() + 0.5 * (a == b).mean())
 
 
+@stage("ratings-to-pairs", outputs=("pairs",))
 def ratings_to_pairs(
-    rated: pl.DataFrame,
+    rated: Annotated[pl.DataFrame, Table()],
     *,
-    mode: Literal["all", "best-vs-worst"] = "all",
+    mode: Mode = "all",
     min_margin: float = 0.0,
     source: str = "ratings",
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Rated completions -> pairs.
+) -> StageResult:
+    """Rated completions -> pairs (`pairs`).
 
     Input columns: `prompt` (text or messages), `completion`, `score` (a number, or a list
     with one number per rater), optional `generator`, optional `group` (completions rated
@@ -115,6 +124,14 @@ def ratings_to_pairs(
     mean scores, confidence = P(a rater's score for chosen beats one for rejected),
     n_votes = raters per side, agreement = share of raters (aligned by position) ordering
     the pair like the means.
+
+    Example: prefdata convert ratings-to-pairs rated.jsonl --mode best-vs-worst -o pairs.parquet
+
+    Args:
+        rated: rated completions (prompt, completion, score, optional generator and group)
+        mode: every pair whose scores differ (all), or each prompt's best against its worst
+        min_margin: the smallest score gap that makes a pair
+        source: the `source` column of the pairs
     """
     table = with_messages(rated)
     generators = table["generator"].to_list() if "generator" in table.columns else None
@@ -198,41 +215,57 @@ def ratings_to_pairs(
             )
     pairs = pairs_table(records, source=source)
     report["pairs"] = pairs.height
-    return pairs, report
+    return StageResult(tables={"pairs": pairs}, report=report)
 
 
+@stage("rankings-to-pairs", outputs=("pairs",))
 def rankings_to_pairs(
-    ranked: pl.DataFrame,
+    ranked: Annotated[pl.DataFrame, Table()],
     *,
-    mode: Literal["all", "best-vs-worst"] = "all",
+    mode: Mode = "all",
     source: str = "rankings",
-) -> tuple[pl.DataFrame, dict[str, Any]]:
+) -> StageResult:
     """Ranked sibling completions -> pairs (rank 0 is best).
 
     Input columns: `prompt` (messages), `completion`, `rank` (int; lower is better),
     optional `group` (completions ranked together; default: the prompt). Output: pairs for
     every ordered pair with different ranks ("all") or best against worst; equal ranks give
     no pair. The score is the negated rank, so this is ratings_to_pairs on ranks.
+
+    Example: prefdata convert rankings-to-pairs ranked.jsonl -o pairs.parquet
+
+    Args:
+        ranked: ranked completions (prompt, completion, rank, optional group)
+        mode: every pair with different ranks (all), or best against worst
+        source: the `source` column of the pairs
     """
     scored = ranked.with_columns((-pl.col("rank").cast(pl.Float64)).alias("score"))
-    pairs, report = ratings_to_pairs(scored, mode=mode, source=source)
+    result = ratings_to_pairs(scored, mode=mode, source=source)
     # Ranks are one aggregated ordering, not votes: confidence and agreement are unknown.
-    pairs = pairs.with_columns(
+    pairs = result.tables["pairs"].with_columns(
         pl.lit(None, pl.Float64).alias("confidence"), pl.lit(None, pl.Float64).alias("agreement")
     )
-    return pairs, report
+    return StageResult(tables={"pairs": pairs}, report=result.report)
 
 
+@stage("thumbs-to-kto", outputs=("kto", "tied"))
 def thumbs_to_kto(
-    thumbs: pl.DataFrame, *, source: str = "thumbs"
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    thumbs: Annotated[pl.DataFrame, Table()], *, source: str = "thumbs"
+) -> StageResult:
     """Up / down vote counts per completion -> KTO rows.
 
     Input columns: `prompt` (messages), `completion`, `up` (int), `down` (int).
-    Output: (kto, tied, report). label = up > down; confidence = the posterior probability
+    Output: `kto` and `tied`, and the report. label = up > down; confidence = the posterior
+    probability
     that the label is right under a uniform Beta(1, 1) prior on the share of up-votes,
     i.e. P(p > 1/2) for label True. Completions with up == down (including 0 / 0) carry
     no label and go to `tied`, counted in the report.
+
+    Example: prefdata convert thumbs-to-kto thumbs.jsonl -o kto.parquet
+
+    Args:
+        thumbs: completions with their up and down vote counts
+        source: the `source` column of the KTO rows
     """
     from scipy.stats import beta  # scipy is a core dependency; imported here for start-up
 
@@ -250,4 +283,4 @@ def thumbs_to_kto(
     tied = table.filter(pl.col("__tied")).drop("__tied", "label", "confidence")
     kto = kto_table(keep.to_dicts(), source=source) if keep.height else _empty_kto()
     report = {"completions": thumbs.height, "dropped_tied_votes": tied.height, **kto_balance(kto)}
-    return kto, tied, report
+    return StageResult(tables={"kto": kto, "tied": tied}, report=report)

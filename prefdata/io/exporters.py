@@ -146,7 +146,8 @@ def to_kto(
     against TRL's 1:1 to 4:3 advice.
     """
     if guess_contract(table) == "pairs":
-        kto, report = pairs_to_kto(validate(table, "pairs", source=source))
+        converted = pairs_to_kto(validate(table, "pairs", source=source))
+        kto, report = converted.tables["kto"], converted.report
     else:
         from prefdata.io.convert import kto_balance
 

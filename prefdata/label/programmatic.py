@@ -239,7 +239,8 @@ def label_with(
     rated = table.select("prompt", "completion", "generator").with_columns(
         pl.Series("score", scores, dtype=pl.Float64), table["prompt_id"].alias("group")
     )
-    pairs, pair_report = ratings_to_pairs(rated, mode=pairing, min_margin=min_margin, source=source)
+    converted = ratings_to_pairs(rated, mode=pairing, min_margin=min_margin, source=source)
+    pairs, pair_report = converted.tables["pairs"], converted.report
     # With seeded flips, the scores (and generators) of each side would give the flips away
     # to anything reading provenance; the annotations keep them.
     hidden = ("scores_chosen", "scores_rejected", "generator_chosen", "generator_rejected")

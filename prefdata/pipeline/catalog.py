@@ -22,8 +22,29 @@ STAGES: dict[str, tuple[str, str]] = {
     "audit-rate": ("prefdata.quality.sample", "mislabel_rate"),
     "filter": ("prefdata.quality.filter", "filter_pairs"),
     "bias": ("prefdata.quality.bias", "bias_stats"),
+    "pairs-to-kto": ("prefdata.io.convert", "pairs_to_kto"),
+    "ratings-to-pairs": ("prefdata.io.convert", "ratings_to_pairs"),
+    "rankings-to-pairs": ("prefdata.io.convert", "rankings_to_pairs"),
+    "thumbs-to-kto": ("prefdata.io.convert", "thumbs_to_kto"),
     "rule-label": ("prefdata.label.programmatic", "rule_label"),
 }
+
+# Stages the command line groups under one command (`prefdata convert pairs-to-kto ...`):
+# group -> (its help, its stages). A pipeline names them by the stage name alone.
+CLI_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "convert": (
+        "Convert between tables: pairs -> KTO, ratings / rankings -> pairs, thumbs -> KTO.",
+        ("pairs-to-kto", "ratings-to-pairs", "rankings-to-pairs", "thumbs-to-kto"),
+    ),
+}
+
+
+def cli_path(name: str) -> tuple[str, ...]:
+    """The command words of stage `name` on the command line."""
+    for group, (_, names) in CLI_GROUPS.items():
+        if name in names:
+            return (group, name)
+    return (name,)
 
 
 def stage_function(name: str) -> Callable[..., Any]:

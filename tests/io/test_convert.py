@@ -37,7 +37,8 @@ def pair_records(draw: st.DrawFn) -> list[dict[str, object]]:
 @given(pair_records())
 def test_n_pairs_give_2n_kto_rows(records: list[dict[str, object]]) -> None:
     pairs = pairs_table(records, source="t")
-    kto, report = pairs_to_kto(pairs)
+    _converted = pairs_to_kto(pairs)
+    kto, report = _converted.main, _converted.report
     assert kto.height == 2 * pairs.height
     assert kto["label"].to_list() == [True, False] * pairs.height
     assert kto.filter(pl.col("label"))["completion"].to_list() == pairs["chosen"].to_list()
@@ -67,7 +68,8 @@ def rated_tables(draw: st.DrawFn) -> pl.DataFrame:
 def test_ratings_never_give_chosen_equal_rejected(
     rated: pl.DataFrame, mode: str, margin: float
 ) -> None:
-    pairs, report = ratings_to_pairs(rated, mode=mode, min_margin=margin)  # type: ignore[arg-type]
+    _converted = ratings_to_pairs(rated, mode=mode, min_margin=margin)  # type: ignore[arg-type]
+    pairs, report = _converted.main, _converted.report
     assert (pairs["chosen"] != pairs["rejected"]).all()
     assert (pairs["margin"] > margin).all()
     assert pairs["confidence"].is_between(0, 1).all()
@@ -84,7 +86,8 @@ def test_all_tied_prompt_gives_no_pair() -> None:
             "score": [4, 4, 4, 5, 1],
         }
     )
-    pairs, report = ratings_to_pairs(rated)
+    _converted = ratings_to_pairs(rated)
+    pairs, report = _converted.main, _converted.report
     assert report["prompts_all_tied"] == 1
     assert pairs["chosen"].to_list() == ["d"] and pairs["rejected"].to_list() == ["e"]
 
@@ -93,7 +96,8 @@ def test_rating_confidence_is_the_rater_auc() -> None:
     rated = pl.DataFrame(
         {"prompt": ["p", "p"], "completion": ["a", "b"], "score": [[5, 3, 4], [4, 4, 2]]}
     )
-    pairs, _ = ratings_to_pairs(rated)
+    _converted = ratings_to_pairs(rated)
+    pairs, _ = _converted.main, _converted.report
     # a's ratings vs b's: 5>4,5>4,5>2, 3<4,3<4,3>2, 4=4,4=4,4>2 -> (5 + 2*0.5) / 9
     assert abs(pairs["confidence"][0] - 6 / 9) < 1e-12
     assert abs(pairs["agreement"][0] - 2 / 3) < 1e-12
@@ -103,9 +107,11 @@ def test_rankings_all_vs_best_vs_worst() -> None:
     ranked = pl.DataFrame(
         {"prompt": ["p"] * 4, "completion": ["a", "b", "c", "d"], "rank": [0, 1, 2, 2]}
     )
-    every, _ = rankings_to_pairs(ranked)
+    _converted = rankings_to_pairs(ranked)
+    every, _ = _converted.main, _converted.report
     assert every.height == 5  # 6 combinations minus the equal-rank c/d
-    best, _ = rankings_to_pairs(ranked, mode="best-vs-worst")
+    _converted = rankings_to_pairs(ranked, mode="best-vs-worst")
+    best, _ = _converted.main, _converted.report
     assert best["chosen"].to_list() == ["a"] and best["rejected"][0] in {"c", "d"}
 
 
@@ -118,7 +124,8 @@ def test_thumbs_confidence_from_beta_posterior() -> None:
             "down": [0, 1, 2, 0],
         }
     )
-    kto, tied, report = thumbs_to_kto(thumbs)
+    _converted = thumbs_to_kto(thumbs)
+    kto, tied, report = _converted.tables["kto"], _converted.tables["tied"], _converted.report
     assert kto["completion"].to_list() == ["a", "b"]
     assert kto["label"].to_list() == [True, False]
     # Beta(4, 1): P(p > 1/2) = 1 - 0.5^4; Beta(1, 2): P(p < 1/2) = 1 - 0.5^2

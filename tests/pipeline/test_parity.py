@@ -21,15 +21,17 @@ import yaml
 from prefdata.cli import app
 from prefdata.io.tables import read_table, sibling, write_table
 from prefdata.pipeline import load_pipeline, run_pipeline
-from prefdata.pipeline.catalog import STAGES, stage_spec
+from prefdata.pipeline.catalog import STAGES, cli_path, stage_spec
 from prefdata.pipeline.stages import REGISTRY
 from prefdata.stage import Param
 
 
 def _click_command(name: str) -> Any:
     """The click command typer built (typer vendors its own click classes: duck-typed)."""
-    group: Any = typer.main.get_command(app)
-    return group.commands[name]
+    command: Any = typer.main.get_command(app)
+    for word in cli_path(name):
+        command = command.commands[word]
+    return command
 
 
 def _cli_names(command: Any) -> set[str]:
@@ -145,7 +147,40 @@ def _rule_label_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str
     return {"candidates": write_table(table, tmp / "candidates.parquet")}, options, "main.parquet"
 
 
+def _ratings_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    from prefdata.pipeline.demo import EXAMPLES
+
+    rated = read_table(EXAMPLES / "ratings.jsonl")
+    return {"rated": write_table(rated, tmp / "rated.parquet")}, {"mode": "all"}, "main.parquet"
+
+
+def _rankings_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    from prefdata.pipeline.demo import EXAMPLES
+
+    rated = read_table(EXAMPLES / "ratings.jsonl")
+    mean = pl.col("score").list.mean()
+    ranked = rated.with_columns((-mean).rank("dense").over("prompt").cast(pl.Int64).alias("rank"))
+    path = write_table(ranked.drop("score"), tmp / "ranked.parquet")
+    return {"ranked": path}, {"mode": "best-vs-worst"}, "main.parquet"
+
+
+def _thumbs_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    thumbs = pl.DataFrame(
+        {
+            "prompt": [f"question {i % 5}" for i in range(20)],
+            "completion": [f"answer {i}" for i in range(20)],
+            "up": [i % 4 for i in range(20)],
+            "down": [(i * 7) % 3 for i in range(20)],
+        }
+    )
+    return {"thumbs": write_table(thumbs, tmp / "thumbs.parquet")}, {}, "main.parquet"
+
+
 CASES: dict[str, Case] = {
+    "pairs-to-kto": _file_case("pairs"),
+    "ratings-to-pairs": _ratings_case,
+    "rankings-to-pairs": _rankings_case,
+    "thumbs-to-kto": _thumbs_case,
     "validate": _file_case("file", contract="pairs"),
     "info": _file_case("table"),
     "bias": _bias_case,
@@ -163,7 +198,7 @@ def test_every_stage_has_an_output_case() -> None:
 
 def _cli_args(name: str, inputs: dict[str, Path], options: dict[str, Any]) -> list[str]:
     spec = stage_spec(name)
-    args: list[str] = [name]
+    args: list[str] = list(cli_path(name))
     for p in spec.inputs:
         if p.name in inputs:
             args += [str(inputs[p.name])] if p.positional else [f"--{p.name}", str(inputs[p.name])]

@@ -215,7 +215,8 @@ def import_feedback(
         schema={"prompt": MESSAGES, "completion": pl.String, "up": pl.Float64,
                 "down": pl.Float64},
     )
-    kto, tied, thumbs_report = thumbs_to_kto(thumbs, source=source)
+    voted = thumbs_to_kto(thumbs, source=source)
+    kto, tied, thumbs_report = voted.tables["kto"], voted.tables["tied"], voted.report
 
     pair_records, split_even, conflicts = _session_pairs(
         sessions, prompts, session_users, pair_up, pair_down, pairs_from, path

@@ -202,7 +202,8 @@ def import_oasst(
             for r, w in reversed(replies):
                 stack.append((r, w, here, m["message_id"]))
 
-    pairs, rank_report = rankings_to_pairs(_ranked_frame(ranked), mode=mode, source=source)
+    ranked_pairs = rankings_to_pairs(_ranked_frame(ranked), mode=mode, source=source)
+    pairs, rank_report = ranked_pairs.tables["pairs"], ranked_pairs.report
     pairs = pairs.with_columns(
         pl.Series(
             "provenance",
@@ -213,7 +214,8 @@ def import_oasst(
             dtype=pl.String,
         )
     )
-    kto, tied, thumbs_report = thumbs_to_kto(_thumbs_frame(thumbs), source=source)
+    voted = thumbs_to_kto(_thumbs_frame(thumbs), source=source)
+    kto, tied, thumbs_report = voted.tables["kto"], voted.tables["tied"], voted.report
     # thumbs_to_kto keeps the untied rows in input order: line them up with their ids.
     labelled = [t for t in thumbs if t["up"] != t["down"]]
     if kto.height != len(labelled) or kto["completion"].to_list() != [

@@ -313,7 +313,8 @@ def _pairs(
         table = table.drop("group")
     if not fields.get("generator"):
         table = table.drop("generator")
-    pairs, conv = ratings_to_pairs(table, mode=mode, min_margin=min_margin, source=source)
+    converted = ratings_to_pairs(table, mode=mode, min_margin=min_margin, source=source)
+    pairs, conv = converted.tables["pairs"], converted.report
 
     prompt_ids = [ids.prompt_id(r["prompt"]) for r in rows]
     keys = [r["group"] if grouped else pid for r, pid in zip(rows, prompt_ids, strict=True)]
