@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @contextlib.contextmanager
@@ -63,3 +65,18 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def synced(afn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The sync version of an async operation: same signature and docstring, run with
+    `run_sync`. Named like `afn` without its leading "a" (`judge = synced(ajudge)`), so an
+    operation has one body and no second list of keyword arguments to keep in step."""
+
+    @functools.wraps(afn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(afn(*args, **kwargs))
+
+    name = afn.__name__.removeprefix("a")
+    wrapper.__name__ = name
+    wrapper.__qualname__ = afn.__qualname__.removesuffix(afn.__name__) + name
+    return wrapper

@@ -21,6 +21,7 @@ from prefdata.cli.run import register as register_run_command
 from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
 from prefdata.io.importers import IMPORTERS, importer
+from prefdata.llm.factory import BACKENDS
 from prefdata.pipeline.catalog import CLI_GROUPS, STAGES, cli_path, stage_spec
 
 app = typer.Typer(
@@ -151,7 +152,7 @@ def generate_cmd(
     model: Annotated[
         list[str] | None, typer.Option(help="model (repeat to mix generators)")
     ] = None,
-    backend: Annotated[str, typer.Option(help="local | openai | anthropic")] = "local",
+    backend: Annotated[str, typer.Option(help=" | ".join(BACKENDS))] = "local",
     base_url: Annotated[str | None, typer.Option(help="server URL (openai, anthropic)")] = None,
     n: Annotated[int, typer.Option(help="candidates per prompt")] = 4,
     mix: Annotated[
@@ -190,7 +191,7 @@ def generate_cmd(
         candidates, rejected, report = generate(
             read_table(prompts),
             models=model or ["smollm2"],
-            backend=pick("backend", backend, ("local", "openai", "anthropic")),
+            backend=pick("backend", backend, BACKENDS),
             n=n,
             params=Params(
                 temperature=temperature,

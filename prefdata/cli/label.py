@@ -8,8 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from prefdata.cli.common import console, friendly_errors, pick, print_report
-from prefdata.errors import PrefdataError
-from prefdata.llm.factory import backend_options
 
 Judges = Annotated[
     list[str],
@@ -59,8 +57,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pairwise LLM judge in both orders (position-debiased); votes in the annotations
         table, one verdict per pair and judge beside it (OUT-stem.verdicts). From candidates:
-        best-vs-worst without a score column writes the judge's scores (OUT-stem.scores);
-        tournament writes each prompt's best and worst (OUT-stem.standings).
+        the judged pairs (OUT-stem.pairs); best-vs-worst without a score column writes the
+        judge's scores (OUT-stem.scores); tournament writes each prompt's best and worst
+        (OUT-stem.standings).
 
         Example: prefdata judge pairs.parquet -o votes.parquet --judge local:smollm2
         --judge anthropic:claude-sonnet-4-6 --rubric helpfulness --estimate
@@ -69,90 +68,51 @@ def register(app: typer.Typer) -> None:
         --selection tournament --max-pairs-per-prompt 6
         """
         from prefdata.io.tables import read_table, sibling, write_table
-        from prefdata.label import judge as jm
-        from prefdata.label.selection import SELECTIONS, is_candidates
+        from prefdata.label.judge import estimate as estimate_cost
+        from prefdata.label.judge import judge as run_judge
+        from prefdata.label.runner import ORDER_CHOICES, JudgeOptions
+        from prefdata.label.selection import SELECTIONS
         from prefdata.llm.cache import CallCache
 
         table = read_table(data)
-        order_list = {"both": ("ab", "ba"), "ab": ("ab",), "ba": ("ba",)}[
-            pick("orders", orders, ("both", "ab", "ba"))
-        ]
+        options = JudgeOptions(
+            rubric=rubric,
+            orders=pick("orders", orders, tuple(ORDER_CHOICES)),
+            base_url=base_url,
+            max_concurrency=max_concurrency,
+            device=device,
+            batch_size=batch_size,
+            batch_state=sibling(out, "batches").with_suffix(".json") if batch else None,
+        )
         chosen_selection = pick("selection", selection, SELECTIONS)
         common: dict[str, Any] = {
-            "rubric": rubric,
-            "orders": order_list,
+            "judges": judge,
+            "options": options,
+            "selection": chosen_selection,
             "max_pairs_per_prompt": max_pairs_per_prompt,
+            "pointwise_rubric": pointwise_rubric,
             "seed": seed,
         }
         if estimate:
-            print_report(
-                jm.estimate(
-                    table,
-                    judges=judge,
-                    selection=chosen_selection,
-                    pointwise_rubric=pointwise_rubric,
-                    **common,
-                )
-            )
+            print_report(estimate_cost(table, **common))
             return
-        run: dict[str, Any] = {
-            "judges": judge,
-            "client_options": backend_options(
-                base_url=base_url,
-                max_concurrency=max_concurrency,
-                device=device,
-                batch_size=batch_size,
-            ),
-            "batch_state": sibling(out, "batches").with_suffix(".json") if batch else None,
-            "progress": True,
-            **common,
-        }
-        written: dict[str, str] = {}
-        extra: dict[str, Any] = {}
-        candidates = is_candidates(table)
         call_cache = CallCache(cache, enabled=not no_cache)
         try:
-            if candidates and chosen_selection == "tournament":
-                from prefdata.label.tournament import tournament
-
-                if gold is not None or min_human_agreement is not None:
-                    raise PrefdataError(
-                        "--gold / --min-human-agreement do not apply to a tournament"
-                    )
-                votes, standings, report = tournament(table, cache=call_cache, **run)
-                written["standings"] = str(write_table(standings, sibling(out, "standings")))
-            else:
-                if (
-                    candidates
-                    and chosen_selection == "best-vs-worst"
-                    and "score" not in table.columns
-                ):
-                    from prefdata.label.pointwise import pointwise_rubric_for, score_candidates
-
-                    table, extra["pointwise"] = score_candidates(
-                        table,
-                        judges=judge,
-                        cache=call_cache,
-                        rubric=pointwise_rubric or pointwise_rubric_for(rubric),
-                        client_options=run["client_options"],
-                        batch_state=run["batch_state"],
-                        progress=True,
-                    )
-                    written["scores"] = str(write_table(table, sibling(out, "scores")))
-                votes, report = jm.judge(
-                    table,
-                    cache=call_cache,
-                    selection=chosen_selection,
-                    gold=read_table(gold) if gold else None,
-                    min_human_agreement=min_human_agreement,
-                    **run,
-                )
+            result = run_judge(
+                table,
+                cache=call_cache,
+                gold=read_table(gold) if gold else None,
+                min_human_agreement=min_human_agreement,
+                progress=True,
+                **common,
+            )
         finally:
             call_cache.close()
-        write_table(votes, out)
-        written["votes"] = str(out)
-        written["verdicts"] = str(write_table(jm.pool_orders(votes), sibling(out, "verdicts")))
-        print_report({**extra, **report, "written": written})
+        written = {"votes": str(write_table(result.tables["annotations"], out))}
+        for name, frame in result.tables.items():
+            if name != "annotations":
+                written[name] = str(write_table(frame, sibling(out, name)))
+        print_report({**result.report, "written": written})
         console.print(call_cache.stats.line(), highlight=False)
 
     @app.command("judge-eval")
@@ -169,7 +129,8 @@ def register(app: typer.Typer) -> None:
         Example: prefdata judge-eval votes.parquet --gold humans.parquet
         """
         from prefdata.io.tables import read_table
-        from prefdata.label.panel import calibration, panel
+        from prefdata.quality.judge_eval import calibration
+        from prefdata.quality.pooling import panel
 
         table = read_table(votes)
         report = calibration(
@@ -211,7 +172,7 @@ def register(app: typer.Typer) -> None:
             pairs, votes, report = critique(
                 read_table(data),
                 model=model,
-                judge_model=judge,
+                judge=judge,
                 cache=call_cache,
                 constitution=constitution,
                 principles_per_prompt=principles_per_prompt,

@@ -41,9 +41,15 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.io.importers.common import pairs_table
-from prefdata.label.judge import Rubric, ajudge, load_rubric, pool_orders
+from prefdata.label.rubric import Rubric, load_rubric
+from prefdata.label.runner import JudgeOptions, judge_name, judge_pairs, make_answerer
+from prefdata.label.selection import pair_items
+from prefdata.label.verdicts import votes_frame
 from prefdata.llm.base import Client, Message, Params, Request
 from prefdata.llm.cache import CallCache, complete_cached
+from prefdata.llm.factory import client_for
+from prefdata.progress import synced
+from prefdata.quality.pooling import pool_orders
 from prefdata.schema import conform, with_messages
 
 __all__ = ["Principle", "acritique", "critique", "load_constitution"]
@@ -112,16 +118,32 @@ async def acritique(
     *,
     model: str | Client,
     cache: CallCache,
-    judge_model: str | Client | None = None,
-    constitution: str | Path | Sequence[Principle] | None = None,
+    judge: str | Client | None = None,
+    options: JudgeOptions = JudgeOptions(),  # noqa: B008 - frozen, so one shared default is safe
+    constitution: Path | Sequence[Principle] | None = None,
     principles_per_prompt: int = 2,
     min_confidence: float = 0.6,
     max_new_tokens: int = 256,
     seed: int = 0,
     client_options: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """The async version of `critique`."""
-    from prefdata.label.judge import _client, _name
+    """Critique -> revise -> compare in both orders -> pairs (see the module doc); returns
+    (pairs, votes, report). `critique` is the same without async.
+
+    Input: candidates (`prompt`, `completion`). The comparison takes its template layout
+    from `options.rubric` and its criterion from the principle.
+
+    Args:
+        model: backend:model that critiques and revises (or a client)
+        judge: backend:model that compares original and revision (default: the model itself)
+        options: how the comparisons are made and read (JudgeOptions)
+        constitution: TOML of principles (default: the one shipped)
+        principles_per_prompt: principles sampled per response
+        min_confidence: keep a revision only when P(revision better) reaches this
+        max_new_tokens: reply budget of each critique and revision
+        seed: principle sampling and the generation seeds
+        client_options: library only: make_client options per backend, over those of `options`
+    """
     from prefdata.llm.generate import derive_seed
 
     principles = (
@@ -140,10 +162,11 @@ async def acritique(
         if col not in candidates.columns:
             raise InputError(f"critique needs column '{col}'", column=col)
     table = ids.with_completion_ids(with_messages(candidates))
-    options = client_options or {}
-    generator = _client(model, options)
-    judge_client = generator if judge_model is None else _client(judge_model, options)
-    base = load_rubric("helpfulness")
+    per_backend = options.client_options(client_options)
+    generator = client_for(model, per_backend)
+    judge_client = generator if judge is None else client_for(judge, per_backend)
+    base = load_rubric(options.rubric)
+    answer = make_answerer(options)
 
     # (row, principle) jobs, principles sampled per completion.
     jobs: list[tuple[dict[str, Any], Principle, int]] = []
@@ -210,9 +233,15 @@ async def acritique(
             },
             schema={"prompt": table.schema["prompt"], "chosen": pl.String, "rejected": pl.String},
         )
-        votes, _ = await ajudge(
-            pairs_in, judges=[judge_client], cache=cache, rubric=principle_rubric(p, base)
+        rows = await judge_pairs(
+            judge_client,
+            pair_items(pairs_in).to_dicts(),
+            principle_rubric(p, base),
+            options,
+            cache,
+            answer=answer,
         )
+        votes = conform(votes_frame(rows), "annotations")
         votes_frames.append(votes.with_columns(pl.lit(p.id).alias("principle")))
         verdicts = pool_orders(votes)
         by_item = dict(verdicts.select("item_id", "p_a").iter_rows())
@@ -252,8 +281,8 @@ async def acritique(
                     "p_revision": {x["principle"].id: x["p_revision"] for x in xs},
                     "kept_principle": best["principle"].id,
                     "critique": best["critique"],
-                    "generator": _name(generator),
-                    "judge": _name(judge_client),
+                    "generator": judge_name(generator),
+                    "judge": judge_name(judge_client),
                     "template_version": principle_rubric(best["principle"], base).version,
                 },
             }
@@ -304,7 +333,7 @@ async def acritique(
     # Close what we opened (a client passed in is the caller's), each once.
     opened = {
         id(c): c
-        for c, spec in ((generator, model), (judge_client, judge_model))
+        for c, spec in ((generator, model), (judge_client, judge))
         if isinstance(spec, str)
     }
     for client in opened.values():
@@ -312,37 +341,5 @@ async def acritique(
     return pairs, votes_all, report
 
 
-def critique(
-    candidates: pl.DataFrame,
-    *,
-    model: str | Client,
-    cache: CallCache,
-    judge_model: str | Client | None = None,
-    constitution: str | Path | Sequence[Principle] | None = None,
-    principles_per_prompt: int = 2,
-    min_confidence: float = 0.6,
-    max_new_tokens: int = 256,
-    seed: int = 0,
-    client_options: dict[str, dict[str, Any]] | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Critique -> revise -> compare in both orders -> pairs (see the module doc).
 
-    Input: candidates (`prompt`, `completion`). model / judge_model: "backend:model" or a
-    client (the judge defaults to the generating model). Returns (pairs, votes, report).
-    """
-    from prefdata.progress import run_sync
-
-    return run_sync(
-        acritique(
-            candidates,
-            model=model,
-            cache=cache,
-            judge_model=judge_model,
-            constitution=constitution,
-            principles_per_prompt=principles_per_prompt,
-            min_confidence=min_confidence,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            client_options=client_options,
-        )
-    )
+critique = synced(acritique)

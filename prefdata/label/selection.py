@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.schema import MESSAGES, with_messages
 
@@ -28,6 +29,7 @@ __all__ = [
     "Selection",
     "candidate_groups",
     "is_candidates",
+    "pair_items",
     "select_pairs",
     "select_pairs_with_report",
 ]
@@ -210,3 +212,38 @@ def select_pairs_with_report(
         "skipped": skipped,
     }
     return pairs, report
+
+
+def pair_items(table: pl.DataFrame, **selection: Any) -> pl.DataFrame:
+    """The pairs to judge: `item_id` (pair_id), `prompt`, `a`, `b` (canonical sides),
+    `reference` (null unless the input has `answer`). Input: pairs or candidates (see module)."""
+    if "completion" in table.columns and "chosen" not in table.columns:
+        table = select_pairs(table, **selection)
+    for col in ("prompt", "chosen", "rejected"):
+        if col not in table.columns:
+            raise InputError(
+                f"the judge needs a pairs table (prompt, chosen, rejected) or candidates "
+                f"(prompt_id, prompt, completion); missing '{col}'",
+                column=col,
+            )
+    table = ids.with_pair_ids(with_messages(table))
+    sides = [
+        ids.canonical_sides(c, r) for c, r in zip(table["chosen"], table["rejected"], strict=True)
+    ]
+    ref = (
+        table["answer"]
+        if "answer" in table.columns
+        else pl.repeat(None, table.height, dtype=pl.String, eager=True)
+    )
+    out = pl.DataFrame(
+        {
+            "item_id": table["pair_id"],
+            "prompt_id": table["prompt_id"],
+            "prompt": table["prompt"],
+            "a": [s[0] for s in sides],
+            "b": [s[1] for s in sides],
+            "reference": ref.cast(pl.String),
+        }
+    )
+    # The same pair twice would be judged twice and counted twice in every figure.
+    return out.unique("item_id", keep="first", maintain_order=True)

@@ -57,30 +57,22 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefdata import ids
 from prefdata.errors import InputError
-from prefdata.label.judge import (
-    ORDERS,
-    Rubric,
-    _frame,
-    _judge_chunks,
-    check_orders,
-    judge_stats,
-    load_rubric,
-    make_answerer,
-    open_clients,
-    pool_orders,
-)
+from prefdata.label.rubric import load_rubric
+from prefdata.label.runner import JudgeOptions, judge_pairs, make_answerer, open_clients
 from prefdata.label.selection import CandidateGroup, candidate_groups
+from prefdata.label.verdicts import votes_frame
 from prefdata.llm.base import Client
 from prefdata.llm.cache import CallCache
+from prefdata.progress import progress_bar, synced
+from prefdata.quality.judge_eval import judge_stats
+from prefdata.quality.pooling import pool_orders
 from prefdata.schema import conform
 
 __all__ = ["atournament", "max_comparisons", "tournament"]
@@ -224,34 +216,43 @@ def _mean_p_a(votes: pl.DataFrame) -> dict[str, float]:
 async def atournament(
     candidates: pl.DataFrame,
     *,
-    judges: Sequence[str | Client],
+    judges: list[str | Client],
     cache: CallCache,
-    rubric: str | Path | Rubric = "helpfulness",
-    orders: Sequence[str] = ORDERS,
+    options: JudgeOptions = JudgeOptions(),  # noqa: B008 - frozen, so one shared default is safe
     max_pairs_per_prompt: int | None = None,
     final: bool = True,
     seed: int = 0,
-    max_new_tokens: int = 400,
-    client_options: Mapping[str, Mapping[str, Any]] | None = None,
-    batch_state: str | Path | None = None,
-    poll_interval: float = 30.0,
-    chunk_size: int = 256,
+    client_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """The async version of `tournament` (same arguments)."""
-    orders = check_orders(orders)
-    if not judges:
-        raise InputError("no judge given (e.g. --judge anthropic:claude-sonnet-4-6)")
+    """Judge a budgeted knockout per prompt; returns (votes, standings, report).
+    `tournament` is the same without async.
+
+    Input: candidates (`prompt_id`, `prompt`, `completion`; optional `answer`, the reference
+    for the math rubric). The algorithm, its budget and the three outputs are described in
+    the module docstring. Every call goes through `cache`, so a re-run replays the same
+    rounds from the cache without a model call.
+
+    Args:
+        judges: backend:model, e.g. anthropic:claude-sonnet-4-6 (repeat for a panel); or clients
+        options: how the calls are made and read (JudgeOptions)
+        max_pairs_per_prompt: budget: pairs judged per prompt (default: the full tournament)
+        final: end with best vs worst when they have not met
+        seed: the round-1 draw and the coin for undecided matches
+        client_options: library only: make_client options per backend, over those of `options`
+        progress: a progress bar on stderr
+    """
+    orders = options.order_list
     if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
         raise InputError(f"max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
-    the_rubric = load_rubric(rubric)
+    the_rubric = load_rubric(options.rubric)
     states = []
     for g in candidate_groups(candidates, what="the tournament"):
         order = list(g.texts)
         # Seeded per prompt: adding prompts never changes another prompt's draw.
         random.Random(f"{seed}/{g.prompt_id}").shuffle(order)
         states.append(_Prompt(g, order, max_pairs_per_prompt))
-    answer = make_answerer(batch_state, poll_interval)
+    answer = make_answerer(options)
     upper = sum(
         min(max_comparisons(len(s.order), final=final), max_pairs_per_prompt or 1 << 62)
         for s in states
@@ -259,9 +260,7 @@ async def atournament(
     rows: list[dict[str, Any]] = []
     stage: dict[str, tuple[str, int]] = {}
     judged: dict[str, dict[str, Any]] = {}
-    from prefdata.progress import progress_bar
-
-    async with open_clients(judges, client_options) as clients:
+    async with open_clients(judges, options, client_options) as clients:
         with progress_bar(upper * len(orders) * len(clients), progress, "tournament") as tick:
             while True:
                 playing = [(s, s.schedule(final)) for s in states]
@@ -288,14 +287,13 @@ async def atournament(
                         stage[m.item_id] = (m.bracket, s.rounds)
                 todo = list(records.values())
                 judged.update(records)
-                size = max(1, len(todo)) if batch_state else chunk_size
                 this_round: list[dict[str, Any]] = []
                 for client in clients:
-                    this_round += await _judge_chunks(
-                        client, todo, orders, the_rubric, cache, answer, size, max_new_tokens, tick
+                    this_round += await judge_pairs(
+                        client, todo, the_rubric, options, cache, answer=answer, tick=tick
                     )
                 rows += this_round
-                p_a = _mean_p_a(_frame(this_round))
+                p_a = _mean_p_a(votes_frame(this_round))
                 for s, matches in playing:
                     for m in matches:
                         a, b = records[m.item_id]["a"], records[m.item_id]["b"]
@@ -308,7 +306,7 @@ async def atournament(
                             p = coin.choice((0.0, 1.0))
                         m.winner, m.loser = (a, b) if p > 0.5 else (b, a)
                     s.settle(matches)
-    frame = _frame(rows)
+    frame = votes_frame(rows)
     votes = conform(
         frame.with_columns(
             pl.Series("bracket", [stage[i][0] for i in frame["item_id"]], dtype=pl.String),
@@ -373,51 +371,5 @@ async def atournament(
     return votes, standings, report
 
 
-def tournament(
-    candidates: pl.DataFrame,
-    *,
-    judges: Sequence[str | Client],
-    cache: CallCache,
-    rubric: str | Path | Rubric = "helpfulness",
-    orders: Sequence[str] = ORDERS,
-    max_pairs_per_prompt: int | None = None,
-    final: bool = True,
-    seed: int = 0,
-    max_new_tokens: int = 400,
-    client_options: Mapping[str, Mapping[str, Any]] | None = None,
-    batch_state: str | Path | None = None,
-    poll_interval: float = 30.0,
-    chunk_size: int = 256,
-    progress: bool = False,
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Judge a budgeted knockout per prompt; returns (votes, standings, report).
 
-    Input: candidates (`prompt_id`, `prompt`, `completion`; optional `answer`, the reference
-    for the math rubric). The algorithm, its budget and the three outputs are described in
-    the module docstring. max_pairs_per_prompt: at most this many pairs judged per prompt
-    (None: the full tournament, `max_comparisons(N)`). final: end with best vs worst when
-    they have not met. seed: the round-1 draw and the coin for undecided matches. The judge
-    options (judges, rubric, orders, client_options, batch_state, chunk_size, ...) are
-    those of `prefdata.label.judge.judge`; every call goes through `cache`, so a re-run
-    replays the same rounds from the cache without a model call.
-    """
-    from prefdata.progress import run_sync
-
-    return run_sync(
-        atournament(
-            candidates,
-            judges=judges,
-            cache=cache,
-            rubric=rubric,
-            orders=orders,
-            max_pairs_per_prompt=max_pairs_per_prompt,
-            final=final,
-            seed=seed,
-            max_new_tokens=max_new_tokens,
-            client_options=client_options,
-            batch_state=batch_state,
-            poll_interval=poll_interval,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-    )
+tournament = synced(atournament)

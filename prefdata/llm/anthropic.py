@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefdata.errors import MissingExtraError
-from prefdata.llm.base import Params, Request, Response
+from prefdata.llm.base import Capabilities, Params, Request, Response
 from prefdata.llm.prices import PriceTable, load_prices
 from prefdata.llm.retry import (
     BackendError,
@@ -66,6 +66,9 @@ class AnthropicClient:
     """
 
     backend = BACKEND
+    capabilities = Capabilities(
+        structured_output=True, takes_sampling_params=False, message_batches=True, priced=True
+    )
 
     def __init__(
         self,

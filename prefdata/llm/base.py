@@ -19,6 +19,29 @@ Message = dict[str, Any]  # {"role": ..., "content": ...}
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, so callers ask the client instead of comparing backend names.
+
+    reads_choice_probs: answers `Request.choices` with next-token probabilities (no text).
+    structured_output: answers `Request.tool` with the tool's input (forced tool use, or JSON
+        output checked against the schema).
+    takes_sampling_params: honours temperature / top_p / seed (the Anthropic API rejects them).
+    token_logprobs: returns per-token log-probabilities for `Request.logprobs`.
+    message_batches: has the Anthropic Message Batches API (half price, resumable).
+    priced: calls are billed per token (an estimate prices them from the price table).
+    needs_base_url: the client cannot be made without a server URL.
+    """
+
+    reads_choice_probs: bool = False
+    structured_output: bool = False
+    takes_sampling_params: bool = True
+    token_logprobs: bool = False
+    message_batches: bool = False
+    priced: bool = False
+    needs_base_url: bool = False
+
+
+@dataclass(frozen=True)
 class Params:
     """Sampling parameters. `seed` makes local sampling reproducible (servers: best effort)."""
 
@@ -107,6 +130,7 @@ class Response:
 class Client(Protocol):
     """What every backend offers. `complete` keeps the order of its input."""
 
+    capabilities: Capabilities
     backend: str
     model: str
 

@@ -1,30 +1,42 @@
-"""One entry point for every backend: `make_client(backend, model, **options)`.
+"""One entry point for every backend: `make_client(backend, model, **options)`, and the one
+list of backends (`BACKENDS`) that the CLI and the pipeline offer.
 
 The backend modules are imported only when asked for, so `import prefdata` never pulls in
 torch, transformers or an SDK. A missing dependency raises MissingExtraError with the pip
-command that installs it.
+command that installs it. What a backend can do is its client class's `capabilities`
+(`capabilities(backend)` reads it without making a client).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 from prefdata.errors import InputError, MissingExtraError
-from prefdata.llm.base import Client
+from prefdata.llm.base import Capabilities, Client
 
-__all__ = ["BACKENDS", "Backend", "make_client"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "backend_options",
+    "capabilities",
+    "client_for",
+    "make_client",
+    "parse_spec",
+]
 
 Backend = Literal["local", "openai", "anthropic"]
-BACKENDS: tuple[str, ...] = ("local", "openai", "anthropic")
 
-# backend -> (module, class)
+# The one table of backends: backend -> (module, client class). A new backend is a client
+# module in prefdata/llm/ and its line here; the CLI and the pipeline offer BACKENDS.
 _CLASSES: dict[str, tuple[str, str]] = {
     "local": ("prefdata.llm.local", "LocalClient"),
     "openai": ("prefdata.llm.openai_compat", "OpenAICompatClient"),
     "anthropic": ("prefdata.llm.anthropic", "AnthropicClient"),
 }
+BACKENDS: tuple[str, ...] = tuple(_CLASSES)
 
 # top-level module that failed to import -> what installs it
 _INSTALL: dict[str, str] = {
@@ -52,6 +64,26 @@ def make_client(backend: str, model: str, **options: Any) -> Client:
     keeps its own defaults. Raises InputError for an unknown backend or a missing required
     option, MissingExtraError (with the pip command) when the backend's package is missing.
     """
+    cls = _client_class(backend)
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    if cls.capabilities.needs_base_url and "base_url" not in kwargs:
+        raise InputError(
+            f"the {backend} backend needs base_url: the server speaking its API, e.g. "
+            "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)"
+        )
+    try:
+        # Checked before the call, so a TypeError raised inside the constructor stays a bug
+        # report instead of becoming an "unknown option" message.
+        inspect.signature(cls).bind(model, **kwargs)
+    except TypeError as err:
+        accepted = [p for p in inspect.signature(cls).parameters if p != "model"]
+        raise InputError(
+            f"{backend} backend: {err}; its options are {', '.join(accepted)}"
+        ) from err
+    return cast(Client, cls(model, **kwargs))
+
+
+def _client_class(backend: str) -> Any:
     if backend not in _CLASSES:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     module_name, class_name = _CLASSES[backend]
@@ -65,37 +97,42 @@ def make_client(backend: str, model: str, **options: Any) -> Client:
         raise MissingExtraError(
             f"the {backend} backend needs the Python package '{top}'. Install with: {install}"
         ) from err
-    kwargs = {k: v for k, v in options.items() if v is not None}
-    if backend == "openai" and "base_url" not in kwargs:
-        raise InputError(
-            "the openai backend needs base_url: the server speaking the chat-completions API, "
-            "e.g. http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)"
-        )
-    cls = getattr(module, class_name)
-    try:
-        # Checked before the call, so a TypeError raised inside the constructor stays a bug
-        # report instead of becoming an "unknown option" message.
-        inspect.signature(cls).bind(model, **kwargs)
-    except TypeError as err:
-        accepted = [p for p in inspect.signature(cls).parameters if p != "model"]
-        raise InputError(
-            f"{backend} backend: {err}; its options are {', '.join(accepted)}"
-        ) from err
-    return cast(Client, cls(model, **kwargs))
+    return getattr(module, class_name)
 
 
-def backend_options(
-    *,
-    base_url: str | None = None,
-    max_concurrency: int | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Client options per backend from one set of judge / critique settings: device and
-    batch size for local models; max_concurrency and base_url for servers (a base_url also
-    points the Anthropic client at an Anthropic-speaking server, e.g. a proxy)."""
-    local = {k: v for k, v in {"device": device, "batch_size": batch_size}.items() if v is not None}
-    remote: dict[str, Any] = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
-    if base_url:
-        remote["base_url"] = base_url
-    return {"local": local, "openai": dict(remote), "anthropic": dict(remote)}
+def capabilities(backend: str) -> Capabilities:
+    """What `backend` can do (its client class's `capabilities`), without making a client:
+    no model is loaded, no SDK is imported."""
+    caps = _client_class(backend).capabilities
+    assert isinstance(caps, Capabilities)
+    return caps
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """ "backend:model" -> (backend, model); a bare name means the local backend."""
+    backend, sep, model = spec.partition(":")
+    if not sep:
+        return "local", spec
+    if not model:
+        raise InputError(f"judge {spec!r}: write backend:model, e.g. anthropic:claude-sonnet-4-6")
+    return backend, model
+
+
+def client_for(spec: str | Client, options: Mapping[str, Mapping[str, Any]] | None) -> Client:
+    """The client for a "backend:model" spec (options[backend] go to make_client); a client
+    given is returned as it is."""
+    if not isinstance(spec, str):
+        return spec
+    backend, model = parse_spec(spec)
+    return make_client(backend, model, **dict((options or {}).get(backend, {})))
+
+
+def backend_options(**settings: Any) -> dict[str, dict[str, Any]]:
+    """Client options per backend from one set of settings (e.g. base_url, max_concurrency,
+    device, batch_size): each backend gets those its client class accepts, None left out.
+    So one `--base-url` reaches every server backend, `--device` every local one."""
+    out: dict[str, dict[str, Any]] = {}
+    for backend in BACKENDS:
+        accepted = inspect.signature(_client_class(backend)).parameters
+        out[backend] = {k: v for k, v in settings.items() if v is not None and k in accepted}
+    return out

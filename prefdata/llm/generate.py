@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 
@@ -35,11 +35,8 @@ from prefdata import ids
 from prefdata.errors import InputError, PrefdataError
 from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CacheStats, CallCache, complete_cached
-from prefdata.progress import progress_bar, run_sync
+from prefdata.progress import progress_bar, synced
 from prefdata.schema import MESSAGES, conform, split_problems, with_messages
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "REJECTED_SCHEMA",
@@ -171,8 +168,45 @@ async def agenerate(
     batch_state: str | Path | None = None,
     batch_poll_interval: float = 30.0,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """The async version of `generate` (same arguments and result); use it inside a running
-    event loop (a notebook, a server)."""
+    """N candidate completions per prompt. `generate` is the same without async (use this one
+    inside a running event loop: a notebook, a server).
+
+    Input: the prompts contract, or any table with a `prompt` column (text or chat messages;
+    `prompt_id` is computed when missing). Prompts that break the contract (blank, duplicate
+    id) are not sent and go to `rejected` as `invalid_prompt`.
+
+    models: model names for `backend` ("local" | "openai" | "anthropic"), built with
+        prefdata.llm.factory.make_client(backend, name, base_url=base_url, **client_options);
+        or ready Client objects (used as they are and not closed here).
+    n, mix: samples per prompt; see the module docstring ("spread": n in total over the
+        models; "each": n per model).
+    params: sampling parameters for every call; `params.seed` is the base seed (0 when None)
+        from which each sample's own seed is derived.
+    cache: the call cache (CallCache(enabled=False) for --no-cache).
+    chunk_size: prompts per chunk; an interruption loses at most one chunk.
+    progress: a rich progress bar over prompts, on stderr.
+    batch_state: use the Anthropic Message Batches API (half price; anthropic backend only):
+        every request not in the cache goes into one submission, its batch ids are kept in
+        this JSON file, and a run interrupted after submitting collects those batches on
+        resume instead of submitting again (see prefdata.llm.batches). Polls every
+        `batch_poll_interval` seconds. Several models: one state file each, `<stem>.<i>.json`.
+
+    Output: (candidates, rejected, report).
+    - candidates: the candidates contract (prompt_id, prompt, completion_id, completion,
+      generator, params). `completion` is the reply with surrounding whitespace removed;
+      `params` is JSON with the backend, the sampling parameters (with the sample's own
+      seed), the sample index and the finish_reason ("length" marks a reply cut at
+      max_new_tokens).
+    - rejected: REJECTED_SCHEMA rows with reason `error` (the call failed; `error` says why;
+      not cached, so a re-run tries again), `empty` (a blank reply), `duplicate` (the same
+      text as an earlier sample of the same prompt) or `invalid_prompt`.
+    - report: counts (prompts, requests, candidates, dropped_<reason>,
+      truncated_at_max_new_tokens), the tokens and cost of the new calls, `new_calls`,
+      `cache_hits` and the cache statistics line (`cache`).
+
+    Raises InputError for a bad prompts table or options, PrefdataError when every call of the
+    first chunk fails (a dead server, a wrong model).
+    """
     started = time.monotonic()
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}")
@@ -361,10 +395,11 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
     from prefdata.llm.batches import run_batch
 
     for c in clients:
-        if not isinstance(c, AnthropicClient):
+        if not c.capabilities.message_batches:
             raise InputError(
-                f"the Batches API (--batch) needs the anthropic backend; {c.model!r} uses "
-                f"{c.backend!r}"
+                f"the Batches API (--batch) needs the anthropic backend (or another with "
+                f"message batches); "
+                f"{c.model!r} uses {c.backend!r}"
             )
     paths = (
         [state]
@@ -380,10 +415,8 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
             by_model.setdefault(s.model, []).append(i)
         out: list[Response | None] = [None] * len(samples)
         for m, idx in by_model.items():
-            client = clients[m]
-            assert isinstance(client, AnthropicClient)
             responses = await run_batch(
-                client,
+                cast(AnthropicClient, clients[m]),
                 [samples[i].request for i in idx],
                 cache=cache,
                 state_path=paths[m],
@@ -396,74 +429,5 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
     return answer
 
 
-def generate(
-    prompts: pl.DataFrame,
-    *,
-    models: Sequence[str | Client],
-    backend: str = "local",
-    n: int = 4,
-    params: Params | None = None,
-    cache: CallCache,
-    base_url: str | None = None,
-    client_options: Mapping[str, Any] | None = None,
-    mix: Mix = "spread",
-    chunk_size: int = 32,
-    progress: bool = True,
-    batch_state: str | Path | None = None,
-    batch_poll_interval: float = 30.0,
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """N candidate completions per prompt.
 
-    Input: the prompts contract, or any table with a `prompt` column (text or chat messages;
-    `prompt_id` is computed when missing). Prompts that break the contract (blank, duplicate
-    id) are not sent and go to `rejected` as `invalid_prompt`.
-
-    models: model names for `backend` ("local" | "openai" | "anthropic"), built with
-        prefdata.llm.factory.make_client(backend, name, base_url=base_url, **client_options);
-        or ready Client objects (used as they are and not closed here).
-    n, mix: samples per prompt; see the module docstring ("spread": n in total over the
-        models; "each": n per model).
-    params: sampling parameters for every call; `params.seed` is the base seed (0 when None)
-        from which each sample's own seed is derived.
-    cache: the call cache (CallCache(enabled=False) for --no-cache).
-    chunk_size: prompts per chunk; an interruption loses at most one chunk.
-    progress: a rich progress bar over prompts, on stderr.
-    batch_state: use the Anthropic Message Batches API (half price; anthropic backend only):
-        every request not in the cache goes into one submission, its batch ids are kept in
-        this JSON file, and a run interrupted after submitting collects those batches on
-        resume instead of submitting again (see prefdata.llm.batches). Polls every
-        `batch_poll_interval` seconds. Several models: one state file each, `<stem>.<i>.json`.
-
-    Output: (candidates, rejected, report).
-    - candidates: the candidates contract (prompt_id, prompt, completion_id, completion,
-      generator, params). `completion` is the reply with surrounding whitespace removed;
-      `params` is JSON with the backend, the sampling parameters (with the sample's own
-      seed), the sample index and the finish_reason ("length" marks a reply cut at
-      max_new_tokens).
-    - rejected: REJECTED_SCHEMA rows with reason `error` (the call failed; `error` says why;
-      not cached, so a re-run tries again), `empty` (a blank reply), `duplicate` (the same
-      text as an earlier sample of the same prompt) or `invalid_prompt`.
-    - report: counts (prompts, requests, candidates, dropped_<reason>,
-      truncated_at_max_new_tokens), the tokens and cost of the new calls, `new_calls`,
-      `cache_hits` and the cache statistics line (`cache`).
-
-    Raises InputError for a bad prompts table or options, PrefdataError when every call of the
-    first chunk fails (a dead server, a wrong model).
-    """
-    return run_sync(
-        agenerate(
-            prompts,
-            models=models,
-            backend=backend,
-            n=n,
-            params=params,
-            cache=cache,
-            base_url=base_url,
-            client_options=client_options,
-            mix=mix,
-            chunk_size=chunk_size,
-            progress=progress,
-            batch_state=batch_state,
-            batch_poll_interval=batch_poll_interval,
-        )
-    )
+generate = synced(agenerate)

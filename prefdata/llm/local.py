@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prefdata.llm.base import Message, Params, Request, Response
+from prefdata.llm.base import Capabilities, Message, Params, Request, Response
 
 if TYPE_CHECKING:
     import torch
@@ -106,6 +106,7 @@ class LocalClient:
     """
 
     backend = "local"
+    capabilities = Capabilities(reads_choice_probs=True, token_logprobs=True)
 
     def __init__(
         self,

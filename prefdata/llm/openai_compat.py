@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefdata.errors import MissingExtraError
-from prefdata.llm.base import Request, Response
+from prefdata.llm.base import Capabilities, Request, Response
 from prefdata.llm.retry import (
     CallFailed,
     Failure,
@@ -87,6 +87,9 @@ class OpenAICompatClient:
     """
 
     backend = BACKEND
+    capabilities = Capabilities(
+        structured_output=True, token_logprobs=True, priced=True, needs_base_url=True
+    )
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
+from prefdata.llm.factory import BACKENDS
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
 
@@ -156,7 +157,7 @@ GENERATE = StageKind(
     "N candidate completions per prompt (prefdata generate)",
     {
         "models": Opt(["smollm2"], "strs"),
-        "backend": Opt("local", "str", ("local", "openai", "anthropic")),
+        "backend": Opt("local", "str", BACKENDS),
         "n": Opt(4, "int"),
         "mix": Opt("spread", "str", ("spread", "each")),
         "temperature": Opt(0.7, "float"),

@@ -6,75 +6,53 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
-
 from prefdata.errors import PrefdataError
-from prefdata.label.judge import BUILTIN_RUBRICS
-from prefdata.llm.factory import backend_options
+from prefdata.label.rubric import BUILTIN_RUBRICS
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
 # ---- judge -------------------------------------------------------------------------------
 
 
-def judged_pairs(candidates: pl.DataFrame, votes: pl.DataFrame, *, source: str) -> pl.DataFrame:
-    """The pairs table behind judge votes on candidates: every pair of a prompt's distinct
-    completions (prefdata.label.judge.select_pairs), kept where a vote names its pair_id.
-
-    Input: candidates (`prompt_id`, `prompt`, `completion`) and the votes (`item_id`).
-    Output: the pairs contract (confidence and margin unknown until consensus, n_votes 0),
-    `source` as given, provenance {"from": "candidates"}.
-    """
-    from prefdata.io.importers.common import pairs_table
-    from prefdata.label.judge import select_pairs
-
-    rows = select_pairs(candidates, selection="all").to_dicts()
-    pairs = pairs_table(
-        [{**r, "n_votes": 0, "provenance": {"from": "candidates"}} for r in rows], source=source
-    )
-    return pairs.filter(pl.col("pair_id").is_in(votes["item_id"].unique().implode()))
-
-
 def run_judge(stage: StageRun) -> StageOutputs:
     """`prefdata judge`: votes (one row per pair x judge x order), verdicts (orders pooled per
-    judge), and with candidates as input the judged pairs."""
+    judge), and with candidates as input the judged pairs, the tournament's standings and
+    the pointwise scores (as the CLI writes them)."""
     from prefdata.io.tables import write_table
-    from prefdata.label import judge as jm
-    from prefdata.label.selection import is_candidates
+    from prefdata.label.judge import judge
+    from prefdata.label.runner import JudgeOptions
 
     opts = stage.options
-    table = stage.table("pairs")
-    orders = {"both": ("ab", "ba"), "ab": ("ab",), "ba": ("ba",)}[opts["orders"]]
-    votes, report = jm.judge(
-        table,
+    result = judge(
+        stage.table("pairs"),
         judges=opts["judges"],
         cache=stage.cache,
-        rubric=opts["rubric"],
-        orders=orders,
-        selection=opts["selection"],
-        max_pairs_per_prompt=opts["max_pairs_per_prompt"],
-        max_new_tokens=opts["max_new_tokens"],
-        client_options=backend_options(
+        options=JudgeOptions(
+            rubric=opts["rubric"],
+            orders=opts["orders"],
+            max_new_tokens=opts["max_new_tokens"],
             base_url=opts.get("base_url"),
             max_concurrency=opts.get("max_concurrency"),
             device=opts.get("device"),
             batch_size=opts.get("batch_size"),
+            batch_state=stage.out("batches.json") if opts["batch"] else None,
+            poll_interval=opts["poll_interval"],
+            chunk_size=opts["chunk_size"],
         ),
-        batch_state=stage.out("batches.json") if opts["batch"] else None,
-        poll_interval=opts["poll_interval"],
-        chunk_size=opts["chunk_size"],
-        progress=stage.progress,
-        min_human_agreement=opts["min_human_agreement"],
-        gold=stage.maybe("gold"),
+        selection=opts["selection"],
+        max_pairs_per_prompt=opts["max_pairs_per_prompt"],
+        pointwise_rubric=opts["pointwise_rubric"],
         seed=opts["seed"],
+        gold=stage.maybe("gold"),
+        min_human_agreement=opts["min_human_agreement"],
+        source=opts["source"],
+        progress=stage.progress,
     )
+    files = {"annotations": "votes"}
     outputs = {
-        "annotations": write_table(votes, stage.out("votes.parquet")),
-        "verdicts": write_table(jm.pool_orders(votes), stage.out("verdicts.parquet")),
+        name: write_table(frame, stage.out(f"{files.get(name, name)}.parquet"))
+        for name, frame in result.tables.items()
     }
-    if is_candidates(table):
-        pairs = judged_pairs(table, votes, source=opts["source"])
-        outputs["pairs"] = write_table(pairs, stage.out("pairs.parquet"))
-    return outputs, report
+    return outputs, result.report
 
 
 JUDGE = StageKind(
@@ -85,6 +63,7 @@ JUDGE = StageKind(
         "judges": Opt(["local:smollm2"], "strs"),
         "orders": Opt("both", "str", ("both", "ab", "ba")),
         "rubric": Opt("helpfulness", "name_or_path", names=BUILTIN_RUBRICS),
+        "pointwise_rubric": Opt(None, "path"),
         "selection": Opt("all", "str", ("all", "best-vs-worst", "tournament")),
         "max_pairs_per_prompt": Opt(None, "int"),
         "max_new_tokens": Opt(400, "int"),
@@ -100,7 +79,7 @@ JUDGE = StageKind(
         "source": Opt("judged", "str"),
     },
     inputs=(Slot(("pairs", "candidates")), Slot(("gold",), required=False, auto=False)),
-    outputs=("annotations", "verdicts", "pairs"),
+    outputs=("annotations", "verdicts", "pairs", "standings", "scores"),
 )
 
 
@@ -116,7 +95,7 @@ def run_critique(stage: StageRun) -> StageOutputs:
     pairs, votes, report = critique(
         stage.table("candidates"),
         model=opts["model"],
-        judge_model=opts["judge"],
+        judge=opts["judge"],
         cache=stage.cache,
         constitution=Path(opts["constitution"]) if opts["constitution"] else None,
         principles_per_prompt=opts["principles_per_prompt"],

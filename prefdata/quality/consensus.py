@@ -25,7 +25,7 @@ posterior when there is no label), `p_<label>` for every label, `n_votes`, `agre
   `label` is null only when the top two posteriors are equal (within 1e-12).
 - `mean` (`mean_posteriors`): for judge votes on pairs that carry probabilities (`p_a`,
   or a stated confidence): each judge's orders averaged, then the judges averaged
-  (prefdata.label.panel.panel(method="mean")); label a above 0.5, b below, tie at exactly
+  (prefdata.quality.pooling.panel(method="mean")); label a above 0.5, b below, tie at exactly
   0.5. It keeps what a position-biased judge knows, which every label-based method
   turns into a tie (see `mean_posteriors`).
 
@@ -50,6 +50,7 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.quality.agreement import FloatArray, IntArray, Votes, encode_votes
+from prefdata.quality.pooling import panel
 from prefdata.schema import PAIR_LABELS, conform
 from prefdata.stage import StageResult, Table, stage
 
@@ -94,7 +95,7 @@ def mean_posteriors(votes: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
 
     Input: judge votes on pairs (the annotations contract with `p_a`, e.g. the local
     log-probability judge, or stated confidences; `order` when both orders were asked).
-    The votes pool with prefdata.label.panel.panel(method="mean"): each judge's orders
+    The votes pool with prefdata.quality.pooling.panel(method="mean"): each judge's orders
     averaged, then the judges averaged; label a when that P(a) > 0.5, b when below, tie at
     exactly 0.5. Output: one row per item in the shape `pairs_from_consensus` reads
     (item_id, label, confidence = max(P(a), P(b)), p_a, p_b, p_tie = 0, n_votes = valid
@@ -106,9 +107,6 @@ def mean_posteriors(votes: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
     it knows is only in how much more probable the first-shown answer is in one order than
     in the other, which the mean keeps.
     """
-    # label.panel imports quality.agreement; importing it here keeps the import one-way.
-    from prefdata.label.panel import panel
-
     pooled, panel_report = panel(votes, method="mean")
     valid = votes.filter(pl.col("label").is_not_null())
     if "error" in valid.columns:

@@ -76,11 +76,11 @@ class JudgeReward(NamedReward):
         client_options: Mapping[str, Any] | None = None,
         max_new_tokens: int = 300,
     ) -> None:
-        from prefdata.label.judge import parse_judge
-        from prefdata.label.pointwise import load_pointwise_rubric
+        from prefdata.label.rubric import load_pointwise_rubric
+        from prefdata.llm.factory import parse_spec
 
         self.__name__ = "judge"
-        self.backend, self.model = parse_judge(judge)
+        self.backend, self.model = parse_spec(judge)
         self.rubric = load_pointwise_rubric(rubric)
         self.reference_column = reference_column
         self.cache_path = cache
@@ -101,14 +101,18 @@ class JudgeReward(NamedReward):
 
     def request(self, prompt: Any, completion: Any, reference: str | None = None) -> Any:
         """The judge request for one completion (a prefdata.llm.base.Request)."""
-        from prefdata.label.pointwise import build_score_request
+        from prefdata.label.requests import build_score_request
+        from prefdata.llm.factory import capabilities
 
         messages = chat_messages(prompt)
         text = completion_text(completion)
         item_id = hashlib.sha256(json.dumps([messages, text]).encode()).hexdigest()[:16]
         item = {"item_id": item_id, "prompt": messages, "completion": text, "reference": reference}
         return build_score_request(
-            self.rubric, item, backend=self.backend, max_new_tokens=self.max_new_tokens
+            self.rubric,
+            item,
+            capabilities=capabilities(self.backend),
+            max_new_tokens=self.max_new_tokens,
         )
 
     def _ensure(self) -> None:
@@ -134,7 +138,7 @@ class JudgeReward(NamedReward):
         self, prompts: Sequence[Any], completions: Sequence[Any], references: Sequence[Any]
     ) -> list[float | None]:
         """The judge's score in [0, 1] of each completion (None where it gave none)."""
-        from prefdata.label.pointwise import read_score
+        from prefdata.label.verdicts import read_score
         from prefdata.llm.cache import complete_cached
 
         self._ensure()

@@ -14,7 +14,8 @@ import pytest
 
 from prefdata import ids
 from prefdata.io.importers.pandalm import import_pandalm
-from prefdata.label.panel import calibration, judge_kappas, panel
+from prefdata.quality.judge_eval import calibration
+from prefdata.quality.pooling import judge_kappas, panel
 
 JUDGE_FILES = {
     "gpt-3.5-turbo": ("gpt-3.5-turbo-testset-v1.json", "gpt_result"),

@@ -9,10 +9,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefdata.label.judge import build_request, judge, load_rubric, pool_orders
+from prefdata.label.judge import judge
+from prefdata.label.requests import build_request
+from prefdata.label.rubric import load_rubric
+from prefdata.label.verdicts import read_vote
 from prefdata.llm.base import Response
 from prefdata.llm.cache import CallCache
 from prefdata.llm.local import LocalClient
+from prefdata.quality.pooling import pool_orders
 
 PAIRS = pl.DataFrame(
     {
@@ -32,7 +36,8 @@ def test_probabilities_sum_to_one_and_orders_map_onto_sides(
     client: LocalClient, tmp_path: Path
 ) -> None:
     cache = CallCache(tmp_path / "c.sqlite")
-    votes, report = judge(PAIRS, judges=[client], cache=cache)
+    result = judge(PAIRS, judges=[client], cache=cache)
+    votes, report = result.tables["annotations"], result.report
     cache.close()
     assert votes.height == 6 and votes["error"].null_count() == 6
     for row in votes.to_dicts():
@@ -54,8 +59,6 @@ def test_probabilities_sum_to_one_and_orders_map_onto_sides(
 
 
 def test_swapping_the_order_swaps_the_roles(client: LocalClient) -> None:
-    from prefdata.label.judge import _vote
-
     rubric = load_rubric("helpfulness")
     prompt = [{"role": "user", "content": "What is 2 + 2?"}]
     x, y = "2 + 2 = 4.", "It is 5."
@@ -63,19 +66,25 @@ def test_swapping_the_order_swaps_the_roles(client: LocalClient) -> None:
     # (a=y, b=x) in order ba: one identical prompt, so P(A) is one number, and the two votes'
     # p_a must be p and 1 - p.
     one = build_request(
-        rubric, {"item_id": "i", "prompt": prompt, "a": x, "b": y}, "ab", backend="local"
+        rubric,
+        {"item_id": "i", "prompt": prompt, "a": x, "b": y},
+        "ab",
+        capabilities=client.capabilities,
     )
     two = build_request(
-        rubric, {"item_id": "j", "prompt": prompt, "a": y, "b": x}, "ba", backend="local"
+        rubric,
+        {"item_id": "j", "prompt": prompt, "a": y, "b": x},
+        "ba",
+        capabilities=client.capabilities,
     )
     assert one.messages == two.messages
     r1, r2 = client.complete_sync([one, two])
     assert r1.choice_probs == pytest.approx(r2.choice_probs)
-    v1 = _vote(r1, "ab", "local:smollm2", "i", rubric, "now")
-    v2 = _vote(r2, "ba", "local:smollm2", "j", rubric, "now")
+    v1 = read_vote(r1, "ab", "local:smollm2", "i", rubric, "now")
+    v2 = read_vote(r2, "ba", "local:smollm2", "j", rubric, "now")
     assert v1["p_a"] + v2["p_a"] == pytest.approx(1.0)
     assert {v1["label"], v2["label"]} == {"a", "b"}
     # Unit check of the mapping itself.
     fake = Response(choice_probs={"A": 0.8, "B": 0.2}, choice_mass=0.5)
-    assert _vote(fake, "ab", "j", "i", rubric, "now")["p_a"] == pytest.approx(0.8)
-    assert _vote(fake, "ba", "j", "i", rubric, "now")["p_a"] == pytest.approx(0.2)
+    assert read_vote(fake, "ab", "j", "i", rubric, "now")["p_a"] == pytest.approx(0.8)
+    assert read_vote(fake, "ba", "j", "i", rubric, "now")["p_a"] == pytest.approx(0.2)

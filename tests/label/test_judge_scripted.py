@@ -11,10 +11,13 @@ import polars as pl
 import pytest
 
 from prefdata import ids
-from prefdata.label.judge import estimate, judge, pair_items, pool_orders
-from prefdata.label.panel import calibration, gold_from_pairs, panel
+from prefdata.label.judge import estimate, judge
+from prefdata.label.selection import pair_items
 from prefdata.llm.cache import CallCache
 from prefdata.llm.prices import load_prices
+from prefdata.quality.judge_eval import calibration, gold_from_pairs
+from prefdata.quality.pooling import panel, pool_orders
+from tests.label.helpers import judge_votes
 from tests.llm.conftest import FAST_RETRIES
 from tests.llm.fake_server import FakeLLMServer
 
@@ -77,7 +80,7 @@ def options(server: FakeLLMServer) -> dict[str, dict[str, Any]]:
 
 
 def run(server: FakeLLMServer, cache: CallCache, pairs: pl.DataFrame, **kw: Any) -> Any:
-    return judge(
+    return judge_votes(
         pairs,
         judges=[f"anthropic:{h}" for h in kw.pop("habits", HABITS)],
         cache=cache,
@@ -213,7 +216,7 @@ def test_one_order_and_the_batch_api(
         habits=["consistent"],
         batch_state=tmp_path / "judge.json",
         poll_interval=0.05,
-        orders=["ba"],
+        orders="ba",
     )
     assert server.served("messages") == 0 and server.served("batches.create") == 1
     assert votes["order"].to_list() == ["ba"] * 5
@@ -260,9 +263,9 @@ def test_openai_json_output_and_prose_replies(
         .otherwise(pl.col("prompt"))
         .alias("prompt")
     )
-    votes, _ = judge(
+    votes = judge(
         pairs, judges=["openai:judge-x"], cache=call_cache, client_options=options(server)
-    )
+    ).tables["annotations"]
     assert votes.height == 6
     bad = votes.filter(pl.col("error").is_not_null())
     # The prose reply ("the winner is (a)") is an error row, never read for a letter.
@@ -317,7 +320,9 @@ def test_pair_selection_from_candidates() -> None:
 
 def test_rubric_files(tmp_path: Path) -> None:
     from prefdata.errors import InputError
-    from prefdata.label.judge import BUILTIN_RUBRICS, build_request, load_rubric
+    from prefdata.label.requests import build_request
+    from prefdata.label.rubric import BUILTIN_RUBRICS, load_rubric
+    from prefdata.llm.factory import capabilities
 
     versions = {load_rubric(n).version for n in BUILTIN_RUBRICS}
     assert len(versions) == len(BUILTIN_RUBRICS)
@@ -331,10 +336,11 @@ def test_rubric_files(tmp_path: Path) -> None:
         "b": "BB",
         "reference": "42",
     }
-    req = build_request(load_rubric("math"), item, "ba", backend="anthropic")
+    req = build_request(load_rubric("math"), item, "ba", capabilities=capabilities("anthropic"))
     assert "[Reference answer]\n42" in req.messages[0]["content"]
     assert req.messages[0]["content"].index("BB") < req.messages[0]["content"].index("AA")
-    assert build_request(rubric, item, "ab", backend="local").choices == ("A", "B")
+    local = capabilities("local")
+    assert build_request(rubric, item, "ab", capabilities=local).choices == ("A", "B")
     bad = tmp_path / "bad.txt"
     bad.write_text("### user\n{conversation} {first} {second} {oops}\n")
     with pytest.raises(InputError, match="oops"):

@@ -22,18 +22,17 @@ from prefdata.cli import app
 from prefdata.errors import InputError
 from prefdata.io.importers.hhh import import_hhh
 from prefdata.io.tables import read_table
-from prefdata.label.judge import estimate, judge, pair_items, pool_orders
-from prefdata.label.pointwise import (
-    RATINGS,
-    build_score_request,
-    load_pointwise_rubric,
-    score_candidates,
-)
-from prefdata.label.selection import select_pairs, select_pairs_with_report
+from prefdata.label.judge import estimate
+from prefdata.label.pointwise import score_candidates
+from prefdata.label.requests import build_score_request
+from prefdata.label.rubric import RATINGS, load_pointwise_rubric
+from prefdata.label.selection import pair_items, select_pairs, select_pairs_with_report
 from prefdata.label.tournament import max_comparisons, tournament
 from prefdata.llm.base import Request, Response
 from prefdata.llm.cache import CallCache
 from prefdata.llm.local import LocalClient
+from prefdata.quality.pooling import pool_orders
+from tests.label.helpers import judge_votes
 from tests.llm.conftest import FAST_RETRIES
 from tests.llm.fake_server import FakeLLMServer
 
@@ -134,6 +133,7 @@ class CountingClient:
         self.inner = inner
         self.backend = inner.backend
         self.model = inner.model
+        self.capabilities = inner.capabilities
         self.requests = 0
 
     async def complete(self, requests: Sequence[Request]) -> list[Response]:
@@ -201,7 +201,10 @@ def test_pointwise_local_scores_are_expectations_cached_and_deterministic(
     # Deterministic: the same requests asked afresh (other batch, no cache) read the same.
     rubric = load_pointwise_rubric("helpfulness")
     rows = ok.head(2).to_dicts()
-    requests = [build_score_request(rubric, {**r, "item_id": "x"}, backend="local") for r in rows]
+    requests = [
+        build_score_request(rubric, {**r, "item_id": "x"}, capabilities=local.capabilities)
+        for r in rows
+    ]
     for r, response in zip(rows, local.complete_sync(requests), strict=True):
         stored = json.loads(r["score_raw"])["local:smollm2"]
         assert response.choice_probs == pytest.approx({k: stored[k] for k in RATINGS}, abs=1e-6)
@@ -227,7 +230,7 @@ def test_best_vs_worst_without_scores_rates_first_then_judges_the_extremes(
             ],
         }
     )
-    votes, report = judge(
+    votes, report = judge_votes(
         cands,
         judges=["anthropic:scorer"],
         cache=call_cache,
@@ -406,7 +409,7 @@ def test_batch_api_one_batch_per_round_and_for_the_scoring_pass(
         "poll_interval": 0.05,
     }
     # Through judge(): the tournament's votes and report.
-    votes, report = judge(cands, selection="tournament", **kw)
+    votes, report = judge_votes(cands, selection="tournament", **kw)
     rounds = report["rounds"]
     assert rounds in (2, 3)  # round 1, the two brackets, and a final where one is needed
     assert server.served("batches.create") == rounds and server.served("messages") == 0
@@ -415,7 +418,7 @@ def test_batch_api_one_batch_per_round_and_for_the_scoring_pass(
     # best-vs-worst without scores: one batch to rate, one to judge. (On the same cache the
     # pairs would be answered from it: the tournament has judged best against worst.)
     fresh = CallCache(tmp_path / "fresh.sqlite")
-    votes, report = judge(cands, selection="best-vs-worst", **{**kw, "cache": fresh})
+    votes, report = judge_votes(cands, selection="best-vs-worst", **{**kw, "cache": fresh})
     fresh.close()
     assert server.served("batches.create") == rounds + 2
     assert report["pointwise"]["scored"] == 8 and report["pairs"] == 2
@@ -594,7 +597,7 @@ def test_integer_prompt_ids_are_scored_and_paired(
     assert scored["score"].to_list() == [0.5, 1.0, 0.125, 0.75, 0.25]
     assert scored["score_error"].null_count() == 5
     assert scored["prompt_id"].dtype == pl.Int64  # the input's column is left as it was
-    votes, jreport = judge(cands, selection="best-vs-worst", **kw)
+    votes, jreport = judge_votes(cands, selection="best-vs-worst", **kw)
     assert server.served("messages") == 5 + 2 * 2  # the scores again from the cache
     assert jreport["pairs"] == 2 and jreport["selection"]["prompts_with_pairs"] == 2
     winners = {
@@ -665,7 +668,7 @@ def test_select_pairs_counts_the_prompts_that_give_no_pair(
     assert select_pairs(cands, selection="all").equals(every)
 
     # Through judge(): the same counts in report["selection"], only the one pair judged.
-    votes, jreport = judge(
+    votes, jreport = judge_votes(
         cands,
         judges=["anthropic:ordered"],
         cache=call_cache,
@@ -688,7 +691,7 @@ def test_tournament_refuses_gold_alone(
         }
     )
     with pytest.raises(InputError, match="gold labels are not used with selection 'tournament'"):
-        judge(
+        judge_votes(
             cands,
             judges=["anthropic:ordered"],
             cache=call_cache,

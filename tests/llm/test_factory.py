@@ -71,3 +71,35 @@ def test_importing_the_factory_imports_no_backend() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_one_list_of_backends_is_complete() -> None:
+    # Every client class in prefdata/llm (a class with `complete` and `aclose`) is listed in
+    # the factory's one table, under the backend name the class itself carries, and says
+    # what it can do; the CLI and the pipeline offer exactly that list.
+    import importlib
+    import inspect
+    import pkgutil
+
+    import prefdata.llm
+    from prefdata.llm.base import Capabilities
+    from prefdata.llm.factory import BACKENDS, capabilities
+
+    found = set()
+    for info in pkgutil.iter_modules(prefdata.llm.__path__):
+        module = importlib.import_module(f"prefdata.llm.{info.name}")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and hasattr(cls, "complete"):
+                if hasattr(cls, "aclose"):
+                    found.add((module.__name__, name))
+    assert found == set(factory._CLASSES.values())
+    assert BACKENDS == tuple(factory._CLASSES)
+    for backend in BACKENDS:
+        module, name = factory._CLASSES[backend]
+        cls = getattr(importlib.import_module(module), name)
+        assert cls.backend == backend
+        assert isinstance(capabilities(backend), Capabilities)
+
+    from prefdata.pipeline.stages import REGISTRY
+
+    assert REGISTRY["generate"].options["backend"].choices == BACKENDS

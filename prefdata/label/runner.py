@@ -1,0 +1,219 @@
+"""The call runner every judging operation shares: its options, its clients, and the loop
+that sends pairs to a judge and reads the votes.
+
+    options = JudgeOptions(rubric="helpfulness", orders="both")
+    async with open_clients(["anthropic:claude-sonnet-4-6"], options) as clients:
+        rows = await judge_pairs(clients[0], items, rubric, options, cache, answer=...)
+
+`JudgeOptions` is the one set of judge settings (judge, tournament, pointwise scoring and
+critique take it). Every call goes through the call cache (`complete_cached`), or, with
+`batch_state`, through the Anthropic Message Batches API (`run_batch`), so an interrupted
+run resumes and a re-run pays nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from prefdata.errors import InputError
+from prefdata.label.requests import build_request
+from prefdata.label.rubric import Rubric
+from prefdata.label.verdicts import read_vote
+from prefdata.llm.base import Client, Request, Response
+from prefdata.llm.cache import CallCache, complete_cached
+from prefdata.llm.factory import backend_options, client_for
+
+__all__ = [
+    "ORDER_CHOICES",
+    "Answerer",
+    "JudgeOptions",
+    "judge_name",
+    "judge_pairs",
+    "make_answerer",
+    "open_clients",
+    "pairs_per_chunk",
+]
+
+Orders = Literal["both", "ab", "ba"]
+ORDER_CHOICES: dict[str, tuple[str, ...]] = {"both": ("ab", "ba"), "ab": ("ab",), "ba": ("ba",)}
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How judge calls are made and read; shared by judge, tournament, pointwise scoring and
+    critique.
+
+    Args:
+        rubric: a built-in rubric (helpfulness, honesty, math, ...) or a template file
+        orders: both | ab | ba: orders each pair is shown in (both cancels position bias)
+        max_new_tokens: reply budget of a judge call (local judges read one token)
+        base_url: server URL of the judges (openai-compatible; a proxy for anthropic)
+        max_concurrency: server judges: calls in flight at once
+        device: local judges: cpu | cuda | auto
+        batch_size: local judges: requests per forward pass
+        batch_state: anthropic: Message Batches API (half price), state kept in this JSON
+        poll_interval: seconds between Message Batches polls
+        chunk_size: pairs sent together (with the Batches API: one submission for all)
+    """
+
+    rubric: str = "helpfulness"
+    orders: Orders = "both"
+    max_new_tokens: int = 400
+    base_url: str | None = None
+    max_concurrency: int | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    batch_state: Path | None = None
+    poll_interval: float = 30.0
+    chunk_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.orders not in ORDER_CHOICES:
+            raise InputError(f"orders must be both, ab or ba; got {self.orders!r}")
+        for name in ("max_new_tokens", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.poll_interval < 0:
+            raise InputError(f"poll_interval must be >= 0, got {self.poll_interval}")
+        if self.batch_state is not None and not isinstance(self.batch_state, Path):
+            object.__setattr__(self, "batch_state", Path(self.batch_state))
+
+    @property
+    def order_list(self) -> tuple[str, ...]:
+        """The orders as a tuple of "ab" / "ba"."""
+        return ORDER_CHOICES[self.orders]
+
+    def client_options(
+        self, extra: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """make_client options per backend: these settings, then `extra[backend]` over them
+        (library callers: API keys, retry policies, price tables)."""
+        out = backend_options(
+            base_url=self.base_url,
+            max_concurrency=self.max_concurrency,
+            device=self.device,
+            batch_size=self.batch_size,
+        )
+        for backend, options in (extra or {}).items():
+            out.setdefault(backend, {}).update(options)
+        return out
+
+
+def judge_name(client: Client) -> str:
+    """The annotator name of a judge's votes: "backend:model"."""
+    return f"{client.backend}:{client.model}"
+
+
+@contextlib.asynccontextmanager
+async def open_clients(
+    judges: Sequence[str | Client],
+    options: JudgeOptions,
+    client_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AsyncIterator[list[Client]]:
+    """Clients for "backend:model" specs (built with `options.client_options(client_options)`)
+    or the clients given; on exit closes the ones it made (a client passed in is the
+    caller's to close)."""
+    if not judges:
+        raise InputError("no judge given (e.g. --judge anthropic:claude-sonnet-4-6)")
+    per_backend = options.client_options(client_options)
+    clients: list[Client] = []
+    try:
+        for spec in judges:
+            clients.append(client_for(spec, per_backend))
+        yield clients
+    finally:
+        for spec, client in zip(judges, clients, strict=False):
+            if isinstance(spec, str):
+                await client.aclose()
+
+
+# How a judge's requests get answered: (client, requests, cache) -> responses in order.
+Answerer = Callable[[Client, Sequence[Request], CallCache], Awaitable[list[Response]]]
+
+
+async def _online(client: Client, requests: Sequence[Request], cache: CallCache) -> list[Response]:
+    return await complete_cached(client, requests, cache)
+
+
+def _batch_answerer(state: Path, poll_interval: float) -> Answerer:
+    async def answer(
+        client: Client, requests: Sequence[Request], cache: CallCache
+    ) -> list[Response]:
+        if not client.capabilities.message_batches:
+            raise InputError(
+                f"the Batches API (--batch) needs the anthropic backend (or another with "
+                f"message batches); "
+                f"{judge_name(client)} has not"
+            )
+        from prefdata.llm.anthropic import AnthropicClient
+        from prefdata.llm.batches import run_batch
+
+        path = state.with_name(f"{state.stem}.{client.model}{state.suffix}")
+        return await run_batch(
+            cast(AnthropicClient, client),
+            requests,
+            cache=cache,
+            state_path=path,
+            poll_interval=poll_interval,
+        )
+
+    return answer
+
+
+def make_answerer(options: JudgeOptions) -> Answerer:
+    """How requests get answered: online through the call cache, or with
+    `options.batch_state` through the Anthropic Message Batches API (one state file per
+    model beside it)."""
+    if options.batch_state is None:
+        return _online
+    return _batch_answerer(options.batch_state, options.poll_interval)
+
+
+def pairs_per_chunk(options: JudgeOptions, items: int) -> int:
+    """Pairs per chunk: with the Batches API one submission for everything (a batch takes
+    minutes to hours, so chunks would wait one after another; its state file already makes
+    the run resumable)."""
+    return max(1, items) if options.batch_state is not None else options.chunk_size
+
+
+async def judge_pairs(
+    client: Client,
+    items: Sequence[Mapping[str, Any]],
+    rubric: Rubric,
+    options: JudgeOptions,
+    cache: CallCache,
+    *,
+    answer: Answerer,
+    tick: Callable[[int], None] = lambda _n: None,
+) -> list[dict[str, Any]]:
+    """Votes (rows of `prefdata.label.verdicts.VOTE_SCHEMA`) of one judge on `items` (from
+    `pair_items`: item_id, prompt, a, b, reference) in every order of `options`, in chunks
+    (`chunk_size`); `tick(n)` after each chunk's n calls."""
+    name = judge_name(client)
+    orders = options.order_list
+    size = pairs_per_chunk(options, len(items))
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        jobs = [(r, o) for r in chunk for o in orders]
+        requests = [
+            build_request(
+                rubric,
+                r,
+                o,
+                capabilities=client.capabilities,
+                max_new_tokens=options.max_new_tokens,
+            )
+            for r, o in jobs
+        ]
+        responses = await answer(client, requests, cache)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for (r, o), response in zip(jobs, responses, strict=True):
+            out.append(read_vote(response, o, name, r["item_id"], rubric, now))
+        tick(len(jobs))
+    return out
