@@ -40,10 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import polars as pl
 
 from prefdata.io.importers.hhh import import_hhh
-from prefdata.label.judge import Rubric, estimate, judge, load_rubric, pool_orders
-from prefdata.label.panel import calibration, gold_from_pairs
+from prefdata.label.estimate import estimate
+from prefdata.label.judge import judge
+from prefdata.label.rubric import Rubric, load_rubric
+from prefdata.label.runner import JudgeOptions
 from prefdata.llm.cache import CallCache
 from prefdata.llm.local import LocalClient
+from prefdata.quality.judge_eval import calibration, gold_from_pairs
+from prefdata.quality.pooling import pool_orders
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -63,7 +67,8 @@ def local_figures(pairs: pl.DataFrame, device: str, batch_size: int) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         cache = CallCache(Path(tmp) / "calls.sqlite")
         start = time.perf_counter()
-        votes, report = judge(pairs, judges=[client], cache=cache, rubric="helpfulness")
+        result = judge(pairs, judges=[client], cache=cache)
+        votes, report = result.tables["annotations"], result.report
         seconds = time.perf_counter() - start
         cache.close()
     gold = gold_from_pairs(pairs)
@@ -110,8 +115,12 @@ def cost_figures(pairs: pl.DataFrame, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model}
     rubric = load_rubric("helpfulness")
     long_rubric = Rubric("long", rubric.system + "\n" + "Further guidance. " * 333, rubric.user)
+    folder = Path(tempfile.mkdtemp())
     for name, r in (("built-in helpfulness rubric", rubric), ("1,500-token rubric", long_rubric)):
-        plan = estimate(pairs, judges=[f"anthropic:{model}"], rubric=r)
+        template = folder / f"{r.name}.txt"
+        template.write_text(f"### system\n{r.system}\n### user\n{r.user}\n", encoding="utf-8")
+        options = JudgeOptions(rubric=str(template))
+        plan = estimate(pairs, judges=[f"anthropic:{model}"], options=options)
         entry = plan["judges"][f"anthropic:{model}"]
         out[name] = {
             "calls_per_1000_pairs": round(plan["calls_per_judge"] * scale),

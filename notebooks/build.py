@@ -458,11 +458,14 @@ JUDGE: list[Cell] = [
     ),
     code(
         """
-        from prefdata.label.judge import judge, pool_orders
+        from prefdata.label.judge import judge
+        from prefdata.label.runner import JudgeOptions
+        from prefdata.quality.pooling import pool_orders
 
         LOCAL = "local:smollm2"
-        RUBRIC = "helpfulness"
-        votes, judge_report = judge(sample, judges=[LOCAL], cache=CACHE, rubric=RUBRIC)
+        OPTIONS = JudgeOptions(rubric="helpfulness")
+        judged = judge(sample, judges=[LOCAL], cache=CACHE, options=OPTIONS)
+        votes, judge_report = judged.tables["annotations"], judged.report
         write_table(votes, OUT / "votes.local.parquet")
         local = judge_report["judges"][LOCAL]
         print(judge_report["cache"])
@@ -497,7 +500,7 @@ JUDGE: list[Cell] = [
     ),
     code(
         """
-        from prefdata.label.panel import calibration, gold_from_pairs
+        from prefdata.quality.judge_eval import calibration, gold_from_pairs
 
         verdicts = pool_orders(votes)
         gold = gold_from_pairs(sample).select("item_id", pl.col("label").alias("gold"))
@@ -529,11 +532,11 @@ JUDGE: list[Cell] = [
     ),
     code(
         """
-        from prefdata.label.judge import estimate
+        from prefdata.label.estimate import estimate
 
         CLAUDE = "anthropic:claude-sonnet-4-6"
-        plan = estimate(sample, judges=[CLAUDE, LOCAL], rubric=RUBRIC)
-        plan_all = estimate(hhh, judges=[CLAUDE], rubric=RUBRIC)
+        plan = estimate(sample, judges=[CLAUDE, LOCAL], options=OPTIONS)
+        plan_all = estimate(hhh, judges=[CLAUDE], options=OPTIONS)
         print(json.dumps(plan, indent=1))
         print(
             f"all {plan_all['pairs']} pairs: {plan_all['calls_per_judge']} calls, "
@@ -547,8 +550,8 @@ JUDGE: list[Cell] = [
         ## Claude as the judge
 
         Runs only when `ANTHROPIC_API_KEY` is set (the key is read from the environment and
-        never written to the cache or the outputs). Add `batch_state=OUT / "batches.json"` to
-        `judge(...)` for the Message Batches API: half the price, resumable.
+        never written to the cache or the outputs). `JudgeOptions(batch=True)` uses the Message
+        Batches API: half the price, resumable.
         """
     ),
     code(
@@ -561,7 +564,8 @@ JUDGE: list[Cell] = [
                 "(set it and re-run these cells to compare the two judges)."
             )
         else:
-            claude_votes, claude_report = judge(sample, judges=[CLAUDE], cache=CACHE, rubric=RUBRIC)
+            claude_run = judge(sample, judges=[CLAUDE], cache=CACHE, options=OPTIONS)
+            claude_votes, claude_report = claude_run.tables["annotations"], claude_run.report
             write_table(claude_votes, OUT / "votes.claude.parquet")
             claude = claude_report["judges"][CLAUDE]
             print(claude_report["cache"])

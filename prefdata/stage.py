@@ -80,16 +80,22 @@ class Table:
     table). `auto`: in a pipeline, filled from the latest earlier stage that made a table of
     this name; `auto=False` only when the stage's `inputs:` names it. `rows=False`: check the
     columns and their types only, for a stage that itself counts and skips bad rows (e.g.
-    votes without a label)."""
+    votes without a label). `check=False`: the contracts only name the tables that can fill
+    it; the stage checks the (looser) columns it needs itself (the judge takes any table with
+    prompt / chosen / rejected)."""
 
     contracts: tuple[str, ...] = ()
     auto: bool = True
     rows: bool = True
+    check: bool = True
 
-    def __init__(self, *contracts: str, auto: bool = True, rows: bool = True) -> None:
+    def __init__(
+        self, *contracts: str, auto: bool = True, rows: bool = True, check: bool = True
+    ) -> None:
         object.__setattr__(self, "contracts", contracts)
         object.__setattr__(self, "auto", auto)
         object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "check", check)
 
 
 @dataclass(frozen=True)
@@ -527,7 +533,7 @@ def load_table(value: Any, param: Param) -> pl.DataFrame:
 
     source = str(value) if isinstance(value, str | Path) else f"argument '{param.name}'"
     table = to_polars(value, what=param.name)
-    contracts = param.table.contracts if param.table else ()
+    contracts = param.table.contracts if param.table and param.table.check else ()
     if not contracts:
         return table
     check = validate if param.table is None or param.table.rows else conform

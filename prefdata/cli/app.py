@@ -16,7 +16,6 @@ import typer
 from prefdata.cli.annotate import annotate_app
 from prefdata.cli.common import console, friendly_errors, pick, print_report
 from prefdata.cli.derive import add_stage_command
-from prefdata.cli.label import register as register_label_commands
 from prefdata.cli.run import register as register_run_command
 from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
@@ -42,7 +41,6 @@ for _group, (_help, _names) in CLI_GROUPS.items():
 for _name in STAGES:
     if len(cli_path(_name)) == 1:
         add_stage_command(app, stage_spec(_name))
-register_label_commands(app)
 register_train_commands(app)
 register_run_command(app)
 

@@ -1,6 +1,7 @@
 """Constitutional critique and revision, with the revision's win *checked*, not assumed.
 
-    pairs, votes, report = critique(candidates, model="smollm2", cache=CallCache(), k=2)
+    result = critique(candidates, model="local:smollm2", cache=CallCache())
+    pairs, votes = result.tables["pairs"], result.tables["annotations"]
 
 For each response (a row of `candidates`: `prompt`, `completion`):
 1. sample `k` principles of the constitution (seeded by the completion, so a re-run samples
@@ -30,11 +31,10 @@ from __future__ import annotations
 
 import random
 import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
 
@@ -45,12 +45,13 @@ from prefdata.label.rubric import Rubric, load_rubric
 from prefdata.label.runner import JudgeOptions, judge_name, judge_pairs, make_answerer
 from prefdata.label.selection import pair_items
 from prefdata.label.verdicts import votes_frame
-from prefdata.llm.base import Client, Message, Params, Request
+from prefdata.llm.base import Message, Params, Request
 from prefdata.llm.cache import CallCache, complete_cached
 from prefdata.llm.factory import client_for
 from prefdata.progress import synced
 from prefdata.quality.pooling import pool_orders
 from prefdata.schema import conform, with_messages
+from prefdata.stage import File, Resource, StageResult, Table, stage
 
 __all__ = ["Principle", "acritique", "critique", "load_constitution"]
 
@@ -114,43 +115,45 @@ def principle_rubric(principle: Principle, base: Rubric) -> Rubric:
 
 
 async def acritique(
-    candidates: pl.DataFrame,
+    candidates: Annotated[pl.DataFrame, Table("candidates", check=False)],
     *,
-    model: str | Client,
-    cache: CallCache,
-    judge: str | Client | None = None,
+    model: str = "local:smollm2",
+    cache: Annotated[CallCache, Resource("cache")],
+    judge: str | None = None,
     options: JudgeOptions = JudgeOptions(),  # noqa: B008 - frozen, so one shared default is safe
-    constitution: Path | Sequence[Principle] | None = None,
+    constitution: Annotated[Path | None, File()] = None,
     principles_per_prompt: int = 2,
     min_confidence: float = 0.6,
-    max_new_tokens: int = 256,
+    critique_tokens: int = 256,
     seed: int = 0,
     client_options: dict[str, dict[str, Any]] | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Critique -> revise -> compare in both orders -> pairs (see the module doc); returns
-    (pairs, votes, report). `critique` is the same without async.
+) -> StageResult:
+    """Constitutional critique and revision; a pair is kept only when the comparison in both
+    orders prefers the revision with enough confidence.
 
-    Input: candidates (`prompt`, `completion`). The comparison takes its template layout
-    from `options.rubric` and its criterion from the principle.
+    Critique -> revise -> compare in both orders -> pairs (see the module doc). Input:
+    candidates (`prompt`, `completion`). Tables: `pairs` (revision preferred) and
+    `annotations` (the comparison votes). The comparison takes its template layout from
+    the rubric and its criterion from the principle. `critique` is the same without async;
+    a client object may stand for `model` or `judge`.
+
+    Example: prefdata critique candidates.parquet -o revised.parquet --principles-per-prompt 2
 
     Args:
-        model: backend:model that critiques and revises (or a client)
-        judge: backend:model that compares original and revision (default: the model itself)
-        options: how the comparisons are made and read (JudgeOptions)
+        candidates: responses to critique and revise (prompt, completion)
+        model: backend:model that critiques and revises
+        judge: backend:model that compares original and revision (default: the model)
+        options: how the comparisons are made and read
         constitution: TOML of principles (default: the one shipped)
         principles_per_prompt: principles sampled per response
         min_confidence: keep a revision only when P(revision better) reaches this
-        max_new_tokens: reply budget of each critique and revision
+        critique_tokens: reply budget of each critique and revision
         seed: principle sampling and the generation seeds
-        client_options: library only: make_client options per backend, over those of `options`
+        client_options: make_client options per backend, e.g. openai='{"timeout": 30}'
     """
     from prefdata.llm.generate import derive_seed
 
-    principles = (
-        list(constitution)
-        if isinstance(constitution, Sequence) and not isinstance(constitution, str)
-        else load_constitution(constitution)
-    )
+    principles = load_constitution(constitution)
     if not 1 <= principles_per_prompt <= len(principles):
         raise InputError(
             f"principles_per_prompt must be 1..{len(principles)} (the constitution's size), "
@@ -176,7 +179,7 @@ async def acritique(
             jobs.append((row, p, derive_seed(seed, row["completion_id"], j)))
 
     def params(s: int) -> Params:
-        return Params(temperature=0.7, max_new_tokens=max_new_tokens, seed=s)
+        return Params(temperature=0.7, max_new_tokens=critique_tokens, seed=s)
 
     def chat(row: dict[str, Any]) -> list[Message]:
         return [*row["prompt"], {"role": "assistant", "content": row["completion"]}]
@@ -338,8 +341,8 @@ async def acritique(
     }
     for client in opened.values():
         await client.aclose()
-    return pairs, votes_all, report
+    return StageResult(tables={"pairs": pairs, "annotations": votes_all}, report=report)
 
 
 
-critique = synced(acritique)
+critique = stage("critique", outputs=("pairs", "annotations"))(synced(acritique))

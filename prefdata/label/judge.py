@@ -2,7 +2,7 @@
 
     result = judge(pairs, judges=["anthropic:claude-sonnet-4-6"], cache=CallCache())
     votes, verdicts = result.tables["annotations"], result.tables["verdicts"]
-    plan = estimate(pairs, judges=["anthropic:claude-sonnet-4-6"])   # calls and USD, no calls
+    plan = judge(pairs, judges=[...], cache=cache, estimate=True).report   # no call made
 
 Why both orders: LLM judges prefer a position (published swap studies: the verdict flips in
 roughly 15-45% of pairs), and a tiny local model picks whatever is shown first. One order
@@ -44,14 +44,15 @@ Output tables:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Annotated, Any
 
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.label.estimate import estimate
-from prefdata.label.rubric import load_rubric, pointwise_rubric_for
+from prefdata.label.estimate import estimate as estimate_calls
+from prefdata.label.rubric import BUILTIN_RUBRICS, load_rubric, pointwise_rubric_for
 from prefdata.label.runner import JudgeOptions, judge_name, judge_pairs, make_answerer, open_clients
 from prefdata.label.selection import (
     Selection,
@@ -67,60 +68,86 @@ from prefdata.progress import progress_bar, synced
 from prefdata.quality.judge_eval import calibration, gold_from_pairs, judge_stats
 from prefdata.quality.pooling import pool_orders
 from prefdata.schema import conform
+from prefdata.stage import File, Resource, StageResult, Table, stage
 
-__all__ = ["JudgeResult", "ajudge", "estimate", "judge", "judged_pairs"]
+__all__ = ["OUTPUTS", "ajudge", "judge", "judged_pairs"]
 
-
-@dataclass
-class JudgeResult:
-    """What a judge run returns: its tables by name (see the module doc) and its report."""
-
-    tables: dict[str, pl.DataFrame]
-    report: dict[str, Any] = field(default_factory=dict)
+# The tables a judge run can make, the main product (the votes) first.
+OUTPUTS = ("annotations", "verdicts", "pairs", "standings", "scores")
 
 
 async def ajudge(
-    table: pl.DataFrame,
+    pairs: Annotated[pl.DataFrame, Table("pairs", "candidates", check=False)],
     *,
-    judges: list[str | Client],
-    cache: CallCache,
+    judges: Sequence[str] = ("local:smollm2",),
+    cache: Annotated[CallCache, Resource("cache")],
     options: JudgeOptions = JudgeOptions(),  # noqa: B008 - frozen, so one shared default is safe
     selection: Selection = "all",
     max_pairs_per_prompt: int | None = None,
-    pointwise_rubric: str | None = None,
+    pointwise_rubric: Annotated[str | None, File(names=BUILTIN_RUBRICS)] = None,
     seed: int = 0,
-    gold: pl.DataFrame | None = None,
+    gold: Annotated[
+        pl.DataFrame | None, Table("annotations", "pairs", auto=False, check=False)
+    ] = None,
     min_human_agreement: float | None = None,
     source: str = "judged",
     client_options: dict[str, dict[str, Any]] | None = None,
-    progress: bool = False,
-) -> JudgeResult:
-    """Judge every pair with every judge in every order of `options`; the tables and the
-    report described in the module doc. `judge` is the same without async.
+    estimate: bool = False,
+    progress: Annotated[bool, Resource("progress")] = False,
+) -> StageResult:
+    """Pairwise LLM judge in both orders (position-debiased): votes, one verdict per pair and
+    judge, and from candidates the judged pairs.
 
-    Args:
-        judges: backend:model, e.g. anthropic:claude-sonnet-4-6 (repeat for a panel); or clients
-        options: how the calls are made and read (JudgeOptions)
-        selection: candidates: all | best-vs-worst (by score, rated first) | tournament
-        max_pairs_per_prompt: all: a seeded random K pairs per prompt; tournament: the budget
-        pointwise_rubric: template for rating candidates alone (default: from the rubric)
-        seed: pair subsets and tournament draws
-        gold: human labels (annotations, or pairs whose chosen side is the human label)
-        min_human_agreement: a judge stops below this accuracy on the gold pairs (first)
-        source: the `source` of the judged pairs (candidates input)
-        client_options: library only: make_client options per backend, over those of `options`
-        progress: a progress bar on stderr
+    Tables (see the module doc): `annotations` (the votes), `verdicts`, and from candidates
+    `pairs`, `standings` (tournament) and `scores` (best-vs-worst without a score column).
+    `judge` is the same without async; a client object may stand in a `judges` entry.
 
     Report: pairs, orders, rubric, template_version, cache, per judge the figures of
     `judge_stats` (votes, errors, position_consistency, p_first_wins, p_longer_wins, ...),
     `selection` (candidates: prompts, prompts_with_pairs and `skipped`, the prompts that gave
-    no pair by reason), `pointwise` (the scoring pass), `calibration` (with gold).
-    A tournament's report is that of prefdata.label.tournament; it refuses gold and
-    min_human_agreement.
+    no pair by reason), `pointwise` (the scoring pass), `calibration` (with gold). A
+    tournament's report is that of prefdata.label.tournament; it refuses gold and
+    min_human_agreement. With `estimate`, the report is `prefdata.label.estimate.estimate`'s
+    and no call is made.
+
+    Example: prefdata judge pairs.parquet -o votes.parquet --judge local:smollm2
+    --judge anthropic:claude-sonnet-4-6 --rubric helpfulness --estimate
+
+    Example: prefdata judge candidates.parquet -o votes.parquet --judge local:smollm2
+    --selection tournament --max-pairs-per-prompt 6
+
+    Args:
+        pairs: pairs (prompt, chosen, rejected), or candidates (prompt_id, prompt,
+            completion) from which the pairs are selected
+        judges: backend:model, e.g. anthropic:claude-sonnet-4-6 (repeat for a panel)
+        options: how the calls are made and read
+        selection: candidates: all | best-vs-worst (by `score`; without one the judges rate
+            each candidate first) | tournament (a budgeted knockout)
+        max_pairs_per_prompt: all: a seeded random K pairs per prompt; tournament: the budget
+        pointwise_rubric: template for rating candidates alone (default: from --rubric)
+        seed: pair subsets and tournament draws
+        gold: human labels for calibration (annotations, or pairs whose chosen side is the
+            human label)
+        min_human_agreement: each judge labels the gold pairs first and stops below this
+            accuracy (ties left out)
+        source: the `source` column of the judged pairs (candidates input)
+        client_options: make_client options per backend, e.g. anthropic='{"timeout": 30}'
+        estimate: print calls and cost, spend nothing
     """
+    if estimate:
+        plan = estimate_calls(
+            pairs,
+            judges=judges,
+            options=options,
+            selection=selection,
+            max_pairs_per_prompt=max_pairs_per_prompt,
+            pointwise_rubric=pointwise_rubric,
+            seed=seed,
+        )
+        return StageResult(report=plan)
     if min_human_agreement is not None and gold is None:
         raise InputError("min_human_agreement needs gold labels (--gold) to measure agreement")
-    candidates = is_candidates(table)
+    candidates = is_candidates(pairs)
     tables: dict[str, pl.DataFrame] = {}
     if candidates and selection == "tournament":
         if min_human_agreement is not None:
@@ -131,14 +158,13 @@ async def ajudge(
             raise InputError(
                 "gold labels are not used with selection 'tournament' (they only feed "
                 "min_human_agreement); score the votes against them with "
-                "prefdata.quality.judge_eval.calibration, or use selection 'all' or "
-                "'best-vs-worst'"
+                "prefdata judge-eval, or use selection 'all' or 'best-vs-worst'"
             )
         from prefdata.label.tournament import atournament
 
         votes, standings, report = await atournament(
-            table,
-            judges=judges,
+            pairs,
+            judges=list(judges),
             cache=cache,
             options=options,
             max_pairs_per_prompt=max_pairs_per_prompt,
@@ -149,7 +175,7 @@ async def ajudge(
         tables["standings"] = standings
     else:
         votes, report, scored = await _judge_selected(
-            table,
+            pairs,
             judges,
             cache,
             options,
@@ -166,16 +192,16 @@ async def ajudge(
             tables["scores"] = scored
     tables = {"annotations": votes, "verdicts": pool_orders(votes), **tables}
     if candidates:
-        tables["pairs"] = judged_pairs(table, votes, source=source)
-    return JudgeResult(tables, report)
+        tables["pairs"] = judged_pairs(pairs, votes, source=source)
+    return StageResult(tables=tables, report=report)
 
 
-judge = synced(ajudge)
+judge = stage("judge", outputs=OUTPUTS)(synced(ajudge))
 
 
 async def _judge_selected(
     table: pl.DataFrame,
-    judges: list[str | Client],
+    judges: Sequence[str | Client],
     cache: CallCache,
     options: JudgeOptions,
     selection: Selection,

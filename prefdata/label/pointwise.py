@@ -14,7 +14,7 @@ A reply without a valid rating (not the tool's input, a score that is not an int
 refusal, a backend error) gives a null score and `score_error`, never a guessed one.
 
 Calls go through the SQLite call cache (`complete_cached`, or the Message Batches API with
-`options.batch_state`), so an interrupted run resumes and a re-run makes no model call.
+`options.batch`), so an interrupted run resumes and a re-run makes no model call.
 
 Input: candidates (`prompt_id`, `prompt`, `completion`; optional `answer`, the reference
 shown to the math rubric).

@@ -7,26 +7,27 @@ that sends pairs to a judge and reads the votes.
 
 `JudgeOptions` is the one set of judge settings (judge, tournament, pointwise scoring and
 critique take it). Every call goes through the call cache (`complete_cached`), or, with
-`batch_state`, through the Anthropic Message Batches API (`run_batch`), so an interrupted
-run resumes and a re-run pays nothing twice.
+`batch`, through the Anthropic Message Batches API (`run_batch`), so an interrupted run
+resumes and a re-run pays nothing twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from prefdata.errors import InputError
 from prefdata.label.requests import build_request
-from prefdata.label.rubric import Rubric
+from prefdata.label.rubric import BUILTIN_RUBRICS, Rubric
 from prefdata.label.verdicts import read_vote
 from prefdata.llm.base import Client, Request, Response
 from prefdata.llm.cache import CallCache, complete_cached
 from prefdata.llm.factory import backend_options, client_for
+from prefdata.stage import File
 
 __all__ = [
     "ORDER_CHOICES",
@@ -56,19 +57,20 @@ class JudgeOptions:
         max_concurrency: server judges: calls in flight at once
         device: local judges: cpu | cuda | auto
         batch_size: local judges: requests per forward pass
-        batch_state: anthropic: Message Batches API (half price), state kept in this JSON
+        batch: anthropic: the Message Batches API (half price; resumable, its state is
+            kept beside the call cache)
         poll_interval: seconds between Message Batches polls
         chunk_size: pairs sent together (with the Batches API: one submission for all)
     """
 
-    rubric: str = "helpfulness"
+    rubric: Annotated[str, File(names=BUILTIN_RUBRICS)] = "helpfulness"
     orders: Orders = "both"
     max_new_tokens: int = 400
     base_url: str | None = None
     max_concurrency: int | None = None
     device: str | None = None
     batch_size: int | None = None
-    batch_state: Path | None = None
+    batch: bool = False
     poll_interval: float = 30.0
     chunk_size: int = 256
 
@@ -80,8 +82,6 @@ class JudgeOptions:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.poll_interval < 0:
             raise InputError(f"poll_interval must be >= 0, got {self.poll_interval}")
-        if self.batch_state is not None and not isinstance(self.batch_state, Path):
-            object.__setattr__(self, "batch_state", Path(self.batch_state))
 
     @property
     def order_list(self) -> tuple[str, ...]:
@@ -140,45 +140,48 @@ async def _online(client: Client, requests: Sequence[Request], cache: CallCache)
     return await complete_cached(client, requests, cache)
 
 
-def _batch_answerer(state: Path, poll_interval: float) -> Answerer:
-    async def answer(
-        client: Client, requests: Sequence[Request], cache: CallCache
-    ) -> list[Response]:
-        if not client.capabilities.message_batches:
-            raise InputError(
-                f"the Batches API (--batch) needs the anthropic backend (or another with "
-                f"message batches); "
-                f"{judge_name(client)} has not"
-            )
-        from prefdata.llm.anthropic import AnthropicClient
-        from prefdata.llm.batches import run_batch
-
-        path = state.with_name(f"{state.stem}.{client.model}{state.suffix}")
-        return await run_batch(
-            cast(AnthropicClient, client),
-            requests,
-            cache=cache,
-            state_path=path,
-            poll_interval=poll_interval,
+async def _batches(
+    client: Client, requests: Sequence[Request], cache: CallCache, poll: float
+) -> list[Response]:
+    if not client.capabilities.message_batches:
+        raise InputError(
+            f"the Batches API (--batch) needs the anthropic backend (or another with "
+            f"message batches); {judge_name(client)} has not"
         )
+    from prefdata.llm.anthropic import AnthropicClient
+    from prefdata.llm.batches import run_batch
 
-    return answer
+    # One state file per set of requests, beside the cache: the same run resumed finds its
+    # submitted batches there (run_batch collects them instead of submitting again), and two
+    # different runs never share one.
+    keys = "".join(r.cache_key(client.backend, client.model) for r in requests)
+    digest = hashlib.sha256(keys.encode()).hexdigest()[:16]
+    state = cache.path.parent / "batches" / f"{client.model}.{digest}.json"
+    return await run_batch(
+        cast(AnthropicClient, client), requests, cache=cache, state_path=state, poll_interval=poll
+    )
 
 
 def make_answerer(options: JudgeOptions) -> Answerer:
-    """How requests get answered: online through the call cache, or with
-    `options.batch_state` through the Anthropic Message Batches API (one state file per
-    model beside it)."""
-    if options.batch_state is None:
+    """How requests get answered: online through the call cache, or with `options.batch`
+    through the Anthropic Message Batches API (its state files in a `batches` folder beside
+    the call cache, removed once collected)."""
+    if not options.batch:
         return _online
-    return _batch_answerer(options.batch_state, options.poll_interval)
+
+    async def answer(
+        client: Client, requests: Sequence[Request], cache: CallCache
+    ) -> list[Response]:
+        return await _batches(client, requests, cache, options.poll_interval)
+
+    return answer
 
 
 def pairs_per_chunk(options: JudgeOptions, items: int) -> int:
     """Pairs per chunk: with the Batches API one submission for everything (a batch takes
     minutes to hours, so chunks would wait one after another; its state file already makes
     the run resumable)."""
-    return max(1, items) if options.batch_state is not None else options.chunk_size
+    return max(1, items) if options.batch else options.chunk_size
 
 
 async def judge_pairs(

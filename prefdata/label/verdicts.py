@@ -44,7 +44,7 @@ def read_vote(
 ) -> dict[str, Any]:
     """One vote row (VOTE_SCHEMA) from a pairwise judge's reply in `order` ("ab": side a was
     shown first as Response A). `label` is a / b / tie on canonical sides, or null with
-    `error` set."""
+    `error` set. `created_at`: when the answer came (`now` for one that carries no time)."""
     row: dict[str, Any] = {
         "item_id": item_id,
         "annotator": annotator,
@@ -63,7 +63,7 @@ def read_vote(
         "cache_read_tokens": response.cache_read_tokens,
         "cache_write_tokens": response.cache_write_tokens,
         "cost_usd": response.cost_usd,
-        "created_at": now,
+        "created_at": response.created_at or now,
         "p_a": None,
         "template_version": rubric.version,
         "rubric": rubric.name,

@@ -114,6 +114,9 @@ class Response:
     cost_usd: float = 0.0
     error: str | None = None
     cached: bool = False  # served from prefdata's call cache (no new request made)
+    # When the answer came (ISO 8601, UTC): kept in the cache, so a replayed answer keeps the
+    # time it was made and a re-run writes the same votes.
+    created_at: str | None = None
 
     @property
     def ok(self) -> bool:

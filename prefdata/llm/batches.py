@@ -185,6 +185,7 @@ async def _wait_and_collect(
             result = item.result
             if result.type == "succeeded":
                 response = client.to_response(result.message, by_key.get(cid), batch=True)
+                response.created_at = datetime.now(UTC).isoformat(timespec="seconds")
                 if response.ok:
                     cache.put(cid, client.backend, client.model, response)
             elif result.type == "errored":

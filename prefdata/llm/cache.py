@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefdata.llm.base import Client, Request, Response
@@ -115,7 +116,9 @@ async def complete_cached(
     cache.stats.misses += len(todo)
     if todo:
         fresh = await client.complete([requests[i] for i in todo])
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         for i, response in zip(todo, fresh, strict=True):
+            response.created_at = response.created_at or now
             out[i] = response
             if response.error is not None:
                 cache.stats.errors += 1

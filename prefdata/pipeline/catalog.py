@@ -15,6 +15,9 @@ from prefdata.stage import StageSpec, spec_of
 
 # name -> (module, function); imported when first asked for.
 STAGES: dict[str, tuple[str, str]] = {
+    "judge": ("prefdata.label.judge", "judge"),
+    "judge-eval": ("prefdata.quality.judge_eval", "judge_eval"),
+    "critique": ("prefdata.label.constitution", "critique"),
     "validate": ("prefdata.io.describe", "validate_file"),
     "info": ("prefdata.io.describe", "info"),
     "agree": ("prefdata.quality.agreement", "agreement"),

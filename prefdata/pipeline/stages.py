@@ -6,14 +6,14 @@ from prefdata.pipeline.catalog import STAGES, stage_spec
 from prefdata.pipeline.derive import stage_kind
 from prefdata.pipeline.kinds import StageKind
 from prefdata.pipeline.stages_data import EXPORT, GENERATE, IMPORT, SPLIT
-from prefdata.pipeline.stages_label import ANNOTATE, CRITIQUE, JUDGE
+from prefdata.pipeline.stages_label import ANNOTATE
 from prefdata.pipeline.stages_quality import AUDIT, REPORT
 from prefdata.pipeline.stages_train import EVAL, TRAIN
 
 _WRITTEN: dict[str, StageKind] = {
     k.kind: k
     for k in (
-        *(IMPORT, GENERATE, JUDGE, CRITIQUE, ANNOTATE, AUDIT, SPLIT, EXPORT),
+        *(IMPORT, GENERATE, ANNOTATE, AUDIT, SPLIT, EXPORT),
         *(REPORT, TRAIN, EVAL),
     )
 }
@@ -22,6 +22,7 @@ _ORDER = (
     "import",
     "generate",
     "judge",
+    "judge-eval",
     "critique",
     "annotate",
     "agree",

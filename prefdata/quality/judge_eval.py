@@ -15,14 +15,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
 
-from prefdata.quality.pooling import ORDERS, kappa, order_pooled
+from prefdata.quality.pooling import ORDERS, kappa, order_pooled, panel
 from prefdata.schema import PAIR_LABELS, conform
+from prefdata.stage import StageResult, Table, stage
 
-__all__ = ["JudgeStats", "calibration", "gold_from_pairs", "human_majority", "judge_stats"]
+__all__ = [
+    "JudgeStats",
+    "calibration",
+    "gold_from_pairs",
+    "human_majority",
+    "judge_eval",
+    "judge_stats",
+]
 
 
 def human_majority(gold: pl.DataFrame) -> dict[str, str]:
@@ -224,3 +232,47 @@ def judge_stats(annotations: pl.DataFrame, items: pl.DataFrame) -> dict[str, Jud
 
 
 # ---- cost estimate -----------------------------------------------------------------------
+
+
+JUDGES_SCHEMA: dict[str, Any] = {
+    "judge": pl.String,
+    "items": pl.Int64,
+    "accuracy_with_ties": pl.Float64,
+    "accuracy_without_ties": pl.Float64,
+    "judge_ties": pl.Int64,
+    "kappa": pl.Float64,
+    "passes": pl.Boolean,
+}
+
+
+@stage("judge-eval", outputs=("judges",))
+def judge_eval(
+    votes: Annotated[pl.DataFrame, Table("annotations", check=False)],
+    *,
+    gold: Annotated[pl.DataFrame, Table("annotations", "pairs", auto=False, check=False)],
+    min_human_agreement: float | None = None,
+    item_column: str = "item_id",
+) -> StageResult:
+    """Each judge's accuracy (with and without ties) and kappa against the humans, and the
+    kappa between judges.
+
+    Table `judges`: one row per judge (judge, items, accuracy_with_ties,
+    accuracy_without_ties, judge_ties, kappa, passes). Report: the figures of `calibration`
+    (gold_items, min_human_agreement, judges) and `panel` (the judges pooled by majority:
+    method, items, judges, kappas between judges).
+
+    Example: prefdata judge-eval votes.parquet --gold humans.parquet
+
+    Args:
+        votes: judge votes or verdicts (annotations)
+        gold: human labels: annotations, or pairs whose chosen side is the human label
+        min_human_agreement: a judge passes when its accuracy without ties reaches this
+        item_column: what one item is (e.g. record_id: a judge per source record)
+    """
+    report = calibration(
+        votes, gold, min_human_agreement=min_human_agreement, item_column=item_column
+    )
+    report["panel"] = panel(votes)[1]
+    rows = [{"judge": name, **figures} for name, figures in report["judges"].items()]
+    judges = pl.DataFrame(rows, schema=JUDGES_SCHEMA)
+    return StageResult(tables={"judges": judges}, report=report)

@@ -132,7 +132,7 @@ def test_demo_quick_touches_every_stage_offline(tmp_path: Path) -> None:
     ]
     assert all(s["status"] == "ran" for s in summary["stages"])
     assert read_table(out / "generate" / "candidates.parquet")["prompt_id"].n_unique() == 6
-    votes = read_table(out / "judge" / "votes.parquet")
+    votes = read_table(out / "judge" / "annotations.parquet")
     assert votes["annotator"].unique().to_list() == ["local:smollm2"]
     assert sorted(votes["order"].unique()) == ["ab", "ba"]
     assert (out / "export" / "trl-conversational.jsonl").stat().st_size > 0

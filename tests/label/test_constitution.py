@@ -35,14 +35,15 @@ def test_default_constitution_and_bad_files(tmp_path: Path) -> None:
 def test_critique_pipeline_end_to_end(tmp_path: Path) -> None:
     client = LocalClient("smollm2", batch_size=8)
     cache = CallCache(tmp_path / "c.sqlite")
-    pairs, votes, report = critique(
+    result = critique(
         CANDIDATES,
         model=client,
         cache=cache,
         principles_per_prompt=2,
         min_confidence=0.0,
-        max_new_tokens=16,
+        critique_tokens=16,
     )
+    pairs, votes, report = result.tables["pairs"], result.tables["annotations"], result.report
     assert report["responses"] == 2 and report["revisions"] == 4
     assert report["compared"] + report["revision_errors"] == 4
     # Two comparison votes (both orders) per compared revision, each naming its principle.
@@ -60,14 +61,15 @@ def test_critique_pipeline_end_to_end(tmp_path: Path) -> None:
         assert row["confidence"] == pytest.approx(max(prov["p_revision"].values()))
         assert row["rejected"] in CANDIDATES["completion"].to_list()
     # A threshold no comparison can reach keeps nothing; the re-run is served by the cache.
-    strict, _, strict_report = critique(
+    again = critique(
         CANDIDATES,
         model=client,
         cache=cache,
         principles_per_prompt=2,
         min_confidence=1.0,
-        max_new_tokens=16,
+        critique_tokens=16,
     )
+    strict, strict_report = again.tables["pairs"], again.report
     cache.close()
     assert strict.height == 0
     assert strict_report["dropped_not_preferred"] == 2

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from prefdata import ids
-from prefdata.label.judge import estimate, judge
+from prefdata.label.estimate import estimate
+from prefdata.label.judge import judge
 from prefdata.label.selection import pair_items
 from prefdata.llm.cache import CallCache
 from prefdata.llm.prices import load_prices
@@ -214,7 +215,7 @@ def test_one_order_and_the_batch_api(
         call_cache,
         pairs,
         habits=["consistent"],
-        batch_state=tmp_path / "judge.json",
+        batch=True,
         poll_interval=0.05,
         orders="ba",
     )

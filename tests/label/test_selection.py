@@ -22,7 +22,7 @@ from prefdata.cli import app
 from prefdata.errors import InputError
 from prefdata.io.importers.hhh import import_hhh
 from prefdata.io.tables import read_table
-from prefdata.label.judge import estimate
+from prefdata.label.estimate import estimate
 from prefdata.label.pointwise import score_candidates
 from prefdata.label.requests import build_score_request
 from prefdata.label.rubric import RATINGS, load_pointwise_rubric
@@ -400,12 +400,11 @@ def test_batch_api_one_batch_per_round_and_for_the_scoring_pass(
     server: FakeLLMServer, api_key: str, call_cache: CallCache, tmp_path: Path
 ) -> None:
     cands = ranked_candidates([4, 4], seed=2)
-    state = tmp_path / "judge.json"
     kw: dict[str, Any] = {
         "judges": ["anthropic:ordered"],
         "cache": call_cache,
         "client_options": options(server),
-        "batch_state": state,
+        "batch": True,
         "poll_interval": 0.05,
     }
     # Through judge(): the tournament's votes and report.
@@ -414,7 +413,8 @@ def test_batch_api_one_batch_per_round_and_for_the_scoring_pass(
     assert rounds in (2, 3)  # round 1, the two brackets, and a final where one is needed
     assert server.served("batches.create") == rounds and server.served("messages") == 0
     assert votes.height == 2 * report["pairs"] and report["best_found"] == 2
-    assert not list(tmp_path.glob("judge.*.json"))  # every round's state file was collected
+    # every round's state file (beside the call cache) was collected and removed
+    assert not list(call_cache.path.parent.glob("batches/*.json"))
     # best-vs-worst without scores: one batch to rate, one to judge. (On the same cache the
     # pairs would be answered from it: the tournament has judged best against worst.)
     fresh = CallCache(tmp_path / "fresh.sqlite")

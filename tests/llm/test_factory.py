@@ -89,11 +89,12 @@ def test_the_one_list_of_backends_is_complete() -> None:
     for info in pkgutil.iter_modules(prefdata.llm.__path__):
         module = importlib.import_module(f"prefdata.llm.{info.name}")
         for name, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and hasattr(cls, "complete"):
-                if hasattr(cls, "aclose"):
-                    found.add((module.__name__, name))
+            is_client = hasattr(cls, "complete") and hasattr(cls, "aclose")
+            protocol = getattr(cls, "_is_protocol", False)  # the interface, not a client
+            if cls.__module__ == module.__name__ and is_client and not protocol:
+                found.add((module.__name__, name))
     assert found == set(factory._CLASSES.values())
-    assert BACKENDS == tuple(factory._CLASSES)
+    assert tuple(factory._CLASSES) == BACKENDS
     for backend in BACKENDS:
         module, name = factory._CLASSES[backend]
         cls = getattr(importlib.import_module(module), name)

@@ -176,7 +176,48 @@ def _thumbs_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, An
     return {"thumbs": write_table(thumbs, tmp / "thumbs.parquet")}, {}, "main.parquet"
 
 
+def _hhh_pairs(shared: Path, tmp: Path, n: int) -> Path:
+    from prefdata.io.importers.hhh import import_hhh
+
+    pairs = import_hhh(shared / "hhh_alignment" / "hhh_alignment_eval.json").tables["pairs"]
+    short = pairs.sort(pl.col("chosen").str.len_chars() + pl.col("rejected").str.len_chars())
+    return write_table(short.head(n), tmp / "hhh.parquet")
+
+
+def _judge_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    # The embedded model reads P(A) / P(B): a real judge with no server.
+    pairs = _hhh_pairs(shared, tmp, 3)
+    return {"pairs": pairs}, {"judges": ["local:smollm2"], "batch_size": 6}, "main.parquet"
+
+
+def _judge_eval_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    from prefdata.io.importers.pandalm import import_pandalm
+
+    folder = shared / "pandalm_testset"
+    votes = import_pandalm(
+        folder / "testset-v1.json", judges=[folder / "gpt-3.5-turbo-testset-v1.json"]
+    ).tables["annotations"]
+    judge = write_table(votes.filter(pl.col("annotator_kind") == "llm"), tmp / "judge.parquet")
+    human = write_table(votes.filter(pl.col("annotator_kind") == "human"), tmp / "human.parquet")
+    return {"votes": judge, "gold": human}, {"min_human_agreement": 0.6}, "main.parquet"
+
+
+def _critique_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    from prefdata import ids
+
+    pairs = read_table(_hhh_pairs(shared, tmp, 2))
+    candidates = ids.with_completion_ids(
+        pairs.select("prompt_id", "prompt", pl.col("rejected").alias("completion"))
+    )
+    table = write_table(candidates, tmp / "candidates.parquet")
+    options = {"principles_per_prompt": 1, "critique_tokens": 12}
+    return {"candidates": table}, options, "main.parquet"
+
+
 CASES: dict[str, Case] = {
+    "judge": _judge_case,
+    "judge-eval": _judge_eval_case,
+    "critique": _critique_case,
     "pairs-to-kto": _file_case("pairs"),
     "ratings-to-pairs": _ratings_case,
     "rankings-to-pairs": _rankings_case,
@@ -196,9 +237,15 @@ def test_every_stage_has_an_output_case() -> None:
     assert set(CASES) == set(STAGES)
 
 
-def _cli_args(name: str, inputs: dict[str, Path], options: dict[str, Any]) -> list[str]:
+def _cli_args(
+    name: str, inputs: dict[str, Path], options: dict[str, Any], cache: Path
+) -> list[str]:
     spec = stage_spec(name)
     args: list[str] = list(cli_path(name))
+    if any(p.resource is not None and p.resource.name == "cache" for p in spec.params):
+        # The pipeline's own call cache: the CLI answers first, the pipeline replays those
+        # answers (model calls are paid once, and both write the same votes).
+        args += ["--cache", str(cache)]
     for p in spec.inputs:
         if p.name in inputs:
             args += [str(inputs[p.name])] if p.positional else [f"--{p.name}", str(inputs[p.name])]
@@ -223,7 +270,9 @@ def test_cli_and_pipeline_write_the_same_tables(
     out = tmp_path / "cli" / out_name
     out.parent.mkdir()
     spec = stage_spec(name)
-    args = _cli_args(name, inputs, options) + (["-o", str(out)] if spec.outputs else [])
+    cache = tmp_path / "run" / "calls.sqlite"
+    cache.parent.mkdir()
+    args = _cli_args(name, inputs, options, cache) + (["-o", str(out)] if spec.outputs else [])
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
