@@ -139,22 +139,6 @@ def test_no_import_cycles_in_prefdata() -> None:
     assert [c for c in cycles(edges) if c not in KNOWN_CYCLES] == []
 
 
-# Private imports found when this test was written, in modules under another engineer's
-# redesign (train/: issue 14, split of train/common.py). Listed so that no new one slips in;
-# delete a line when its import goes (a fixed one is no longer reported here).
-KNOWN_ELSEWHERE = {
-    "prefdata.train.evaluation._ids",
-    "prefdata.train.evaluation._reward_scores",
-    "prefdata.train.evaluation._describe",
-    "prefdata.train._module",
-    "prefdata.train.common._check_keys",
-    "prefdata.train.common._coerce",
-    "prefdata.train.common._config_fields",
-    "prefdata.train.common._write_text_atomic",
-}
-
-
 def test_no_module_imports_another_modules_private_names() -> None:
     _, private = graph()
-    new = [p for p in private if p.rpartition(": ")[2] not in KNOWN_ELSEWHERE]
-    assert new == [], "import a public name instead (make it public where it is defined)"
+    assert private == [], "import a public name instead (make it public where it is defined)"
