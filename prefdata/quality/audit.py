@@ -15,6 +15,7 @@ report's `mislabel` part). The content models then add no issue rows of their ow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -45,6 +46,7 @@ def audit(
     flag_cap: float = 1.5,
     reward_folds: int = 3,
     reward_max_pairs: int | None = 400,
+    reward_overrides: Sequence[str] = (),
     dedup_threshold: float = 0.8,
     consensus_threshold: float = 0.7,
     sample: int = 50,
@@ -74,6 +76,7 @@ def audit(
         flag_cap: flag at most this many times the estimated noise rate of the pairs.
         reward_folds: folds of the cross-fitted reward model.
         reward_max_pairs: train each reward fold on at most this many pairs.
+        reward_overrides: recipe overrides for the reward folds (max_length=1024, ...).
         dedup_threshold: Jaccard similarity above which pairs are near duplicates.
         consensus_threshold: consensus posterior below which an item is flagged.
         sample: pairs drawn for human review (0: none).
@@ -108,7 +111,9 @@ def audit(
         parts.append(issues)
         verdict = answer_checks(pairs, answers)["verdict"]
     content = _content_readings(
-        pairs, model, scores, combine, seed, cache_dir, reward_folds, reward_max_pairs,
+        pairs, model, scores, combine, seed, cache_dir,
+        {"folds": reward_folds, "max_pairs_per_fold": reward_max_pairs,
+         "overrides": tuple(reward_overrides)},
         report, parts,
     )
     if combine:
@@ -159,8 +164,7 @@ def _content_readings(
     combine: bool,
     seed: int,
     cache_dir: str | None,
-    reward_folds: int,
-    reward_max_pairs: int | None,
+    reward_options: dict[str, Any],
     report: dict[str, Any],
     parts: list[pl.DataFrame],
 ) -> list[np.ndarray]:
@@ -201,9 +205,7 @@ def _content_readings(
     if "reward" in wanted:
         from prefdata.quality.crossfit_reward import crossfit_reward_scores
 
-        table, report["reward"] = crossfit_reward_scores(
-            pairs, folds=reward_folds, seed=seed, max_pairs_per_fold=reward_max_pairs
-        )
+        table, report["reward"] = crossfit_reward_scores(pairs, seed=seed, **reward_options)
         if combine:
             readings.append(table["margin"].to_numpy())
         else:

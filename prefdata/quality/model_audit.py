@@ -76,6 +76,7 @@ def pair_features(e_prompt: np.ndarray, e_a: np.ndarray, e_b: np.ndarray) -> np.
 # best value sat at 3e-4 to 1e-3 on HH-RLHF and GSM8K (about 2,300 pairs each), where the
 # model is little more than the mean chosen-minus-rejected direction: the signal is weak.
 C_GRID = tuple(float(c) for c in np.logspace(-5, -1, 9))
+LENGTH_WEIGHT = 8.0
 
 
 def out_of_fold_probabilities(
@@ -109,6 +110,8 @@ def fit_out_of_fold(
     seed: int = 0,
     C: float | Literal["auto"] = "auto",
     max_iter: int = 2000,
+    groups: np.ndarray | None = None,
+    lengths: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(P(label as given is right) per pair, details): the classifier behind the audit.
 
@@ -122,6 +125,12 @@ def fit_out_of_fold(
     which pairs rank lowest). Because the features are antisymmetric and there is no
     intercept, the swap only balances the classes; the result does not depend on it beyond
     solver tolerance. details: C, log_loss, and with "auto" the loss for each C tried.
+
+    groups: one key per pair (the prompt_id): pairs of one group share a fold, so no pair is
+    scored by a model that trained on another pair of its prompt. Pairs of one prompt often
+    share a response; without groups the classifier learns that response's worth from a
+    sibling pair's label, and its errors then move with the consistency signal's (which
+    reads exactly those labels), so the two would not be independent evidence.
     """
     n = e_prompt.shape[0]
     if not (e_chosen.shape == e_rejected.shape == e_prompt.shape) or e_prompt.ndim != 2:
@@ -133,17 +142,29 @@ def fit_out_of_fold(
         raise InputError(f"folds must be at least 2, got {folds}")
     if n < 2 * folds:
         raise InputError(f"the audit needs at least {2 * folds} pairs for {folds} folds, got {n}")
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     swap = side_swap(n, seed)
     a = np.where(swap[:, None], e_rejected, e_chosen)
     b = np.where(swap[:, None], e_chosen, e_rejected)
     x = pair_features(e_prompt, a, b).astype(np.float64)
+    weight = None
+    if lengths is not None:
+        gap = np.log1p(np.asarray(lengths[0], float)) - np.log1p(np.asarray(lengths[1], float))
+        x = np.hstack([x, np.where(swap, -gap, gap)[:, None]])
+        weight = np.ones(x.shape[1])
+        weight[-1] = LENGTH_WEIGHT
     y = (~swap).astype(np.int64)  # 1: A is the chosen side
-    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
+    if groups is not None and len(np.unique(groups)) < n:
+        if len(np.unique(groups)) < folds:
+            raise InputError(f"{folds} folds need at least {folds} prompts")
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(x, y, groups))
+    else:
+        splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
 
     def run(c: float) -> tuple[np.ndarray, float]:
-        p_a = _oof_p_a(x, y, splits, c, max_iter)
+        p_a = _oof_p_a(x, y, splits, c, max_iter, weight)
         p = np.where(swap, 1.0 - p_a, p_a)
         return p, float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
 
@@ -177,6 +198,7 @@ def _oof_p_a(
     splits: list[tuple[np.ndarray, np.ndarray]],
     c: float,
     max_iter: int,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
 
@@ -184,6 +206,8 @@ def _oof_p_a(
     for train, test in splits:
         # Scale without centring: centring would break the antisymmetry of the features.
         rms = np.sqrt((x[train] ** 2).mean(axis=0)) + 1e-12
+        if weight is not None:
+            rms = rms / weight  # a feature scaled up is penalised less by the L2 term
         clf = LogisticRegression(C=c, fit_intercept=False, max_iter=max_iter)
         clf.fit(x[train] / rms, y[train])
         p_a[test] = clf.predict_proba(x[test] / rms)[:, 1]
@@ -411,11 +435,17 @@ def embedding_probabilities(
     progress: bool = True,
     model: Encoder | None = None,
     model_id: str | None = None,
+    group_by_prompt: bool = True,
+    length_feature: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """P(label as given is right) per pair from the out-of-fold classifier on embeddings,
     and its details (C, log_loss, folds, seed, model, embed_seconds, fit_seconds).
 
     Input: pairs with pair_id, prompt, chosen, rejected; options as in `model_audit`.
+    group_by_prompt: the pairs of one prompt_id share a fold (see `fit_out_of_fold`'s
+    groups); the combined audit needs it, confident learning alone (`model_audit`) does not.
+    length_feature: the log-length difference as one more feature (`fit_out_of_fold`'s
+    lengths).
     """
     from prefdata.quality.embeddings import DEFAULT_MODEL_ID, embed_pairs
 
@@ -432,7 +462,16 @@ def embedding_probabilities(
     )
     report["embed_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    p, fit = fit_out_of_fold(ep, ec, er, folds=folds, seed=seed, C=C)
+    grouped = group_by_prompt and "prompt_id" in pairs.columns
+    groups = pairs["prompt_id"].to_numpy() if grouped else None
+    lengths = (
+        (pairs["chosen"].str.len_chars().to_numpy(), pairs["rejected"].str.len_chars().to_numpy())
+        if length_feature
+        else None
+    )
+    p, fit = fit_out_of_fold(
+        ep, ec, er, folds=folds, seed=seed, C=C, groups=groups, lengths=lengths
+    )
     report["fit_seconds"] = time.perf_counter() - start
     report.update(fit, folds=folds, seed=seed, model=model_id or DEFAULT_MODEL_ID)
     return p, report
@@ -491,6 +530,8 @@ def model_audit(
             progress=progress,
             model=model,
             model_id=model_id,
+            group_by_prompt=False,
+            length_feature=False,
         )
         report.update(fit)
         source = f"out-of-fold classifier on embeddings ({folds} folds)"

@@ -305,3 +305,36 @@ def test_embedding_audit_finds_injected_flips(
         assert math.isfinite(report["estimated_noise_rate"])
     # measured 0.813, 0.795, 0.842 (first 100 questions, 20% flips)
     assert np.mean(aurocs) >= 0.76
+
+
+@pytest.mark.slow
+def test_grouped_folds_are_out_of_fold(
+    gsm8k_pairs: pl.DataFrame, request: pytest.FixtureRequest
+) -> None:
+    """With folds grouped by prompt, swapping one pair's label changes nothing the model of
+    its fold saw: every pair of that fold (its sibling pairs included) keeps its
+    probability, and its own flips to 1 - p."""
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = pytest_cache.mkdir("prefdata-embeddings") if pytest_cache else None
+    ep, ec, er = emb.embed_pairs(gsm8k_pairs, cache_dir=cache, progress=False)
+    groups = gsm8k_pairs["prompt_id"].to_numpy()
+    lengths = (
+        gsm8k_pairs["chosen"].str.len_chars().to_numpy(),
+        gsm8k_pairs["rejected"].str.len_chars().to_numpy(),
+    )
+    p, _ = ma.fit_out_of_fold(ep, ec, er, seed=1, C=1e-3, groups=groups, lengths=lengths)
+    i = 7
+    ec2, er2 = ec.copy(), er.copy()
+    ec2[i], er2[i] = er[i], ec[i]
+    swapped_lengths = (lengths[0].copy(), lengths[1].copy())
+    swapped_lengths[0][i], swapped_lengths[1][i] = lengths[1][i], lengths[0][i]
+    p2, _ = ma.fit_out_of_fold(
+        ep, ec2, er2, seed=1, C=1e-3, groups=groups, lengths=swapped_lengths
+    )
+    assert p2[i] == pytest.approx(1.0 - p[i], abs=1e-6)
+    moved = np.abs(p2 - p) > 1e-6
+    moved[i] = False
+    # the pairs that did not move: exactly the held-out fold of pair i, siblings included
+    siblings = np.flatnonzero(groups == groups[i])
+    assert siblings.size > 1 and not moved[siblings].any()
+    assert moved.sum() > 0.5 * p.size  # the other folds' models saw the swap
