@@ -27,7 +27,8 @@ options. The CLI command (`prefdata.cli.derive`) and the pipeline stage kind
 - `Input(names...)` marks a file or folder input the stage reads itself (a model folder, a JSON
   document): a file on the command line, a slot filled by an earlier stage in a pipeline.
 - `Output(name)` marks a path the stage writes itself (an export file, a report folder, a model
-  folder): `-o` on the command line, a file in the stage's folder in a pipeline.
+  folder): `-o` on the command line, `name` in the stage's folder in a pipeline (`Output(".")`:
+  the stage's folder itself).
 - `File(names=..., mapping=...)` marks an option whose value names a file (a rubric, a
   constitution, a recipe): a pipeline resolves it against the pipeline file and hashes it.
 - `Resource(name)` marks what the caller provides rather than the user: the call cache, the
@@ -149,6 +150,7 @@ class StageResult:
     report: JSON-able figures; the CLI prints it, a pipeline keeps it in the stage's manifest.
     documents: other JSON outputs by name (e.g. the settings a filter ran with, or an
     agreement report that is the stage's product).
+    files: paths the stage wrote itself (through an `Output` parameter), by output name.
     warnings: lines for the user (the CLI prints them after the report), not data.
     """
 
@@ -156,6 +158,7 @@ class StageResult:
     rejected: pl.DataFrame | None = None
     report: dict[str, Any] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -243,54 +243,6 @@ def synthetic_pairs_cmd(
     print_report({**report, "written": str(out)})
 
 
-@app.command()
-@friendly_errors
-def export(
-    file: Annotated[Path, typer.Argument(help="pairs (or kto) table")],
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format", help="trl | trl-conversational | kto | kto-conversational | openai | hf"
-        ),
-    ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="output file or folder (hf)")],
-    flatten: Annotated[bool, typer.Option(help="write multi-turn prompts as plain text")] = False,
-    minimal: Annotated[bool, typer.Option(help="only the format's own columns")] = False,
-    push_to_hub: Annotated[
-        str | None, typer.Option(help="also push to this Hub repo (needs network and a token)")
-    ] = None,
-    stream: Annotated[
-        bool | None,
-        typer.Option("--stream/--no-stream", help="batched, bounded memory (auto > 256 MB)"),
-    ] = None,
-) -> None:
-    """Export pairs (or KTO rows) for training.
-
-    Example: prefdata export hh.parquet --format trl-conversational -o hh.trl.jsonl
-    """
-    from prefdata.io import exporters
-    from prefdata.io.tables import read_table
-
-    if fmt != "hf" and not push_to_hub and _use_stream(file, stream):
-        from prefdata.io.stream import stream_export
-
-        print_report(stream_export(file, out, fmt, flatten=flatten, minimal=minimal))
-        return
-    table = read_table(file)
-    report = exporters.export(
-        table,
-        out,
-        exporters.parse_format(fmt),
-        flatten=flatten,
-        minimal=minimal,
-        source=str(file),
-    )
-    if push_to_hub:
-        exporters.push_to_hub(table, push_to_hub)
-        report["pushed_to"] = push_to_hub
-    print_report(report)
-
-
 def _split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 

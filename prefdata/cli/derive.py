@@ -230,6 +230,7 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
             rejected_to=given.get(REJECTED),
         )
         report = dict(result.report)
+        written.update({name: str(path) for name, path in result.files.items()})
         if written:
             report["written"] = written
         elif outputs:

@@ -25,6 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "audit-rate": ("prefdata.quality.sample", "mislabel_rate"),
     "filter": ("prefdata.quality.filter", "filter_pairs"),
     "bias": ("prefdata.quality.bias", "bias_stats"),
+    "export": ("prefdata.io.exporting", "export_files"),
     "pairs-to-kto": ("prefdata.io.convert", "pairs_to_kto"),
     "ratings-to-pairs": ("prefdata.io.convert", "ratings_to_pairs"),
     "rankings-to-pairs": ("prefdata.io.convert", "rankings_to_pairs"),

@@ -64,10 +64,14 @@ def run_stage(spec: StageSpec, stage: StageRun) -> StageOutputs:
         if p.role == "resource" and p.resource is not None:
             values[p.name] = {"cache": stage.cache, "progress": stage.progress}[p.resource.name]
         elif p.role == "output" and p.output is not None:
-            values[p.name] = written[p.output.name] = stage.out(p.output.name)
+            path = stage.dir if p.output.name == "." else stage.out(p.output.name)
+            values[p.name] = path
+            if p.output.name != ".":
+                written[p.output.name] = path
     result = spec.call(values)
     outputs = write_result_dir(result, stage.dir)
     outputs.update(written)
+    outputs.update(result.files)
     return outputs, result.report
 
 

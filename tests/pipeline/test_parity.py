@@ -19,7 +19,7 @@ import typer.main
 import yaml
 
 from prefdata.cli import app
-from prefdata.io.tables import read_table, sibling, write_table
+from prefdata.io.tables import read_table, write_table
 from prefdata.pipeline import load_pipeline, run_pipeline
 from prefdata.pipeline.catalog import STAGES, cli_path, stage_spec
 from prefdata.pipeline.stages import REGISTRY
@@ -214,10 +214,16 @@ def _critique_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, 
     return {"candidates": table}, options, "main.parquet"
 
 
+def _export_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    pairs, _ = _pandalm_pairs(shared, tmp)
+    return {"pairs": pairs}, {"formats": ["trl", "kto"], "minimal": True}, "exports"
+
+
 CASES: dict[str, Case] = {
     "judge": _judge_case,
     "judge-eval": _judge_eval_case,
     "critique": _critique_case,
+    "export": _export_case,
     "pairs-to-kto": _file_case("pairs"),
     "ratings-to-pairs": _ratings_case,
     "rankings-to-pairs": _rankings_case,
@@ -284,17 +290,18 @@ def test_cli_and_pipeline_write_the_same_tables(
     if not spec.outputs:  # a report-only stage: the same report
         assert json.loads(result.stdout) == json.loads(json.dumps(run.stage(name).report))
         return
-    main = spec.outputs[0]
+    # The CLI says what it wrote, by output name; compare each with the pipeline's file.
+    cli_written = json.loads(result.stdout)["written"]
     compared = 0
     for output, path in written.items():
-        # CLI companions: tables beside -o with its suffix, documents as .json.
-        companion = sibling(out, output)
-        if path.suffix == ".json":
-            companion = companion.with_suffix(".json")
-        cli_path = out if output == main else companion
+        cli_path = Path(cli_written[output])
         assert cli_path.exists(), (output, cli_path)
         if path.suffix == ".json":
             assert json.loads(cli_path.read_text()) == json.loads(path.read_text()), output
+        elif path.is_dir():
+            assert sorted(p.name for p in cli_path.iterdir()) == sorted(
+                p.name for p in path.iterdir()
+            ), output
         else:
             assert read_table(cli_path).to_dicts() == read_table(path).to_dicts(), output
         compared += 1
