@@ -245,7 +245,15 @@ def run_one(
         {"pair_id": flipped["pair_id"], "score_chosen": np.log(p / (1 - p)),
          "score_rejected": np.zeros(flipped.height)}
     )
-    model = "embeddings+reward" if reward else "scores"
+    model = "embeddings+scores" if reward else "scores"
+    if reward:
+        # the cross-fitted reward model once per flip set (both audit variants read it)
+        from prefdata.quality.crossfit_reward import crossfit_reward_scores
+
+        scores, reward_report = crossfit_reward_scores(
+            flipped, seed=seed, max_pairs_per_fold=reward_opts.get("max_pairs"),
+            overrides=reward_opts.get("overrides", ()), progress=False,
+        )
     row: dict[str, Any] = {"rate": rate, "seed": seed, "flips": int(flip.sum()),
                            "true_rate": float(flip.mean()), "pairs": flipped.height}
     variants = {"ours": data.annotations}
@@ -258,9 +266,7 @@ def run_one(
             annotations=votes,
             answers=data.answers,
             model=model,  # type: ignore[arg-type]
-            scores=None if reward else scores,
-            reward_max_pairs=reward_opts.get("max_pairs"),
-            reward_overrides=reward_opts.get("overrides", ()),
+            scores=scores,
             sample=0,
             seed=seed,
             cache_dir=str(cache_dir),
@@ -311,6 +317,8 @@ def run_one(
     random_flags[rng.choice(flip.size, int(flip.sum()), replace=False)] = True
     row["random"] = figures(rng.random(flip.size), random_flags, flip)
     row["classifier_C"] = fit["C"]
+    if reward:
+        row["reward_held_out_accuracy"] = reward_report["held_out_accuracy"]
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -399,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--rates", type=float, nargs="+", default=list(RATES))
+    parser.add_argument("--size", type=int, default=None,
+                        help="override every kind's size (questions, items, prompts or pairs)")
     parser.add_argument("--reward", action="store_true",
                         help="add the cross-fitted reward model (on by default with --full)")
     parser.add_argument("--reward-pairs", type=int, default=100,
@@ -429,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     for kind in args.kinds:
         t0 = time.perf_counter()
-        data = LOADERS[kind](SIZES[mode][kind])
+        data = LOADERS[kind](args.size if args.size is not None else SIZES[mode][kind])
         emb = embed_pairs(data.pairs, cache_dir=cache_dir, progress=False)
         load_s = time.perf_counter() - t0
         print(f"{kind}: {data.pairs.height} pairs (loaded and embedded in {load_s:.0f} s)"

@@ -31,3 +31,12 @@ if ! "$PY" -c "import liger_kernel" 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" bench/bench_train.py --part gpu --repeat "${REPEAT:-2}" "$@"
+
+# Mislabel benchmark at full size with the cross-fitted reward signal (bench/bench_mislabel.py
+# --full): every pair of the four kinds, flips at 10/20/30%, seeds 10-12; the audit adds a
+# LoRA reward head on SmolLM2 trained in 3 folds on every pair at max_length 1024 (TRL picks
+# bf16 on the GPU). 108 fold trainings of up to ~2,600 pairs: budget about an hour on one
+# H100. Results: printed, last line one JSON, and bench/out/bench_mislabel-full-*.json.
+if [ "${MISLABEL:-1}" = "1" ]; then
+    "$PY" bench/bench_mislabel.py --full
+fi

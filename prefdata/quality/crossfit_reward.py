@@ -1,7 +1,10 @@
 """Cross-fitted reward signal: K reward models, each scoring the pairs it was not trained on.
 
-The pairs are split into K folds by a seeded hash of their pair_id (so fold membership
-depends on neither row order nor which side is chosen). For each fold k, a reward model is
+The pairs are split into K folds by a seeded hash of their prompt_id (so fold membership
+depends on neither row order nor which side is chosen, and the pairs of one prompt, which
+often share a response, share a fold: a model never learns a response's worth from a sibling
+pair and then scores it, which would tie its errors to the consistency signal's; see
+prefdata.quality.model_audit.fit_out_of_fold). For each fold k, a reward model is
 trained with prefdata.train on the other K-1 folds, and then scores the pairs of fold k
 (prefdata.train.evaluation.score_pairs). No pair is scored by a model that saw its label,
 so a flipped label cannot teach the model to agree with itself, which is what makes the
@@ -78,18 +81,21 @@ BASE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def fold_of(pair_ids: Sequence[str] | pl.Series, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold index (0..folds-1) of each pair: pairs ordered by a seeded hash of their pair_id
-    and dealt round-robin, so folds differ in size by at most one and a pair's fold depends
-    only on its id and the seed (never on its label or its row)."""
+def fold_of(keys: Sequence[str] | pl.Series, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index (0..folds-1) of each row from its key (a pair_id, or a prompt_id to keep a
+    prompt's pairs together): the distinct keys ordered by a seeded hash and dealt
+    round-robin, so folds differ by at most one key and a row's fold depends only on its
+    key and the seed (never on its label or its position)."""
     if folds < 2:
         raise InputError(f"folds must be at least 2, got {folds}")
-    ids = [str(i) for i in pair_ids]
-    keys = [hashlib.blake2b(f"{seed}\x1f{i}".encode(), digest_size=8).hexdigest() for i in ids]
-    order = sorted(range(len(ids)), key=lambda k: (keys[k], ids[k]))
-    out = np.empty(len(ids), dtype=np.int64)
-    out[order] = np.arange(len(ids)) % folds
-    return out
+    ids = [str(i) for i in keys]
+    distinct = sorted(set(ids))
+    digest = {
+        i: hashlib.blake2b(f"{seed}\x1f{i}".encode(), digest_size=8).hexdigest() for i in distinct
+    }
+    order = sorted(distinct, key=lambda k: (digest[k], k))
+    fold = {k: j % folds for j, k in enumerate(order)}
+    return np.array([fold[i] for i in ids], dtype=np.int64)
 
 
 def _digest(train: pl.DataFrame, settings: Mapping[str, Any]) -> str:
@@ -143,7 +149,7 @@ def crossfit_reward_scores(
         raise InputError(f"method must be 'reward' or 'dpo', got {method!r}")
     if pairs.height < 2 * folds:
         raise InputError(f"cross-fitting needs at least {2 * folds} pairs, got {pairs.height}")
-    fold = fold_of(pairs["pair_id"], folds, seed)
+    fold = fold_of(pairs["prompt_id"], folds, seed)
     recipe = {**BASE_RECIPES[method], "seed": seed}
     settings = {"method": method, "model": str(model), "overrides": list(overrides),
                 "recipe": recipe, "seed": seed}

@@ -387,13 +387,15 @@ def summary(fit: FlipFit, boot: np.ndarray | None = None) -> dict[str, Any]:
     """The report entries of a fit: noise_rate, identification, blocks, and with bootstrap
     draws noise_rate_se and a 90% interval."""
     out: dict[str, Any] = {
-        "noise_rate": fit.rho,
+        # six decimals: EM leaves 1e-13 where no pair is flipped
+        "noise_rate": round(fit.rho, 6),
         "identification": fit.identification,
         "blocks": list(fit.blocks_used),
     }
     if fit.anchor is not None:
         out["anchor_block"] = fit.anchor
     if boot is not None and boot.size:
-        out["noise_rate_se"] = float(np.std(boot, ddof=1)) if boot.size > 1 else float("nan")
-        out["noise_rate_90"] = [float(np.quantile(boot, 0.05)), float(np.quantile(boot, 0.95))]
+        se = float(np.std(boot, ddof=1)) if boot.size > 1 else float("nan")
+        out["noise_rate_se"] = round(se, 6)
+        out["noise_rate_90"] = [round(float(np.quantile(boot, x)), 6) for x in (0.05, 0.95)]
     return out

@@ -16,7 +16,8 @@ returns issue rows (issue = "mislabeled") and a report.
   reward model are cross-fitted).
 - Flags: the pairs with the highest P(flipped), as many as maximise the expected F1 under
   those probabilities, and never more than `flag_cap` x the estimated rate x n (so a loose
-  signal cannot flag half the data, as confident learning did: 38% flagged for 15% flips).
+  signal cannot flag half the data, as confident learning did: 38% flagged for 15% flips);
+  when the rate is only an anchor bound, never more than the rate x n.
 
 Issue rows: item_id (pair_id), issue, score = 1 - P(flipped) (lower = worse), is_issue,
 reason (the probability and each signal's reading), and the extra columns `p_flipped` and
@@ -115,7 +116,9 @@ def mislabel_audit(
             boot = spread(mode, fit.rho)
     fold = fold_of(pairs["pair_id"], folds, seed)
     q = fm.crossfit_posterior(blocks, fold, mode=mode, rate_blocks=rate)
-    flags = fm.expected_f1_flags(q, max_share=flag_cap * fit.rho)
+    # An anchor rate is an upper bound already: flag at most that many, not flag_cap x it.
+    cap = (min(flag_cap, 1.0) if mode == "anchor" else flag_cap) * fit.rho
+    flags = fm.expected_f1_flags(q, max_share=cap)
     issues = _issue_rows(pairs, blocks, q, flags)
     report = {**fm.summary(fit, boot), **extra}
     k = int(flags.sum())
@@ -124,7 +127,7 @@ def mislabel_audit(
         signals={b.name: int(b.present.sum()) for b in blocks},
         flagged=k,
         flag_rate=k / n if n else 0.0,
-        max_flag_rate=flag_cap * fit.rho,
+        max_flag_rate=cap,
         threshold=float(q[flags].min()) if k else None,
         expected_precision=float(q[flags].mean()) if k else None,
         expected_recall=float(q[flags].sum() / q.sum()) if k and q.sum() > 0 else None,

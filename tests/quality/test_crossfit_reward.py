@@ -25,6 +25,11 @@ def test_fold_of_balanced_and_label_free() -> None:
     back = dict(zip(shuffled, fold_of(shuffled, 5, seed=1), strict=True))
     assert [back[i] for i in ids] == fold.tolist()
     assert not np.array_equal(fold, fold_of(ids, 5, seed=2))
+    # rows with one key (one prompt) share a fold; folds balance the keys
+    keys = [f"prompt-{i // 3}" for i in range(30)]
+    by_key = fold_of(keys, 4, seed=0)
+    assert all(len(set(by_key[i : i + 3])) == 1 for i in range(0, 30, 3))
+    assert sorted(np.bincount(by_key[::3]).tolist()) == [2, 2, 3, 3]
     with pytest.raises(InputError):
         fold_of(ids, 1)
 
@@ -54,8 +59,11 @@ def test_scores_are_out_of_fold(short_pairs: pl.DataFrame, tiny: Path, tmp_path:
         progress=False,
     )
     assert scores["pair_id"].to_list() == pairs["pair_id"].to_list()
-    assert scores["fold"].to_list() == fold_of(pairs["pair_id"], 3, 0).tolist()
-    assert [f["train_pairs"] for f in report["per_fold"]] == [12, 12, 12]
+    assert scores["fold"].to_list() == fold_of(pairs["prompt_id"], 3, 0).tolist()
+    expected = fold_of(pairs["prompt_id"], 3, 0)
+    assert [f["train_pairs"] for f in report["per_fold"]] == [
+        int((expected != k).sum()) for k in range(3)
+    ]
     np.testing.assert_allclose(
         scores["margin"], scores["score_chosen"] - scores["score_rejected"], atol=1e-9
     )
