@@ -150,7 +150,7 @@ def controlled(size: int | None) -> KindData:
     start = time.perf_counter()
     cache = CallCache(default_cache_path())
     try:
-        candidates, _, report = generate(
+        generated = generate(
             prompts.select("prompt"),
             models=[LocalClient("smollm2", batch_size=32)],
             n=8,
@@ -159,6 +159,7 @@ def controlled(size: int | None) -> KindData:
             progress=False,
             chunk_size=16,
         )
+        candidates, report = generated.tables["candidates"], generated.report
     finally:
         cache.close()
     seconds = time.perf_counter() - start

@@ -345,7 +345,8 @@ def _value_type(annotation: Any) -> str:
     if annotation is Path:
         return "path"
     if origin in (list, tuple, Sequence) and all(
-        a in (str, Ellipsis) or get_origin(a) is Literal for a in get_args(annotation)
+        a in (str, Ellipsis) or get_origin(a) is Literal or _text_union(a)
+        for a in get_args(annotation)
     ):
         return "strs"
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
@@ -359,6 +360,13 @@ def _value_type(annotation: Any) -> str:
         if kinds <= {"str", "strs"}:
             return "strs"
     return "any"
+
+
+def _text_union(annotation: Any) -> bool:
+    """`str | SomeObject`: text on the command line, an object allowed from Python (a model
+    name or a ready client)."""
+    args = get_args(annotation) if get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return str in args
 
 
 def _choices(annotation: Any) -> tuple[Any, ...]:

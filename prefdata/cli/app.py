@@ -20,7 +20,6 @@ from prefdata.cli.run import register as register_run_command
 from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
 from prefdata.io.importers import IMPORTERS, importer
-from prefdata.llm.factory import BACKENDS
 from prefdata.pipeline.catalog import CLI_GROUPS, STAGES, cli_path, stage_spec
 
 app = typer.Typer(
@@ -140,81 +139,6 @@ def import_cmd(
     if result.rejected.height:
         written["rejected"] = str(write_table(result.rejected, sibling(out, "rejected")))
     print_report({**result.report, "written": written})
-
-
-@app.command("generate")
-@friendly_errors
-def generate_cmd(
-    prompts: Annotated[Path, typer.Argument(help="prompts table (or any table with `prompt`)")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="candidates table")],
-    model: Annotated[
-        list[str] | None, typer.Option(help="model (repeat to mix generators)")
-    ] = None,
-    backend: Annotated[str, typer.Option(help=" | ".join(BACKENDS))] = "local",
-    base_url: Annotated[str | None, typer.Option(help="server URL (openai, anthropic)")] = None,
-    n: Annotated[int, typer.Option(help="candidates per prompt")] = 4,
-    mix: Annotated[
-        str, typer.Option(help="spread: n in all, across models; each: n per model")
-    ] = "spread",
-    temperature: Annotated[float, typer.Option()] = 0.7,
-    top_p: Annotated[float, typer.Option()] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option()] = 256,
-    seed: Annotated[int, typer.Option(help="base seed; each sample derives its own")] = 0,
-    stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="local: prompts per forward pass")] = None,
-    device: Annotated[str | None, typer.Option(help="local: cpu | cuda | auto")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help="remote: calls in flight")] = None,
-    chunk_size: Annotated[int, typer.Option(help="prompts per cached chunk")] = 32,
-    batch: Annotated[
-        bool, typer.Option(help="anthropic: Message Batches API (half price; resumable)")
-    ] = False,
-    poll_interval: Annotated[float, typer.Option(help="batch polling, seconds")] = 30.0,
-    cache: Annotated[Path | None, typer.Option(help="call cache file")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write")] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-) -> None:
-    """N candidate completions per prompt from one or several models, resumable from the call
-    cache; identical, empty and failed completions go to OUT-stem.rejected with a reason.
-
-    Example: prefdata generate prompts.parquet -o candidates.parquet --model smollm2 --n 4
-    """
-    from prefdata.io.tables import read_table, sibling, write_table
-    from prefdata.llm.base import Params
-    from prefdata.llm.cache import CallCache
-    from prefdata.llm.generate import generate
-
-    options = {"batch_size": batch_size, "device": device, "max_concurrency": max_concurrency}
-    call_cache = CallCache(cache, enabled=not no_cache)
-    try:
-        candidates, rejected, report = generate(
-            read_table(prompts),
-            models=model or ["smollm2"],
-            backend=pick("backend", backend, BACKENDS),
-            n=n,
-            params=Params(
-                temperature=temperature,
-                top_p=top_p,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                stop=tuple(stop or ()),
-            ),
-            cache=call_cache,
-            base_url=base_url,
-            client_options={k: v for k, v in options.items() if v is not None},
-            mix=pick("mix", mix, ("spread", "each")),
-            chunk_size=chunk_size,
-            progress=progress,
-            batch_state=sibling(out, "batches").with_suffix(".json") if batch else None,
-            batch_poll_interval=poll_interval,
-        )
-    finally:
-        call_cache.close()
-    write_table(candidates, out)
-    report["written"] = {"candidates": str(out)}
-    if rejected.height:
-        report["written"]["rejected"] = str(write_table(rejected, sibling(out, "rejected")))
-    print_report(report)
-    console.print(report.get("cache", call_cache.stats.line()), highlight=False)
 
 
 @app.command("synthetic-pairs")

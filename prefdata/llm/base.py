@@ -43,7 +43,15 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Params:
-    """Sampling parameters. `seed` makes local sampling reproducible (servers: best effort)."""
+    """Sampling parameters. `seed` makes local sampling reproducible (servers: best effort).
+
+    Args:
+        temperature: sampling temperature (0: greedy)
+        top_p: nucleus sampling mass
+        max_new_tokens: the longest reply, in tokens
+        seed: base seed of the samples (each sample derives its own)
+        stop: stop strings (repeat for several)
+    """
 
     temperature: float = 0.7
     top_p: float = 1.0

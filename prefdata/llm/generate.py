@@ -1,6 +1,7 @@
 """Candidate generation: N samples per prompt from one or several models.
 
-    candidates, rejected, report = generate(prompts, models=["smollm2"], n=4, cache=CallCache())
+    result = generate(prompts, models=["smollm2"], n=4, cache=CallCache())
+    candidates, rejected = result.tables["candidates"], result.rejected
 
 Seeds: sample k of a prompt gets the seed `derive_seed(base, prompt_id, k)` (base = params.seed,
 0 when unset), so every sample is a different draw, a re-run draws the same samples, and each
@@ -27,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import polars as pl
 
@@ -35,8 +36,10 @@ from prefdata import ids
 from prefdata.errors import InputError, PrefdataError
 from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CacheStats, CallCache, complete_cached
+from prefdata.llm.factory import Backend
 from prefdata.progress import progress_bar, synced
 from prefdata.schema import MESSAGES, conform, split_problems, with_messages
+from prefdata.stage import Resource, StageResult, Table, stage
 
 __all__ = [
     "REJECTED_SCHEMA",
@@ -153,59 +156,66 @@ def _stats_delta(before: CacheStats, after: CacheStats) -> CacheStats:
 
 
 async def agenerate(
-    prompts: pl.DataFrame,
+    prompts: Annotated[pl.DataFrame, Table("prompts", check=False)],
     *,
-    models: Sequence[str | Client],
-    backend: str = "local",
+    models: Sequence[str | Client] = ("smollm2",),
+    backend: Backend = "local",
     n: int = 4,
-    params: Params | None = None,
-    cache: CallCache,
+    params: Params = Params(),  # noqa: B008 - frozen, so one shared default is safe
+    cache: Annotated[CallCache, Resource("cache")],
     base_url: str | None = None,
     client_options: Mapping[str, Any] | None = None,
     mix: Mix = "spread",
     chunk_size: int = 32,
-    progress: bool = True,
-    batch_state: str | Path | None = None,
+    max_prompts: int | None = None,
+    batch: bool = False,
     batch_poll_interval: float = 30.0,
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """N candidate completions per prompt. `generate` is the same without async (use this one
-    inside a running event loop: a notebook, a server).
+    progress: Annotated[bool, Resource("progress")] = True,
+) -> StageResult:
+    """N candidate completions per prompt from one or several models, resumable from the call
+    cache; identical, empty and failed completions go to `rejected` with a reason.
+    `generate` is the same without async (use this one inside a running event loop: a
+    notebook, a server).
 
     Input: the prompts contract, or any table with a `prompt` column (text or chat messages;
     `prompt_id` is computed when missing). Prompts that break the contract (blank, duplicate
     id) are not sent and go to `rejected` as `invalid_prompt`.
 
-    models: model names for `backend` ("local" | "openai" | "anthropic"), built with
-        prefdata.llm.factory.make_client(backend, name, base_url=base_url, **client_options);
-        or ready Client objects (used as they are and not closed here).
-    n, mix: samples per prompt; see the module docstring ("spread": n in total over the
-        models; "each": n per model).
-    params: sampling parameters for every call; `params.seed` is the base seed (0 when None)
-        from which each sample's own seed is derived.
-    cache: the call cache (CallCache(enabled=False) for --no-cache).
-    chunk_size: prompts per chunk; an interruption loses at most one chunk.
-    progress: a rich progress bar over prompts, on stderr.
-    batch_state: use the Anthropic Message Batches API (half price; anthropic backend only):
-        every request not in the cache goes into one submission, its batch ids are kept in
-        this JSON file, and a run interrupted after submitting collects those batches on
-        resume instead of submitting again (see prefdata.llm.batches). Polls every
-        `batch_poll_interval` seconds. Several models: one state file each, `<stem>.<i>.json`.
-
-    Output: (candidates, rejected, report).
-    - candidates: the candidates contract (prompt_id, prompt, completion_id, completion,
-      generator, params). `completion` is the reply with surrounding whitespace removed;
-      `params` is JSON with the backend, the sampling parameters (with the sample's own
-      seed), the sample index and the finish_reason ("length" marks a reply cut at
-      max_new_tokens).
-    - rejected: REJECTED_SCHEMA rows with reason `error` (the call failed; `error` says why;
-      not cached, so a re-run tries again), `empty` (a blank reply), `duplicate` (the same
-      text as an earlier sample of the same prompt) or `invalid_prompt`.
-    - report: counts (prompts, requests, candidates, dropped_<reason>,
-      truncated_at_max_new_tokens), the tokens and cost of the new calls, `new_calls`,
-      `cache_hits` and the cache statistics line (`cache`).
+    Output: table `candidates` (prompt_id, prompt, completion_id, completion, generator,
+    params; `completion` is the reply with surrounding whitespace removed; `params` is JSON
+    with the backend, the sampling parameters with the sample's own seed, the sample index
+    and the finish_reason, "length" marking a reply cut at max_new_tokens); `rejected`
+    (REJECTED_SCHEMA rows with reason `error` (the call failed; not cached, so a re-run tries
+    again), `empty`, `duplicate` (the same text as an earlier sample of the same prompt) or
+    `invalid_prompt`); report: counts (prompts, requests, candidates, dropped_<reason>,
+    truncated_at_max_new_tokens), the tokens and cost of the new calls, `new_calls`,
+    `cache_hits` and the cache statistics line (`cache`).
 
     Raises InputError for a bad prompts table or options, PrefdataError when every call of the
     first chunk fails (a dead server, a wrong model).
+
+    Example: prefdata generate prompts.parquet -o candidates.parquet --model smollm2 --n 4
+
+    Args:
+        prompts: the prompts (or any table with a `prompt` column)
+        models: model names for `backend` (repeat to mix generators); in Python a ready Client
+            object may stand in (used as it is and not closed here)
+        backend: local | openai | anthropic
+        n: samples per prompt ("spread": n in total over the models; "each": n per model)
+        params: sampling parameters of every call; `seed` is the base seed (0 when unset)
+            from which each sample's own seed is derived
+        cache: the call cache
+        base_url: server URL (openai-compatible, or a proxy for anthropic)
+        client_options: options for the clients, e.g. batch_size=8, device=cpu,
+            max_concurrency=16 (prefdata.llm.factory.make_client)
+        mix: spread (n in all, across the models) or each (n per model)
+        chunk_size: prompts per chunk; an interruption loses at most one chunk
+        max_prompts: use only the first N prompts
+        batch: anthropic: the Message Batches API (half price; resumable: its state is kept
+            in a `batches` folder beside the call cache, so an interrupted run collects its
+            batches instead of submitting again)
+        batch_poll_interval: seconds between Message Batches polls
+        progress: a progress bar over prompts, on stderr
     """
     started = time.monotonic()
     if n < 1:
@@ -214,8 +224,9 @@ async def agenerate(
         raise InputError(f"chunk_size must be at least 1, got {chunk_size}")
     if not models:
         raise InputError("no models: give at least one")
-    params = params or Params()
     base = params.seed if params.seed is not None else 0
+    if max_prompts is not None:
+        prompts = prompts.head(max_prompts)
     good, rejected_prompts = _prompt_table(prompts)
 
     owned: list[Client] = []
@@ -237,8 +248,8 @@ async def agenerate(
         if len(set(zip(names, [c.backend for c in clients], strict=True))) < len(names):
             raise InputError(f"the same model is listed twice: {names}")
         answer: Answerer = _answer
-        if batch_state is not None:
-            answer = _batch_answerer(clients, Path(batch_state), batch_poll_interval)
+        if batch:
+            answer = _batch_answerer(clients, _batch_state(cache, clients), batch_poll_interval)
             # One submission for everything: the Batches API is for bulk work, and each
             # batch takes minutes to hours; the state file makes it resumable instead.
             chunk_size = max(1, good.height)
@@ -327,7 +338,7 @@ async def agenerate(
         "n": n,
         "mix": mix,
         "base_seed": base,
-        "batches_api": batch_state is not None,
+        "batches_api": batch,
         "requests": stats.hits + stats.misses,
         "candidates": candidates.height,
         **{f"dropped_{r}": 0 for r in _REJECT_REASONS},
@@ -340,7 +351,17 @@ async def agenerate(
         "error_examples": dict(sorted(errors_seen.items(), key=lambda kv: -kv[1])[:3]),
         "seconds": round(time.monotonic() - started, 3),
     }
-    return candidates, all_rejected, report
+    return StageResult(
+        tables={"candidates": candidates}, rejected=all_rejected, report=report
+    )
+
+
+def _batch_state(cache: CallCache, clients: Sequence[Client]) -> Path:
+    """Where a Batches run keeps its state: beside the call cache, keyed by the models, so a
+    re-run with the same cache collects the batches it submitted instead of paying again."""
+    digest = hashlib.sha256("|".join(c.model for c in clients).encode()).hexdigest()[:12]
+    folder = cache.path.parent / "batches"
+    return folder / f"generate.{digest}.json"
 
 
 def _chunk_samples(
@@ -429,5 +450,4 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
     return answer
 
 
-
-generate = synced(agenerate)
+generate = stage("generate", outputs=("candidates", "rejected"))(synced(agenerate))

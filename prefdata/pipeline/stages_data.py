@@ -18,7 +18,6 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.llm.factory import BACKENDS
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
 
@@ -104,78 +103,6 @@ IMPORT = StageKind(
     },
     outputs=("pairs", "annotations", "kto", "prompts", "invalid"),
     check=_check_import,
-)
-
-
-# ---- generate ----------------------------------------------------------------------------
-
-
-def run_generate(stage: StageRun) -> StageOutputs:
-    """`prefdata generate`: N candidates per prompt through the run's call cache."""
-    from prefdata.llm.base import Params
-    from prefdata.llm.generate import generate
-
-    opts = stage.options
-    prompts = stage.table("prompts")
-    if opts["max_prompts"] is not None:
-        prompts = prompts.head(opts["max_prompts"])
-    client_options = {
-        k: opts[k] for k in ("batch_size", "device", "max_concurrency") if opts[k] is not None
-    }
-    candidates, rejected, report = generate(
-        prompts,
-        models=opts["models"],
-        backend=opts["backend"],
-        n=opts["n"],
-        params=Params(
-            temperature=opts["temperature"],
-            top_p=opts["top_p"],
-            max_new_tokens=opts["max_new_tokens"],
-            seed=opts["seed"],
-            stop=tuple(opts["stop"]),
-        ),
-        cache=stage.cache,
-        base_url=opts["base_url"],
-        client_options=client_options,
-        mix=opts["mix"],
-        chunk_size=opts["chunk_size"],
-        progress=stage.progress,
-        batch_state=stage.out("batches.json") if opts["batch"] else None,
-        batch_poll_interval=opts["poll_interval"],
-    )
-    from prefdata.io.tables import write_table
-
-    outputs = {"candidates": write_table(candidates, stage.out("candidates.parquet"))}
-    if rejected.height:
-        outputs["invalid"] = write_table(rejected, stage.out("rejected.parquet"))
-    return outputs, report
-
-
-GENERATE = StageKind(
-    "generate",
-    run_generate,
-    "N candidate completions per prompt (prefdata generate)",
-    {
-        "models": Opt(["smollm2"], "strs"),
-        "backend": Opt("local", "str", BACKENDS),
-        "n": Opt(4, "int"),
-        "mix": Opt("spread", "str", ("spread", "each")),
-        "temperature": Opt(0.7, "float"),
-        "top_p": Opt(1.0, "float"),
-        "max_new_tokens": Opt(256, "int"),
-        "seed": Opt(0, "int"),
-        "stop": Opt([], "strs"),
-        "batch_size": Opt(None, "int"),
-        "device": Opt(None, "str"),
-        "max_concurrency": Opt(None, "int"),
-        "base_url": Opt(None, "str"),
-        "chunk_size": Opt(32, "int"),
-        "batch": Opt(False, "bool"),
-        "poll_interval": Opt(30.0, "float"),
-        "max_prompts": Opt(None, "int"),
-    },
-    inputs=(Slot(("prompts",)),),
-    outputs=("candidates", "invalid"),
 )
 
 

@@ -28,6 +28,7 @@ from prefdata.llm.generate import (
     generate,
 )
 from prefdata.schema import validate
+from prefdata.stage import StageResult
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -72,7 +73,13 @@ def run_generate(
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     kw.setdefault("n", 3)
     kw.setdefault("params", SAMPLING)
-    return generate(prompts, models=[client], cache=cache, progress=False, **kw)
+    return _triple(generate(prompts, models=[client], cache=cache, progress=False, **kw))
+
+
+def _triple(result: StageResult) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(candidates, rejected, report) of a generate run."""
+    assert result.rejected is not None
+    return result.tables["candidates"], result.rejected, result.report
 
 
 # --- seeds and model assignment (no model) ---
@@ -274,8 +281,15 @@ def test_two_models_spread_and_each(
     prompts = gsm8k_prompts.head(2)
     short = Params(temperature=1.0, max_new_tokens=3, seed=1)
     models = [CountingClient("smollm2"), CountingClient(str(tiny_causal_lm))]
-    spread, _, report = generate(
-        prompts, models=models, n=2, params=short, cache=CallCache(enabled=False), progress=False
+    spread, _, report = _triple(
+        generate(
+            prompts,
+            models=models,
+            n=2,
+            params=short,
+            cache=CallCache(enabled=False),
+            progress=False,
+        )
     )
     # n=2 over two models: one sample from each model per prompt.
     assert models[0].requests == 2 and models[1].requests == 2
@@ -324,16 +338,18 @@ def test_remote_backends_through_the_factory_resume_with_zero_requests(
         options = {"max_retries": 1}
 
         def run(cache: CallCache) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-            return generate(
-                prompts,
-                models=[model],
-                backend=backend,
-                base_url=base_url,
-                client_options=options,
-                n=2,
-                params=params,
-                cache=cache,
-                progress=False,
+            return _triple(
+                generate(
+                    prompts,
+                    models=[model],
+                    backend=backend,
+                    base_url=base_url,
+                    client_options=options,
+                    n=2,
+                    params=params,
+                    cache=cache,
+                    progress=False,
+                )
             )
 
         cache = CallCache(path)
@@ -366,22 +382,24 @@ def test_batches_api_mode_submits_once_and_resumes_from_the_cache(
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     prompts = gsm8k_prompts.head(3)
     path = tmp_path / "calls.sqlite"
-    state = tmp_path / "gen.batches.json"
+    state = tmp_path / "batches"  # the Batches state files live beside the call cache
     with FakeLLMServer(api_key=key, batch_delay=0.2) as server:
 
         def run(cache: CallCache) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-            return generate(
-                prompts,
-                models=["claude-sonnet-4-6"],
-                backend="anthropic",
-                base_url=server.url,
-                n=2,
-                params=Params(max_new_tokens=16, seed=2),
-                cache=cache,
-                progress=False,
-                batch_state=state,
-                batch_poll_interval=0.05,
-                chunk_size=1,  # ignored in batch mode: one submission
+            return _triple(
+                generate(
+                    prompts,
+                    models=["claude-sonnet-4-6"],
+                    backend="anthropic",
+                    base_url=server.url,
+                    n=2,
+                    params=Params(max_new_tokens=16, seed=2),
+                    cache=cache,
+                    progress=False,
+                    batch=True,
+                    batch_poll_interval=0.05,
+                    chunk_size=1,  # ignored in batch mode: one submission
+                )
             )
 
         cache = CallCache(path)
@@ -391,7 +409,8 @@ def test_batches_api_mode_submits_once_and_resumes_from_the_cache(
         assert server.count("messages") == 0
         assert candidates.height == 6 and rejected.height == 0
         assert report["batches_api"] is True and report["new_calls"] == 6
-        assert not state.exists()  # every batch collected
+        # every batch collected: no state file left beside the cache
+        assert not list(state.glob("*.json"))
         requests_so_far = server.count()
 
         cache = CallCache(path)
@@ -406,6 +425,6 @@ def test_batches_api_mode_submits_once_and_resumes_from_the_cache(
             prompts,
             models=["smollm2"],
             cache=CallCache(enabled=False),
-            batch_state=state,
+            batch=True,
             progress=False,
         )

@@ -219,7 +219,16 @@ def _export_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, An
     return {"pairs": pairs}, {"formats": ["trl", "kto"], "minimal": True}, "exports"
 
 
+def _generate_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    from prefdata.pipeline.demo import EXAMPLES
+
+    prompts = read_table(EXAMPLES / "demo_prompts.jsonl").head(2)
+    options = {"n": 2, "max_new_tokens": 6, "seed": 4, "temperature": 1.0}
+    return {"prompts": write_table(prompts, tmp / "prompts.parquet")}, options, "main.parquet"
+
+
 CASES: dict[str, Case] = {
+    "generate": _generate_case,
     "judge": _judge_case,
     "judge-eval": _judge_eval_case,
     "critique": _critique_case,
