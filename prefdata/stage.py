@@ -352,6 +352,8 @@ def _value_type(annotation: Any) -> str:
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         return "dict"
     if get_origin(annotation) in (typing.Union, types.UnionType):
+        if str in get_args(annotation) and Path not in get_args(annotation):
+            return "str"  # text on the command line; Python may pass an object instead
         kinds = {_value_type(a) for a in get_args(annotation)}
         if kinds <= {"str", "path"}:
             return "str"

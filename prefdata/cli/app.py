@@ -141,32 +141,6 @@ def import_cmd(
     print_report({**result.report, "written": written})
 
 
-@app.command("synthetic-pairs")
-@friendly_errors
-def synthetic_pairs_cmd(
-    candidates: Annotated[Path, typer.Argument(help="candidates table")],
-    reward_model: Annotated[Path, typer.Option(help="local reward-model folder (one output)")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="pairs table")],
-    min_margin: Annotated[float, typer.Option(help="minimum score gap")] = 0.0,
-    device: Annotated[str, typer.Option()] = "cpu",
-) -> None:
-    """Score each candidate with a reward model and pair each prompt's best with its worst
-    (margin = the score gap; prompts whose candidates all tie give no pair).
-
-    Example: prefdata synthetic-pairs candidates.parquet --reward-model rm/ -o pairs.parquet
-    """
-    from prefdata.io.tables import read_table, write_table
-    from prefdata.label.synthetic import RewardModelScorer, synthetic_pairs
-
-    pairs, report = synthetic_pairs(
-        read_table(candidates),
-        scorer=RewardModelScorer(reward_model, device=device),
-        min_margin=min_margin,
-    )
-    write_table(pairs, out)
-    print_report({**report, "written": str(out)})
-
-
 def _split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 

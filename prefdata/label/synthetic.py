@@ -1,19 +1,20 @@
 """Synthetic pairs: score each prompt's candidates with a scorer (a reward model, or any
 function) and pair the best against the worst.
 
-    pairs, report = synthetic_pairs(candidates, scorer=RewardModelScorer("path/to/rm"))
+    pairs = synthetic_pairs(candidates, reward_model="path/to/rm").tables["pairs"]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Protocol, runtime_checkable
 
 import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.llm.base import Message
+from prefdata.stage import Input, StageResult, Table, stage
 
 if TYPE_CHECKING:
     import torch
@@ -36,32 +37,55 @@ class BatchScorer(Protocol):
     ) -> list[float]: ...
 
 
+@stage("synthetic-pairs", outputs=("pairs", "rejected"))
 def synthetic_pairs(
-    candidates: pl.DataFrame,
+    candidates: Annotated[pl.DataFrame, Table("candidates")],
     *,
-    scorer: Scorer | Callable[[Sequence[Message], str], float],
+    reward_model: Annotated[Path | None, Input("model", auto=False)] = None,
+    scorer: str | Scorer | None = None,
     min_margin: float = 0.0,
+    device: str = "cpu",
     source: str = "synthetic",
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Score every candidate, then pair each prompt's best against its worst.
+) -> StageResult:
+    """Score each candidate with a reward model (or any scorer) and pair each prompt's best
+    with its worst: the synthetic-data loop of "sample N, score, best vs worst".
 
-    Input: the candidates contract. `scorer(prompt_messages, completion) -> float` (higher is
-    better; e.g. RewardModelScorer, or a judge); a scorer with `score_batch` is called once
-    for all candidates. A NaN or None score counts as no score.
-    Output: (pairs, report). Pairs contract, one pair per prompt whose top and bottom scores
-    differ by more than `min_margin`: chosen = the top completion, rejected = the bottom one,
-    margin = the score gap, n_votes = 1, confidence and agreement null (one scorer's gap is
-    not a probability), provenance = both scores, both generators and the scorer's name.
-    A prompt whose candidates all tie (or that has a single candidate) gives no pair.
-    Report: candidates, prompts, prompts_all_tied, pairs_below_margin, pairs, scorer.
+    Output: `pairs` (pairs contract, one pair per prompt whose top and bottom scores differ by
+    more than `min_margin`: chosen = the top completion, rejected = the bottom one, margin =
+    the score gap, n_votes = 1, confidence and agreement null (one scorer's gap is not a
+    probability), provenance = both scores, both generators and the scorer's name); a prompt
+    whose candidates all tie (or that has a single candidate) gives no pair; `rejected`: the
+    candidates the scorer gave no score (NaN or None). Report: candidates, prompts,
+    prompts_all_tied, pairs_below_margin, pairs, scorer. The same scoring and pairing as
+    `prefdata rule-label --pairing best-vs-worst`.
+
+    Example: prefdata synthetic-pairs candidates.parquet --reward-model rm/ -o pairs.parquet
+
+    Args:
+        candidates: the candidates (several per prompt)
+        reward_model: a reward-model folder (a `prefdata train reward` output, or any
+            sequence-classification model with one output)
+        scorer: instead of a reward model: a scorer spec as in `prefdata rule-label`
+            (vader, length, module:function), or in Python any callable
+            (prompt messages, completion) -> float (one with `score_batch` is called once)
+        min_margin: the smallest score gap that makes a pair
+        device: where the reward model runs (cpu, cuda)
+        source: the `source` column of the pairs
     """
     # One implementation of scoring and pairing: the programmatic labeller's.
     from prefdata.label.programmatic import label_with
 
-    result = label_with(
-        candidates, scorer, pairing="best-vs-worst", min_margin=min_margin, source=source
+    if (reward_model is None) == (scorer is None):
+        raise InputError("give either a reward model (--reward-model) or a scorer (--scorer)")
+    chosen_scorer = RewardModelScorer(reward_model, device=device) if reward_model else scorer
+    labelled = label_with(
+        candidates, chosen_scorer, pairing="best-vs-worst", min_margin=min_margin, source=source
     )
-    return result.tables["pairs"], result.report
+    return StageResult(
+        tables={"pairs": labelled.tables["pairs"]},
+        rejected=labelled.rejected,
+        report=labelled.report,
+    )
 
 
 class RewardModelScorer:

@@ -16,6 +16,7 @@ from prefdata.stage import StageSpec, spec_of
 # name -> (module, function); imported when first asked for.
 STAGES: dict[str, tuple[str, str]] = {
     "generate": ("prefdata.llm.generate", "generate"),
+    "synthetic-pairs": ("prefdata.label.synthetic", "synthetic_pairs"),
     "judge": ("prefdata.label.judge", "judge"),
     "judge-eval": ("prefdata.quality.judge_eval", "judge_eval"),
     "critique": ("prefdata.label.constitution", "critique"),

@@ -55,7 +55,8 @@ def test_synthetic_pairs_keep_top_against_bottom() -> None:
         assert prompt[0]["role"] == "user"
         return float(len(completion))
 
-    pairs, report = synthetic_pairs(candidates, scorer=length)
+    _result = synthetic_pairs(candidates, scorer=length)
+    pairs, report = _result.tables["pairs"], _result.report
     validate(pairs, "pairs")
     assert pairs.height == 1
     pair = pairs.row(0, named=True)
@@ -69,14 +70,16 @@ def test_synthetic_pairs_keep_top_against_bottom() -> None:
     assert provenance["scores_chosen"] == [20.0] and provenance["scores_rejected"] == [5.0]
     assert report["prompts"] == 3 and report["prompts_all_tied"] == 2 and report["pairs"] == 1
     # A margin threshold the only pair does not clear.
-    none, report = synthetic_pairs(candidates, scorer=length, min_margin=15)
+    _result = synthetic_pairs(candidates, scorer=length, min_margin=15)
+    none, report = _result.tables["pairs"], _result.report
     assert none.height == 0 and report["pairs_below_margin"] == 1
 
 
 def test_nan_scores_count_as_missing() -> None:
     candidates = _candidates([("q", "x", "m"), ("q", "y", "m"), ("q", "z", "m")])
     scores = {"x": 1.0, "y": float("nan"), "z": 0.5}
-    pairs, report = synthetic_pairs(candidates, scorer=lambda _p, c: scores[c])
+    _result = synthetic_pairs(candidates, scorer=lambda _p, c: scores[c])
+    pairs, report = _result.tables["pairs"], _result.report
     assert pairs.row(0, named=True)["chosen"] == "x"
     assert pairs.row(0, named=True)["rejected"] == "z"
     assert report["completions_without_score"] == 1
@@ -130,7 +133,8 @@ def test_reward_model_scorer_on_a_tiny_model(tmp_path: Path, smollm2_tokenizer_d
     assert scorer(prompt, completions[1]) == pytest.approx(expected[1], abs=1e-4)
 
     candidates = _candidates([("What is 2 + 2?", c, "m") for c in completions])
-    pairs, report = synthetic_pairs(candidates, scorer=scorer)
+    _result = synthetic_pairs(candidates, scorer=scorer)
+    pairs, report = _result.tables["pairs"], _result.report
     best = completions[max(range(4), key=lambda i: expected[i])]
     worst = completions[min(range(4), key=lambda i: expected[i])]
     assert pairs.height == 1

@@ -227,7 +227,13 @@ def _generate_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, 
     return {"prompts": write_table(prompts, tmp / "prompts.parquet")}, options, "main.parquet"
 
 
+def _synthetic_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    inputs, _, out = _rule_label_case(shared, tmp)
+    return inputs, {"scorer": "length", "min_margin": 5.0}, out
+
+
 CASES: dict[str, Case] = {
+    "synthetic-pairs": _synthetic_case,
     "generate": _generate_case,
     "judge": _judge_case,
     "judge-eval": _judge_eval_case,
