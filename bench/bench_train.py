@@ -4,6 +4,7 @@ on a GPU DPO and GRPO throughput with and without Liger kernels.
     .venv/bin/python bench/bench_train.py                 # both parts, embedded SmolLM2, CPU
     .venv/bin/python bench/bench_train.py --quick         # tiny model (smoke run, ~1 min)
     .venv/bin/python bench/bench_train.py --part overhead --repeat 5
+    .venv/bin/python bench/bench_train.py --part precision --repeat 3   # bf16 vs fp32, CPU
     .venv/bin/python bench/bench_train.py --part gpu      # what bench/gpu.sh runs
 
 Data: the shortest PandaLM pairs of ../shared/data (3 human votes each, so a real
@@ -27,6 +28,13 @@ gradient hook. Runs alternate (plain, prefdata, plain, ...) in fresh processes; 
 median step time counts, the fastest run of each side is compared (other jobs on a shared
 machine only ever slow a run down).
 Ratio = plain step time / prefdata step time; target >= 0.97 (the wrapper adds no cost).
+
+Part `precision` (CPU; the embedded SmolLM2, LoRA, batch 2, max_length 128): the same
+prefdata DPO run in fp32 (prefdata's choice on a CPU) and with `bf16=true` (kept on a CPU with
+`use_cpu`, bf16 autocast), alternating in fresh processes; each run's median step time counts
+and the fastest of each is compared. Ratio = bf16 step time / fp32 step time (above 1: bf16 is
+slower on this CPU). What bf16 costs depends on the CPU's bf16 instructions (AVX512-BF16,
+AMX): measure on the machine you train on.
 
 Part `gpu` (prepared for a CUDA GPU, run by bench/gpu.sh; skipped without CUDA): tokens per
 second and peak GPU memory on SmolLM2 in bf16 with LoRA, with and without Liger kernels
@@ -374,6 +382,35 @@ def part_overhead(cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
     return out
 
 
+def part_precision(cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"fp32": [], "bf16": []}
+    for i in range(repeat):
+        for name in ("fp32", "bf16"):
+            extra = {"bf16": True} if name == "bf16" else {}
+            result = _in_child(child_prefdata, {**cfg, "extra_trl": extra})
+            runs[name].append(result)
+            print(
+                f"  precision run {i + 1} {name}: step median {result['step_median']:.2f} s "
+                f"(bf16={result['precision']['bf16']})",
+                flush=True,
+            )
+    best = {k: min(r["step_median"] for r in v) for k, v in runs.items()}
+    medians = {k: statistics.median(r["step_median"] for r in v) for k, v in runs.items()}
+    out = {
+        "fp32_step": best["fp32"],
+        "bf16_step": best["bf16"],
+        "ratio_bf16_over_fp32": best["bf16"] / best["fp32"],
+        "ratio_of_medians": medians["bf16"] / medians["fp32"],
+        "runs": runs,
+    }
+    print(
+        f"precision: fp32 {best['fp32']:.2f} s/step, bf16 {best['bf16']:.2f} s/step: ratio "
+        f"bf16/fp32 {out['ratio_bf16_over_fp32']:.2f} (ratio of medians "
+        f"{out['ratio_of_medians']:.2f}; {repeat} runs each)"
+    )
+    return out
+
+
 def _gpu_variants(method: str, child: Any, cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
     """One method without and with Liger kernels; tokens/s over the steps after the first."""
     out: dict[str, Any] = {}
@@ -438,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--part",
-        choices=["memory", "overhead", "gpu", "cpu"],
+        choices=["memory", "overhead", "precision", "gpu", "cpu"],
         default="cpu",
         help="cpu = memory + overhead (default)",
     )
@@ -514,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.part in ("memory", "cpu"):
         results["memory"] = part_memory(cfg, 1)
+    if args.part == "precision":
+        results["precision"] = part_precision(cfg, args.repeat)
     if args.part in ("overhead", "cpu"):
         overhead_cfg = {
             **cfg,

@@ -31,6 +31,12 @@ if ! "$PY" -c "import liger_kernel" 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" bench/bench_train.py --part gpu --repeat "${REPEAT:-2}" "$@"
+# Training checks (issue 15), each a test that asserts its report: DPO and GRPO on SmolLM2 in
+# the GPU's precision (bf16 where supported), QLoRA 4-bit (needs `pip install bitsandbytes`;
+# skipped without it), and with 2+ GPUs a 2-process DDP run through `--launcher accelerate`
+# that checks each rank sets its own device before asking CUDA anything. About 3 minutes.
+"$PY" -m pytest tests/train/test_gpu.py -m gpu -q -p no:cacheprovider -n 0 \
+    || echo "bench/gpu.sh: a training check failed (above); the mislabel benchmark still runs"
 
 # Mislabel benchmark at full size with the cross-fitted reward signal (bench/bench_mislabel.py
 # --full): every pair of the four kinds, flips at 10/20/30%, seeds 10-12; the audit adds a

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Protocol, runtime_checkable
 
 import polars as pl
 
-from prefdata.errors import InputError
 from prefdata.llm.base import Message
 from prefdata.stage import Input, StageResult, Table, stage
 
@@ -89,7 +88,9 @@ def synthetic_pairs(
 
 
 class RewardModelScorer:
-    """A sequence-classification reward model (one output: the reward) from a local folder.
+    """A sequence-classification reward model (one output: the reward) from a local folder:
+    a full reward model, a LoRA reward adapter over its base (`prefdata train reward`'s output),
+    or the reward model of a `prefdata train rlhf` run (prefdata.models loads them).
 
     Each (prompt, completion) is written with the tokenizer's chat template (the completion as
     the assistant turn), or as "role: content" lines without one, and truncated from the
@@ -106,30 +107,19 @@ class RewardModelScorer:
         dtype: str | None = None,
         max_length: int | None = None,
     ) -> None:
-        from prefdata.paths import require_modules
-
-        folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise InputError("not a reward model folder: config.json is missing", source=folder)
-        require_modules(("torch", "transformers"), "pip install 'prefdata[models]'")
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         from prefdata.llm.local import default_dtype
+        from prefdata.models.folders import inspect_model
+        from prefdata.models.loader import load_reward_model
 
-        self.name = f"reward-model:{folder.name}"
+        # The one model loader: a full reward model, a LoRA reward adapter (`prefdata train
+        # reward`'s output) over its base, or an rlhf run's reward model; a policy is refused.
+        found = inspect_model(path, want="reward_model", what="the reward-model scorer")
+        self.name = f"reward-model:{Path(found.path).name}"
         self.device = device
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, dtype=getattr(torch, dtype or default_dtype(device))
+        model, self.tokenizer = load_reward_model(
+            path, device=device, dtype=dtype or default_dtype(device), what="the scorer"
         )
-        if model.config.num_labels != 1:
-            raise InputError(
-                f"a reward model has one output (num_labels=1); this one has "
-                f"{model.config.num_labels}",
-                source=folder,
-            )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if model.config.pad_token_id is None:
@@ -143,8 +133,6 @@ class RewardModelScorer:
         if isinstance(position_limit, int):
             limits.append(position_limit)
         self.max_length = max_length or int(min(limits))
-        model.to(device)
-        model.eval()
         self.model = model
 
     def text(self, prompt: Sequence[Message], completion: str) -> str:
