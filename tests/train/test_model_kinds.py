@@ -67,6 +67,19 @@ def test_what_each_folder_holds(folders: dict[str, Path]) -> None:
     assert "LoRA adapter" in kinds["policy_adapter"].describe()
 
 
+def test_the_loader_says_what_it_loaded(
+    folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(folders["policy_adapter"])
+    said = capsys.readouterr().err
+    assert "prefdata: model policy: LoRA adapter at" in said and "train dpo" in said
+    assert str(folders["full_policy"]) in said  # the base it went onto
+    from prefdata.models import load_reward_model
+
+    load_reward_model(folders["rlhf_run"])
+    assert str(folders["rlhf_run"] / "reward" / "model") in capsys.readouterr().err
+
+
 def test_an_adapter_trained_elsewhere_finds_this_machines_embedded_model(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(
         json.dumps(
@@ -92,7 +105,6 @@ def test_generate(kind: str, folders: dict[str, Path], tmp_path: Path) -> None:
     if kind in POLICIES:
         assert result.exit_code == 0, result.output
         assert pl.read_parquet(tmp_path / "c.parquet").height >= 1
-        assert "prefdata: model policy" in result.stderr
     else:
         assert result.exit_code == 2, result.output
         assert "holds a reward model" in result.output and "needs a policy" in result.output

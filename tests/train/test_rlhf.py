@@ -229,6 +229,28 @@ def test_rl_reward_is_the_trained_reward_model(chain: Any) -> None:
 
 
 @pytest.mark.slow
+def test_the_chains_models_work_wherever_a_model_is_taken(chain: Any, tmp_path: Path) -> None:
+    """synthetic-pairs scores with the chain's reward model (the folder, or the run); generate
+    samples from its policy (the run folder gives the RL policy)."""
+    from prefdata.cli import app
+    from prefdata.label.synthetic import RewardModelScorer
+
+    out = chain["out"]
+    prompt = [{"role": "user", "content": "Say hi."}]
+    for where in (out / "reward" / "model", out):
+        scorer = RewardModelScorer(where)
+        scores = scorer.score_batch([prompt, prompt], ["Hi!", "No."])
+        assert len(scores) == 2 and scores[0] != scores[1]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hi."}\n', encoding="utf-8")
+    args = ["generate", str(prompts), "-o", str(tmp_path / "c.parquet"), "--model", str(out)]
+    args += ["--n", "2", "--max-new-tokens", "4", "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--cache", str(tmp_path / "c.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert str(out / "rl" / "model") in result.stderr
+
+
+@pytest.mark.slow
 def test_summary_holds_accuracy_curves_and_drift(chain: Any) -> None:
     summary = chain["runs"][0]
     heldout = pl.read_parquet(chain["out"] / "data" / "heldout.parquet")
