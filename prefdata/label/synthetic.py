@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Protocol, runtime_checkable
 
 import polars as pl
 
+from prefdata.errors import InputError
 from prefdata.llm.base import Message
 from prefdata.stage import Input, StageResult, Table, stage
 
