@@ -1,8 +1,8 @@
 """The hardware training runs on: what it is, the precision that suits it, whether the model fits.
 
 Fields a recipe leaves unset get these choices (TRL 1.x defaults `bf16=True` and
-`gradient_checkpointing=True`, which on a CPU without fast bf16 made a DPO step on SmolLM2 about
-ten times slower on one machine; bench/bench_train.py measures the ratio on yours):
+`gradient_checkpointing=True`; on one CPU without fast bf16 a DPO step on SmolLM2 was about
+ten times slower in bf16; `bench/bench_train.py --part precision` measures it on yours):
 
 - `bf16` / `fp16`: bf16 on a GPU that supports it, fp16 on an older GPU, neither (fp32) on CPU
   and Apple MPS;
@@ -137,8 +137,8 @@ def apply_precision(hw: Hardware, recipe: Recipe, fields: Mapping[str, Any]) -> 
             recipe.trl["use_cpu"] = True
         recipe.warnings.append(
             "bf16=true on cpu: kept (use_cpu=true set so transformers accepts it); bf16 "
-            "autocast on a CPU can be slower than fp32, see bench/README.md for the ratio "
-            "measured here; drop bf16 to let prefdata choose fp32"
+            "autocast on a CPU can be much slower than fp32 (measure it: bench/bench_train.py "
+            "--part precision); drop bf16 to let prefdata choose fp32"
         )
     elif recipe.trl.get("bf16") and hw.accelerator != "cuda":
         recipe.warnings.append(
