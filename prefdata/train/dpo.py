@@ -299,17 +299,18 @@ def label_noise_rate(value: Any) -> float | None:
 
 
 def _reported_rate(report: Any) -> Any:
+    """audit-rate's `rate`, else the audit's estimate, read by the audit's own reader
+    (prefdata.quality.mislabel.label_noise_rate: `mislabel.noise_rate` or `noise_rate`)."""
     if not isinstance(report, dict):
         return None
-    mislabel = report.get("mislabel")
-    for found in (
-        report.get("rate"),
-        mislabel.get("noise_rate") if isinstance(mislabel, dict) else None,
-        report.get("noise_rate"),
-    ):
-        if found is not None:
-            return found
-    return None
+    if report.get("rate") is not None:
+        return report["rate"]
+    from prefdata.quality.mislabel import label_noise_rate as audit_rate
+
+    try:
+        return audit_rate(report)
+    except InputError:
+        return None
 
 
 def _is_number(value: Any) -> bool:
