@@ -14,8 +14,9 @@ Kinds (the flips are the positives; a detector ranks pairs and flags some):
 - controlled: short answers of the embedded SmolLM2 to the shipped sentiment prompts
   (prefdata/examples/sentiment_prompts.jsonl), labelled by the true reward, VADER sentiment
   (prefdata.label.programmatic.rule_label, pairing "all"); clean by construction. The
-  candidates are generated once through the call cache (the cold run costs ~20 min on 2
-  cores; bench/curation_effect.py uses the same generation settings).
+  candidates are generated once through the default call cache (the cold run costs ~20 min
+  on 2 busy cores). bench/curation_effect.py labels the same way (best-vs-worst, 4 shorter
+  candidates per prompt); `controlled()` is the one place to swap in its pairs.
 - natural: HH-RLHF harmless-base test, naturally noisy: the estimated rate includes the base
   noise, so the injected rate is a lower bound of the truth there.
 
@@ -132,12 +133,9 @@ def consensus(size: int | None) -> KindData:
 
 
 def controlled(size: int | None) -> KindData:
-    """SmolLM2 answers to the sentiment prompts, labelled by VADER (the true reward).
-
-    Hook for bench/curation_effect.py: the same generation settings (n=8, temperature 1.0,
-    top_p 1.0, 32 new tokens, seed 0) through the default call cache, so candidates either
-    experiment generated are reused by the other.
-    """
+    """SmolLM2 answers to the sentiment prompts, labelled by VADER (the true reward): n=8,
+    temperature 1.0, top_p 1.0, 32 new tokens, seed 0, through the default call cache; every
+    pair of a prompt's candidates whose VADER scores differ by more than 0.3."""
     from prefdata.label.programmatic import rule_label
     from prefdata.llm.base import Params
     from prefdata.llm.cache import CallCache, default_cache_path

@@ -273,6 +273,49 @@ def read_model_audit(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def read_mislabel(d: dict[str, Any]) -> list[Row]:
+    rows = []
+    seeds = ", ".join(str(s) for s in d["seeds"])
+    for kind, h in d["headline"].items():
+        ratio = h["f1"] / h["cleanlab_f1"] if h["cleanlab_f1"] else None
+        rows.append(
+            Row(
+                "bench_mislabel",
+                f"{kind}: F1 of the flags, flips at 10/20/30% (seed {seeds})",
+                _num(h["f1"]),
+                f"{_num(h['cleanlab_f1'])} (cleanlab, same probabilities)",
+                _ratio(ratio),
+                ">= 1.5x on 3 of 4 kinds",
+                _met(ratio is not None and ratio >= 1.5),
+            )
+        )
+        strong = h.get("cleanlab_pair_folds_f1")
+        if strong:
+            rows.append(
+                Row(
+                    "bench_mislabel",
+                    f"{kind}: F1 against cleanlab on the pair-fold classifier (stronger)",
+                    _num(h["f1"]),
+                    f"{_num(strong)} (cleanlab, folds by pair)",
+                    _ratio(h["f1"] / strong),
+                )
+            )
+        clean = d["kinds"][kind]["clean_base"]
+        rows.append(
+            Row(
+                "bench_mislabel",
+                f"{kind}: largest |estimated - injected| noise rate"
+                + ("" if clean else " (naturally noisy: base noise included)"),
+                _num(h["max_rate_error"]),
+                "-",
+                "-",
+                "<= 0.05" if clean else "-",
+                _met(h["max_rate_error"] <= 0.05) if clean else "-",
+            )
+        )
+    return rows
+
+
 def _gpu_rows(method: str, gpu: dict[str, Any]) -> list[Row]:
     """bench_train's GPU figures of one method: tokens/s without and with Liger kernels."""
     out = []
@@ -440,6 +483,13 @@ def benchmarks(cuda: bool) -> list[Bench]:
             ["--quiet"],
             "model_audit.json",
             read_model_audit,
+        ),
+        Bench(
+            "bench_mislabel",
+            ["--quick", "--seed", "0"],
+            ["--full"] if cuda else [],
+            "bench_mislabel-*.json",
+            read_mislabel,
         ),
         Bench(
             "bench_argilla",
