@@ -46,3 +46,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 if [ "${MISLABEL:-1}" = "1" ]; then
     "$PY" bench/bench_mislabel.py --full
 fi
+# The controlled true-reward experiment at its GPU size (bench/curation_effect.py --full: seven
+# conditions x five seeds, 200 LoRA DPO steps of 16 pairs, 48-token answers, 8 samples per
+# held-out prompt), at both flip rates of issue 16. SKIP_CURATION=1 leaves it out.
+if [[ -z "${SKIP_CURATION:-}" ]]; then
+    for rate in 0.2 0.4; do
+        "$PY" bench/curation_effect.py --full --flip-rate "$rate"
+    done
+fi

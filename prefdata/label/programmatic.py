@@ -1,7 +1,7 @@
 """Programmatic labelling: a scorer function rates every candidate, and pairs follow the ratings.
 
     result = rule_label(candidates, scorer="vader", pairing="all", min_margin=0.3)
-    pairs, ratings = result.tables["pairs"], result.tables["annotations"]
+    pairs, ratings = result.tables["pairs"], result.tables["ratings"]
 
 Where a quality can be computed (sentiment, a test that passes, an answer that checks, a
 length limit, a reward model), a function labels faster, cheaper and more consistently than a
@@ -285,7 +285,7 @@ def label_with(
     return StageResult(
         tables={
             "pairs": pairs,
-            "annotations": _annotations(table, scores, name),
+            "ratings": _annotations(table, scores, name),
             "flips": flips,
         },
         rejected=unscored.with_columns(pl.lit("no score").alias("reason")),
@@ -293,7 +293,7 @@ def label_with(
     )
 
 
-@stage("rule-label", outputs=("pairs", "annotations", "flips"))
+@stage("rule-label", outputs=("pairs", "ratings", "flips"))
 def rule_label(
     candidates: Annotated[pl.DataFrame, Table("candidates")],
     *,
@@ -314,8 +314,10 @@ def rule_label(
       scores_rejected, mode, min_margin, scorer, generators}; with flip_rate, provenance
       leaves out the scores and generators (they would give the flips away) and records
       flip_rate and flip_seed instead.
-    - `annotations`: one rating per candidate (item_id = completion_id, annotator = the
-      scorer, annotator_kind "rule", label = the score as text; no score: `error` set).
+    - `ratings`: the annotations contract, one rating per candidate (item_id =
+      completion_id, annotator = the scorer, annotator_kind "rule", label = the score as
+      text; no score: `error` set). Named apart from pair votes, so a pipeline never hands
+      them to a stage that reads votes on pairs.
     - `flips`: pair_id, flipped (all false without flip_rate).
     Rejected: candidates the scorer gave no score (reason "no score"). Report: candidates,
     scored, unscored, prompts, prompts_all_tied, pairs_below_margin, pairs, flipped,

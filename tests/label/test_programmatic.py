@@ -81,7 +81,7 @@ def test_vader_pairs_match_an_independent_recomputation(
     candidates: pl.DataFrame, mode: str, min_margin: float
 ) -> None:
     result = rule_label(candidates, scorer="vader", pairing=mode, min_margin=min_margin)
-    pairs, annotations, flips = (result.tables[k] for k in ("pairs", "annotations", "flips"))
+    pairs, annotations, flips = (result.tables[k] for k in ("pairs", "ratings", "flips"))
     report = result.report
     validate(pairs, "pairs")
     validate(annotations, "annotations")
@@ -181,7 +181,7 @@ def test_cli_writes_pairs_ratings_and_flips(candidates: pl.DataFrame, tmp_path: 
     report = json.loads(result.stdout)
     pairs = read_table(out)
     flips = read_table(tmp_path / "pairs.flips.parquet")
-    ratings = read_table(tmp_path / "pairs.annotations.parquet")
+    ratings = read_table(tmp_path / "pairs.ratings.parquet")
     assert pairs.height == report["pairs"] == flips.height
     assert int(flips["flipped"].sum()) == round(0.25 * pairs.height)
     assert ratings.height == candidates.height

@@ -110,3 +110,51 @@ def test_grpo_math_trains_and_evaluates(
     assert train["data"] == str(out / "questions" / "prompts.parquet")
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
     assert evaluation["pairs"] == 4 and 0 <= evaluation["accuracy"] <= 1
+
+
+def test_true_reward_pipeline_parses_with_its_stages() -> None:
+    from prefdata.pipeline import load_pipeline
+
+    path = EXAMPLES / "true-reward.yaml"
+    pipeline = load_pipeline(path, sets=["rule-label.flip_rate=0.4"])
+    kinds = [s.kind for s in pipeline.stages]
+    assert kinds == ["generate", "rule-label", "split", "audit", "filter", "train", "eval"]
+    label = next(s for s in pipeline.stages if s.kind == "rule-label")
+    assert label.options["scorer"] == "vader" and label.options["flip_rate"] == 0.4
+    quick = load_pipeline(path, profile="quick")
+    generate = next(s for s in quick.stages if s.kind == "generate")
+    assert generate.options["max_prompts"] == 48
+
+
+@pytest.mark.slow
+def test_true_reward_pipeline_runs_end_to_end(tmp_path: Path) -> None:
+    """The quick profile with a noisy labeller: every stage runs, the flips file names the
+    swapped pairs, and the audit scores exactly the training pairs (a few minutes on CPU)."""
+    out = tmp_path / "run"
+    code, stdout, text = run(
+        "run",
+        str(EXAMPLES / "true-reward.yaml"),
+        "-o",
+        str(out),
+        "--profile",
+        "quick",
+        "--set",
+        "rule-label.flip_rate=0.4",
+        "--no-progress",
+    )
+    assert code == 0, text
+    summary = json.loads(stdout)
+    assert [s["status"] for s in summary["stages"]] == ["ran"] * 7
+    pairs = read_table(out / "rule-label" / "pairs.parquet")
+    flips = read_table(out / "rule-label" / "flips.parquet")
+    ratings = read_table(out / "rule-label" / "ratings.parquet")
+    candidates = read_table(out / "generate" / "candidates.parquet")
+    assert ratings.height == candidates.height and set(ratings["annotator_kind"]) == {"rule"}
+    assert flips["pair_id"].to_list() == pairs["pair_id"].to_list()
+    assert int(flips["flipped"].sum()) == round(0.4 * pairs.height)
+    train = read_table(out / "split" / "pairs.parquet")
+    issues = read_table(out / "audit" / "issues.parquet")
+    model_rows = issues.filter(issues["issue"] == "model_disagrees")
+    assert set(model_rows["item_id"]) == set(train["pair_id"])
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    assert evaluation["pairs"] == read_table(out / "split" / "heldout.parquet").height

@@ -1,0 +1,128 @@
+"""bench/curation_effect.py: its prompt split, its recipe overrides per condition, its figures
+(recomputed here from the per-seed numbers), and one smoke run at the tiny size."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "curation_effect", REPO / "bench" / "curation_effect.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["curation_effect"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heldout_prompts_share_no_topic_with_training(bench: ModuleType) -> None:
+    train, held = bench.load_prompts(40)
+    assert train.height + held.height == 160  # 40 topics x 4 phrasings
+    assert held["topic"].n_unique() == 10 and train["topic"].n_unique() == 30
+    assert not set(train["topic"]) & set(held["topic"])
+    assert not set(train["prompt"]) & set(held["prompt"])
+
+
+def test_conditions_differ_only_in_their_loss(bench: ModuleType) -> None:
+    args = Namespace(steps=6, batch=8, max_length=96, lr=3e-3, beta=0.1, lora_r=8, lora_layers=30)
+    runs = {name: bench.overrides(name, args, 3, 0.7) for name in bench.CONDITIONS}
+    shared = set(runs["clean"])
+    assert "seed=3" in shared and "max_steps=6" in shared
+    assert set(runs["noisy"]) == shared and set(runs["audit_drop"]) == shared
+    assert set(runs["weighted"]) - shared == {"prefdata.confidence_weighting=centered"}
+    # the robust loss reads the audit's estimate, kept below 0.5 (where labels carry nothing)
+    assert set(runs["robust"]) - shared == {"loss_type=[robust]", "prefdata.label_noise=0.45"}
+    assert "prefdata.label_noise=0.2" in bench.overrides("robust", args, 3, 0.2)
+    assert set(runs["ipo"]) - shared == {"loss_type=[ipo]"}
+
+
+def test_summary_matches_an_independent_computation(bench: ModuleType) -> None:
+    rng = np.random.default_rng(0)
+    rewards = {
+        s: {
+            "clean": 0.5 + 0.05 * s,
+            "noisy": 0.3 + rng.normal(0, 0.02),
+            "audit_drop": 0.42 + s / 50,
+        }
+        for s in range(3)
+    }
+    runs = {
+        s: {c: {"reward": r, "kl": 0.1 * r, "heldout_accuracy": r} for c, r in row.items()}
+        for s, row in rewards.items()
+    }
+    summary = bench.summarize(runs, ["clean", "noisy", "audit_drop"])
+    gaps = np.array([rewards[s]["clean"] - rewards[s]["noisy"] for s in range(3)])
+    wins = np.array([rewards[s]["audit_drop"] - rewards[s]["noisy"] for s in range(3)])
+    assert summary["gap"] == pytest.approx(gaps.mean())
+    assert summary["gap_se"] == pytest.approx(gaps.std(ddof=1) / math.sqrt(3))
+    rec = summary["recovered"]["audit_drop"]
+    assert rec["recovered"] == pytest.approx(wins.mean() / gaps.mean())
+    expected_se = abs(wins.mean() / gaps.mean()) * math.sqrt(
+        (wins.std(ddof=1) / math.sqrt(3) / wins.mean()) ** 2
+        + (gaps.std(ddof=1) / math.sqrt(3) / gaps.mean()) ** 2
+    )
+    assert rec["recovered_se"] == pytest.approx(expected_se)
+    clean = summary["conditions"]["clean"]
+    values = [rewards[s]["clean"] for s in range(3)]
+    assert clean["reward"] == pytest.approx(np.mean(values))
+    assert clean["reward_se"] == pytest.approx(np.std(values, ddof=1) / math.sqrt(3))
+
+
+def test_one_seed_takes_the_gap_error_from_paired_samples(bench: ModuleType) -> None:
+    clean, noisy = [0.5, 0.9, 0.1, 0.7], [0.2, 0.8, 0.3, 0.1]
+    runs = {
+        0: {
+            "clean": {"reward": float(np.mean(clean)), "per_sample": clean},
+            "noisy": {"reward": float(np.mean(noisy)), "per_sample": noisy},
+        }
+    }
+    summary = bench.summarize(runs, ["clean", "noisy"])
+    d = np.array(clean) - np.array(noisy)
+    assert summary["gap_se"] == pytest.approx(d.std(ddof=1) / 2)
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_the_quick_json_last(tmp_path: Path) -> None:
+    """The whole loop at the smoke size (SmolLM2, 24 prompts, one DPO step per condition):
+    a few minutes on a loaded CPU."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "curation_effect.py"),
+            "--tiny",
+            "--seed",
+            "5",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(last) == {"clean", "noisy", "curated", "recovered", "gap_se"}
+    for key in ("clean", "noisy", "curated"):
+        assert -1.0 <= last[key] <= 1.0  # mean VADER compound of the samples
+    written = json.loads(next(tmp_path.glob("curation_effect-tiny-*.json")).read_text())
+    run = written["runs"]["5"]
+    assert set(run) == {"clean", "noisy", "audit_relabel"}
+    assert last["clean"] == pytest.approx(run["clean"]["reward"])
+    assert np.mean(run["noisy"]["per_sample"]) == pytest.approx(last["noisy"])
