@@ -71,7 +71,7 @@ CACHE = REPO / ".cache" / "curation_effect"
 CONDITIONS = ("clean", "noisy", "audit_relabel", "audit_drop", "weighted", "robust", "ipo")
 CURATIONS = CONDITIONS[2:]
 # The curation --quick runs: the best on seeds 0-2 of the CPU default (bench/README.md).
-QUICK_CURATION = "audit_relabel"
+QUICK_CURATION = "audit_drop"
 HELDOUT_CANDIDATES = 4
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -474,10 +474,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     audits: dict[int, Any] = {}
     with tempfile.TemporaryDirectory(prefix="curation_effect-") as tmp:
         work = Path(args.workdir or tmp)
-        base, _ = evaluate_run(None, held, held_pairs, args, seed=0)
-        print(
-            f"base model: reward {base['reward']:+.3f} ({base['eval_seconds']:.0f} s)", flush=True
-        )
+        base: dict[str, Any] = {}
+        if not args.no_base:
+            base, _ = evaluate_run(None, held, held_pairs, args, seed=0)
+            print(f"base model: reward {base['reward']:+.3f} ({base['eval_seconds']:.0f} s)")
         for seed in args.seeds:
             noisy, flips = flip_labels(clean, rate=args.flip_rate, seed=seed)
             flipped = flips["flipped"].to_numpy()
@@ -547,7 +547,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     s = result["summary"]
-    print(f"\nseeds {s['seeds']}; base model reward {result['base']['reward']:+.3f}")
+    base = result.get("base") or {}
+    print(f"\nseeds {s['seeds']}; base model reward {base.get('reward', float('nan')):+.3f}")
     print(f"{'condition':14} {'reward':>16} {'KL':>14} {'held-out acc':>16}")
     for name, row in s["conditions"].items():
         cells = []
@@ -573,9 +574,14 @@ def print_table(result: dict[str, Any]) -> None:
 def combine(files: list[Path]) -> int:
     """Print the table of several single-seed result files as one run over their seeds."""
     results = [json.loads(f.read_text()) for f in files]
-    runs = {int(seed): r for res in results for seed, r in res["runs"].items()}
-    conditions = list(results[0]["config"]["conditions"])
-    merged = {**results[0], "runs": runs, "summary": summarize(runs, conditions)}
+    runs: dict[int, dict[str, Any]] = {}
+    for res in results:  # several files may hold conditions of the same seed
+        for seed, r in res["runs"].items():
+            runs.setdefault(int(seed), {}).update(r)
+    # Partial files (--partial) hold the runs finished so far: a condition counts where
+    # every seed has it.
+    done = [c for c in CONDITIONS if all(c in r for r in runs.values())]
+    merged = {**results[0], "runs": runs, "summary": summarize(runs, done)}
     merged["combined_from"] = [str(f) for f in files]
     merged["audit"] = {int(k): v for res in results for k, v in res["audit"].items()}
     print_table(merged)
@@ -609,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=96)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
     parser.add_argument("--partial", type=Path, default=None, help="JSON rewritten after each run")
     parser.add_argument("--out", default=str(OUT_DIR))
     parser.add_argument(

@@ -98,7 +98,7 @@ def test_one_seed_takes_the_gap_error_from_paired_samples(bench: ModuleType) -> 
 
 
 @pytest.mark.slow
-def test_tiny_run_prints_the_quick_json_last(tmp_path: Path) -> None:
+def test_tiny_run_prints_the_quick_json_last(bench: ModuleType, tmp_path: Path) -> None:
     """The whole loop at the smoke size (SmolLM2, 24 prompts, one DPO step per condition):
     a few minutes on a loaded CPU."""
     done = subprocess.run(
@@ -123,6 +123,26 @@ def test_tiny_run_prints_the_quick_json_last(tmp_path: Path) -> None:
         assert -1.0 <= last[key] <= 1.0  # mean VADER compound of the samples
     written = json.loads(next(tmp_path.glob("curation_effect-tiny-*.json")).read_text())
     run = written["runs"]["5"]
-    assert set(run) == {"clean", "noisy", "audit_relabel"}
+    assert set(run) == {"clean", "noisy", bench.QUICK_CURATION}
     assert last["clean"] == pytest.approx(run["clean"]["reward"])
     assert np.mean(run["noisy"]["per_sample"]) == pytest.approx(last["noisy"])
+
+
+def test_combine_merges_partial_files_by_seed(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs of one seed split over two files (a run continued with other conditions) count as
+    one seed; a condition missing from a seed is left out of the table."""
+    first = {"runs": {"0": {"clean": {"reward": 0.6}, "noisy": {"reward": 0.2}}}, "audit": {}}
+    second = {"runs": {"0": {"audit_drop": {"reward": 0.4}}}, "audit": {}}
+    third = {"runs": {"1": {"clean": {"reward": 0.5}, "noisy": {"reward": 0.3}}}, "audit": {}}
+    files = []
+    for i, doc in enumerate((first, second, third)):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps({**doc, "base": {"reward": 0.1}}))
+    assert bench.main(["--combine", *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{") :])
+    assert summary["seeds"] == [0, 1]
+    assert set(summary["conditions"]) == {"clean", "noisy"}  # seed 1 has no audit_drop
+    assert summary["gap"] == pytest.approx(((0.6 - 0.2) + (0.5 - 0.3)) / 2)
