@@ -1,6 +1,8 @@
 """Experiment: does curation give a measurably better model? A controlled run with a known
 true reward (the DPO paper's controlled-sentiment setting, on short chat answers).
 
+    OMP_NUM_THREADS=1 .venv/bin/python bench/curation_effect.py --seed 0 --partial s0.json
+    .venv/bin/python bench/curation_effect.py --combine s0.json s1.json s2.json   # over seeds
     OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/curation_effect.py
     .venv/bin/python bench/curation_effect.py --quick --seed 101   # clean, noisy, best curation
     .venv/bin/python bench/curation_effect.py --full                # the GPU size (bench/gpu.sh)
@@ -70,7 +72,9 @@ OUT_DIR = REPO / "bench" / "out"
 CACHE = REPO / ".cache" / "curation_effect"
 CONDITIONS = ("clean", "noisy", "audit_relabel", "audit_drop", "weighted", "robust", "ipo")
 CURATIONS = CONDITIONS[2:]
-# The curation --quick runs: the best on seeds 0-2 of the CPU default (bench/README.md).
+# The curation --quick runs, chosen from the audit's figures on seeds 0-2 (its relabel
+# precision was 0.42-0.51, so relabelling would add noise; dropping is the conservative use);
+# the training runs that would rank the curations did not finish on CPU (bench/README.md).
 QUICK_CURATION = "audit_drop"
 HELDOUT_CANDIDATES = 4
 
@@ -88,8 +92,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "flip_rate": 0.4,
         "seeds": [0],
     },
-    # The CPU sizes (chosen so the 21 runs of seeds 0-2 fit about an hour at load 8-10 on
-    # two shared cores, one process per seed; see bench/README.md for what it took).
+    # The CPU sizes: 40 pairs seen per run, the least the pilot suggests moves the reward by
+    # several standard errors. About 45 minutes for seeds 0-2 (one process per seed) on a
+    # mostly idle 2-core machine; hours at load 12-20 (bench/README.md says what it took).
     "quick": {
         "topics": 40,
         "candidates": 4,
@@ -151,7 +156,7 @@ def sample(
     from prefdata.llm.generate import generate
     from prefdata.llm.local import LocalClient
 
-    candidates, _, _ = generate(
+    result = generate(
         prompts,
         models=[LocalClient(model, device="auto", batch_size=48)],
         n=n,
@@ -160,6 +165,7 @@ def sample(
         chunk_size=24,
         progress=False,
     )
+    candidates: pl.DataFrame = result.tables["candidates"]
     return candidates
 
 
@@ -276,8 +282,9 @@ def overrides(
 def train_run(
     name: str, table: pl.DataFrame, out: Path, args: argparse.Namespace, seed: int, rate: Any
 ) -> dict[str, Any]:
-    from prefdata.train import train
     from prefdata.train.common import remove_checkpoints
+
+    from prefdata.train import train
 
     start = time.perf_counter()
     report = train(
@@ -298,10 +305,10 @@ def policy_samples(
     """The policy's samples on the held-out prompts, with their true reward and the summed
     log-probabilities under the policy and the base model (`model_dir` None: the base)."""
     import torch
+    from prefdata.train.common import load_tokenizer, model_path
 
     from prefdata.llm.cache import CallCache
     from prefdata.models import load
-    from prefdata.train.common import load_tokenizer, model_path
     from prefdata.train.evaluation import sequence_logps
     from prefdata.train.rlhf import merge_adapter
 
