@@ -184,17 +184,22 @@ def _swap(pairs: pl.DataFrame, mask: pl.Series) -> pl.DataFrame:
 # --- curation -----------------------------------------------------------------------------
 
 
-def curate(noisy: pl.DataFrame, flipped: np.ndarray, seed: int) -> tuple[dict[str, Any], dict]:
+def curate(
+    noisy: pl.DataFrame, flipped: np.ndarray, seed: int, audit_model: str = "embeddings"
+) -> tuple[dict[str, Any], dict]:
     """The audit on the noisy pairs and the curated training sets (see the module doc)."""
     from prefdata.quality.audit import audit
     from prefdata.quality.filter import filter_pairs
 
     start = time.perf_counter()
     issues, _, report = audit(
-        noisy, model="embeddings", sample=0, seed=seed, cache_dir=str(CACHE / "embeddings")
+        noisy, model=audit_model, sample=0, seed=seed, cache_dir=str(CACHE / "embeddings")
     )
     seconds = time.perf_counter() - start
-    model_rows = issues.filter(pl.col("issue") == "model_disagrees")
+    # The combined, calibrated mislabel probability when the audit gives one; else the
+    # embedding classifier's own flags.
+    name = "mislabeled" if (issues["issue"] == "mislabeled").any() else "model_disagrees"
+    model_rows = issues.filter(pl.col("issue") == name)
     aligned = noisy.select("pair_id").join(
         model_rows.select("item_id", "score", "is_issue"),
         left_on="pair_id",
@@ -204,9 +209,13 @@ def curate(noisy: pl.DataFrame, flipped: np.ndarray, seed: int) -> tuple[dict[st
     )
     p = aligned["score"].fill_null(0.5)
     flags = aligned["is_issue"].fill_null(False)
-    kept = filter_pairs(noisy, issues=model_rows, drop_issues=["model_disagrees"]).tables["pairs"]
+    kept = filter_pairs(noisy, issues=model_rows, drop_issues=[name]).tables["pairs"]
     relabel = p < 0.5
-    estimated = (report.get("model") or {}).get("estimated_noise_rate")
+    estimated = (
+        (report.get("mislabel") or {}).get("noise_rate")
+        if name == "mislabeled"
+        else (report.get("model") or {}).get("estimated_noise_rate")
+    )
     sets = {
         "audit_drop": kept,
         "audit_relabel": _swap(noisy, relabel),
@@ -214,6 +223,7 @@ def curate(noisy: pl.DataFrame, flipped: np.ndarray, seed: int) -> tuple[dict[st
     }
     flag_np, relabel_np = flags.to_numpy(), relabel.to_numpy()
     figures = {
+        "signal": name,
         "seconds": seconds,
         "estimated_noise_rate": estimated,
         "true_noise_rate": float(flipped.mean()),
@@ -491,7 +501,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sets: dict[str, pl.DataFrame] = {"clean": clean, "noisy": noisy}
             rate = None
             if set(args.conditions) & set(CURATIONS):
-                curated, audits[seed] = curate(noisy, flipped, seed)
+                curated, audits[seed] = curate(noisy, flipped, seed, args.audit_model)
                 sets.update(curated)
                 rate = audits[seed]["estimated_noise_rate"]
                 a = audits[seed]
@@ -621,6 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-layers", type=int, default=30, help="top layers adapted (of 30)")
     parser.add_argument("--max-length", type=int, default=96)
     parser.add_argument("--model", default="smollm2")
+    parser.add_argument(
+        "--audit-model",
+        default="embeddings",
+        help="prefdata audit's model signal (embeddings+reward adds the cross-fitted reward)",
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
     parser.add_argument("--partial", type=Path, default=None, help="JSON rewritten after each run")
