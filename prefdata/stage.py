@@ -253,10 +253,13 @@ class StageSpec:
         for p in self.params:
             if p.name not in values:
                 continue
+            value = values[p.name]
+            if isinstance(value, list) and get_origin(p.annotation) is tuple:
+                value = tuple(value)  # YAML and the CLI give lists; a frozen field wants a tuple
             if p.group is not None:
-                grouped.setdefault(p.group, {})[p.name] = values[p.name]
+                grouped.setdefault(p.group, {})[p.name] = value
             else:
-                kwargs[p.name] = values[p.name]
+                kwargs[p.name] = value
         for group, cls in self.groups().items():
             kwargs[group] = cls(**grouped.get(group, {}))
         result = self.func(**kwargs)
@@ -355,6 +358,8 @@ def _value_type(annotation: Any) -> str:
         if str in get_args(annotation) and Path not in get_args(annotation):
             return "str"  # text on the command line; Python may pass an object instead
         kinds = {_value_type(a) for a in get_args(annotation)}
+        if "strs" in kinds:
+            return "strs"  # a list of text on the command line (Python may pass a mapping)
         if kinds <= {"str", "path"}:
             return "str"
         if kinds <= {"int", "float"}:

@@ -6,7 +6,6 @@ Every command prints a one-line error naming the file, row and column on bad inp
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,10 +15,10 @@ import typer
 from prefdata.cli.annotate import annotate_app
 from prefdata.cli.common import console, friendly_errors, pick, print_report
 from prefdata.cli.derive import add_stage_command
+from prefdata.cli.importing import import_app
 from prefdata.cli.run import register as register_run_command
 from prefdata.cli.train import register as register_train_commands
 from prefdata.errors import PrefdataError
-from prefdata.io.importers import IMPORTERS, importer
 from prefdata.pipeline.catalog import CLI_GROUPS, STAGES, cli_path, stage_spec
 
 app = typer.Typer(
@@ -32,6 +31,7 @@ app = typer.Typer(
 MODES = ("all", "best-vs-worst")
 
 app.add_typer(annotate_app, name="annotate")
+app.add_typer(import_app(), name="import")
 for _group, (_help, _names) in CLI_GROUPS.items():
     _sub = typer.Typer(help=_help, no_args_is_help=True, add_completion=False)
     for _name in _names:
@@ -84,61 +84,6 @@ def _parse_options(options: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[key.replace("-", "_")] = value
     return parsed
-
-
-@app.command("import")
-@friendly_errors
-def import_cmd(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=f"one of: {', '.join(IMPORTERS)}")],
-    src: Annotated[Path, typer.Argument(help="the file (or folder) to import")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="output table (.parquet or .jsonl)")],
-    mode: Annotated[str | None, typer.Option(help="all | best-vs-worst (rated, oasst)")] = None,
-    min_margin: Annotated[float | None, typer.Option(help="rated: minimum score gap")] = None,
-    option: Annotated[
-        list[str] | None, typer.Option("--option", help="other importer option, key=value")
-    ] = None,
-    stream: Annotated[
-        bool | None,
-        typer.Option("--stream/--no-stream", help="trl: batched, bounded memory (auto > 256 MB)"),
-    ] = None,
-) -> None:
-    """Import a public format into prefdata's tables.
-
-    The main table goes to OUT; companion tables (annotations, kto, prompts) and the rejected
-    rows (with their reason) go beside it as OUT-stem.<name>.<suffix>.
-
-    Example: prefdata import hh-rlhf harmless-base_test.jsonl.gz -o hh.parquet
-    """
-    from prefdata.io.tables import sibling, write_table
-
-    if fmt not in IMPORTERS:
-        raise PrefdataError(f"unknown format '{fmt}'; choose one of: {', '.join(IMPORTERS)}")
-    if fmt == "trl" and not option and _use_stream(src, stream):
-        from prefdata.io.stream import stream_import_trl
-
-        print_report(stream_import_trl(src, out))
-        return
-    import_fn = importer(fmt)
-    kwargs = _parse_options(option or [])
-    if mode is not None:
-        kwargs["mode"] = mode
-    if min_margin is not None:
-        kwargs["min_margin"] = min_margin
-    accepted = inspect.signature(import_fn).parameters
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        raise PrefdataError(
-            f"format '{fmt}' takes no option(s) {unknown}; it takes "
-            f"{[p for p in accepted if p != 'path']}"
-        )
-    result = import_fn(src, **kwargs)
-    written = {}
-    for i, (table_name, table) in enumerate(result.tables.items()):
-        path = out if i == 0 else sibling(out, table_name)
-        written[table_name] = str(write_table(table, path))
-    if result.rejected.height:
-        written["rejected"] = str(write_table(result.rejected, sibling(out, "rejected")))
-    print_report({**result.report, "written": written})
 
 
 def _split_list(value: str | None) -> list[str] | None:

@@ -248,6 +248,8 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
     return friendly_errors(run)
 
 
-def add_stage_command(app: typer.Typer, spec: StageSpec, *, name: str | None = None) -> None:
-    """Register a stage's derived command on `app`."""
-    app.command(name or spec.name, help=spec.description)(make_command(spec))
+def add_stage_command(
+    app: typer.Typer, spec: StageSpec, *, name: str | None = None, cls: Any = None
+) -> None:
+    """Register a stage's derived command on `app` (`cls`: a TyperCommand subclass)."""
+    app.command(name or spec.name, help=spec.description, cls=cls)(make_command(spec))

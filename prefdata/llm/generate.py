@@ -164,6 +164,9 @@ async def agenerate(
     params: Params = Params(),  # noqa: B008 - frozen, so one shared default is safe
     cache: Annotated[CallCache, Resource("cache")],
     base_url: str | None = None,
+    max_concurrency: int | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
     client_options: Mapping[str, Any] | None = None,
     mix: Mix = "spread",
     chunk_size: int = 32,
@@ -206,8 +209,11 @@ async def agenerate(
             from which each sample's own seed is derived
         cache: the call cache
         base_url: server URL (openai-compatible, or a proxy for anthropic)
-        client_options: options for the clients, e.g. batch_size=8, device=cpu,
-            max_concurrency=16 (prefdata.llm.factory.make_client)
+        max_concurrency: server models: calls in flight at once
+        device: local models: cpu | cuda | auto
+        batch_size: local models: prompts per forward pass
+        client_options: other client settings, e.g. timeout=30
+            (prefdata.llm.factory.make_client)
         mix: spread (n in all, across the models) or each (n per model)
         chunk_size: prompts per chunk; an interruption loses at most one chunk
         max_prompts: use only the first N prompts
@@ -236,9 +242,16 @@ async def agenerate(
             if isinstance(m, str):
                 from prefdata.llm.factory import make_client
 
-                options = dict(client_options or {})
-                if base_url is not None:
-                    options["base_url"] = base_url
+                named = {
+                    "base_url": base_url,
+                    "max_concurrency": max_concurrency,
+                    "device": device,
+                    "batch_size": batch_size,
+                }
+                options = {
+                    **dict(client_options or {}),
+                    **{k: v for k, v in named.items() if v is not None},
+                }
                 client = make_client(backend, m, **options)
                 owned.append(client)
             else:

@@ -8,7 +8,6 @@ held out, so that a later `eval` stage scores pairs whose prompts training never
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 from collections.abc import Mapping
@@ -46,15 +45,25 @@ def _import_formats() -> tuple[str, ...]:
 
 
 def _check_import(options: Mapping[str, Any]) -> None:
+    """The importer's own options, checked as its signature declares them (names, types,
+    choices): the same declaration the CLI's `prefdata import FORMAT` is derived from."""
+    from prefdata.pipeline.derive import option
+    from prefdata.stage import spec_of
+
     fmt = options.get("format")
     if fmt is None:
         return
-    accepted = [p for p in inspect.signature(_importer(fmt)).parameters if p != "path"]
-    for key in options.get("options") or {}:
-        if key not in accepted:
+    declared = {p.name: p for p in spec_of(_importer(fmt)).options}
+    for key, value in (options.get("options") or {}).items():
+        if key not in declared:
             raise ValueError(
-                f"'options.{key}': format '{fmt}' takes no option '{key}'; it takes {accepted}"
+                f"'options.{key}': format '{fmt}' takes no option '{key}'; it takes "
+                f"{list(declared)}"
             )
+        try:
+            option(declared[key]).check(value)
+        except ValueError as exc:
+            raise ValueError(f"'options.{key}': {exc}") from None
 
 
 def _limit(tables: dict[str, pl.DataFrame], limit: int) -> dict[str, pl.DataFrame]:

@@ -32,8 +32,8 @@ def test_quality_flow_on_pandalm(shared_data: Path, tmp_path: Path) -> None:
         str(src / "testset-v1.json"),
         "-o",
         str(pairs),
-        "--option",
-        f'judges=["{src / "gpt-3.5-turbo-testset-v1.json"}"]',
+        "--judges",
+        str(src / "gpt-3.5-turbo-testset-v1.json"),
     )
     votes = tmp_path / "pandalm.annotations.parquet"
     humans = tmp_path / "humans.parquet"

@@ -12,27 +12,23 @@ import polars as pl
 
 from prefdata import ids
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, with_messages
+from prefdata.stage import StageResult
 
 REJECTED_SCHEMA = {"row": pl.Int64, "reason": pl.String, "record": pl.String}
 
 
 @dataclass
-class Imported:
-    """What an importer produced.
+class Imported(StageResult):
+    """What an importer produced: a StageResult whose `rejected` always exists.
 
     tables: contract name -> table; the first entry is the main product.
     rejected: source rows (or produced rows) that were not kept: `row`, `reason`, `record`.
     report: counts, including `dropped_<reason>` for every rejection reason.
     """
 
-    tables: dict[str, pl.DataFrame]
-    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECTED_SCHEMA))
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def main(self) -> tuple[str, pl.DataFrame]:
-        name = next(iter(self.tables))
-        return name, self.tables[name]
+    rejected: pl.DataFrame = field(  # narrower than StageResult's: never None here
+        default_factory=lambda: pl.DataFrame(schema=REJECTED_SCHEMA)
+    )
 
 
 def user(text: str) -> list[dict[str, str]]:

@@ -33,7 +33,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
@@ -51,6 +51,7 @@ from prefdata.io.importers.common import (
 from prefdata.io.importers.trl import to_messages
 from prefdata.io.tables import infer_format, iter_json_lines, read_table, read_text
 from prefdata.schema import MESSAGES
+from prefdata.stage import Input, stage
 
 POSITIVE = ("thumbs_up", "accepted")
 NEGATIVE = ("thumbs_down", "rejected", "regenerated")
@@ -80,8 +81,10 @@ def parse_prompt(value: Any) -> list[dict[str, str]]:
         except json.JSONDecodeError:
             parsed = None
         # Only an array of message objects is messages; "[1, 2] sorted?" is plain text.
-        if isinstance(parsed, list) and parsed and all(
-            isinstance(m, dict) and "role" in m for m in parsed
+        if (
+            isinstance(parsed, list)
+            and parsed
+            and all(isinstance(m, dict) and "role" in m for m in parsed)
         ):
             return to_messages(parsed, what="prompt")
     return user(value)
@@ -105,9 +108,7 @@ def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if infer_format(path) == "csv":
         # Every cell as text: type inference would turn a completion "007" into 7.
         separator = "\t" if str(path).lower().endswith(".tsv") else ","
-        table = pl.read_csv(
-            io.StringIO(read_text(path)), separator=separator, infer_schema=False
-        )
+        table = pl.read_csv(io.StringIO(read_text(path)), separator=separator, infer_schema=False)
     else:
         table = read_table(path)
     for column in REQUIRED:
@@ -143,8 +144,9 @@ def _text(value: Any) -> str | None:
     return text if text.strip() else None
 
 
+@stage("feedback", outputs=("kto", "pairs"))
 def import_feedback(
-    path: str | Path,
+    path: Annotated[str | Path, Input()],
     *,
     regenerate_weight: float = 0.5,
     pairs_from: Literal["thumbs", "all"] = "thumbs",
@@ -157,6 +159,14 @@ def import_feedback(
     completion_id). Output pairs: pairs contract, margin null, provenance = {file,
     sessions, users, votes_chosen, votes_rejected, pairs_from}.
     Rows with a missing session_id, prompt, completion or event go to `rejected`.
+
+    Example: prefdata import feedback events.jsonl -o feedback.kto.parquet
+
+    Args:
+        path: the feedback event log (JSONL or CSV; see docs/feedback-log-format.md)
+        regenerate_weight: how much a regenerate counts against the replaced completion
+        pairs_from: thumbs: pairs from thumbs only; all: also from regenerations and edits
+        source: the `source` column
     """
     if pairs_from not in ("thumbs", "all"):
         raise InputError(f"pairs_from must be 'thumbs' or 'all', got {pairs_from!r}")
@@ -182,8 +192,11 @@ def import_feedback(
         completion = _text(record.get("completion"))
         missing = [
             name
-            for name, value in (("session_id", session), ("completion", completion),
-                                ("event", event))
+            for name, value in (
+                ("session_id", session),
+                ("completion", completion),
+                ("event", event),
+            )
             if value is None
         ]
         if missing:
@@ -212,8 +225,7 @@ def import_feedback(
             "up": [v[0] for v in votes.values()],
             "down": [v[1] for v in votes.values()],
         },
-        schema={"prompt": MESSAGES, "completion": pl.String, "up": pl.Float64,
-                "down": pl.Float64},
+        schema={"prompt": MESSAGES, "completion": pl.String, "up": pl.Float64, "down": pl.Float64},
     )
     voted = thumbs_to_kto(thumbs, source=source)
     kto, tied, thumbs_report = voted.tables["kto"], voted.tables["tied"], voted.report
@@ -301,8 +313,7 @@ def _session_pairs(
         users = sorted({u for s in all_sessions for u in session_users.get(s, set())})
         if len(for_a) == len(for_b):
             split_even.append(
-                {"prompt": prompts[key], "a": a, "b": b, "sessions_a": for_a,
-                 "sessions_b": for_b}
+                {"prompt": prompts[key], "a": a, "b": b, "sessions_a": for_a, "sessions_b": for_b}
             )
             continue
         chosen, rejected = (a, b) if len(for_a) > len(for_b) else (b, a)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefdata.errors import InputError
 from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
 from prefdata.io.tables import iter_json_lines
+from prefdata.stage import Input, stage
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 _ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -31,8 +32,16 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return [{"role": _ROLE[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)]
 
 
-def import_hh_rlhf(path: str | Path, *, source: str = "hh-rlhf") -> Imported:
-    """HH-RLHF JSONL(.gz) -> Imported with a `pairs` table (see the module doc)."""
+@stage("hh-rlhf", outputs=("pairs",))
+def import_hh_rlhf(path: Annotated[str | Path, Input()], *, source: str = "hh-rlhf") -> Imported:
+    """HH-RLHF JSONL(.gz) -> Imported with a `pairs` table (see the module doc).
+
+    Example: prefdata import hh-rlhf harmless-base_test.jsonl.gz -o hh.parquet
+
+    Args:
+        path: the HH-RLHF JSONL(.gz) file
+        source: the `source` column of the pairs
+    """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
     for line, obj in iter_json_lines(path):

@@ -21,12 +21,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefdata.errors import InputError
 from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows, user
 from prefdata.io.importers.hh_rlhf import parse_transcript
 from prefdata.io.tables import read_json_records
+from prefdata.stage import Input, stage
 
 # From the data set's MANIFEST (prometheus-eval's own extraction).
 HHH_PATTERN = re.compile(
@@ -57,10 +58,19 @@ def dialogue(instruction: str) -> list[dict[str, str]] | None:
     return messages
 
 
+@stage("hhh", outputs=("pairs",))
 def import_hhh(
-    path: str | Path, *, split_turns: bool = True, source: str = "hhh-alignment"
+    path: Annotated[str | Path, Input()], *, split_turns: bool = True, source: str = "hhh-alignment"
 ) -> Imported:
-    """HHH alignment eval JSON -> Imported with a `pairs` table (see the module doc)."""
+    """HHH alignment eval JSON -> Imported with a `pairs` table (see the module doc).
+
+    Example: prefdata import hhh hhh_alignment_eval.json -o hhh.parquet
+
+    Args:
+        path: the HHH alignment eval JSON file
+        split_turns: recover the multi-turn dialogue inside a prompt as chat turns
+        source: the `source` column of the pairs
+    """
     records = read_json_records(path)
     pairs: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
@@ -33,6 +33,7 @@ from prefdata.io.importers.common import (
 )
 from prefdata.io.tables import iter_json_lines
 from prefdata.schema import MESSAGES, conform
+from prefdata.stage import Input, stage
 
 _GSM8K_FINAL = "####"
 # Numbers as GSM8K writes them once thousands separators are gone: "18", "-3", "0.5".
@@ -86,13 +87,20 @@ def gsm8k_final_answer(solution: str) -> str:
     return final
 
 
-def import_gsm8k(path: str | Path, *, source: str = "gsm8k") -> Imported:
+@stage("gsm8k", outputs=("prompts",))
+def import_gsm8k(path: Annotated[str | Path, Input()], *, source: str = "gsm8k") -> Imported:
     """GSM8K JSONL -> Imported with a `prompts` table.
 
     Input columns: `question` (str), `answer` (str: reasoning, last line "#### N").
     Output: prompts with prompt = the question as one user message, `answer` = N with
     commas removed, `metadata` = {"solution": the full reference answer text}. A row
     without a numeric final answer goes to `rejected` with its reason.
+
+    Example: prefdata import gsm8k test.jsonl -o gsm8k.prompts.parquet
+
+    Args:
+        path: the GSM8K JSONL file
+        source: the `source` column of the prompts
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
@@ -120,7 +128,8 @@ def import_gsm8k(path: str | Path, *, source: str = "gsm8k") -> Imported:
     )
 
 
-def import_math500(path: str | Path, *, source: str = "math500") -> Imported:
+@stage("math500", outputs=("prompts",))
+def import_math500(path: Annotated[str | Path, Input()], *, source: str = "math500") -> Imported:
     """MATH-500 JSONL -> Imported with a `prompts` table.
 
     Input columns: `problem`, `solution`, `answer` (LaTeX), `subject`, `level` (int 1-5),
@@ -128,6 +137,12 @@ def import_math500(path: str | Path, *, source: str = "math500") -> Imported:
     = the LaTeX answer as written (comparing it needs normalised or symbolic matching,
     which is the reward function's job, not the importer's), `metadata` = {subject, level,
     unique_id, solution}. A row with a blank answer goes to `rejected`.
+
+    Example: prefdata import math500 test.jsonl -o math500.prompts.parquet
+
+    Args:
+        path: the MATH-500 JSONL file
+        source: the `source` column of the prompts
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
@@ -174,15 +189,14 @@ def _graded_solutions(
                 column=key,
             )
         if not isinstance(value.get("solution"), str):
-            raise InputError(
-                "expected a solution string", source=path, row=line, column=key
-            )
+            raise InputError("expected a solution string", source=path, row=line, column=key)
         out.append((key, value["is_correct"], value["solution"]))
     return out
 
 
+@stage("gsm8k-solutions", outputs=("kto", "pairs"))
 def import_gsm8k_solutions(
-    path: str | Path,
+    path: Annotated[str | Path, Input()],
     *,
     pairs: Literal["all", "none"] = "all",
     source: str = "gsm8k-solutions",
@@ -202,6 +216,13 @@ def import_gsm8k_solutions(
       completion; a text never pairs with itself). confidence = margin = 1.0, n_votes = 1,
       source = `source`, provenance = {file, line, generators_chosen, generators_rejected}.
       A question whose solutions are all correct or all incorrect gives no pair.
+
+    Example: prefdata import gsm8k-solutions solutions.jsonl -o gsm8k.kto.parquet
+
+    Args:
+        path: the graded GSM8K solutions JSONL file
+        pairs: all: also every correct-vs-incorrect pair per question; none: KTO rows only
+        source: the `source` column
     """
     if pairs not in ("all", "none"):
         raise InputError(f"pairs must be 'all' or 'none', got {pairs!r}")

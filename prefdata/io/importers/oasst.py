@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
@@ -38,6 +38,7 @@ from prefdata.io.convert import rankings_to_pairs, thumbs_to_kto
 from prefdata.io.importers.common import Imported, finish, rejected_rows
 from prefdata.io.tables import iter_json_lines
 from prefdata.schema import MESSAGES
+from prefdata.stage import Input, stage
 
 _ROLE = {"prompter": "user", "assistant": "assistant"}
 
@@ -91,14 +92,24 @@ def _votes(message: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+@stage("oasst", outputs=("pairs", "kto"))
 def import_oasst(
-    path: str | Path,
+    path: Annotated[str | Path, Input()],
     *,
     mode: Literal["all", "best-vs-worst"] = "all",
     include_deleted: bool = False,
     source: str = "oasst",
 ) -> Imported:
-    """OpenAssistant tree JSONL -> Imported with `pairs` and `kto` (see the module doc)."""
+    """OpenAssistant tree JSONL -> Imported with `pairs` and `kto` (see the module doc).
+
+    Example: prefdata import oasst trees.jsonl -o oasst.parquet --mode best-vs-worst
+
+    Args:
+        path: the OpenAssistant message-tree JSONL file
+        mode: all ranked pairs, or each group's best against its worst
+        include_deleted: keep messages marked deleted
+        source: the `source` column
+    """
     ranked: list[dict[str, Any]] = []  # rankings_to_pairs input rows
     thumbs: list[dict[str, Any]] = []  # thumbs_to_kto input rows
     bad: list[tuple[int, str, Any]] = []

@@ -23,12 +23,13 @@ the single assistant message in `preferred_output` / `non_preferred_output`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefdata.errors import InputError
 from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
 from prefdata.io.importers.trl import single_reply, to_messages
 from prefdata.io.tables import iter_json_lines
+from prefdata.stage import Input, stage
 
 _OUTPUTS = ("preferred_output", "non_preferred_output")
 
@@ -53,12 +54,21 @@ def _check_shape(obj: dict[str, Any], path: str | Path, line: int) -> None:
             )
 
 
-def import_openai_dpo(path: str | Path, *, source: str = "openai-dpo") -> Imported:
+@stage("openai", outputs=("pairs",))
+def import_openai_dpo(
+    path: Annotated[str | Path, Input()], *, source: str = "openai-dpo"
+) -> Imported:
     """OpenAI DPO fine-tuning JSONL -> Imported with a `pairs` table (see the module doc).
 
     Output columns: pairs contract; confidence, margin and agreement null (one unmeasured
     judgement per line), n_votes 1, source = `source`, provenance = {file, line} plus
     `tools` when the line had any.
+
+    Example: prefdata import openai dpo.jsonl -o pairs.parquet
+
+    Args:
+        path: the OpenAI DPO fine-tuning JSONL file
+        source: the `source` column of the pairs
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []

@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
 from scipy.stats import beta
@@ -59,6 +59,7 @@ from prefdata.io.importers.common import (
     user,
 )
 from prefdata.io.tables import read_json_records
+from prefdata.stage import Input, stage
 
 _ANNOTATOR = re.compile(r"^annotator(\d+)$")
 # "gpt-3.5-turbo-testset-v1.json" -> "gpt-3.5-turbo"
@@ -133,8 +134,9 @@ def vote_confidence(wins: int, losses: int) -> float:
     return float(beta.sf(0.5, wins + 1, losses + 1))
 
 
+@stage("pandalm", outputs=("pairs", "annotations"))
 def import_pandalm(
-    path: str | Path,
+    path: Annotated[str | Path, Input()],
     *,
     judges: Sequence[str | Path] | Mapping[str, str | Path] = (),
     source: str = "pandalm",
@@ -144,6 +146,14 @@ def import_pandalm(
     `judges`: companion files keyed by `idx`; a list names each judge after its file
     ("gpt-3.5-turbo-testset-v1.json" -> "gpt-3.5-turbo"), a mapping gives the names.
     See the module doc for the columns and rules.
+
+    Example: prefdata import pandalm testset-v1.json -o pandalm.parquet
+    --judges gpt-3.5-turbo-testset-v1.json
+
+    Args:
+        path: the PandaLM test set JSON file (or its folder)
+        judges: judge verdict files keyed by idx (repeat; each judge is named after its file)
+        source: the `source` column of the pairs
     """
     records = read_json_records(path)
     bad: list[tuple[int, str, Any]] = []

@@ -42,7 +42,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
@@ -52,6 +52,7 @@ from prefdata.io.convert import ratings_to_pairs
 from prefdata.io.importers.common import Imported, finish, rejected_rows
 from prefdata.io.tables import read_json_records
 from prefdata.schema import MESSAGES
+from prefdata.stage import Input, stage
 
 Format = Literal["auto", "rubric", "nested", "flat"]
 
@@ -135,8 +136,9 @@ def _detect(first: dict[str, Any]) -> Format:
     return "flat"
 
 
+@stage("rated", outputs=("pairs",))
 def import_rated(
-    path: str | Path,
+    path: Annotated[str | Path, Input()],
     *,
     mode: Literal["all", "best-vs-worst"] = "all",
     min_margin: float = 0.0,
@@ -153,6 +155,21 @@ def import_rated(
     Field options left as None take the layout's usual names; `source` defaults to the
     file name without its suffix. group_field: None = the layout's grouping (rubric: `idx`,
     nested: the record, flat: the prompt); "" = the exact prompt.
+
+    Example: prefdata import rated ultrafeedback.jsonl -o pairs.parquet --mode best-vs-worst
+    --min-margin 1
+
+    Args:
+        path: the rated completions file (JSONL, JSON, CSV or Parquet)
+        mode: all pairs whose scores differ, or each prompt's best against its worst
+        min_margin: the smallest score gap that makes a pair
+        format: the layout: rubric, nested, flat (auto: from the fields)
+        prompt_field: the prompt's field (default: the layout's usual name)
+        completion_field: the completion's field
+        score_field: the score's field
+        generator_field: the generator's field
+        group_field: the field grouping completions rated together ("": the exact prompt)
+        source: the `source` column (default: the file name)
     """
     records = read_json_records(path)
     fmt: Format = _detect(records[0]) if format == "auto" else format

@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
@@ -52,7 +52,8 @@ from prefdata.io.importers.common import (
     rejected_rows,
     user,
 )
-from prefdata.io.tables import read_table
+from prefdata.io.tables import read_table, sibling
+from prefdata.stage import Input, Output, stage
 
 Kind = Literal["auto", "preference", "unpaired"]
 
@@ -217,8 +218,14 @@ def _require(columns: set[str], needed: tuple[str, ...], kind: str, path: str | 
             )
 
 
+@stage("trl", outputs=("pairs", "kto"))
 def import_trl(
-    path: str | Path, *, kind: Kind = "auto", source: str = "trl"
+    path: Annotated[str | Path, Input()],
+    out: Annotated[Path | None, Output("pairs.parquet")] = None,
+    *,
+    kind: Kind = "auto",
+    source: str = "trl",
+    stream: bool | None = None,
 ) -> Imported:
     """A TRL preference or unpaired-preference data set -> Imported (see the module doc).
 
@@ -230,7 +237,28 @@ def import_trl(
     {file, row}. Output kto: prompt, completion, label, confidence (kept or null), source.
     Rows that cannot become data go to `rejected` with the reason; the report counts
     rows per form (standard / conversational, explicit / implicit prompt).
+
+    Example: prefdata import trl train.jsonl -o pairs.parquet
+
+    Args:
+        path: the TRL data set file (JSONL, JSON, CSV, Parquet, or a datasets folder)
+        out: where the tables go; a preference file read in batches (see `stream`) is
+            written there directly, one batch at a time
+        kind: preference (pairs), unpaired (KTO rows), or auto (by the columns)
+        source: the `source` column
+        stream: read a preference file in batches with bounded memory (default: files over
+            256 MB); needs `out`
     """
+    from prefdata.io.stream import stream_import_trl, use_stream
+
+    if out is not None and kind != "unpaired" and use_stream(path, stream):
+        streamed = stream_import_trl(path, out, source=source)
+        files = {"pairs": Path(out)}
+        if sibling(out, "rejected").exists():
+            files["rejected"] = sibling(out, "rejected")
+        return Imported(tables={}, report=streamed, files=files)
+    if stream and out is None:
+        raise InputError("reading in batches (stream) writes as it goes: give an output file")
     if kind not in ("auto", "preference", "unpaired"):
         raise InputError(f"kind must be auto, preference or unpaired, got {kind!r}", source=path)
     table = from_export_names(read_table(path))
@@ -296,4 +324,3 @@ def import_trl(
         **{f"form_{name}": n for name, n in sorted(forms.items())},
     }
     return finish(tables, rejected_rows(bad), report, path=path)
-
