@@ -43,8 +43,18 @@ def test_wheel_install_trains_dpo_with_the_builtin_recipe(
     )
     dist = tmp_path / "dist"
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
-        + ["-w", str(dist), "-q"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            "-q",
+        ],
         env=env,
     )
     assert built.returncode == 0, built.stderr
