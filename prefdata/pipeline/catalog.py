@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "consensus": ("prefdata.quality.consensus", "consensus_pairs"),
     "audit-rate": ("prefdata.quality.sample", "mislabel_rate"),
     "filter": ("prefdata.quality.filter", "filter_pairs"),
+    "split": ("prefdata.io.split", "split_heldout"),
     "bias": ("prefdata.quality.bias", "bias_stats"),
     "export": ("prefdata.io.exporting", "export_files"),
     "pairs-to-kto": ("prefdata.io.convert", "pairs_to_kto"),

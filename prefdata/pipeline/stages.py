@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefdata.pipeline.catalog import STAGES, stage_spec
 from prefdata.pipeline.derive import stage_kind
 from prefdata.pipeline.kinds import StageKind
-from prefdata.pipeline.stages_data import IMPORT, SPLIT
+from prefdata.pipeline.stages_data import IMPORT
 from prefdata.pipeline.stages_label import ANNOTATE
 from prefdata.pipeline.stages_quality import AUDIT, REPORT
 from prefdata.pipeline.stages_train import EVAL, TRAIN
@@ -13,7 +13,7 @@ from prefdata.pipeline.stages_train import EVAL, TRAIN
 _WRITTEN: dict[str, StageKind] = {
     k.kind: k
     for k in (
-        *(IMPORT, ANNOTATE, AUDIT, SPLIT),
+        *(IMPORT, ANNOTATE, AUDIT),
         *(REPORT, TRAIN, EVAL),
     )
 }

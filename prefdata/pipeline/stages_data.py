@@ -1,33 +1,18 @@
-"""Stages that bring data in and out: import, generate, split, export.
-
-Each calls the library function behind the CLI command of the same name (`prefdata import`,
-`generate`, `export`); `split` has no command: it marks a seeded share of the prompts as
-held out, so that a later `eval` stage scores pairs whose prompts training never saw.
+"""The pipeline's `import` stage: `format:` picks the importer (prefdata.io.importers), whose
+own options go under `options:` and are checked against the importer's signature, the same
+declaration `prefdata import FORMAT` is derived from. (Every other data stage is derived:
+see prefdata.pipeline.catalog.)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from prefdata.errors import InputError
-from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
-
-
-def write_json(data: Mapping[str, Any], path: Path) -> Path:
-    """`data` as indented JSON, written atomically."""
-    from prefdata.io.tables import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
-    return path
-
+from prefdata.pipeline.kinds import Opt, StageKind, StageOutputs, StageRun
 
 # ---- import ------------------------------------------------------------------------------
 
@@ -112,59 +97,4 @@ IMPORT = StageKind(
     },
     outputs=("pairs", "annotations", "kto", "prompts", "invalid"),
     check=_check_import,
-)
-
-
-# ---- split -------------------------------------------------------------------------------
-
-
-def split_by_prompt(pairs: pl.DataFrame, *, heldout: float, seed: int = 0) -> pl.DataFrame:
-    """Pairs with a `split` column: "test" for a seeded share `heldout` of the prompts (every
-    pair of a held-out prompt, so training never sees its prompt), "train" for the rest.
-
-    Input: a pairs table (`prompt_id`). Output: the same rows and columns plus `split`. At
-    least one prompt stays in each split when there are two or more prompts and heldout > 0.
-    The choice is a hash of (seed, prompt_id): stable across runs, and adding prompts never
-    moves another prompt between the splits.
-    """
-    if not 0 <= heldout < 1:
-        raise InputError(f"heldout must be a share in [0, 1), got {heldout}")
-    prompts = pairs["prompt_id"].unique().to_list()
-    ranked = sorted(prompts, key=lambda p: hashlib.sha256(f"{seed}/{p}".encode()).hexdigest())
-    n_test = 0
-    if heldout > 0 and len(ranked) > 1:
-        n_test = min(max(1, math.floor(heldout * len(ranked) + 0.5)), len(ranked) - 1)
-    test = ranked[:n_test]
-    split = pl.when(pl.col("prompt_id").is_in(pl.Series(test, dtype=pl.String).implode()))
-    return pairs.with_columns(split.then(pl.lit("test")).otherwise(pl.lit("train")).alias("split"))
-
-
-def run_split(stage: StageRun) -> StageOutputs:
-    """A `split` column on the pairs; the held-out ones also alone as `heldout.parquet`."""
-    from prefdata.io.tables import write_table
-
-    pairs = split_by_prompt(
-        stage.table("pairs", "pairs"), heldout=stage.options["heldout"], seed=stage.options["seed"]
-    )
-    heldout = pairs.filter(pl.col("split") == "test")
-    outputs = {
-        "pairs": write_table(pairs, stage.out("pairs.parquet")),
-        "heldout": write_table(heldout, stage.out("heldout.parquet")),
-    }
-    report = {
-        "pairs": pairs.height,
-        "train_pairs": pairs.height - heldout.height,
-        "heldout_pairs": heldout.height,
-        "heldout_prompts": heldout["prompt_id"].n_unique(),
-    }
-    return outputs, report
-
-
-SPLIT = StageKind(
-    "split",
-    run_split,
-    "hold out a seeded share of the prompts for evaluation",
-    {"heldout": Opt(0.2, "float"), "seed": Opt(0, "int")},
-    inputs=(Slot(("pairs",)),),
-    outputs=("pairs", "heldout"),
 )

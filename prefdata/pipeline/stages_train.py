@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from prefdata.errors import InputError
+from prefdata.io.results import write_json
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
-from prefdata.pipeline.stages_data import write_json
 
 
 def _methods() -> tuple[str, ...]:

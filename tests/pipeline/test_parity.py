@@ -233,6 +233,7 @@ def _synthetic_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str,
 
 
 CASES: dict[str, Case] = {
+    "split": _file_case("pairs", heldout=0.3, seed=5),
     "synthetic-pairs": _synthetic_case,
     "generate": _generate_case,
     "judge": _judge_case,
