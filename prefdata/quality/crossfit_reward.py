@@ -15,14 +15,14 @@ Two kinds of model (`method`):
   score = r(prompt, response).
 - "dpo": the DPO implicit reward beta * (log pi - log pi_ref) of a LoRA policy.
 
-Cost. Training a 135M model costs about 6 x 135M FLOPs per token: on 2 shared CPU cores
-(load 5-7) a step of 8 PandaLM pairs (about 6,000 tokens) took 100 s, so on CPU the signal is
-for small sets (100-200 pairs, K=2-3, `max_pairs_per_fold` and a short `max_length` bound it;
-a fold trains on a seeded sample of at most that many pairs, every pair is still scored).
-On a GPU the same code runs unchanged (TRL picks bf16 and the device): an H100 does about
-1e14 useful FLOP/s on this model, so 10,000 pairs x 3 folds x 1 epoch (each fold trains on
-2/3 of the pairs: about 2e7 tokens, 1.6e16 FLOPs) is a few minutes (bench/gpu.sh runs it at
-full length).
+Cost. Training a 135M model costs about 6 x 135M FLOPs per token. On 2 CPU cores shared
+with other jobs a process got 2-3 GFLOP/s: a step of 8 PandaLM pairs (about 6,000 tokens) took
+100 s at load 7, a step of 8 short answers 378 s at load 12-16 (bench/README.md). So on such a
+machine the signal is for a few dozen pairs at most (`max_pairs_per_fold` and a short
+`max_length` bound the training; every pair is still scored). On a GPU the same code runs
+unchanged (TRL picks bf16 and the device): an H100 does about 1e14 useful FLOP/s on this
+model, so 10,000 pairs x 3 folds x 1 epoch (each fold trains on 2/3 of the pairs: about 2e7
+tokens, 1.6e16 FLOPs) is a few minutes (bench/gpu.sh runs it at full length).
 
 Each fold's model and scores are kept under `work_dir` (fold_<k>/ and fold_<k>.scores.parquet,
 keyed by a digest of the fold's training pairs and the settings), so an interrupted run
