@@ -19,7 +19,7 @@ The loop, through prefdata's own functions, as a user would run it:
 4. noise: `flip_labels` swaps exactly round(rate x n) training pairs, chosen with the seed.
 5. curate: `prefdata.quality.audit(model="embeddings")` on the noisy pairs gives each pair
    p = P(label as given is right) out of fold, its flags and an estimated noise rate.
-6. train: LoRA DPO with `prefdata.train.train("dpo", recipe=train/dpo.yaml, ...)`, the same
+6. train: LoRA DPO with `prefdata.train.train("dpo", recipe=<the built-in dpo recipe>)`, the same
    steps, batch, learning rate, seed and pair order for every condition:
    - clean: the true labels; noisy: the flipped ones;
    - audit_drop: noisy less the pairs the audit flags (filter_pairs, drop model_disagrees);
@@ -65,9 +65,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from prefdata.label.programmatic import flip_labels, rule_label, vader_compound  # noqa: E402
+from prefdata.train.recipe import builtin_recipe  # noqa: E402
 
 PROMPTS = REPO / "prefdata" / "examples" / "sentiment_prompts.jsonl"
-RECIPE = REPO / "train" / "dpo.yaml"
+RECIPE = builtin_recipe("dpo")
 OUT_DIR = REPO / "bench" / "out"
 CACHE = REPO / ".cache" / "curation_effect"
 CONDITIONS = ("clean", "noisy", "audit_relabel", "audit_drop", "weighted", "robust", "ipo")
@@ -315,18 +316,15 @@ def policy_samples(
     """The policy's samples on the held-out prompts, with their true reward and the summed
     log-probabilities under the policy and the base model (`model_dir` None: the base)."""
     import torch
-    from prefdata.train.common import load_tokenizer, model_path
 
     from prefdata.llm.cache import CallCache
     from prefdata.models import load
     from prefdata.train.evaluation import sequence_logps
-    from prefdata.train.rlhf import merge_adapter
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = args.model
-    if model_dir is not None:
-        policy = str(merge_adapter(model_dir, args.model, model_dir / "merged"))
-    # Not cached: every run writes its merged model to a path of the same name.
+    # prefdata's loader takes the LoRA output folder itself (the adapter merged onto its base)
+    policy = str(model_dir) if model_dir is not None else args.model
+    # Not cached: every run writes its model to a folder of the same name.
     samples = sample(
         held,
         policy,
@@ -343,16 +341,13 @@ def policy_samples(
     # more than sampling them on a CPU, and the reward is the headline.
     first = samples.unique("prompt_id", keep="first", maintain_order=True)
     prompts, firsts = first["prompt"].to_list(), first["completion"].to_list()
-    tokenizer = load_tokenizer(model_path(args.model))
     logps = {}
-    for label, path in (("policy", policy), ("base", model_path(args.model))):
+    for label, path in (("policy", policy), ("base", args.model)):
         if label == "policy" and model_dir is None:
             continue
-        model, _ = load(path, device=device)
+        model, tokenizer = load(path, device=device)
         logps[label], _ = sequence_logps(model, tokenizer, prompts, firsts, batch_size=24)
         del model
-    if model_dir is not None:
-        shutil.rmtree(model_dir / "merged", ignore_errors=True)
     kl = pl.DataFrame(
         {
             "prompt_id": first["prompt_id"],
