@@ -293,9 +293,8 @@ def overrides(
 def train_run(
     name: str, table: pl.DataFrame, out: Path, args: argparse.Namespace, seed: int, rate: Any
 ) -> dict[str, Any]:
-    from prefdata.train.common import remove_checkpoints
-
     from prefdata.train import train
+    from prefdata.train.outputs import remove_checkpoints
 
     start = time.perf_counter()
     report = train(
