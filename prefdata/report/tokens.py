@@ -15,7 +15,6 @@ completion is appended to it as text with the eos token (TRL adds eos to plain c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ import numpy.typing as npt
 import polars as pl
 
 from prefdata.errors import InputError, MissingExtraError
+from prefdata.quality.token_integrity import chat_messages, render_chats
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -93,31 +93,6 @@ def _encode(tok: PreTrainedTokenizerBase, texts: list[str], special: bool) -> li
     return out
 
 
-def _messages(prompt: Sequence[dict[str, Any]] | None) -> list[dict[str, str]]:
-    messages = [{"role": m["role"], "content": m["content"] or ""} for m in prompt or []]
-    # An empty prompt (a contract problem the overview counts) still gets a length.
-    return messages or [{"role": "user", "content": ""}]
-
-
-def _render(
-    tok: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]], **kwargs: Any
-) -> list[str]:
-    """Chat-template renders of many conversations; a failure names the row."""
-    try:
-        return list(tok.apply_chat_template(conversations, tokenize=False, **kwargs))
-    except Exception:
-        for row, conversation in enumerate(conversations, start=1):
-            try:
-                tok.apply_chat_template(conversation, tokenize=False, **kwargs)
-            except Exception as err:
-                raise InputError(
-                    f"the tokenizer's chat template fails on this prompt: {err}",
-                    row=row,
-                    column="prompt",
-                ) from None
-        raise
-
-
 def token_lengths(table: pl.DataFrame, tokenizer: Tokenizer) -> dict[str, IntArray]:
     """Per-row token counts of a pairs table (`prompt` as chat messages, `chosen`,
     `rejected`) or a kto table (`prompt`, `completion`).
@@ -128,7 +103,7 @@ def token_lengths(table: pl.DataFrame, tokenizer: Tokenizer) -> dict[str, IntArr
     """
     tok = tokenizer.tokenizer
     sides = [c for c in ("chosen", "rejected", "completion") if c in table.columns]
-    prompts = [_messages(p) for p in table["prompt"].to_list()]
+    prompts = [chat_messages(p) for p in table["prompt"].to_list()]
     completions = {c: [x or "" for x in table[c].to_list()] for c in sides}
     if not prompts:
         empty = np.zeros(0, dtype=np.int64)
@@ -138,11 +113,11 @@ def token_lengths(table: pl.DataFrame, tokenizer: Tokenizer) -> dict[str, IntArr
             **{f"sequence_{c}": empty for c in sides},
         }
     if getattr(tok, "chat_template", None):
-        prompt_ids = _encode(tok, _render(tok, prompts, add_generation_prompt=True), False)
+        prompt_ids = _encode(tok, render_chats(tok, prompts, add_generation_prompt=True), False)
         full_ids = {
             c: _encode(
                 tok,
-                _render(
+                render_chats(
                     tok,
                     [
                         [*p, {"role": "assistant", "content": x}]
