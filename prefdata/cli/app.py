@@ -118,6 +118,23 @@ def audit(
     ] = None,
     sample: Annotated[int, typer.Option(help="pairs drawn for human review (0: none)")] = 50,
     seed: Annotated[int, typer.Option()] = 0,
+    max_length: Annotated[
+        int | None,
+        typer.Option(help="token check: the trainer's max_length (turns the check on)"),
+    ] = None,
+    truncation_mode: Annotated[
+        str | None, typer.Option(help="token check: keep_start | keep_end (DPO)")
+    ] = None,
+    tokenizer: Annotated[
+        str, typer.Option(help="token check: smollm2 or a local model folder")
+    ] = "smollm2",
+    train_method: Annotated[
+        str | None, typer.Option(help="token check: dpo | kto | reward (the trainer mirrored)")
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(help="token check: a training recipe whose max_length etc. are defaults"),
+    ] = None,
 ) -> None:
     """Find likely mislabelled and broken pairs: rule checks, duplicates, train/test overlap,
     annotator disagreement, judge vs human, reference answers and content models, combined
@@ -131,6 +148,7 @@ def audit(
     from prefdata.io.tables import read_table, sibling, write_table
     from prefdata.quality.audit import MODEL_SIGNALS
     from prefdata.quality.audit import audit as run_audit
+    from prefdata.quality.token_check import TokenCheck
 
     issues, drawn, report = run_audit(
         read_table(data),
@@ -141,6 +159,17 @@ def audit(
         scores=read_table(scores) if scores else None,
         sample=sample,
         seed=seed,
+        tokens=TokenCheck(
+            max_length=max_length,
+            truncation_mode=pick("truncation_mode", truncation_mode, ("keep_start", "keep_end"))
+            if truncation_mode
+            else None,
+            tokenizer=tokenizer,
+            train_method=pick("train_method", train_method, ("dpo", "kto", "reward"))
+            if train_method
+            else None,
+            recipe=str(recipe) if recipe else None,
+        ),
     )
     write_table(issues, out)
     if drawn.height:

@@ -113,6 +113,15 @@ def _train_command(method: str) -> Any:
                 "or 4 (rloo) (noisy advantages)",
             ),
         ] = False,
+        allow_degenerate: Annotated[
+            bool,
+            typer.Option(
+                "--allow-degenerate",
+                help="dpo / kto / reward: train even when more than prefdata."
+                "max_degenerate_share of the pairs are identical, empty or cut at the token "
+                "level (they are still left out)",
+            ),
+        ] = False,
     ) -> None:
         if data is None or out is None:
             raise PrefdataError(f"train {method} needs --data and -o/--out")
@@ -120,6 +129,8 @@ def _train_command(method: str) -> Any:
         if allow_small_groups:
             prefix = "rl." if method == "rlhf" else ""
             extra.append(f"{prefix}prefdata.allow_small_groups=true")
+        if allow_degenerate:
+            extra.append("prefdata.max_degenerate_share=1")
         if pick("launcher", launcher, ("local", "accelerate")) == "accelerate":
             from prefdata.train import launch
 

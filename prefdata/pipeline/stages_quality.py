@@ -15,6 +15,7 @@ def run_audit(stage: StageRun) -> StageOutputs:
     """`prefdata audit`: the issues table and a review sample."""
     from prefdata.io.tables import write_table
     from prefdata.quality.audit import audit
+    from prefdata.quality.token_check import TokenCheck
 
     opts = stage.options
     issues, drawn, report = audit(
@@ -26,6 +27,13 @@ def run_audit(stage: StageRun) -> StageOutputs:
         scores=stage.maybe("scores"),
         sample=opts["sample"],
         seed=opts["seed"],
+        tokens=TokenCheck(
+            max_length=opts["max_length"],
+            truncation_mode=opts["truncation_mode"],
+            tokenizer=opts["tokenizer"],
+            train_method=opts["train_method"],
+            recipe=opts["recipe"],
+        ),
     )
     outputs = {"issues": write_table(issues, stage.out("issues.parquet"))}
     if drawn.height:
@@ -41,6 +49,11 @@ AUDIT = StageKind(
         "model": Opt("none", "str", MODEL_SIGNALS),
         "sample": Opt(50, "int"),
         "seed": Opt(0, "int"),
+        "max_length": Opt(None, "int"),
+        "truncation_mode": Opt(None, "str", ("keep_start", "keep_end")),
+        "tokenizer": Opt("smollm2", "name_or_path", names=("smollm2",)),
+        "train_method": Opt(None, "str", ("dpo", "kto", "reward")),
+        "recipe": Opt(None, type="recipe"),
     },
     inputs=(
         Slot(("pairs",)),

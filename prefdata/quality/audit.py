@@ -24,6 +24,7 @@ import polars as pl
 from prefdata.quality.dedup import dedup, split_overlap
 from prefdata.quality.rules import rule_checks
 from prefdata.quality.sample import audit_sample
+from prefdata.quality.token_check import TokenCheck, token_check
 from prefdata.schema import validate
 
 ModelSignal = Literal[
@@ -52,6 +53,7 @@ def audit(
     sample: int = 50,
     seed: int = 0,
     cache_dir: str | None = None,
+    tokens: TokenCheck = TokenCheck(),  # noqa: B008 - frozen
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Run every applicable audit signal on `pairs`.
 
@@ -82,6 +84,8 @@ def audit(
         sample: pairs drawn for human review (0: none).
         seed: folds, samples and bootstrap draws.
         cache_dir: embedding cache folder (default: the prefdata cache).
+        tokens: the token-level pair check (prefdata.quality.token_check), with max_length
+            or a recipe: issues prompt_fills_context, identical_after_truncation, ...
     """
     pairs = validate(pairs, "pairs")
     parts: list[pl.DataFrame] = []
@@ -93,6 +97,9 @@ def audit(
 
     rules, report["rules"] = rule_checks(pairs)
     parts.append(rules)
+    if tokens.wanted:
+        issues, report["tokens"] = token_check(pairs, tokens)
+        parts.append(issues)
     issues, report["dedup"] = dedup(pairs, threshold=dedup_threshold, seed=seed)
     parts.append(issues)
     if test is not None:

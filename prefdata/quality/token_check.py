@@ -53,13 +53,13 @@ class TokenCheck:
         method = self.train_method
         max_length, mode = self.max_length, self.truncation_mode
         if self.recipe is not None:
-            from prefdata.train import load_recipe
+            from prefdata.train import load_recipe, spec
             from prefdata.train.integrity import budget_of
             from prefdata.train.recipe import read_recipe
 
             method = method or read_recipe(self.recipe).method  # type: ignore[assignment]
             assert method is not None
-            from_recipe = budget_of(method, load_recipe(method, self.recipe))
+            from_recipe = budget_of(spec(method), load_recipe(method, self.recipe))
             max_length = max_length if max_length is not None else from_recipe.max_length
             mode = mode or from_recipe.truncation_mode
         return Budget(method or "dpo", max_length, mode or "keep_start")

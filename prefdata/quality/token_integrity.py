@@ -337,7 +337,7 @@ def _measure(
 
 def _windows(n: dict[str, np.ndarray], budget: Budget) -> dict[str, np.ndarray]:
     """Each side's kept window [start, end) and the prompt part TRL uses for it."""
-    L = budget.max_length
+    L = budget.max_length or 0  # only read where the mode says there is a limit
     out: dict[str, np.ndarray] = {}
     for side in ("chosen", "rejected"):
         length = n[f"{side}_tokens"]
@@ -468,7 +468,7 @@ def _decoder(tok: PreTrainedTokenizerBase) -> Any:
 
     def decode(i: int) -> str | None:
         if i not in cache:
-            cache[i] = tok.decode([i])
+            cache[i] = str(tok.decode([i]))
         return cache[i]
 
     return decode
@@ -528,8 +528,9 @@ def _reason(flag: str, row: dict[str, Any], budget: Budget) -> tuple[str, int | 
 
 
 def integrity_issues(details: pl.DataFrame, budget: Budget) -> pl.DataFrame:
-    """Issue rows (issues contract plus `position` and `cut`, token positions) for every flag
-    of every pair; score 0.0 (each flag makes the pair useless or lost to training)."""
+    """Issue rows for every flag of every pair: the issues contract (score 0.0: each flag
+    makes the pair useless or lost to training) plus `position` and `cut` (token positions),
+    `method` and `truncation` (the budget's mode), which the QA report's section reads."""
     rows: list[dict[str, Any]] = []
     flagged = details.filter(pl.col("degenerate"))
     for row in flagged.iter_rows(named=True):
@@ -545,6 +546,8 @@ def integrity_issues(details: pl.DataFrame, budget: Budget) -> pl.DataFrame:
                         "reason": reason,
                         "position": position,
                         "cut": budget.max_length,
+                        "method": budget.method,
+                        "truncation": budget.mode,
                     }
                 )
     schema = {
@@ -555,6 +558,8 @@ def integrity_issues(details: pl.DataFrame, budget: Budget) -> pl.DataFrame:
         "reason": pl.String,
         "position": pl.Int64,
         "cut": pl.Int64,
+        "method": pl.String,
+        "truncation": pl.String,
     }
     return pl.DataFrame(rows, schema=schema)
 

@@ -62,6 +62,7 @@ from prefdata.quality.consensus import consensus
 from prefdata.quality.dedup import dedup, split_overlap
 from prefdata.quality.disagreement import judge_vs_human
 from prefdata.quality.sample import REVIEW_COLUMN, mislabel_rate, wilson_interval
+from prefdata.report.integrity import token_integrity_section
 from prefdata.report.tokens import Tokenizer, token_lengths
 from prefdata.schema import PAIR_LABELS, conform, guess_contract
 
@@ -725,6 +726,10 @@ def dataset_figures(
                 f"the audit sample has no '{REVIEW_COLUMN}' column", column=REVIEW_COLUMN
             )
         out["audit"] = audit_section(table, contract, matched_issues, sample, top=top)
+    if contract == "pairs" and matched_issues is not None and tokenizer is not None:
+        tokens = token_integrity_section(table, matched_issues, tokenizer)
+        if tokens is not None:
+            out["token_integrity"] = tokens
     if rejected is not None:
         out["filtering"] = filtering_section(table.height, rejected)
     if contract == "pairs" and table.height:

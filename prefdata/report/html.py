@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from prefdata.report import plots
+from prefdata.report.integrity import integrity_html
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -65,6 +66,7 @@ ul.reasons { margin: 4px 0 0 18px; padding: 0; font-size: 12.5px; }
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("overview", "Overview"),
     ("lengths", "Lengths"),
+    ("token_integrity", "Token integrity"),
     ("length_bias", "Length bias"),
     ("judges", "Judges"),
     ("agreement", "Agreement"),
@@ -711,6 +713,7 @@ def duplicates(f: dict[str, Any], fig: dict[str, Any]) -> str:
 RENDER: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "overview": lambda f, fig: overview(f["overview"], f),
     "lengths": lambda f, fig: lengths(f["lengths"], f),
+    "token_integrity": lambda f, fig: integrity_html(f["token_integrity"]),
     "length_bias": lambda f, fig: length_bias(f["length_bias"], f),
     "judges": lambda f, fig: judges(f["judges"], f),
     "agreement": lambda f, fig: agreement_block(f["agreement"], f),

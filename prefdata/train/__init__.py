@@ -9,7 +9,8 @@ model, RLOO / GRPO against it; TRL 1.16 has no PPO).
 
 Modules: `recipe` (the recipe format, overrides, the built-in recipes in `recipes/`),
 `hardware` (precision and memory for the machine), `models` (what `--model` loads, LoRA,
-QLoRA), `data` (reading the method's table, TRL's length filter), `reference` (the frozen
+QLoRA), `data` (reading the method's table, TRL's length filter), `integrity` (the
+token-level pair check before the first step), `reference` (the frozen
 reference guard and checksums), `outputs` (`fit`, the report), then one module per method.
 
 Adding a method: a module holding `SPEC` (a recipe.MethodSpec) and `prepare(...)`, which
@@ -186,13 +187,21 @@ def prepare(
     """Everything `train` does before training: the trainer, checked and ready to fit
     (rlhf: the checked plan of its three stages, which train in `.fit(out)`)."""
     from prefdata.train.hardware import detect_hardware
+    from prefdata.train.integrity import check_pairs
 
     module = method_module(method)
     hardware = detect_hardware()
     resolved = _resolve(module, recipe, overrides, hardware)
+    # Before anything loads: refuse (or leave out) pairs TRL would see as identical, empty or cut.
+    checked, integrity = check_pairs(getattr(module, "SPEC", None), resolved, data, model)
     prepared: Prepared | RLHFRun = module.prepare(
-        resolved, data, model=model, out=out, eval_data=eval_data, hardware=hardware
+        resolved, checked, model=model, out=out, eval_data=eval_data, hardware=hardware
     )
+    report = getattr(prepared, "report", None)
+    if integrity is not None and report is not None:
+        if checked is not data:  # a filtered table has no file name of its own
+            report["data"] = None if isinstance(data, pl.DataFrame) else str(data)
+        report["token_integrity"] = integrity
     return prepared
 
 

@@ -100,6 +100,10 @@ PREFDATA_COMMON_DEFAULTS: dict[str, Any] = {
     # towards the policy during training. Refused unless this is true; then the report says
     # "reference synced every N steps" instead of claiming a frozen one.
     "allow_reference_sync": False,
+    # DPO, KTO and reward on pairs: refuse to train when more than this share of the pairs would
+    # be degenerate at the token level (identical, empty or cut; prefdata.train.integrity); the
+    # degenerate pairs of a run that starts are left out. 1 (or --allow-degenerate): never refuse.
+    "max_degenerate_share": 0.05,
 }
 
 LORA_DEFAULTS: dict[str, Any] = {

@@ -118,7 +118,8 @@ def test_no_annotations_no_issues(tmp_path: Path) -> None:
     assert (conf["known"], conf["missing"]) == (2, 1)
     # The page says which sections had no data.
     html, _, _ = _outputs(tmp_path)
-    assert "Sections without data here: Judges, Agreement, Audit, Filtering." in html
+    absent = "Token integrity, Judges, Agreement, Audit, Filtering"
+    assert f"Sections without data here: {absent}." in html
 
 
 def _words(text: str) -> list[str]:
