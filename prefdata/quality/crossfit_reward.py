@@ -64,7 +64,9 @@ BASE_RECIPES: dict[str, dict[str, Any]] = {
         "logging_steps": 10,
         "save_strategy": "no",
         "peft": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"},
-        "prefdata": {"margin_from": "none", "check_memory": False},
+        # A fold trains on what it can: degenerate pairs (prefdata.train.integrity) are left
+        # out of its training, never a reason to stop the audit; every pair is still scored.
+        "prefdata": {"margin_from": "none", "check_memory": False, "max_degenerate_share": 1.0},
     },
     "dpo": {
         "learning_rate": 5.0e-5,
@@ -76,7 +78,11 @@ BASE_RECIPES: dict[str, dict[str, Any]] = {
         "logging_steps": 10,
         "save_strategy": "no",
         "peft": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"},
-        "prefdata": {"confidence_weighting": "none", "check_memory": False},
+        "prefdata": {
+            "confidence_weighting": "none",
+            "check_memory": False,
+            "max_degenerate_share": 1.0,
+        },
     },
 }
 

@@ -232,6 +232,11 @@ def train(
     prompts; rlhf: the reward model's held-out pairs). `merge`: also write the trained model
     merged into a full model folder, `out/merged` (rlhf: `out/rl/merged`), e.g. for vLLM.
 
+    dpo / kto / reward on pairs first run the token-level pair check (prefdata.train.integrity):
+    more than `prefdata.max_degenerate_share` (0.05) of pairs that TRL would see as identical,
+    empty or cut refuses the run (InputError); below that they are left out and the report's
+    `token_integrity` lists them.
+
     Writes to `out`: the adapter (LoRA) or the full model, the tokenizer, `recipe.yaml` (the
     resolved recipe) and `prefdata-train.json` (the report, also returned). rlhf writes one
     folder per stage and `rlhf-summary.json` (returned) instead; see prefdata.train.rlhf.
