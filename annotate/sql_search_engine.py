@@ -454,5 +454,5 @@ class SQLSearchEngine(SearchEngine):
                 .scalar_subquery()
             )
         else:
-            raise ValueError(f"cannot sort on scope {scope!r}")
+            raise ValueError(f"cannot sort on scope {scope!r}")  # noqa: TRY004 (Argilla's own error type)
         return expr.desc() if order.order == SortOrder.desc else expr.asc()

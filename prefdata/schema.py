@@ -11,13 +11,15 @@ is accepted on input and becomes one user message, so every later stage sees one
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from prefdata.errors import ContractError
+from prefdata.errors import ContractError, shorten
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 MESSAGES = pl.List(MESSAGE)
@@ -40,6 +42,8 @@ class Contract:
     # Required columns that may hold nulls: estimates that a source may not have
     # (a single crowd label has no measured confidence; we never invent one).
     nullable: frozenset[str] = frozenset()
+    # Required columns a table may leave out, and the value every row then gets.
+    defaults: dict[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> dict[str, pl.DataType]:
@@ -94,6 +98,8 @@ CONTRACTS: dict[str, Contract] = {
             # A vote whose reply could not be read keeps its row with `error` set and no
             # label: never a guessed label (find_problems flags a null label without error).
             nullable=frozenset({"label"}),
+            # Votes exported from annotation tools rarely say who is a person: people.
+            defaults={"annotator_kind": "human"},
         ),
         Contract(
             "pairs",
@@ -142,6 +148,24 @@ CONTRACTS: dict[str, Contract] = {
 # Columns whose value must be a non-blank string for the row to mean anything.
 _NON_BLANK = {"chosen", "rejected", "completion"}
 _UNIT_INTERVAL = {"confidence", "agreement", "score"}
+# Columns of written text: a number or true/false there is a broken row (a spreadsheet
+# that turned an answer into 12345, a NaN for a missing text), never text to pass on.
+# Ids, names and labels holding numbers are only spelled as text ("7", "4.5").
+CONTENT_COLUMNS = frozenset({"prompt", "chosen", "rejected", "completion"})
+
+
+def _text_columns() -> frozenset[str]:
+    text: set[str] = set()
+    other: set[str] = set()
+    for c in CONTRACTS.values():
+        for name, dtype in c.columns.items():
+            (text if dtype in (pl.String(), MESSAGES) else other).add(name)
+    return frozenset(text - other)
+
+
+# Columns that hold text (or text prompts) in every contract that has them: a reader of an
+# untyped format (CSV) keeps them as text, so "007" stays "007".
+TEXT_COLUMNS = _text_columns()
 
 
 def contract_of(name: str) -> Contract:
@@ -170,6 +194,8 @@ def _coerce_column(
     table: pl.DataFrame, column: str, target: pl.DataType, source: str | Path | None
 ) -> pl.Series:
     series = table.get_column(column)
+    if series.dtype == pl.Object:
+        series = _from_objects(series, target, source)
     if series.dtype == target:
         return series
     if target == MESSAGES:
@@ -192,6 +218,7 @@ def _coerce_column(
             raise ContractError(
                 f"expected text or a list of {{role, content}} messages, got {series.dtype}",
                 source=source,
+                row=_first_not_null(series),
                 column=column,
             ) from None
     if target == pl.String and isinstance(series.dtype, (pl.Struct, pl.List)):
@@ -201,18 +228,86 @@ def _coerce_column(
             [None if v is None else _to_json(v) for v in series.to_list()],
             dtype=pl.String,
         )
+    if target == pl.String and (series.dtype.is_numeric() or series.dtype == pl.Boolean):
+        _refuse_numbers_as_text(series, column, source)
     cast = series.cast(target, strict=False)
     bad = (cast.is_null() & series.is_not_null()).arg_true()
     if len(bad):
         row = int(bad[0])
         raise ContractError(
-            f"expected {target}, got {series[row]!r} (column type {series.dtype}); "
+            f"expected {target}, got {shorten(series[row])} (column type {series.dtype}); "
             f"{len(bad)} row(s) affected",
             source=source,
             row=row + 1,
             column=column,
         )
     return cast
+
+
+def _first_not_null(series: pl.Series) -> int | None:
+    found = series.is_not_null().arg_true()
+    return int(found[0]) + 1 if len(found) else None
+
+
+def _refuse_numbers_as_text(series: pl.Series, column: str, source: str | Path | None) -> None:
+    """A NaN never becomes the text "NaN"; a number in a column of written text never
+    becomes its digits (see CONTENT_COLUMNS)."""
+    if series.dtype.is_float():
+        nan = series.is_nan().fill_null(False).arg_true()
+        if len(nan):
+            raise ContractError(
+                f"NaN (not a number) where a value belongs; {len(nan)} row(s) affected",
+                source=source,
+                row=int(nan[0]) + 1,
+                column=column,
+            )
+    if column in CONTENT_COLUMNS:
+        row = _first_not_null(series)
+        if row is not None:
+            raise ContractError(
+                f"expected text, got {'true/false' if series.dtype == pl.Boolean else 'a number'}"
+                f" ({shorten(series[row - 1])}); {series.count()} row(s) affected",
+                source=source,
+                row=row,
+                column=column,
+            )
+
+
+def _from_objects(series: pl.Series, target: pl.DataType, source: str | Path | None) -> pl.Series:
+    """A column of mixed JSON types (prefdata.io.tables.records_frame) as the target type, or
+    an error naming the first row whose value has the wrong type."""
+    values = series.to_list()
+    wanted: tuple[type, ...]
+    if target == MESSAGES:
+        wanted = (str, list)
+        values = [[{"role": "user", "content": v}] if isinstance(v, str) else v for v in values]
+    elif target == pl.String and series.name not in CONTENT_COLUMNS:
+        # An id or a label may be a number in some rows: spelled as text, as for a whole
+        # numeric column.
+        wanted = (str, int, float)
+        values = [v if isinstance(v, str) or v is None else str(v) for v in values]
+    elif target == pl.String:
+        wanted = (str,)
+    else:
+        wanted = (int, float) if target.is_numeric() else (bool,)
+    for row, value in enumerate(series.to_list(), start=1):
+        odd = value is not None and (
+            not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
+        )
+        if odd or (isinstance(value, float) and math.isnan(value)):
+            what = "NaN (not a number)" if odd is False else shorten(value)
+            raise ContractError(
+                f"expected {target}, got {what}; the column mixes types",
+                source=source,
+                row=row,
+                column=series.name,
+            )
+    try:
+        return pl.Series(series.name, values, dtype=target)
+    except Exception:
+        raise ContractError(
+            f"expected {target}; the column mixes types", source=source, column=series.name
+        ) from None
 
 
 def with_messages(table: pl.DataFrame, column: str = "prompt") -> pl.DataFrame:
@@ -227,15 +322,28 @@ def _to_json(value: object) -> str:
 
 
 def conform(
-    table: pl.DataFrame, contract: str, *, source: str | Path | None = None
+    table: pl.DataFrame,
+    contract: str,
+    *,
+    source: str | Path | None = None,
+    needs: Iterable[str] | None = None,
 ) -> pl.DataFrame:
     """Check columns and types, coercing what is safe; raise ContractError naming the column.
 
     Input: any table. Output: the same rows with the contract's columns in contract order
-    (known optional columns kept, unknown extra columns kept after them).
+    (known optional columns kept, unknown extra columns kept after them). `needs`: for a
+    stage that uses only part of a contract (a judge reads prompt, chosen and rejected and
+    makes the ids itself), the required columns it needs; the contract's other columns are
+    checked when present.
     """
     spec = contract_of(contract)
-    missing = [c for c in spec.required if c not in table.columns]
+    required = spec.required if needs is None else {n: spec.columns[n] for n in needs}
+    table = table.with_columns(
+        pl.lit(value, pl.String).alias(name)
+        for name, value in spec.defaults.items()
+        if name not in table.columns
+    )
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise ContractError(
             f"missing column(s) {missing} for contract '{contract}'; the table has {table.columns}",
@@ -262,7 +370,7 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
     df = table.with_row_index("__row", offset=1)
     checks: list[tuple[str, pl.Expr, str]] = []
     for name in spec.required:
-        if name in spec.nullable:
+        if name in spec.nullable or name not in df.columns:
             continue
         checks.append((name, pl.col(name).is_null(), "missing value"))
     for name in _NON_BLANK & set(df.columns):
@@ -282,10 +390,14 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
         checks.append(("prompt", bad_role.fill_null(False), f"message role not in {ROLES}"))
     if {"chosen", "rejected"} <= set(df.columns):
         checks.append(("rejected", pl.col("chosen") == pl.col("rejected"), "chosen == rejected"))
+    for name, dtype in df.schema.items():
+        if dtype.is_float() and name in spec.columns:
+            checks.append((name, ~pl.col(name).is_finite(), "not a finite number (NaN or inf)"))
     for name in _UNIT_INTERVAL & set(df.columns):
         if df.schema[name].is_numeric():
-            checks.append((name, (pl.col(name) < 0) | (pl.col(name) > 1), "value outside 0-1"))
-    if contract == "annotations":
+            in_range = pl.col(name).is_between(0, 1) | ~pl.col(name).is_finite()
+            checks.append((name, ~in_range, "value outside 0-1"))
+    if contract == "annotations" and {"label", "annotator_kind"} <= set(df.columns):
         no_error = pl.col("error").is_null() if "error" in df.columns else pl.lit(True)
         checks.append(("label", pl.col("label").is_null() & no_error, "missing label and no error"))
         checks.append(
@@ -326,14 +438,20 @@ def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:
 
 
 def validate(
-    table: pl.DataFrame, contract: str, *, source: str | Path | None = None
+    table: pl.DataFrame,
+    contract: str,
+    *,
+    source: str | Path | None = None,
+    needs: Iterable[str] | None = None,
 ) -> pl.DataFrame:
     """Conform `table` to `contract` and raise ContractError on the first bad row.
 
-    Input: any table. Output: the conformed table (see `conform`). The error names the
-    file (`source`), the row and the column, and counts the other problems.
+    Input: any table. Output: the conformed table (see `conform`; `needs` as there). The
+    error names the file (`source`), the row and the column, and counts the other problems.
+    This is the one input check: every command, and every pipeline stage, checks each table
+    it reads with it.
     """
-    conformed = conform(table, contract, source=source)
+    conformed = conform(table, contract, source=source, needs=needs)
     problems = find_problems(conformed, contract)
     if problems.height:
         first = problems.row(0, named=True)

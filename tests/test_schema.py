@@ -110,3 +110,46 @@ def test_unreadable_vote_keeps_its_row_with_error() -> None:
     problems = find_problems(conform(ann, "annotations"), "annotations")
     # the row with an error is fine; the one with neither label nor error is not
     assert problems.select("row", "column").rows() == [(2, "label")]
+
+
+def _pairs(**change: list[object]) -> pl.DataFrame:
+    base: dict[str, list[object]] = {
+        "pair_id": ["p1", "p2"], "prompt_id": ["q", "q"], "prompt": ["Q?", "Q?"],
+        "chosen": ["yes", "sure"], "rejected": ["no", "nah"], "confidence": [0.9, 0.8],
+        "margin": [None, None], "n_votes": [1, 1], "agreement": [None, None],
+        "source": ["s", "s"], "provenance": ["{}", "{}"],
+    }
+    return pl.DataFrame({**base, **change}, strict=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"chosen": [float("nan"), float("nan")]}, r"row 1, column 'chosen': NaN"),
+        ({"chosen": [12345, 7]}, r"row 1, column 'chosen': expected text, got a number"),
+        ({"rejected": [True, False]}, r"row 1, column 'rejected': expected text, got true"),
+        ({"confidence": [0.5, float("nan")]}, r"row 2, column 'confidence': not a finite"),
+        ({"source": [1.0, float("nan")]}, r"row 2, column 'source': NaN"),
+    ],
+)
+def test_nan_and_numbers_never_become_text(change: dict[str, list[object]], where: str) -> None:
+    with pytest.raises(ContractError, match=where):
+        validate(_pairs(**change), "pairs", source="f.parquet")
+
+
+def test_numbers_in_ids_are_spelled_as_text() -> None:
+    table = validate(_pairs(pair_id=[1, 2]), "pairs")
+    assert table["pair_id"].to_list() == ["1", "2"]
+
+
+def test_annotator_kind_defaults_to_human_and_partial_contracts() -> None:
+    votes = pl.DataFrame({"item_id": ["i"], "annotator": ["x"], "label": ["a"]})
+    assert validate(votes, "annotations")["annotator_kind"].to_list() == ["human"]
+    with pytest.raises(ContractError, match="must be one of"):
+        validate(votes.with_columns(pl.lit("robot").alias("annotator_kind")), "annotations")
+    # A stage that needs only part of a contract checks what is there.
+    slim = pl.DataFrame({"prompt": ["q"], "chosen": ["a"], "rejected": ["a"]})
+    with pytest.raises(ContractError, match="chosen == rejected"):
+        validate(slim, "pairs", needs=("prompt", "chosen", "rejected"))
+    with pytest.raises(ContractError, match="missing column"):
+        validate(slim.drop("chosen"), "pairs", needs=("prompt", "chosen", "rejected"))

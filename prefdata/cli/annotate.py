@@ -113,10 +113,16 @@ def push(
     """
     from prefdata.annotate import bridge as argilla
     from prefdata.io.tables import read_table, read_text
+    from prefdata.schema import validate
 
+    table = read_table(data)
+    if "completion" in table.columns and "chosen" not in table.columns:
+        table = validate(table, "candidates", source=data, needs=("prompt", "completion"))
+    else:
+        table = validate(table, "pairs", source=data, needs=("prompt", "chosen", "rejected"))
     print_report(
         argilla.push(
-            read_table(data),
+            table,
             dataset=dataset,
             workspace=workspace,
             annotators_per_item=annotators_per_item,
@@ -150,8 +156,9 @@ def pull(
     Example: prefdata annotate pull --dataset round1 -o votes.parquet
     """
     from prefdata.annotate import bridge as argilla
-    from prefdata.io.tables import read_table, write_table
+    from prefdata.io.tables import check_outputs, read_table, write_table
 
+    check_outputs([out], inputs=[review_of])
     if review_of is not None:
         table, report = argilla.pull_review(
             read_table(review_of), dataset=dataset, workspace=workspace, url=url, api_key=api_key

@@ -145,15 +145,23 @@ def audit(
 
     Example: prefdata audit pairs.parquet --annotations votes.parquet -o issues.parquet
     """
-    from prefdata.io.tables import read_table, sibling, write_table
+    from prefdata.io.tables import check_outputs, read_table, sibling, write_table
     from prefdata.quality.audit import MODEL_SIGNALS
     from prefdata.quality.audit import audit as run_audit
     from prefdata.quality.token_check import TokenCheck
+    from prefdata.schema import validate as check
 
+    check_outputs(
+        [out, sibling(out, "sample")], inputs=[data, annotations, test, answers, scores]
+    )
     issues, drawn, report = run_audit(
-        read_table(data),
-        annotations=read_table(annotations) if annotations else None,
-        test=read_table(test) if test else None,
+        check(read_table(data), "pairs", source=data),
+        annotations=(
+            check(read_table(annotations), "annotations", source=annotations)
+            if annotations
+            else None
+        ),
+        test=check(read_table(test), "pairs", source=test) if test else None,
         answers=read_table(answers) if answers else None,
         model=pick("model", model, MODEL_SIGNALS),
         scores=read_table(scores) if scores else None,
@@ -203,11 +211,15 @@ def report(
     Example: prefdata report clean.parquet --annotations votes.parquet --issues issues.parquet
     -o qa/   (or: prefdata report before.parquet after.parquet -o qa/)
     """
-    from prefdata.io.tables import read_text
+    from prefdata.io.tables import check_outputs, read_text
     from prefdata.report import build_report
 
     if len(data) not in (1, 2):
         raise PrefdataError("give one data set, or two (BEFORE AFTER)")
+    check_outputs(
+        [out / name for name in ("report.html", "report.json", "README.md")],
+        inputs=[*data, annotations, issues, rejected, sample, filter_settings],
+    )
     result = build_report(
         data[0],
         compare=data[1] if len(data) == 2 else None,
@@ -255,9 +267,11 @@ def demo(
     Example: prefdata demo -o demo-out
     """
     from prefdata.cli.run import quiet_cpu_threads
+    from prefdata.io.tables import check_outputs
     from prefdata.pipeline.demo import run_demo, summary_lines
     from prefdata.pipeline.runner import print_summary
 
+    check_outputs([out])
     quiet_cpu_threads()
     try:
         result, figures = run_demo(

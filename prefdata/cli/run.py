@@ -47,9 +47,11 @@ def register(app: typer.Typer) -> None:
 
         Example: prefdata run pipeline.yaml -o runs/one --set judge.judges=[local:smollm2]
         """
+        from prefdata.io.tables import check_outputs
         from prefdata.pipeline import load_pipeline, run_pipeline
         from prefdata.pipeline.runner import print_summary
 
+        check_outputs([out], inputs=[pipeline])
         quiet_cpu_threads()
         spec = load_pipeline(pipeline, sets=set_ or (), profile=profile)
         if check:

@@ -145,7 +145,8 @@ def to_kto(
     contract. Output: the TRL rows, and a report with the desirable:undesirable ratio
     against TRL's 1:1 to 4:3 advice.
     """
-    if guess_contract(table) == "pairs":
+    # A table with either side of a pair is a pairs table (missing the other is its error).
+    if guess_contract(table) == "pairs" or {"chosen", "rejected"} & set(table.columns):
         converted = pairs_to_kto(validate(table, "pairs", source=source))
         kto, report = converted.tables["kto"], converted.report
     else:

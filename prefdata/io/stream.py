@@ -46,7 +46,14 @@ from prefdata.io.convert import kto_balance
 from prefdata.io.exporters import from_export_names, to_kto, to_openai, to_trl
 from prefdata.io.importers.common import REJECTED_SCHEMA, pairs_table, reason_key
 from prefdata.io.importers.trl import preference_record, provenance_of
-from prefdata.io.tables import atomic_path, infer_format, parse_json_line, sibling
+from prefdata.io.tables import (
+    atomic_path,
+    infer_format,
+    may_hide_types,
+    parse_json_line,
+    records_frame,
+    sibling,
+)
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, validate, with_messages
 
 DEFAULT_BATCH_ROWS = 50_000
@@ -134,7 +141,7 @@ def _parquet_batches(path: str | Path, batch_rows: int) -> Iterator[pl.DataFrame
     # slice, and was 2-4x faster than pyarrow's iter_batches + conversion here, with less
     # memory (measured on the benchmark file; see bench/README.md).
     try:
-        scan = pl.scan_parquet(path)
+        scan = pl.scan_parquet(path, glob=False)
         total = scan.select(pl.len()).collect().item()
         if total == 0:
             # One empty batch, so the caller still sees the columns (and writes an empty
@@ -167,21 +174,18 @@ def _jsonl_batches(path: str | Path, batch_rows: int) -> Iterator[pl.DataFrame]:
 def _parse_lines(lines: list[bytes], numbers: list[int], path: str | Path) -> pl.DataFrame:
     data = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
     try:
-        return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        if not may_hide_types(data, frame):
+            return frame
     except Exception:  # located below, line by line
         pass
     # The slow path: find the line polars refused, or build the table from Python objects
-    # when every line parses but the types differ between lines.
+    # when every line parses but the types differ between lines (a number in a text column
+    # stays a number, for the contract check to name).
     records = [
         parse_json_line(line, path, number) for number, line in zip(numbers, lines, strict=True)
     ]
-    try:
-        return pl.DataFrame(records, infer_schema_length=None)
-    except Exception as exc:  # mixed types across rows
-        raise InputError(
-            f"rows (lines {numbers[0]}-{numbers[-1]}) do not share one schema: {exc}",
-            source=path,
-        ) from None
+    return records_frame(records, path, numbers)
 
 
 def _relocate(exc: InputError, rows: pl.Series, path: str | Path) -> InputError:

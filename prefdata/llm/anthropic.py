@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefdata.errors import MissingExtraError
+from prefdata.errors import InputError, MissingExtraError
 from prefdata.llm.base import Capabilities, Params, Request, Response
 from prefdata.llm.prices import PriceTable, load_prices
 from prefdata.llm.retry import (
@@ -137,7 +137,7 @@ class AnthropicClient:
         Raises ValueError for a request this backend cannot answer (turned into that
         item's error, no call made)."""
         if request.choices or request.logprobs:
-            raise ValueError("choice probabilities and log-probabilities need the local backend")
+            raise InputError("choice probabilities and log-probabilities need the local backend")
         system: list[dict[str, Any]] = []
         if request.system:
             # The shared long part goes first and carries the cache breakpoint, so every
@@ -149,11 +149,11 @@ class AnthropicClient:
         while messages and messages[0].get("role") == "system":
             system.append({"type": "text", "text": str(messages.pop(0).get("content", ""))})
         if not messages:
-            raise ValueError("empty prompt: no user message")
+            raise InputError("empty prompt: no user message")
         if any(m.get("role") not in ("user", "assistant") for m in messages):
-            raise ValueError("only a leading system message is allowed; then user/assistant turns")
+            raise InputError("only a leading system message is allowed; then user/assistant turns")
         if not str(messages[-1].get("content") or "").strip():
-            raise ValueError("empty prompt: the last message has no text")
+            raise InputError("empty prompt: the last message has no text")
         p = request.params
         if not self._warned_sampling and (
             p.temperature != Params().temperature or p.top_p != 1.0 or p.seed is not None

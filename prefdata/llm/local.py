@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from prefdata.errors import OptionError
 from prefdata.llm.base import Capabilities, Message, Params, Request, Response
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class LocalClient:
         dtype: str | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise OptionError(f"must be at least 1, got {batch_size}", option="batch_size")
         self.model = str(model)
         self.device = _resolve_device(device)
         self.batch_size = batch_size

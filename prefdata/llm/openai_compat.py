@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefdata.errors import MissingExtraError
+from prefdata.errors import InputError, MissingExtraError
 from prefdata.llm.base import Capabilities, Request, Response
 from prefdata.llm.retry import (
     CallFailed,
@@ -146,7 +146,7 @@ class OpenAICompatClient:
         """chat.completions.create arguments. ValueError for a request this backend cannot
         answer (it becomes that item's error; no call is made)."""
         if request.choices:
-            raise ValueError("choice probabilities need the local backend")
+            raise InputError("choice probabilities need the local backend")
         messages = [dict(m) for m in request.messages]
         system: list[str] = []
         if request.system:
@@ -156,7 +156,7 @@ class OpenAICompatClient:
         if messages and messages[0].get("role") == "system":
             system.append(str(messages.pop(0).get("content") or ""))
         if not messages or not str(messages[-1].get("content") or "").strip():
-            raise ValueError("empty prompt: the last message has no text")
+            raise InputError("empty prompt: the last message has no text")
         if system:
             messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
         p = request.params

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from prefdata.errors import PrefdataError
+from prefdata.errors import OptionError, PrefdataError
 from prefdata.llm.base import Request, Response
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class RateLimiter:
 
     def __init__(self, rate: float, burst: float = 1.0) -> None:
         if rate <= 0:
-            raise ValueError(f"rate limit must be > 0 requests/second, got {rate}")
+            raise OptionError(f"must be > 0 requests/second, got {rate}", option="rate")
         self.interval = 1.0 / rate
         self.burst = max(1.0, burst)
         self._next = 0.0
@@ -149,7 +149,7 @@ class Gate:
         self, max_concurrency: int, rate_limit: float | None = None, rate_burst: float = 2.0
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+            raise OptionError(f"must be >= 1, got {max_concurrency}", option="max_concurrency")
         self.semaphore = asyncio.Semaphore(max_concurrency)
         # A burst of 2 makes up for timer lateness (strict spacing loses ~5% of the rate to
         # late wake-ups) while never sending more than two requests back to back.
@@ -209,7 +209,7 @@ class Retrier:
             try:
                 async with self.gate.slot():
                     if self.fatal is not None:  # set while this call waited for its slot
-                        raise CallFailed(self.fatal)
+                        raise CallFailed(self.fatal)  # noqa: TRY301 (passed on just below)
                     self.stats.attempts += 1
                     return await fn()
             except CallFailed:

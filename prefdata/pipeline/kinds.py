@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 import polars as pl
 
+from prefdata.errors import OptionError
 from prefdata.llm.cache import CallCache
 
 StageOutputs = tuple[dict[str, Path], dict[str, Any]]
@@ -50,32 +51,32 @@ class Opt:
         """The value, coerced where safe (int -> float, str -> [str]); ValueError says why not."""
         if value is None:
             if self.required:
-                raise ValueError("missing, and this option is required")
+                raise OptionError("missing, and this option is required")
             return None
         kind = self.type
         if kind == "bool" and not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
+            raise OptionError(f"must be true or false, got {value!r}")
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"must be a whole number, got {value!r}")
+            raise OptionError(f"must be a whole number, got {value!r}")
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"must be a number, got {value!r}")
+                raise OptionError(f"must be a number, got {value!r}")
             value = float(value)
         if kind in ("str", "path", "name_or_path") and not isinstance(value, str):
-            raise ValueError(f"must be text, got {value!r}")
+            raise OptionError(f"must be text, got {value!r}")
         if kind == "strs":
             value = [value] if isinstance(value, str) else value
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"must be a list of text values, got {value!r}")
+                raise OptionError(f"must be a list of text values, got {value!r}")
         if kind == "dict" and not isinstance(value, Mapping):
-            raise ValueError(f"must be a mapping (key: value lines), got {value!r}")
+            raise OptionError(f"must be a mapping (key: value lines), got {value!r}")
         if kind == "recipe" and not isinstance(value, str | Mapping):
-            raise ValueError(f"must be a recipe file or an inline mapping, got {value!r}")
+            raise OptionError(f"must be a recipe file or an inline mapping, got {value!r}")
         if self.choices:
             values = value if isinstance(value, list) else [value]
             for v in values:
                 if v not in self.choices:
-                    raise ValueError(f"must be one of {', '.join(self.choices)}; got {v!r}")
+                    raise OptionError(f"must be one of {', '.join(self.choices)}; got {v!r}")
         return value
 
 

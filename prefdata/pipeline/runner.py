@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from prefdata import manifest as mf
 from prefdata.errors import PrefdataError
@@ -204,7 +205,8 @@ class _Display:
         )
         took = "" if outcome.status == "skipped" else f", {outcome.seconds:.1f} s"
         self.console.print(
-            f"{mark} {outcome.name} ({outcome.kind}): {outcome.reason}{took}{calls}",
+            f"{mark} {escape(outcome.name)} ({outcome.kind}): "
+            f"{escape(outcome.reason)}{took}{calls}",
             highlight=False,
         )
         if self._progress is not None:
@@ -216,7 +218,7 @@ def _rows(path: Path) -> str:
         if path.suffix == ".parquet":
             import polars as pl
 
-            return str(pl.scan_parquet(path).select(pl.len()).collect().item())
+            return str(pl.scan_parquet(path, glob=False).select(pl.len()).collect().item())
         if path.suffix == ".jsonl":
             with path.open("rb") as fh:
                 return str(sum(1 for line in fh if line.strip()))
@@ -247,12 +249,12 @@ def print_summary(result: RunResult, console: Console) -> None:
         for i, path in enumerate(paths):
             first = i == 0
             table.add_row(
-                s.name if first else "",
+                escape(s.name) if first else "",
                 s.status if first else "",
                 f"{s.seconds:.1f}" if first and s.status != "skipped" else "",
                 calls if first else "",
                 _rows(path) if path else "",
-                _inside(path, result.run_dir) if path else "",
+                escape(_inside(path, result.run_dir)) if path else "",
             )
     console.print(table)
 
@@ -391,11 +393,11 @@ def run_pipeline(
                 done.append(outcome)
                 display.done(outcome)
     except KeyboardInterrupt:
-        where = f" during {current.where}" if current else ""
+        where = f" during {escape(current.where)}" if current else ""
         console.print(
             f"[bold yellow]interrupted[/]{where}. Run the same command again to resume: "
             f"finished stages are skipped and the model calls already made are answered "
-            f"from {run_dir / pipeline.cache}.",
+            f"from {escape(str(run_dir / pipeline.cache))}.",
             highlight=False,
         )
         raise

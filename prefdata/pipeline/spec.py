@@ -180,7 +180,7 @@ def expand_path(value: str, base: Path) -> Path:
     def var(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set (in '{value}')")
+            raise InputError(f"environment variable {name} is not set (in '{value}')")
         return os.environ[name]
 
     path = Path(_VAR.sub(var, value)).expanduser()
@@ -285,7 +285,7 @@ class _Checker:
                     resolved = expand_path(value, base)
                     if not resolved.exists():
                         names = f"not a built-in ({', '.join(opt.names)}) and " if opt.names else ""
-                        raise ValueError(f"{names}file not found: {resolved}")
+                        raise InputError(f"{names}file not found: {resolved}")
                     value = str(resolved)
             except ValueError as exc:
                 raise self.error(f"key '{key}': {exc}", where, _line(entry, key)) from None

@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from prefdata.errors import InputError
+from prefdata.errors import InputError, shorten
 from prefdata.schema import PAIR_LABELS, conform
 from prefdata.stage import StageResult, Table, stage
 
@@ -185,7 +185,9 @@ def _label_domain(
         if len(unknown):
             row = int(rows.filter(~labels.is_in(order))[0]) + 1
             raise InputError(
-                f"label {unknown[0]!r} is not in label_order {order}", row=row, column="label"
+                f"label {shorten(unknown[0])} is not in label_order {order}",
+                row=row,
+                column="label",
             )
         values = np.arange(len(order), dtype=np.float64)
         return order, values, (pl.Series(order), pl.Series(np.arange(len(order))))
@@ -197,7 +199,7 @@ def _label_domain(
             row = int(rows.filter(numbers.is_null() | ~numbers.is_finite().fill_null(False))[0])
             raise InputError(
                 f"{level} agreement needs numeric labels or label_order=[...] "
-                f"(e.g. ['b', 'tie', 'a'] for pairs); got {bad[0]!r}",
+                f"(e.g. ['b', 'tie', 'a'] for pairs); got {shorten(bad[0])}",
                 row=row + 1,
                 column="label",
             )

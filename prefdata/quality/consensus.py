@@ -84,6 +84,8 @@ def consensus(
     if method == "mean":
         if item_column != "item_id" or (labels is not None and set(labels) != set(PAIR_LABELS)):
             raise InputError("method mean pools pair votes: items by item_id, labels a / b / tie")
+        # Checks every vote's label is a pair label, naming the first row that is not.
+        encode_votes(annotations, label_order=PAIR_LABELS)
         return mean_posteriors(annotations)
     votes = encode_votes(annotations, item_column=item_column, label_order=labels)
     fit = fit_votes(votes, method=method, max_iter=max_iter, tol=tol, smoothing=smoothing)

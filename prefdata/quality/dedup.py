@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from prefdata.errors import ContractError
+from prefdata.errors import ContractError, OptionError
 from prefdata.quality.rules import ISSUE_SCHEMA
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for order mixing
@@ -96,7 +96,7 @@ def _as_series(texts: pl.Series | Sequence[str | None]) -> pl.Series:
 def shingles(texts: pl.Series | Sequence[str | None], *, ngram: int = 3, seed: int = 0) -> Shingles:
     """Sorted unique shingle hashes for each text (see the module doc)."""
     if ngram < 1:
-        raise ValueError("ngram must be >= 1")
+        raise OptionError("must be >= 1", option="ngram")
     series = _as_series(texts)
     # chunks bound the temporaries (word lists, positions) to a few hundred MiB
     parts = [
@@ -208,7 +208,7 @@ def union(*parts: Shingles) -> Shingles:
 def lsh_params(threshold: float, num_perm: int, *, min_recall: float = 0.95) -> tuple[int, int]:
     """(bands, rows): the most rows per band with P(candidate | J = threshold) >= min_recall."""
     if not 0 < threshold <= 1:
-        raise ValueError("threshold must be in (0, 1]")
+        raise OptionError("must be in (0, 1]", option="threshold")
     best = (num_perm, 1)
     for rows in range(1, num_perm + 1):
         bands = num_perm // rows

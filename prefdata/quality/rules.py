@@ -48,7 +48,7 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.errors import ContractError
+from prefdata.errors import ContractError, OptionError
 
 ISSUE_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.String(),
@@ -229,9 +229,9 @@ def rule_checks(
         raise ContractError(f"rule checks need column(s) {missing}", column=missing[0])
     unknown = sorted(set(checks) - set(CHECKS))
     if unknown:
-        raise ValueError(f"unknown check(s) {unknown}; known: {CHECKS}")
+        raise OptionError(f"unknown check(s) {unknown}; known: {CHECKS}", option="checks")
     if max_length_ratio <= 1:
-        raise ValueError("max_length_ratio must be > 1")
+        raise OptionError("must be > 1", option="max_length_ratio")
 
     refusal = "(?i)" + "|".join(f"(?:{p})" for p in refusal_patterns)
     harmful = "(?i)" + "|".join(f"(?:{p})" for p in harmful_patterns)

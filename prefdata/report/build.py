@@ -15,21 +15,33 @@ from typing import Any
 import polars as pl
 
 import prefdata
+from prefdata.errors import OptionError
 from prefdata.io.tables import atomic_path, read_table
 from prefdata.report import card, html
 from prefdata.report.figures import comparison, dataset_figures, dumps, jsonable
 from prefdata.report.tokens import load_tokenizer
+from prefdata.schema import guess_contract, validate
 
 TableLike = pl.DataFrame | str | Path
 FILES = ("report.html", "report.json", "README.md")
 
 
-def _read(value: TableLike | None) -> tuple[pl.DataFrame | None, str | None]:
+def _read(
+    value: TableLike | None, contracts: tuple[str, ...] = ()
+) -> tuple[pl.DataFrame | None, str | None]:
+    """The table and its file name; a file is checked against the first of `contracts` it
+    looks like (prefdata.schema.validate), so a broken row is an error naming it, not a
+    figure computed from it."""
     if value is None:
         return None, None
     if isinstance(value, pl.DataFrame):
         return value, None
-    return read_table(value), Path(value).name
+    table = read_table(value)
+    if contracts:
+        guessed = guess_contract(table)
+        contract = guessed if guessed in contracts else contracts[0]
+        table = validate(table, contract, source=value)
+    return table, Path(value).name
 
 
 def compute_report(
@@ -52,14 +64,14 @@ def compute_report(
 ) -> dict[str, Any]:
     """The report dict (what report.json holds); see `build_report` for the options."""
     if max_length < 1:
-        raise ValueError("max_length must be >= 1")
-    table, data_name = _read(data)
+        raise OptionError("must be >= 1", option="max_length")
+    table, data_name = _read(data, ("pairs", "kto"))
     assert table is not None
-    anns, anns_name = _read(annotations)
-    iss, iss_name = _read(issues)
+    anns, anns_name = _read(annotations, ("annotations",))
+    iss, iss_name = _read(issues, ("issues",))
     rej, rej_name = _read(rejected)
     smp, smp_name = _read(sample)
-    after, after_name = _read(compare)
+    after, after_name = _read(compare, ("pairs", "kto"))
     tok = load_tokenizer(tokenizer)
     common: dict[str, Any] = {
         "annotations": anns,

@@ -738,7 +738,7 @@ class FakeLLMServer:
                     schema, _ = json.JSONDecoder().raw_decode(
                         text[at + len(_SCHEMA_MARKER) :].lstrip()
                     )
-                    return schema
+                    return schema  # noqa: TRY300
                 except json.JSONDecodeError:
                     break
         return {"type": "object", "properties": {"text": {"type": "string"}}}

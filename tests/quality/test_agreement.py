@@ -325,5 +325,6 @@ def test_labels_ties_and_bad_input() -> None:
         agreement(votes, level="ordinal", label_order=["a", "tie"])
     with pytest.raises(InputError, match="level must be"):
         agreement(votes, level="ratio")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="annotator_kind"):
-        agreement(votes.drop("annotator_kind"))
+    # Votes that do not say who voted are people's (issue 22): annotator_kind defaults to human.
+    _, no_kind = agreement(votes.drop("annotator_kind"), bootstrap=0)
+    assert {a["annotator_kind"] for a in no_kind["per_annotator"]} == {"human"}

@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from prefdata import ids
+from prefdata.errors import InputError
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, with_messages
 from prefdata.stage import StageResult
 
@@ -150,6 +151,9 @@ def finish(
     reason. The report gets `rows_<table>` and `dropped_<reason>` counts.
     """
     report = dict(report or {})
+    if any(report.get(key) == 0 for key in ("source_rows", "records", "trees")):
+        # An empty export is a broken export far more often than an empty data set.
+        raise InputError("no records to import", source=path)
     if path is not None:
         report.setdefault("source_file", str(path))
     parts = [rejected if rejected is not None else pl.DataFrame(schema=REJECTED_SCHEMA)]

@@ -28,8 +28,10 @@ Output:
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +40,7 @@ from typing import Annotated, Any, Literal
 import polars as pl
 
 from prefdata import ids
-from prefdata.errors import InputError
+from prefdata.errors import InputError, RowError, shorten
 from prefdata.io.convert import thumbs_to_kto
 from prefdata.io.importers.common import (
     REJECTED_SCHEMA,
@@ -71,9 +73,9 @@ def parse_prompt(value: Any) -> list[dict[str, str]]:
     if isinstance(value, list):
         return to_messages(value, what="prompt")
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError("missing prompt")
+        raise RowError("missing prompt")
     if not isinstance(value, str):
-        raise ValueError(f"prompt is neither text nor a list of messages (got {value!r})")
+        raise RowError(f"prompt is neither text nor a list of messages (got {value!r})")
     text = value.strip()
     if text.startswith("["):
         try:
@@ -90,8 +92,9 @@ def parse_prompt(value: Any) -> list[dict[str, str]]:
     return user(value)
 
 
-def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, record): the line for JSONL, the data row (first = 1) otherwise."""
+def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """(row number, record, why the row is unusable or None): the line for JSONL, the data
+    row (first = 1) otherwise."""
     if infer_format(path) == "jsonl":
         for line, obj in iter_json_lines(path):
             for column in REQUIRED:
@@ -103,24 +106,60 @@ def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         row=line,
                         column=column,
                     )
-            yield line, obj
+            yield line, obj, None
         return
     if infer_format(path) == "csv":
-        # Every cell as text: type inference would turn a completion "007" into 7.
-        separator = "\t" if str(path).lower().endswith(".tsv") else ","
-        table = pl.read_csv(io.StringIO(read_text(path)), separator=separator, infer_schema=False)
-    else:
-        table = read_table(path)
+        yield from _csv_rows(path)
+        return
+    table = read_table(path)
+    _require_columns(table.columns, path)
+    for index, row in enumerate(table.iter_rows(named=True)):
+        yield index + 1, row, None
+
+
+def _require_columns(columns: list[str], path: str | Path) -> None:
     for column in REQUIRED:
-        if column not in table.columns:
+        if column not in columns:
             raise InputError(
                 f"missing column of the feedback log format (see docs/feedback-log-format.md); "
-                f"the file has {table.columns}",
+                f"the file has {columns}",
                 source=path,
                 column=column,
             )
-    for index, row in enumerate(table.iter_rows(named=True)):
-        yield index + 1, row
+
+
+def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """A CSV / TSV log read cell by cell, every cell as text (type inference would turn a
+    completion "007" into 7). A row with more cells than the header would lose the extra
+    ones, and one with fewer has lost some: both are set aside with the reason."""
+    separator = "\t" if str(path).lower().endswith(".tsv") else ","
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=separator, strict=True)
+    row = 0
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise InputError("file is empty", source=path)
+        _require_columns(header, path)
+        for cells in reader:
+            if not cells:
+                continue
+            row += 1
+            record: dict[str, Any] = {
+                name: (value if value != "" else None)
+                for name, value in zip(header, cells, strict=False)
+            }
+            problem = None
+            if len(cells) != len(header):
+                record["cells"] = cells
+                problem = (
+                    f"{len(cells)} cells where the header has {len(header)}"
+                    + ("; the extra cells would be lost" if len(cells) > len(header) else "")
+                )
+            yield row, record, problem
+    except csv.Error as exc:
+        raise InputError(
+            f"malformed CSV ({exc}); a quote may be left open", source=path, row=row + 1
+        ) from None
 
 
 def _event(value: Any, path: str | Path, row: int) -> str | None:
@@ -137,9 +176,17 @@ def _event(value: Any, path: str | Path, row: int) -> str | None:
     return name
 
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, name: str = "value") -> str | None:
+    """A cell as text (None when blank). An id may be a number (7 -> "7"); a NaN, a
+    completion that is a number, or a list / object is a row problem (ValueError)."""
     if value is None:
         return None
+    if isinstance(value, float) and math.isnan(value):
+        raise RowError(f"{name} is NaN (not a number)")
+    if not isinstance(value, str) and (
+        name == "completion" or not isinstance(value, int | float) or isinstance(value, bool)
+    ):
+        raise RowError(f"{name} is not text (got {shorten(value)})")
     text = str(value)
     return text if text.strip() else None
 
@@ -185,11 +232,19 @@ def import_feedback(
     sessions: dict[tuple[str, str], dict[str, set[str]]] = {}
     session_users: dict[str, set[str]] = {}
     n_rows = 0
-    for row, record in _rows(path):
+    for row, record, problem in _rows(path):
         n_rows += 1
+        if problem is not None:
+            bad.append((row, problem, record))
+            continue
         event = _event(record.get("event"), path, row)
-        session = _text(record.get("session_id"))
-        completion = _text(record.get("completion"))
+        try:
+            session = _text(record.get("session_id"), "session_id")
+            completion = _text(record.get("completion"), "completion")
+            user_id = _text(record.get("user_id"), "user_id")
+        except ValueError as exc:
+            bad.append((row, str(exc), record))
+            continue
         missing = [
             name
             for name, value in (
@@ -215,8 +270,8 @@ def import_feedback(
         tally[0 if event in POSITIVE else 1] += weights[event]
         source_rows.setdefault((key, completion), []).append(row)
         sessions.setdefault((session, key), {}).setdefault(completion, set()).add(event)
-        if _text(record.get("user_id")) is not None:
-            session_users.setdefault(session, set()).add(str(record["user_id"]))
+        if user_id is not None:
+            session_users.setdefault(session, set()).add(user_id)
 
     thumbs = pl.DataFrame(
         {

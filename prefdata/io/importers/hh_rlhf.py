@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from prefdata.errors import InputError
+from prefdata.errors import InputError, RowError
 from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
 from prefdata.io.tables import iter_json_lines
 from prefdata.stage import Input, stage
@@ -26,9 +26,9 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     """Chat messages from one transcript. Raises ValueError if it has no turn markers."""
     parts = _TURN.split(text)
     if len(parts) < 3:
-        raise ValueError("no '\\n\\nHuman:' / '\\n\\nAssistant:' turns found")
+        raise RowError("no '\\n\\nHuman:' / '\\n\\nAssistant:' turns found")
     if parts[0].strip():
-        raise ValueError("text before the first turn marker")
+        raise RowError("text before the first turn marker")
     return [{"role": _ROLE[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)]
 
 

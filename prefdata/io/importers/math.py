@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import polars as pl
 
 from prefdata import ids
-from prefdata.errors import InputError
+from prefdata.errors import InputError, RowError
 from prefdata.io.importers.common import (
     Imported,
     finish,
@@ -80,10 +80,10 @@ def gsm8k_final_answer(solution: str) -> str:
     Raises ValueError when there is no "####" or what follows is not a number.
     """
     if _GSM8K_FINAL not in solution:
-        raise ValueError("no final answer (no '####' line)")
+        raise RowError("no final answer (no '####' line)")
     final = solution.rsplit(_GSM8K_FINAL, 1)[1].strip().replace(",", "")
     if not _NUMBER.fullmatch(final):
-        raise ValueError(f"final answer is not a number ({final!r} after '####')")
+        raise RowError(f"final answer is not a number ({final!r} after '####')")
     return final
 
 
@@ -176,10 +176,21 @@ def import_math500(path: Annotated[str | Path, Input()], *, source: str = "math5
 def _graded_solutions(
     obj: dict[str, Any], path: str | Path, line: int
 ) -> list[tuple[str, bool, str]]:
-    """(generator, is_correct, solution) for each `{is_correct, solution}` object in a row."""
+    """(generator, is_correct, solution) for each `{is_correct, solution}` object in a row.
+
+    A field that holds a list, or an object without `is_correct`, looks like a generator
+    written another way: ValueError (the row is set aside with the reason), because
+    skipping it would drop that solution without a word. Text, numbers and null in other
+    fields are metadata and ignored.
+    """
     out = []
     for key, value in obj.items():
-        if not (isinstance(value, dict) and "is_correct" in value):
+        if key in ("question", "ground_truth"):
+            continue
+        if isinstance(value, list) or (isinstance(value, dict) and "is_correct" not in value):
+            what = "a list" if isinstance(value, list) else "an object without is_correct"
+            raise RowError(f"field '{key}' is {what}, not a {{is_correct, solution}} object")
+        if not isinstance(value, dict):
             continue
         if not isinstance(value["is_correct"], bool):
             raise InputError(
@@ -228,6 +239,7 @@ def import_gsm8k_solutions(
         raise InputError(f"pairs must be 'all' or 'none', got {pairs!r}")
     kto_records: list[dict[str, Any]] = []
     pair_records: list[dict[str, Any]] = []
+    set_aside: list[tuple[int, str, Any]] = []
     n_rows = 0
     duplicate_texts = 0
     one_sided = 0
@@ -235,7 +247,13 @@ def import_gsm8k_solutions(
         n_rows += 1
         question = _text_field(obj, "question", path, line)
         prompt = user(question)
-        graded = _graded_solutions(obj, path, line)
+        try:
+            graded = _graded_solutions(obj, path, line)
+        except InputError:
+            raise
+        except ValueError as exc:
+            set_aside.append((line, str(exc), obj))
+            continue
         if not graded:
             raise InputError(
                 "no generator solutions ({is_correct, solution} objects) in this row",
@@ -293,4 +311,4 @@ def import_gsm8k_solutions(
         "duplicate_solution_texts": duplicate_texts,
         "questions_without_pair": one_sided,
     }
-    return finish(tables, None, report, path=path)
+    return finish(tables, rejected_rows(set_aside), report, path=path)

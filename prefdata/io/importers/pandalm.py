@@ -107,12 +107,34 @@ def _text(value: Any, path: str | Path, row: int, column: str) -> str:
 
 
 def _judge_name(path: Path) -> str:
+    stem = _stem(path)
+    match = _JUDGE_FILE.match(stem)
+    return match.group(1) if match else stem
+
+
+def _from_folder(folder: Path) -> tuple[Path, list[Path]]:
+    """(the test set, the judge files) in a folder laid out as PandaLM ships it:
+    `testset-v1.json` beside `<judge>-testset-v1.json` files."""
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.endswith((".json", ".jsonl"))
+    )
+    judges = [p for p in files if _JUDGE_FILE.match(_stem(p))]
+    tests = [p for p in files if p not in judges]
+    if len(tests) != 1:
+        raise InputError(
+            f"expected one test set (e.g. testset-v1.json) beside the judge files "
+            f"(<judge>-testset-v1.json); found {[p.name for p in tests] or 'none'}",
+            source=folder,
+        )
+    return tests[0], judges
+
+
+def _stem(path: Path) -> str:
     stem = path.name
     for suffix in (".jsonl", ".json"):
         if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    match = _JUDGE_FILE.match(stem)
-    return match.group(1) if match else stem
+            return stem[: -len(suffix)]
+    return stem
 
 
 def winner(counts: Mapping[str, int]) -> tuple[str | None, str]:
@@ -155,6 +177,9 @@ def import_pandalm(
         judges: judge verdict files keyed by idx (repeat; each judge is named after its file)
         source: the `source` column of the pairs
     """
+    if Path(path).is_dir():
+        path, found = _from_folder(Path(path))
+        judges = judges or found
     records = read_json_records(path)
     bad: list[tuple[int, str, Any]] = []
     items: dict[str, _Item] = {}

@@ -47,7 +47,7 @@ from typing import Annotated, Any, Literal
 import polars as pl
 
 from prefdata import ids
-from prefdata.errors import InputError
+from prefdata.errors import InputError, RowError
 from prefdata.io.convert import ratings_to_pairs
 from prefdata.io.importers.common import Imported, finish, rejected_rows
 from prefdata.io.tables import read_json_records
@@ -76,14 +76,14 @@ def parse_score(value: Any) -> float | list[float] | None:
     if isinstance(value, list):
         parsed = [parse_score(v) for v in value]
         if any(isinstance(p, list) for p in parsed):
-            raise ValueError(f"nested list {value!r}")
+            raise RowError(f"nested list {value!r}")
         numbers = [p for p in parsed if isinstance(p, float)]
         return numbers or None
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a number")
+        raise RowError(f"{value!r} is not a number")
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a finite number")
+            raise RowError(f"{value!r} is not a finite number")
         return float(value)
     if isinstance(value, str):
         if value.strip().lower() in _MISSING_SCORE:
@@ -91,11 +91,11 @@ def parse_score(value: Any) -> float | list[float] | None:
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+            raise RowError(f"{value!r} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a finite number")
+            raise RowError(f"{value!r} is not a finite number")
         return number
-    raise ValueError(f"{value!r} is not a number")
+    raise RowError(f"{value!r} is not a number")
 
 
 def _get(obj: dict[str, Any], field: str) -> Any:
@@ -281,8 +281,9 @@ def _add(
                 row=row,
                 column=(prefix if name == "completion" else "") + fields.get(name, name),
             )
+    raw_score = _required(rec, fields["score"], path, row)
     try:
-        score = parse_score(_required(rec, fields["score"], path, row))
+        score = parse_score(raw_score)
     except ValueError as exc:
         bad.append((row, f"{prefix}{fields['score']}: score {exc}", rec))
         return

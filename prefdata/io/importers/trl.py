@@ -36,13 +36,14 @@ prefdata.io.tables.read_table; a DatasetDict's split names go to `split`).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import polars as pl
 
-from prefdata.errors import InputError
+from prefdata.errors import InputError, RowError, shorten
 from prefdata.io.exporters import from_export_names
 from prefdata.io.importers.common import (
     Imported,
@@ -69,17 +70,18 @@ def to_messages(value: Any, *, what: str) -> list[dict[str, str]]:
     keys (name, and null fields that Arrow adds for other rows' keys) are ignored.
     """
     if not isinstance(value, list) or not value:
-        raise ValueError(f"{what} is not a non-empty list of messages")
+        got = "an empty list" if isinstance(value, list) else shorten(value)
+        raise RowError(f"{what} is neither text nor a non-empty list of messages (got {got})")
     out = []
     for number, message in enumerate(value, start=1):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ValueError(f"{what} has a message without a role (message {number})")
+            raise RowError(f"{what} has a message without a role (message {number})")
         role = message["role"]
         if message.get("tool_calls"):
-            raise ValueError(f"{what} has a message with tool calls (message {number}, {role})")
+            raise RowError(f"{what} has a message with tool calls (message {number}, {role})")
         content = message.get("content")
         if not isinstance(content, str):
-            raise ValueError(
+            raise RowError(
                 f"{what} has a message without text content (message {number}, {role})"
             )
         out.append({"role": role, "content": content})
@@ -90,7 +92,7 @@ def prompt_of(value: Any) -> list[dict[str, str]]:
     if isinstance(value, str):
         return user(value)
     if value is None:
-        raise ValueError("missing prompt")
+        raise RowError("missing prompt")
     return to_messages(value, what="prompt")
 
 
@@ -99,28 +101,28 @@ def single_reply(value: Any, *, what: str) -> str:
     if isinstance(value, str):
         return value
     if value is None:
-        raise ValueError(f"missing {what}")
+        raise RowError(f"missing {what}")
     messages = to_messages(value, what=what)
     if len(messages) != 1:
-        raise ValueError(
+        raise RowError(
             f"{what} is not one message ({len(messages)} messages); "
             "prefdata keeps one assistant reply"
         )
     if messages[0]["role"] != "assistant":
-        raise ValueError(f"{what} is not an assistant message (role {messages[0]['role']!r})")
+        raise RowError(f"{what} is not an assistant message (role {messages[0]['role']!r})")
     return messages[0]["content"]
 
 
 def implicit_of(chosen: Any, rejected: Any) -> tuple[list[dict[str, str]], str, str]:
     """Prompt and the two replies of a conversational implicit-prompt row."""
     if chosen is None or rejected is None:
-        raise ValueError("missing chosen or rejected")
+        raise RowError("missing chosen or rejected")
     full_chosen = to_messages(chosen, what="chosen")
     full_rejected = to_messages(rejected, what="rejected")
     if full_chosen[-1]["role"] != "assistant" or full_rejected[-1]["role"] != "assistant":
-        raise ValueError("conversation does not end with an assistant turn")
+        raise RowError("conversation does not end with an assistant turn")
     if full_chosen[:-1] != full_rejected[:-1]:
-        raise ValueError("conversations differ before the last turn")
+        raise RowError("conversations differ before the last turn")
     return full_chosen[:-1], full_chosen[-1]["content"], full_rejected[-1]["content"]
 
 
@@ -151,9 +153,12 @@ def number_of(value: Any, name: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} is not a number (got {value!r})") from None
+        raise RowError(f"{name} is not a number (got {shorten(value)})") from None
+    if not math.isfinite(number) or isinstance(value, bool):
+        raise RowError(f"{name} is not a finite number (got {shorten(value)})")
+    return number
 
 
 def votes_of(value: Any) -> int:
@@ -162,7 +167,7 @@ def votes_of(value: Any) -> int:
         return 1
     number = number_of(value, "n_votes")
     if number is None or number != int(number) or number < 1:
-        raise ValueError(f"n_votes is not a positive whole number (got {value!r})")
+        raise RowError(f"n_votes is not a positive whole number (got {value!r})")
     return int(number)
 
 
@@ -292,7 +297,7 @@ def import_trl(
             else:
                 label = row["label"]
                 if not isinstance(label, bool):
-                    raise ValueError(f"label is not true / false (got {label!r})")
+                    raise RowError(f"label is not true / false (got {label!r})")
                 record = {
                     "prompt": prompt_of(row["prompt"]),
                     "completion": single_reply(row["completion"], what="completion"),
