@@ -356,7 +356,22 @@ def conform(
         if name in table.columns
     ]
     extra = [table.get_column(c) for c in table.columns if c not in spec.columns]
-    return pl.DataFrame(columns + extra)
+    conformed = pl.DataFrame(columns + extra)
+    if contract == "annotations":
+        # A value outside a fixed set is not a type, but no stage can read it either: refused
+        # here, so a stage that skips bad rows itself (Table(rows=False)) still never sees it.
+        for name, allowed in (("annotator_kind", ANNOTATOR_KINDS), ("order", ORDERS)):
+            if name in conformed.columns:
+                odd = (~conformed[name].is_in(allowed) & conformed[name].is_not_null()).arg_true()
+                if len(odd):
+                    row = int(odd[0])
+                    raise ContractError(
+                        f"must be one of {', '.join(allowed)}; got {shorten(conformed[name][row])}",
+                        source=source,
+                        row=row + 1,
+                        column=name,
+                    )
+    return conformed
 
 
 def find_problems(table: pl.DataFrame, contract: str) -> pl.DataFrame:

@@ -54,7 +54,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import polars as pl
 
-from prefdata.errors import InputError, PrefdataError
+from prefdata.errors import OptionError, PrefdataError, shorten
 
 __all__ = [
     "File",
@@ -83,20 +83,29 @@ class Table:
     columns and their types only, for a stage that itself counts and skips bad rows (e.g.
     votes without a label). `check=False`: the contracts only name the tables that can fill
     it; the stage checks the (looser) columns it needs itself (the judge takes any table with
-    prompt / chosen / rejected)."""
+    prompt / chosen / rejected). `needs`: for a stage that reads only part of a contract, the
+    required columns it needs (the contract's other columns are checked when present; see
+    prefdata.schema.conform)."""
 
     contracts: tuple[str, ...] = ()
     auto: bool = True
     rows: bool = True
     check: bool = True
+    needs: tuple[str, ...] | None = None
 
     def __init__(
-        self, *contracts: str, auto: bool = True, rows: bool = True, check: bool = True
+        self,
+        *contracts: str,
+        auto: bool = True,
+        rows: bool = True,
+        check: bool = True,
+        needs: tuple[str, ...] | None = None,
     ) -> None:
         object.__setattr__(self, "contracts", contracts)
         object.__setattr__(self, "auto", auto)
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "check", check)
+        object.__setattr__(self, "needs", needs)
 
 
 @dataclass(frozen=True)
@@ -535,12 +544,12 @@ def spec_of(func: Callable[..., Any]) -> StageSpec:
 
 
 def check_choice(param: Param, value: Any) -> None:
-    """Raise InputError naming the option when `value` is not one of its choices."""
+    """Raise OptionError naming the option when `value` is not one of its choices."""
     values = value if isinstance(value, list | tuple) else [value]
     for v in values:
         if v is not None and v not in param.choices:
             allowed = ", ".join(str(c) for c in param.choices)
-            raise InputError(f"{param.name} must be one of {allowed}; got {v!r}")
+            raise OptionError(f"must be one of {allowed}; got {shorten(v)}", option=param.name)
 
 
 def load_table(value: Any, param: Param) -> pl.DataFrame:
@@ -555,10 +564,11 @@ def load_table(value: Any, param: Param) -> pl.DataFrame:
     if not contracts:
         return table
     check = validate if param.table is None or param.table.rows else conform
+    needs = param.table.needs if param.table else None
     first_error: PrefdataError | None = None
     for contract in contracts:
         try:
-            return check(table, contract, source=source)
+            return check(table, contract, source=source, needs=needs)
         except PrefdataError as exc:
             first_error = first_error or exc
     assert first_error is not None

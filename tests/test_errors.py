@@ -46,6 +46,14 @@ ALLOWED_AT = {
     # versions, not in the user's input.
     ("prefdata/models/loader.py", "generate_text", "TypeError"),
     ("prefdata/train/dpo.py", "_scale_pair_gradients", "RuntimeError"),
+    # A stage declared wrongly (an option type with no command-line form, a stage that
+    # returns something else than a StageResult): a programming error, found at import.
+    ("prefdata/stage.py", "call", "TypeError"),
+    ("prefdata/stage.py", "_hints", "TypeError"),
+    ("prefdata/stage.py", "derive", "TypeError"),
+    ("prefdata/stage.py", "_cached_spec", "TypeError"),
+    ("prefdata/cli/derive.py", "_option_param", "TypeError"),
+    ("prefdata/cli/derive.py", "_resource_params", "TypeError"),
 }
 
 

@@ -26,7 +26,7 @@ import typer
 from rich.markup import escape
 
 from prefdata.cli.common import console, friendly_errors, print_report
-from prefdata.errors import PrefdataError
+from prefdata.errors import PrefdataError, located
 from prefdata.stage import Param, StageSpec
 
 OUT = "out"
@@ -218,7 +218,9 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
         outputs = {p.name: Path(values[p.name]) for p in spec.by_role("output") if p.name in values}
         check_outputs(outputs, inputs)
         try:
-            result = spec.call(values)
+            # An error the stage raises about its data names the file when there is one.
+            with located(inputs[0] if len(inputs) == 1 else None):
+                result = spec.call(values)
         finally:
             for resource in opened:
                 resource.close()

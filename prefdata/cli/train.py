@@ -125,6 +125,12 @@ def _train_command(method: str) -> Any:
     ) -> None:
         if data is None or out is None:
             raise PrefdataError(f"train {method} needs --data and -o/--out")
+        from prefdata.io.tables import check_outputs
+
+        model_folder = Path(model) if Path(model).exists() else None
+        check_outputs(
+            [], inputs=[data, eval_data, recipe, model_folder], whole_folders=[out]
+        )
         extra = list(overrides or ())
         if allow_small_groups:
             prefix = "rl." if method == "rlhf" else ""
@@ -183,8 +189,11 @@ def _eval_command(
 
     Example: prefdata train eval --model runs/dpo --data heldout.parquet
     """
+    from prefdata.io.tables import check_outputs
     from prefdata.train import evaluate
 
+    model_folder = Path(model) if Path(model).exists() else None
+    check_outputs([out], inputs=[data, reference, model_folder])
     print_report(
         evaluate(model, data, reference=reference, beta=beta, batch_size=batch_size, out=out)
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.errors import InputError
+from prefdata.io import tables
 from prefdata.io.tables import atomic_path, sibling, write_table
 from prefdata.stage import StageResult
 
@@ -29,30 +29,11 @@ def write_json(data: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def _same(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return a.samefile(b)
-    return a.expanduser().resolve() == b.expanduser().resolve()
-
-
 def check_outputs(outputs: Mapping[str, Path], inputs: Iterable[Path]) -> None:
-    """Refuse an output that is one of the inputs or another output (one line naming both)."""
-    seen: list[tuple[str, Path]] = []
-    sources = [Path(p) for p in inputs]
-    for name, path in outputs.items():
-        for source in sources:
-            if _same(path, source):
-                raise InputError(
-                    f"the {name} output would overwrite an input; write it elsewhere",
-                    source=path,
-                )
-        for other, taken in seen:
-            if _same(path, taken):
-                raise InputError(
-                    f"the {name} and {other} outputs are the same file; give each its own path",
-                    source=path,
-                )
-        seen.append((name, path))
+    """Refuse an output that is one of the inputs or another output, or that cannot be
+    written (one line naming the path): prefdata.io.tables.check_outputs over the named
+    outputs."""
+    tables.check_outputs(outputs.values(), inputs=inputs)
 
 
 def planned_paths(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefdata.errors import InputError
+from prefdata.errors import InputError, OptionError
 from prefdata.models.embedded import EMBEDDED_MODEL, EMBEDDED_MODEL_ID, embedded_alias
 
 __all__ = ["KINDS", "ModelFolder", "check_kind", "inspect_model", "looks_like_path"]
@@ -204,7 +204,7 @@ def inspect_model(
     that holds no model, or one of another kind than `want` ("causal_lm" / "reward_model",
     None: either), naming `what` needs it."""
     if want is not None and want not in KINDS:
-        raise ValueError(f"want must be one of {', '.join(KINDS)} or None, got {want!r}")
+        raise OptionError(f"must be one of {', '.join(KINDS)} or None, got {want!r}", option="want")
     name = str(name_or_path)
     if name == EMBEDDED_MODEL:
         from prefdata.models.embedded import embedded_model_path

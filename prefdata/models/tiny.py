@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prefdata.errors import OptionError
+
 __all__ = ["tiny_model"]
 
 _TINY_FORMAT = 1
@@ -40,7 +42,7 @@ def tiny_model(
     from prefdata.paths import cache_root
 
     if hidden % heads or heads % kv_heads:
-        raise ValueError("hidden must be a multiple of heads, and heads a multiple of kv_heads")
+        raise OptionError("hidden must be a multiple of heads, and heads a multiple of kv_heads")
     source = embedded_model_path(cache_dir=cache_dir)
     settings: dict[str, Any] = {
         "layers": layers,

@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from prefdata.errors import OptionError
 from prefdata.pipeline.kinds import Opt, StageKind, StageOutputs, StageRun
 
 # ---- import ------------------------------------------------------------------------------
@@ -41,14 +42,14 @@ def _check_import(options: Mapping[str, Any]) -> None:
     declared = {p.name: p for p in spec_of(_importer(fmt)).options}
     for key, value in (options.get("options") or {}).items():
         if key not in declared:
-            raise ValueError(
+            raise OptionError(
                 f"'options.{key}': format '{fmt}' takes no option '{key}'; it takes "
                 f"{list(declared)}"
             )
         try:
             option(declared[key]).check(value)
         except ValueError as exc:
-            raise ValueError(f"'options.{key}': {exc}") from None
+            raise OptionError(f"'options.{key}': {exc}") from None
 
 
 def _limit(tables: dict[str, pl.DataFrame], limit: int) -> dict[str, pl.DataFrame]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prefdata.errors import InputError
+from prefdata.errors import InputError, OptionError
 from prefdata.io.results import write_json
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
@@ -30,7 +30,7 @@ def _contracts(method: str) -> tuple[str, ...]:
     try:
         return train.spec(method).data_contracts
     except ModuleNotFoundError:
-        raise ValueError(f"'method': '{method}' is not available in this version") from None
+        raise OptionError(f"'method': '{method}' is not available in this version") from None
 
 
 def _train_slots(options: Mapping[str, Any]) -> tuple[Slot, ...]:

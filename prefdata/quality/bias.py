@@ -82,10 +82,14 @@ def _label_block(df: pl.DataFrame, key: str) -> dict[str, Any]:
 @stage("bias")
 def bias_stats(
     # Any table with chosen / rejected (and votes with item_id / annotator / label) will do:
-    # the statistics need only those, and say "(none)" for a missing source.
-    pairs: Annotated[pl.DataFrame, Table()],
+    # the statistics need only those, and say "(none)" for a missing source. What is there
+    # is checked as the contracts say (a NaN chosen is an error, not a length of 3).
+    pairs: Annotated[pl.DataFrame, Table("pairs", needs=("chosen", "rejected"))],
     *,
-    annotations: Annotated[pl.DataFrame | None, Table()] = None,
+    annotations: Annotated[
+        pl.DataFrame | None,
+        Table("annotations", needs=("item_id", "annotator", "label")),
+    ] = None,
     confidence: float = 0.95,
     unit: Literal["chars", "words"] = "chars",
 ) -> StageResult:

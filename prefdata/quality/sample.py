@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import norm
 
-from prefdata.errors import ContractError
+from prefdata.errors import ContractError, OptionError
 from prefdata.stage import StageResult, Table, stage
 
 REVIEW_COLUMN = "mislabeled"
@@ -89,7 +89,7 @@ def audit_sample(
     give the same sample on every machine.
     """
     if n < 0:
-        raise ValueError("n must be >= 0")
+        raise OptionError("must be >= 0", option="n")
     if REVIEW_COLUMN in table.columns:
         raise ContractError(
             f"the table already has a '{REVIEW_COLUMN}' column", column=REVIEW_COLUMN

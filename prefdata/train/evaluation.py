@@ -223,13 +223,14 @@ def score_pairs(
     from prefdata.models.folders import inspect_model
     from prefdata.models.loader import from_pretrained
 
+    # The data first: a bad file is reported before a model folder is even looked at.
+    pairs, _, _ = read_data(data, ("pairs",))
     info = describe_model(Path(model_dir), reference)
     found = info["found"]
     if beta is not None:
         info["beta"] = beta
     if max_length is not None:
         info["max_length"] = max_length
-    pairs, _, _ = read_data(data, ("pairs",))
     if pairs.height == 0:
         raise InputError("no pairs to evaluate")
     prompts = pairs["prompt"].to_list()

@@ -37,6 +37,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from prefdata.errors import OptionError
 from prefdata.train.recipe import RecipeError
 
 __all__ = [
@@ -78,7 +79,7 @@ class AdaptiveKLController:
                     column=name if name == "beta" else f"prefdata.{name}",
                 )
         if not 0 < max_error < 1:
-            raise ValueError("max_error must lie in (0, 1)")
+            raise OptionError("must lie in (0, 1)", option="max_error")
         self.beta = float(beta)
         self.target = float(target)
         self.horizon = float(horizon)
@@ -96,7 +97,7 @@ class AdaptiveKLController:
         A non-finite KL (TRL logs None / NaN when nothing was measured) leaves beta alone.
         """
         if n_steps < 0:
-            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+            raise OptionError(f"must be >= 0, got {n_steps}", option="n_steps")
         if kl is None or not math.isfinite(kl):
             return self.beta
         before = self.beta

@@ -98,8 +98,8 @@ SLOTS: list[Slot] = [
     ),
     Slot("export-kto-table", ("export", "{IN}", "--format", "kto", "-o", "{d}/o.jsonl"),
          "kto", "kto", (5,)),
-    Slot("agree", ("agree", "{IN}", "-o", "{d}/a.json", "--bootstrap", "0", "--per-item",
-                   "{d}/items.parquet"), "annotations", "annotations", (3, 7)),
+    Slot("agree", ("agree", "{IN}", "-o", "{d}/a.json", "--bootstrap", "0"), "annotations",
+         "annotations", (3,)),
     Slot("consensus", ("consensus", "{IN}", "-o", "{d}/post.parquet"), "annotations",
          "annotations", (3,)),
     Slot("consensus-votes-with-pairs",
@@ -467,6 +467,15 @@ CONTRACT_BREAKS: list[ContractBreak] = [
 ]
 
 
+# Stages that count and skip a vote without a label themselves (Table(rows=False)): such a
+# vote is in their report, not an error.
+SKIP_UNLABELLED = ("agree", "consensus", "consensus-votes-with-pairs")
+
+
+def _skipped_one(slot: Slot, d: Path, out: str) -> None:
+    assert '"skipped_no_label": 1' in out, out[:2000]
+
+
 def contract_cases() -> list[Case]:
     cases = []
     for slot in SLOTS:
@@ -476,7 +485,10 @@ def contract_cases() -> list[Case]:
             if slot.contract not in b.contracts:
                 continue
             says = tuple(s.replace("{KEY}", KEY_TEXT[slot.contract]) for s in b.says)
-            cases.append(_case(slot, b.name, b.make, "error", says))
+            if b.name == "null-cell" and slot.name in SKIP_UNLABELLED:
+                cases.append(_case(slot, b.name, b.make, "ok", (), _skipped_one))
+            else:
+                cases.append(_case(slot, b.name, b.make, "error", says))
     return cases
 
 
@@ -594,7 +606,7 @@ def output_cases() -> list[Case]:
             _output_case(slot, "output-is-input-relative", _relative_to_input, first_says),
             _output_case(slot, "output-is-input-symlink", _symlink_to_input, first_says),
             _output_case(slot, "output-is-input-hard-link", _hard_link_to_input, first_says),
-            _output_case(slot, "output-under-a-file", _under_a_file, first_says),
+            _output_case(slot, "output-under-a-file", _under_a_file, ("{d}/afile",)),
         ]
         if os.geteuid() != 0:  # root writes into read-only folders
             cases.append(_output_case(slot, "output-read-only", _read_only_folder, first_says))

@@ -304,7 +304,7 @@ def specific_cases() -> list[Case]:
         Case("issue-21:drop-issues-without-issues",
              ("filter", "{IN}", "--drop-issues", "all", "-o", "{d}/k.parquet", "--rejected",
               "{d}/r.parquet"), _copy("pairs", "pairs.parquet"), "error",
-             ("--drop-issues", "issues table")),
+             ("drop_issues", "issues table")),
         Case("issue-21:unknown-choice",
              ("filter", "{IN}", "--ties", "sometimes", "-o", "{d}/k.parquet", "--rejected",
               "{d}/r.parquet"), _copy("pairs", "pairs.parquet"), "error",
