@@ -338,10 +338,12 @@ def conform(
     """
     spec = contract_of(contract)
     required = spec.required if needs is None else {n: spec.columns[n] for n in needs}
+    # A default fills a column the table leaves out, unless the stage says it needs the
+    # column from the data (a judge's votes must say which are a judge's).
     table = table.with_columns(
         pl.lit(value, pl.String).alias(name)
         for name, value in spec.defaults.items()
-        if name not in table.columns
+        if name not in table.columns and (needs is None or name not in needs)
     )
     missing = [c for c in required if c not in table.columns]
     if missing:

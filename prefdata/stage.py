@@ -84,14 +84,16 @@ class Table:
     votes without a label). `check=False`: the contracts only name the tables that can fill
     it; the stage checks the (looser) columns it needs itself (the judge takes any table with
     prompt / chosen / rejected). `needs`: for a stage that reads only part of a contract, the
-    required columns it needs (the contract's other columns are checked when present; see
-    prefdata.schema.conform)."""
+    required columns it needs, one tuple for all contracts or a mapping per contract; the
+    contract's other columns are checked when present (prefdata.schema.conform), so a NaN or
+    a number where text belongs is refused as everywhere else."""
 
     contracts: tuple[str, ...] = ()
     auto: bool = True
     rows: bool = True
     check: bool = True
-    needs: tuple[str, ...] | None = None
+    # (contract, needed columns) pairs; a contract not named needs all its required columns.
+    needs: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __init__(
         self,
@@ -99,13 +101,23 @@ class Table:
         auto: bool = True,
         rows: bool = True,
         check: bool = True,
-        needs: tuple[str, ...] | None = None,
+        needs: tuple[str, ...] | Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         object.__setattr__(self, "contracts", contracts)
         object.__setattr__(self, "auto", auto)
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "check", check)
-        object.__setattr__(self, "needs", needs)
+        if needs is None:
+            pairs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        elif isinstance(needs, Mapping):
+            pairs = tuple((c, tuple(n)) for c, n in needs.items())
+        else:
+            pairs = tuple((c, tuple(needs)) for c in contracts)
+        object.__setattr__(self, "needs", pairs)
+
+    def needs_for(self, contract: str) -> tuple[str, ...] | None:
+        """The required columns a table meeting `contract` must have here (None: all)."""
+        return dict(self.needs).get(contract)
 
 
 @dataclass(frozen=True)
@@ -556,7 +568,7 @@ def load_table(value: Any, param: Param) -> pl.DataFrame:
     """A table argument as a polars DataFrame meeting the parameter's contract (the first of
     its contracts that the table meets; the error names the first one when none does)."""
     from prefdata.io.frames import to_polars
-    from prefdata.schema import conform, validate
+    from prefdata.schema import conform, contract_of, validate
 
     source = str(value) if isinstance(value, str | Path) else f"argument '{param.name}'"
     table = to_polars(value, what=param.name)
@@ -564,12 +576,14 @@ def load_table(value: Any, param: Param) -> pl.DataFrame:
     if not contracts:
         return table
     check = validate if param.table is None or param.table.rows else conform
-    needs = param.table.needs if param.table else None
-    first_error: PrefdataError | None = None
+    errors: list[tuple[bool, PrefdataError]] = []
     for contract in contracts:
+        needs = param.table.needs_for(contract) if param.table else None
         try:
             return check(table, contract, source=source, needs=needs)
         except PrefdataError as exc:
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
+            # The error of a contract whose columns the table has says what is wrong with
+            # it; "missing column" from another contract it was never meant for would not.
+            wanted = needs if needs is not None else contract_of(contract).required
+            errors.append((set(wanted) <= set(table.columns), exc))
+    raise next((exc for fits, exc in errors if fits), errors[0][1])

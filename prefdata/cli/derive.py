@@ -216,8 +216,12 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
     def run(**given: Any) -> None:
         values, inputs, opened = stage_values(spec, given)
         outputs = {p.name: Path(values[p.name]) for p in spec.by_role("output") if p.name in values}
-        check_outputs(outputs, inputs)
+        # -o and --rejected are known before the stage runs: a path that would overwrite an
+        # input, or cannot be written, is refused before a long run, not after it (the
+        # companions beside -o are checked again by write_result).
+        planned = {**outputs, **{k: Path(given[k]) for k in (OUT, REJECTED) if given.get(k)}}
         try:
+            check_outputs(planned, inputs)
             # An error the stage raises about its data names the file when there is one.
             with located(inputs[0] if len(inputs) == 1 else None):
                 result = spec.call(values)

@@ -115,7 +115,7 @@ def principle_rubric(principle: Principle, base: Rubric) -> Rubric:
 
 
 async def acritique(
-    candidates: Annotated[pl.DataFrame, Table("candidates", check=False)],
+    candidates: Annotated[pl.DataFrame, Table("candidates", needs=("prompt", "completion"))],
     *,
     model: str = "local:smollm2",
     cache: Annotated[CallCache, Resource("cache")],

@@ -65,7 +65,13 @@ from prefdata.label.verdicts import votes_frame
 from prefdata.llm.base import Client
 from prefdata.llm.cache import CallCache
 from prefdata.progress import progress_bar, synced
-from prefdata.quality.judge_eval import calibration, gold_from_pairs, judge_stats
+from prefdata.quality.judge_eval import (
+    PAIR_COLUMNS,
+    VOTE_COLUMNS,
+    calibration,
+    gold_from_pairs,
+    judge_stats,
+)
 from prefdata.quality.pooling import pool_orders
 from prefdata.schema import conform
 from prefdata.stage import File, Resource, StageResult, Table, stage
@@ -77,7 +83,14 @@ OUTPUTS = ("annotations", "verdicts", "pairs", "standings", "scores")
 
 
 async def ajudge(
-    pairs: Annotated[pl.DataFrame, Table("pairs", "candidates", check=False)],
+    pairs: Annotated[
+        pl.DataFrame,
+        Table(
+            "pairs",
+            "candidates",
+            needs={"pairs": PAIR_COLUMNS, "candidates": ("prompt_id", "prompt", "completion")},
+        ),
+    ],
     *,
     judges: Sequence[str] = ("local:smollm2",),
     cache: Annotated[CallCache, Resource("cache")],
@@ -87,7 +100,13 @@ async def ajudge(
     pointwise_rubric: Annotated[str | None, File(names=BUILTIN_RUBRICS)] = None,
     seed: int = 0,
     gold: Annotated[
-        pl.DataFrame | None, Table("annotations", "pairs", auto=False, check=False)
+        pl.DataFrame | None,
+        Table(
+            "annotations",
+            "pairs",
+            auto=False,
+            needs={"annotations": VOTE_COLUMNS, "pairs": PAIR_COLUMNS},
+        ),
     ] = None,
     min_human_agreement: float | None = None,
     source: str = "judged",

@@ -245,11 +245,26 @@ JUDGES_SCHEMA: dict[str, Any] = {
 }
 
 
+# What judge-eval and a judge's gold labels read of their tables (prefdata.stage.Table(needs=)):
+# the votes must say which are a judge's, so annotator_kind is needed, not defaulted.
+VOTE_COLUMNS = ("item_id", "annotator", "label")
+JUDGE_VOTE_COLUMNS = ("item_id", "annotator", "annotator_kind", "label")
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
 @stage("judge-eval", outputs=("judges",))
 def judge_eval(
-    votes: Annotated[pl.DataFrame, Table("annotations", check=False)],
+    votes: Annotated[pl.DataFrame, Table("annotations", needs=JUDGE_VOTE_COLUMNS)],
     *,
-    gold: Annotated[pl.DataFrame, Table("annotations", "pairs", auto=False, check=False)],
+    gold: Annotated[
+        pl.DataFrame,
+        Table(
+            "annotations",
+            "pairs",
+            auto=False,
+            needs={"annotations": VOTE_COLUMNS, "pairs": PAIR_COLUMNS},
+        ),
+    ],
     min_human_agreement: float | None = None,
     item_column: str = "item_id",
 ) -> StageResult:
