@@ -7,7 +7,8 @@ with code 2 (prefdata.cli.common.friendly_errors). The ones about values also su
 - `InputError`: bad input data (a file that cannot be read, a malformed line, a wrong value).
 - `ContractError`: a table that does not meet its column contract (prefdata.schema).
 - `RowError`: why one row of an import is set aside (the reason in the rejected table).
-- `OptionError`: an option value, or a combination of options, that cannot work.
+- `OptionError`: an option value, or a combination of options, that cannot work (an
+  InputError: the user's input is the options too).
 - `OutputError`: an output that cannot be written, or that would overwrite an input.
 - `MissingExtraError`: an optional dependency is not installed.
 """
@@ -92,16 +93,20 @@ class RowError(PrefdataError, ValueError):
     InputError instead."""
 
 
-class OptionError(PrefdataError, ValueError):
+class OptionError(InputError):
     """An option value, or a combination of options, that cannot work.
 
     `option` is the library's parameter name (`drop_issues`); the CLI shows it as its flag.
+    An InputError (and so a ValueError), so callers that catch bad input catch it too.
     """
 
     def __init__(self, message: str, *, option: str | None = None) -> None:
         self.option = option
-        self.detail = message
-        super().__init__(one_line(f"{option}: {message}" if option else message))
+        super().__init__(message)
+
+    def _format(self) -> str:
+        option = getattr(self, "option", None)
+        return one_line(f"{option}: {self.detail}" if option else self.detail)
 
 
 class OutputError(PrefdataError):

@@ -81,16 +81,17 @@ class Table:
     table). `auto`: in a pipeline, filled from the latest earlier stage that made a table of
     this name; `auto=False` only when the stage's `inputs:` names it. `rows=False`: check the
     columns and their types only, for a stage that itself counts and skips bad rows (e.g.
-    votes without a label). `check=False`: the contracts only name the tables that can fill
-    it; the stage checks the (looser) columns it needs itself (the judge takes any table with
-    prompt / chosen / rejected). `needs`: for a stage that reads only part of a contract, the
+    votes without a label); a tuple of contracts: check the rows of those only (a judge
+    checks pairs whole but counts the blank completions of candidates itself). `check=False`:
+    the contracts only name the tables that can fill it; the stage checks the (looser)
+    columns it needs itself. `needs`: for a stage that reads only part of a contract, the
     required columns it needs, one tuple for all contracts or a mapping per contract; the
     contract's other columns are checked when present (prefdata.schema.conform), so a NaN or
     a number where text belongs is refused as everywhere else."""
 
     contracts: tuple[str, ...] = ()
     auto: bool = True
-    rows: bool = True
+    rows: bool | tuple[str, ...] = True
     check: bool = True
     # (contract, needed columns) pairs; a contract not named needs all its required columns.
     needs: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -99,7 +100,7 @@ class Table:
         self,
         *contracts: str,
         auto: bool = True,
-        rows: bool = True,
+        rows: bool | tuple[str, ...] = True,
         check: bool = True,
         needs: tuple[str, ...] | Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
@@ -575,9 +576,11 @@ def load_table(value: Any, param: Param) -> pl.DataFrame:
     contracts = param.table.contracts if param.table and param.table.check else ()
     if not contracts:
         return table
-    check = validate if param.table is None or param.table.rows else conform
     errors: list[tuple[bool, PrefdataError]] = []
     for contract in contracts:
+        rows = param.table.rows if param.table else True
+        whole = rows is True or (isinstance(rows, tuple) and contract in rows)
+        check = validate if whole else conform
         needs = param.table.needs_for(contract) if param.table else None
         try:
             return check(table, contract, source=source, needs=needs)

@@ -100,6 +100,7 @@ def test_the_allow_list_is_current() -> None:
 def test_user_errors_keep_callers_of_value_error_working() -> None:
     for cls in (InputError, ContractError, OptionError, RowError):
         assert issubclass(cls, PrefdataError) and issubclass(cls, ValueError)
+    assert issubclass(OptionError, InputError)
     assert issubclass(OutputError, PrefdataError)
     with pytest.raises(ValueError, match="row 3"):
         raise InputError("bad", source="f.jsonl", row=3)

@@ -91,7 +91,11 @@ def test_annotation_vocabularies_are_checked() -> None:
             "order": ["ab", "ca"],
         }
     )
-    problems = find_problems(conform(ann, "annotations"), "annotations")
+    # conform refuses a value outside the vocabulary (so a stage that counts bad rows itself
+    # never reads one); find_problems names every such row.
+    with pytest.raises(ContractError, match=r"row 2, column 'annotator_kind': must be one of"):
+        conform(ann, "annotations")
+    problems = find_problems(ann, "annotations")
     assert set(problems["column"]) == {"annotator_kind", "order"}
     assert problems["row"].to_list() == [2, 2]
 

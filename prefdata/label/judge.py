@@ -88,6 +88,7 @@ async def ajudge(
         Table(
             "pairs",
             "candidates",
+            rows=("pairs",),
             needs={"pairs": PAIR_COLUMNS, "candidates": ("prompt_id", "prompt", "completion")},
         ),
     ],

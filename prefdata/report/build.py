@@ -20,7 +20,7 @@ from prefdata.io.tables import atomic_path, read_table
 from prefdata.report import card, html
 from prefdata.report.figures import comparison, dataset_figures, dumps, jsonable
 from prefdata.report.tokens import load_tokenizer
-from prefdata.schema import guess_contract, validate
+from prefdata.schema import conform, guess_contract
 
 TableLike = pl.DataFrame | str | Path
 FILES = ("report.html", "report.json", "README.md")
@@ -29,9 +29,10 @@ FILES = ("report.html", "report.json", "README.md")
 def _read(
     value: TableLike | None, contracts: tuple[str, ...] = ()
 ) -> tuple[pl.DataFrame | None, str | None]:
-    """The table and its file name; a file is checked against the first of `contracts` it
-    looks like (prefdata.schema.validate), so a broken row is an error naming it, not a
-    figure computed from it."""
+    """The table and its file name; a file is conformed to the first of `contracts` it looks
+    like (prefdata.schema.conform), so a NaN or a number where text belongs is an error naming
+    it, not a figure computed from it. Row problems (a null, a repeated id) are not errors:
+    the report counts and shows them."""
     if value is None:
         return None, None
     if isinstance(value, pl.DataFrame):
@@ -40,7 +41,7 @@ def _read(
     if contracts:
         guessed = guess_contract(table)
         contract = guessed if guessed in contracts else contracts[0]
-        table = validate(table, contract, source=value)
+        table = conform(table, contract, source=value)
     return table, Path(value).name
 
 

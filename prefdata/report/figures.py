@@ -45,6 +45,7 @@ used as they are (their item ids are something else, e.g. completion ids).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ from prefdata import ids
 from prefdata.errors import ContractError
 from prefdata.io.describe import describe
 from prefdata.quality.agreement import agreement
-from prefdata.quality.bias import bias_stats
+from prefdata.quality.bias import bias_stats as bias_stage
 from prefdata.quality.consensus import consensus
 from prefdata.quality.dedup import dedup, split_overlap
 from prefdata.quality.disagreement import judge_vs_human
@@ -65,6 +66,10 @@ from prefdata.quality.sample import REVIEW_COLUMN, mislabel_rate, wilson_interva
 from prefdata.report.integrity import token_integrity_section
 from prefdata.report.tokens import Tokenizer, token_lengths
 from prefdata.schema import PAIR_LABELS, conform, guess_contract
+
+# The statistics without the stage's input check: the report takes data with contract problems
+# on purpose and shows them (overview `problems`), so it must not stop at the first one.
+bias_stats = inspect.unwrap(bias_stage)
 
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99))
 HIST_BINS = 30
@@ -399,7 +404,8 @@ def agreement_section(votes: pl.DataFrame, *, bootstrap: int, seed: int) -> dict
 
 def confidence_section(table: pl.DataFrame) -> dict[str, Any]:
     """The `confidence` section (see the module doc)."""
-    conf = table["confidence"].drop_nulls().to_numpy().astype(np.float64)
+    # A NaN is no measurement (the overview counts it as a contract problem), like a null.
+    conf = table["confidence"].fill_nan(None).drop_nulls().to_numpy().astype(np.float64)
     bins = np.minimum((conf * CONFIDENCE_BINS).astype(np.int64), CONFIDENCE_BINS - 1)
     thresholds = []
     for t in CONFIDENCE_THRESHOLDS:

@@ -323,8 +323,8 @@ def test_labels_ties_and_bad_input() -> None:
         agreement(votes, level="ordinal")
     with pytest.raises(InputError, match=r"row 3.*'label'.*not in label_order"):
         agreement(votes, level="ordinal", label_order=["a", "tie"])
-    with pytest.raises(InputError, match="level must be"):
+    with pytest.raises(InputError, match="level: must be one of"):
         agreement(votes, level="ratio")  # type: ignore[arg-type]
     # Votes that do not say who voted are people's (issue 22): annotator_kind defaults to human.
-    _, no_kind = agreement(votes.drop("annotator_kind"), bootstrap=0)
+    no_kind = agreement(votes.drop("annotator_kind"), bootstrap=0).report
     assert {a["annotator_kind"] for a in no_kind["per_annotator"]} == {"human"}
