@@ -480,9 +480,14 @@ def _skipped_one(slot: Slot, d: Path, out: str) -> None:
 # purpose and shows, counted, in its overview.
 ROW_PROBLEMS = ("null-cell", "blank-text", "chosen-equals-rejected", "confidence-above-1",
                 "confidence-nan", "duplicate-id")
-# The judge counts candidates with a blank completion itself (prompts that give no pair; see
-# tests/label/test_selection.py): such rows are not an input error there.
-COUNTED_BY_THE_STAGE = {("judge-candidates", "null-cell"), ("judge-candidates", "blank-text")}
+# Rows the stage sets aside and counts itself, by design: the judge's candidates with a blank
+# completion (prompts that give no pair; tests/label/test_selection.py) and generate's prompts
+# that break the contract (`invalid_prompt` in its rejected table; tests/llm/test_generate.py).
+COUNTED_BY_THE_STAGE = {
+    ("judge-candidates", "null-cell"),
+    ("judge-candidates", "blank-text"),
+    ("generate", "null-cell"),
+}
 
 
 def _report_shows_problem(slot: Slot, d: Path, out: str) -> None:

@@ -146,6 +146,11 @@ def _no_temp_left(d: Path, out: str) -> None:
     assert read_table(d / "kept.parquet").height == 4
 
 
+def _input_intact(d: Path, out: str) -> None:
+    assert read_table(d / "data" / "pairs.parquet").height == 4
+    assert (d / "data" / "hf").is_dir()
+
+
 def _huge_label(d: Path, fx: Fixtures) -> dict[str, str]:
     votes = read_table(fx["annotations"])
     labels = votes["label"].to_list()
@@ -208,9 +213,11 @@ def specific_cases() -> list[Case]:
         Case("issue-11:import-companion-over-source",
              ("import", "trl", "{IN}", "-o", "{d}/t.jsonl"),
              _json_lines("t.rejected.jsonl", _trl_bad_row("NaN")), "error", ("{IN}",)),
-        Case("issue-11:export-hf-folder-holding-input",
+        # An export writes its formats inside -o (data/hf): a folder holding the input is not
+        # replaced, and the input stays as it was.
+        Case("issue-11:export-hf-into-the-folder-holding-input",
              ("export", "{IN}", "--format", "hf", "-o", "{d}/data"),
-             _copy("pairs", "data/pairs.parquet"), "error", ("{d}/data", "{IN}")),
+             _copy("pairs", "data/pairs.parquet"), "ok", check=_input_intact),
         # 12: a write killed half way leaves a temporary file; the next write removes it.
         Case("issue-12:killed-write-cleaned-up",
              ("filter", "{IN}", "-o", "{d}/kept.parquet", "--rejected", "{d}/dropped.parquet"),
