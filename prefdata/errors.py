@@ -11,6 +11,7 @@ with code 2 (prefdata.cli.common.friendly_errors). The ones about values also su
   InputError: the user's input is the options too).
 - `OutputError`: an output that cannot be written, or that would overwrite an input.
 - `MissingExtraError`: an optional dependency is not installed.
+- `RecipeError` (an InputError) and `TrainingError`: training recipes and runs (prefdata.train).
 """
 
 from __future__ import annotations
