@@ -174,6 +174,9 @@ class StageResult:
     agreement report that is the stage's product).
     files: paths the stage wrote itself (through an `Output` parameter), by output name.
     warnings: lines for the user (the CLI prints them after the report), not data.
+    failure: set when the stage ran but failed (e.g. too many of its model calls failed): its
+    outputs are still written (nothing is lost), then the command exits 1 with this line and
+    a pipeline stops after this stage.
     """
 
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
@@ -182,6 +185,7 @@ class StageResult:
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    failure: str | None = None
 
     @property
     def main(self) -> pl.DataFrame:

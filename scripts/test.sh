@@ -7,6 +7,8 @@ bash scripts/system-deps.sh
 bash scripts/setup.sh --dev
 # The annotation server's own venv (its pins clash with ours); idempotent, ~0.1 s when ready.
 bash annotate/setup.sh
+# vLLM's own venv, for the tests that start a real vLLM server; idempotent (<1 s when ready).
+bash scripts/vllm-env.sh
 echo "== ruff"; .venv/bin/ruff check prefdata tests bench annotate
 echo "== mypy"; .venv/bin/mypy prefdata
 echo "== pytest"

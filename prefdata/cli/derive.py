@@ -246,6 +246,9 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
             console.print(f"[bold yellow]warning:[/] {escape(str(warning))}", highlight=False)
         if OUT in given and given[OUT] is None and spec.outputs and not outputs:
             console.print("no -o given: the report above is all; nothing was written", style="dim")
+        if result.failure is not None:
+            console.print(f"[bold red]failed:[/] {escape(result.failure)}", highlight=False)
+            raise typer.Exit(1)
 
     run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in params}

@@ -176,7 +176,7 @@ def estimate(
             len(g.texts) * (len(g.texts) - 1) // 2 for g in candidate_groups(table)
         )
     for spec in judges:
-        backend, model = parse_spec(spec)
+        backend, model, _ = parse_spec(spec)
         entry: dict[str, Any] = {"calls": calls}
         if not capabilities(backend).priced:
             entry["usd"] = 0.0

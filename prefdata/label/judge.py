@@ -53,7 +53,14 @@ import polars as pl
 from prefdata.errors import InputError
 from prefdata.label.estimate import estimate as estimate_calls
 from prefdata.label.rubric import BUILTIN_RUBRICS, load_rubric, pointwise_rubric_for
-from prefdata.label.runner import JudgeOptions, judge_name, judge_pairs, make_answerer, open_clients
+from prefdata.label.runner import (
+    JudgeOptions,
+    failures,
+    judge_name,
+    judge_pairs,
+    make_answerer,
+    open_clients,
+)
 from prefdata.label.selection import (
     Selection,
     is_candidates,
@@ -128,7 +135,9 @@ async def ajudge(
     no pair by reason), `pointwise` (the scoring pass), `calibration` (with gold). A
     tournament's report is that of prefdata.label.tournament; it refuses gold and
     min_human_agreement. With `estimate`, the report is `prefdata.label.estimate.estimate`'s
-    and no call is made.
+    and no call is made. `failures` counts the calls and the failed ones; the run fails
+    (StageResult.failure: the command exits 1 after writing) when every call failed or more
+    than `max_failed_share` of them did.
 
     Example: prefdata judge pairs.parquet -o votes.parquet --judge local:smollm2
     --judge anthropic:claude-sonnet-4-6 --rubric helpfulness --estimate
@@ -213,7 +222,9 @@ async def ajudge(
     tables = {"annotations": votes, "verdicts": pool_orders(votes), **tables}
     if candidates:
         tables["pairs"] = judged_pairs(pairs, votes, source=source)
-    return StageResult(tables=tables, report=report)
+    failed = int((votes["error"].is_not_null() | votes["label"].is_null()).sum())
+    report["failures"], failure = failures(votes.height, failed, options)
+    return StageResult(tables=tables, report=report, failure=failure)
 
 
 judge = stage("judge", outputs=OUTPUTS)(synced(ajudge))

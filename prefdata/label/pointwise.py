@@ -48,7 +48,7 @@ from prefdata.label.runner import (
     pairs_per_chunk,
 )
 from prefdata.label.selection import candidate_groups
-from prefdata.label.verdicts import read_score
+from prefdata.label.verdicts import read_score, valid_score
 from prefdata.llm.base import Client
 from prefdata.llm.cache import CallCache
 from prefdata.progress import progress_bar, synced
@@ -147,7 +147,7 @@ async def ascore_candidates(
                         )
                         for it in chunk
                     ]
-                    responses = await answer(client, requests, cache)
+                    responses = await answer(client, requests, cache, valid_score)
                     for it, response in zip(chunk, responses, strict=True):
                         score, raw, error = read_score(response)
                         results.setdefault(it["key"], {})[name] = (score, raw, error)

@@ -30,6 +30,7 @@ __all__ = [
     "PAIRWISE",
     "POINTWISE",
     "RATINGS",
+    "RATIONALE_CHARS",
     "SCORE_TOOL",
     "VERDICT_TOOL",
     "Reading",
@@ -42,16 +43,16 @@ __all__ = [
 
 BUILTIN_RUBRICS = ("helpfulness", "harmlessness", "honesty", "instruction-following", "math")
 
+# The verdict comes first and the rationale is bounded: a model answering under JSON-schema
+# decoding writes the fields in this order, so a reply cut short (or a server that lets the
+# model pad with whitespace until max tokens) never loses the verdict to a runaway rationale.
+RATIONALE_CHARS = 200
 VERDICT_TOOL: dict[str, Any] = {
     "name": "record_verdict",
     "description": "Record which response is better. A is the response shown first, B second.",
     "input_schema": {
         "type": "object",
         "properties": {
-            "rationale": {
-                "type": "string",
-                "description": "Two or three sentences of reasoning, written before deciding.",
-            },
             "verdict": {"type": "string", "enum": ["A", "B", "tie"]},
             "confidence": {
                 "type": "number",
@@ -59,8 +60,13 @@ VERDICT_TOOL: dict[str, Any] = {
                 "maximum": 1,
                 "description": "Probability that the verdict is right.",
             },
+            "rationale": {
+                "type": "string",
+                "maxLength": RATIONALE_CHARS,
+                "description": "One to three sentences on why.",
+            },
         },
-        "required": ["rationale", "verdict"],
+        "required": ["verdict", "rationale"],
     },
 }
 
@@ -71,13 +77,14 @@ SCORE_TOOL: dict[str, Any] = {
     "input_schema": {
         "type": "object",
         "properties": {
+            "score": {"type": "integer", "minimum": 1, "maximum": 9},
             "rationale": {
                 "type": "string",
-                "description": "Two or three sentences of reasoning, written before scoring.",
+                "maxLength": RATIONALE_CHARS,
+                "description": "One to three sentences on why.",
             },
-            "score": {"type": "integer", "minimum": 1, "maximum": 9},
         },
-        "required": ["rationale", "score"],
+        "required": ["score", "rationale"],
     },
 }
 
@@ -100,7 +107,7 @@ class Reading:
 PAIRWISE = Reading(
     kind="pairwise",
     tool=VERDICT_TOOL,
-    tool_ask="Reason briefly, then record your verdict with the record_verdict tool.",
+    tool_ask="Record your verdict with the record_verdict tool: the verdict, then briefly why.",
     choices=("A", "B"),
     choice_ask="Answer with a single letter: A or B.",
     fields=("conversation", "first", "second", "reference_block"),
@@ -111,7 +118,7 @@ PAIRWISE = Reading(
 POINTWISE = Reading(
     kind="pointwise",
     tool=SCORE_TOOL,
-    tool_ask="Reason briefly, then record your score with the record_score tool.",
+    tool_ask="Record your score with the record_score tool: the score, then briefly why.",
     choices=RATINGS,
     choice_ask="Answer with a single digit from 1 (worst) to 9 (best).",
     fields=("conversation", "response", "reference_block"),

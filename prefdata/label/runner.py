@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal, cast
 from prefdata.errors import InputError
 from prefdata.label.requests import build_request
 from prefdata.label.rubric import BUILTIN_RUBRICS, Rubric
-from prefdata.label.verdicts import read_vote
+from prefdata.label.verdicts import read_vote, valid_verdict
 from prefdata.llm.base import Client, Request, Response
-from prefdata.llm.cache import CallCache, complete_cached
+from prefdata.llm.cache import Accept, CallCache, call_key, complete_cached
 from prefdata.llm.factory import backend_options, client_for
 from prefdata.stage import File
 
@@ -33,6 +33,7 @@ __all__ = [
     "ORDER_CHOICES",
     "Answerer",
     "JudgeOptions",
+    "failures",
     "judge_name",
     "judge_pairs",
     "make_answerer",
@@ -61,6 +62,10 @@ class JudgeOptions:
             kept beside the call cache)
         poll_interval: seconds between Message Batches polls
         chunk_size: pairs sent together (with the Batches API: one submission for all)
+        order_retries: times a failed order is asked again when the other order answered
+            (a pair still judged in one order only is set aside by consensus)
+        max_failed_share: the run fails (exit 1, after writing its outputs) when more than
+            this share of the judge calls failed; it always fails when every call failed
     """
 
     rubric: Annotated[str, File(names=BUILTIN_RUBRICS)] = "helpfulness"
@@ -73,6 +78,8 @@ class JudgeOptions:
     batch: bool = False
     poll_interval: float = 30.0
     chunk_size: int = 256
+    order_retries: int = 1
+    max_failed_share: float = 0.05
 
     def __post_init__(self) -> None:
         if self.orders not in ORDER_CHOICES:
@@ -82,6 +89,10 @@ class JudgeOptions:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.poll_interval < 0:
             raise InputError(f"poll_interval must be >= 0, got {self.poll_interval}")
+        if self.order_retries < 0:
+            raise InputError(f"order_retries must be >= 0, got {self.order_retries}")
+        if not 0 <= self.max_failed_share <= 1:
+            raise InputError(f"max_failed_share must be in 0-1, got {self.max_failed_share}")
 
     @property
     def order_list(self) -> tuple[str, ...]:
@@ -105,8 +116,35 @@ class JudgeOptions:
 
 
 def judge_name(client: Client) -> str:
-    """The annotator name of a judge's votes: "backend:model"."""
-    return f"{client.backend}:{client.model}"
+    """The annotator name of a judge's votes: "backend:model", and "@endpoint" for a backend
+    that is a server of one's own (its URL says which model answered: two servers may serve
+    one model name; the name is also the judge spec that asks it again)."""
+    name = f"{client.backend}:{client.model}"
+    endpoint = getattr(client, "endpoint", None)
+    return f"{name}@{endpoint}" if endpoint and client.capabilities.needs_base_url else name
+
+
+def failures(
+    votes_or_calls: int, failed: int, options: JudgeOptions
+) -> tuple[dict[str, Any], str | None]:
+    """(the report's `failures` block, the failure line or None): a run fails when every
+    call failed, or when more than `options.max_failed_share` of them did."""
+    share = failed / votes_or_calls if votes_or_calls else 0.0
+    block = {
+        "calls": votes_or_calls,
+        "failed": failed,
+        "failed_share": round(share, 6),
+        "max_failed_share": options.max_failed_share,
+    }
+    if votes_or_calls and failed == votes_or_calls:
+        return block, f"every judge call failed ({failed} of {votes_or_calls})"
+    if share > options.max_failed_share:
+        return block, (
+            f"{failed} of {votes_or_calls} judge calls failed ({share:.1%}, more than the "
+            f"{options.max_failed_share:.0%} allowed by max_failed_share); the votes are "
+            "written, a re-run asks only the failed calls again"
+        )
+    return block, None
 
 
 @contextlib.asynccontextmanager
@@ -132,16 +170,19 @@ async def open_clients(
                 await client.aclose()
 
 
-# How a judge's requests get answered: (client, requests, cache) -> responses in order.
-Answerer = Callable[[Client, Sequence[Request], CallCache], Awaitable[list[Response]]]
+# How a judge's requests get answered: (client, requests, cache, accept) -> responses in
+# order; only answers `accept` takes are cached.
+Answerer = Callable[[Client, Sequence[Request], CallCache, Accept], Awaitable[list[Response]]]
 
 
-async def _online(client: Client, requests: Sequence[Request], cache: CallCache) -> list[Response]:
-    return await complete_cached(client, requests, cache)
+async def _online(
+    client: Client, requests: Sequence[Request], cache: CallCache, accept: Accept
+) -> list[Response]:
+    return await complete_cached(client, requests, cache, accept=accept)
 
 
 async def _batches(
-    client: Client, requests: Sequence[Request], cache: CallCache, poll: float
+    client: Client, requests: Sequence[Request], cache: CallCache, accept: Accept, poll: float
 ) -> list[Response]:
     if not client.capabilities.message_batches:
         raise InputError(
@@ -154,11 +195,16 @@ async def _batches(
     # One state file per set of requests, beside the cache: the same run resumed finds its
     # submitted batches there (run_batch collects them instead of submitting again), and two
     # different runs never share one.
-    keys = "".join(r.cache_key(client.backend, client.model) for r in requests)
+    keys = "".join(call_key(client, r) for r in requests)
     digest = hashlib.sha256(keys.encode()).hexdigest()[:16]
     state = cache.path.parent / "batches" / f"{client.model}.{digest}.json"
     return await run_batch(
-        cast(AnthropicClient, client), requests, cache=cache, state_path=state, poll_interval=poll
+        cast(AnthropicClient, client),
+        requests,
+        cache=cache,
+        state_path=state,
+        poll_interval=poll,
+        accept=accept,
     )
 
 
@@ -170,9 +216,9 @@ def make_answerer(options: JudgeOptions) -> Answerer:
         return _online
 
     async def answer(
-        client: Client, requests: Sequence[Request], cache: CallCache
+        client: Client, requests: Sequence[Request], cache: CallCache, accept: Accept
     ) -> list[Response]:
-        return await _batches(client, requests, cache, options.poll_interval)
+        return await _batches(client, requests, cache, accept, options.poll_interval)
 
     return answer
 
@@ -196,7 +242,10 @@ async def judge_pairs(
 ) -> list[dict[str, Any]]:
     """Votes (rows of `prefdata.label.verdicts.VOTE_SCHEMA`) of one judge on `items` (from
     `pair_items`: item_id, prompt, a, b, reference) in every order of `options`, in chunks
-    (`chunk_size`); `tick(n)` after each chunk's n calls."""
+    (`chunk_size`); `tick(n)` after each chunk's n calls. Only valid verdicts are cached.
+
+    An order that failed while the other order of its pair answered is asked again (up to
+    `options.order_retries` times): one order alone would let position bias decide."""
     name = judge_name(client)
     orders = options.order_list
     size = pairs_per_chunk(options, len(items))
@@ -214,9 +263,32 @@ async def judge_pairs(
             )
             for r, o in jobs
         ]
-        responses = await answer(client, requests, cache)
+        responses = await answer(client, requests, cache, valid_verdict)
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        for (r, o), response in zip(jobs, responses, strict=True):
-            out.append(read_vote(response, o, name, r["item_id"], rubric, now))
+        rows = [
+            read_vote(response, o, name, r["item_id"], rubric, now)
+            for (r, o), response in zip(jobs, responses, strict=True)
+        ]
+        for _ in range(options.order_retries if len(orders) > 1 else 0):
+            lone = _one_order_failed(rows, len(orders))
+            if not lone:
+                break
+            again = await answer(client, [requests[i] for i in lone], cache, valid_verdict)
+            for i, response in zip(lone, again, strict=True):
+                r, o = jobs[i]
+                rows[i] = read_vote(response, o, name, r["item_id"], rubric, now)
+        out += rows
         tick(len(jobs))
+    return out
+
+
+def _one_order_failed(rows: Sequence[Mapping[str, Any]], n_orders: int) -> list[int]:
+    """Indices of failed votes whose pair has a valid vote in another order (`rows` hold each
+    pair's orders next to each other, `n_orders` of them)."""
+    out = []
+    for start in range(0, len(rows), n_orders):
+        group = range(start, start + n_orders)
+        failed = [i for i in group if rows[i]["label"] is None]
+        if failed and len(failed) < n_orders:
+            out += failed
     return out

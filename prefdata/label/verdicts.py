@@ -21,7 +21,15 @@ from prefdata.label.rubric import RATINGS, Rubric
 from prefdata.llm.base import Response
 from prefdata.schema import CONTRACTS
 
-__all__ = ["VOTE_SCHEMA", "read_score", "read_vote", "votes_frame"]
+__all__ = [
+    "VOTE_SCHEMA",
+    "read_score",
+    "read_vote",
+    "valid_score",
+    "valid_verdict",
+    "verdict_problem",
+    "votes_frame",
+]
 
 # The annotations contract's columns (a vote has no source record) plus the judge's own.
 VOTE_SCHEMA: dict[str, pl.DataType] = {
@@ -87,25 +95,48 @@ def read_vote(
         row["error"] = "no verdict: the reply is not the verdict tool's input"
         return row
     row["raw"] = json.dumps(data, ensure_ascii=False, sort_keys=True)
-    verdict = data.get("verdict")
     rationale = data.get("rationale")
     row["rationale"] = rationale if isinstance(rationale, str) else None
-    if not isinstance(verdict, str) or verdict.strip() not in ("A", "B", "tie"):
-        row["error"] = f"verdict must be one of A, B, tie; got {verdict!r}"
+    problem = verdict_problem(data)
+    if problem is not None:
+        row["error"] = problem
         return row
     confidence = data.get("confidence")
     if confidence is not None:
-        if (
-            isinstance(confidence, bool)
-            or not isinstance(confidence, int | float)
-            or not (0 <= confidence <= 1)
-        ):
-            row["error"] = f"confidence must be a number in 0-1; got {confidence!r}"
-            return row
         row["confidence"] = float(confidence)
-    verdict = verdict.strip()
+    verdict = str(data["verdict"]).strip()
     row["label"] = "tie" if verdict == "tie" else shown[verdict]
     return row
+
+
+def verdict_problem(data: dict[str, Any]) -> str | None:
+    """Why a verdict tool's input is not a valid verdict (None when it is)."""
+    verdict = data.get("verdict")
+    if not isinstance(verdict, str) or verdict.strip() not in ("A", "B", "tie"):
+        return f"verdict must be one of A, B, tie; got {verdict!r}"
+    confidence = data.get("confidence")
+    if confidence is not None and (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not (0 <= confidence <= 1)
+    ):
+        return f"confidence must be a number in 0-1; got {confidence!r}"
+    return None
+
+
+def valid_verdict(response: Response) -> bool:
+    """Whether a pairwise reply is a verdict (what the call cache may keep): choice
+    probabilities, or a verdict tool input with A / B / tie and a confidence in 0-1."""
+    if response.error is not None:
+        return False
+    if response.choice_probs is not None:
+        return True
+    return response.tool_input is not None and verdict_problem(response.tool_input) is None
+
+
+def valid_score(response: Response) -> bool:
+    """Whether a pointwise reply is a rating (what the call cache may keep)."""
+    return read_score(response)[2] is None
 
 
 def read_score(response: Response) -> tuple[float | None, Any, str | None]:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefdata.errors import InputError, MissingExtraError
-from prefdata.llm.base import Capabilities, Params, Request, Response
+from prefdata.llm.base import Capabilities, OnAnswer, Params, Request, Response
 from prefdata.llm.prices import PriceTable, load_prices
 from prefdata.llm.retry import (
     BackendError,
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKEND = "anthropic"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
 # A status that means the configuration is wrong, so every call would fail the same way.
 _FATAL = {
     401: "the API key was rejected (check ANTHROPIC_API_KEY)",
@@ -97,6 +98,7 @@ class AnthropicClient:
             )
         self.model = model
         self.base_url = base_url
+        self.endpoint = (base_url or DEFAULT_ENDPOINT).rstrip("/")
         self._anthropic = anthropic
         self._redact = make_redactor(key)
         gate = Gate(max_concurrency, rate_limit)
@@ -234,9 +236,11 @@ class AnthropicClient:
             return Response(error=failed.failure.message)
         return self.to_response(message, request)
 
-    async def complete(self, requests: Sequence[Request]) -> list[Response]:
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
         """One Response per request, in order; see prefdata.llm.retry.run_requests."""
-        return await run_requests(requests, self._one, self.retrier, BACKEND)
+        return await run_requests(requests, self._one, self.retrier, BACKEND, on_answer)
 
     async def aclose(self) -> None:
         await self.sdk.close()

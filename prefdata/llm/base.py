@@ -9,7 +9,7 @@ retries, unknown model) raise prefdata errors before or instead of any work.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -85,10 +85,13 @@ class Request:
     template_version: str = ""
     custom_id: str | None = None  # the caller's id for the item (batch APIs key on it)
 
-    def cache_key(self, backend: str, model: str) -> str:
-        """Hash of everything that determines the answer (never the API key)."""
+    def cache_key(self, backend: str, endpoint: str | None, model: str) -> str:
+        """Hash of everything that determines the answer (never the API key): the backend,
+        the endpoint (one model name behind two servers may be two models), the model, the
+        sampling parameters and the whole request."""
         payload = {
             "backend": backend,
+            "endpoint": endpoint,
             "model": model,
             "messages": list(self.messages),
             "params": asdict(self.params),
@@ -138,13 +141,28 @@ class Response:
         return cls(**data)
 
 
+# Called with (index in the call, response) as each answer arrives, before `complete` returns.
+OnAnswer = Callable[[int, Response], None]
+
+
 class Client(Protocol):
-    """What every backend offers. `complete` keeps the order of its input."""
+    """What every backend offers. `complete` keeps the order of its input, and hands each
+    answer to `on_answer` as soon as it has it (so the call cache stores it at once: a run
+    killed mid-call loses only the calls in flight).
+
+    backend: the backend's name (prefdata.llm.factory.BACKENDS); endpoint: where the model
+    answers (a server URL; a local model's device and dtype), part of every cache key.
+    """
 
     capabilities: Capabilities
     backend: str
     model: str
 
-    async def complete(self, requests: Sequence[Request]) -> list[Response]: ...
+    @property
+    def endpoint(self) -> str | None: ...
+
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]: ...
 
     async def aclose(self) -> None: ...

@@ -35,7 +35,7 @@ from prefdata.errors import InputError
 from prefdata.io.tables import atomic_path
 from prefdata.llm.anthropic import AnthropicClient
 from prefdata.llm.base import Request, Response
-from prefdata.llm.cache import CallCache
+from prefdata.llm.cache import Accept, CallCache, call_key
 from prefdata.llm.retry import BackendError, CallFailed
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ async def _wait_and_collect(
     poll_interval: float,
     progress: ProgressFn | None,
     deadline: float | None,
+    accept: Accept | None,
 ) -> None:
     batch_id = entry["id"]
     batches = client.sdk.messages.batches
@@ -186,7 +187,7 @@ async def _wait_and_collect(
             if result.type == "succeeded":
                 response = client.to_response(result.message, by_key.get(cid), batch=True)
                 response.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-                if response.ok:
+                if response.ok and (accept is None or accept(response)):
                     cache.put(cid, client.backend, client.model, response)
             elif result.type == "errored":
                 err = result.error.error
@@ -221,13 +222,15 @@ async def run_batch(
     progress: ProgressFn | None = None,
     max_batch_requests: int = MAX_BATCH_REQUESTS,
     max_wait: float | None = None,
+    accept: Accept | None = None,
 ) -> list[Response]:
     """One Response per request, in order, through the Message Batches API (see the module
     docstring). `max_wait`: seconds to poll before giving up with a BackendError (the
-    batches keep running; run again to collect them); None waits as long as it takes."""
+    batches keep running; run again to collect them); None waits as long as it takes.
+    `accept`: only answers it takes are cached (as in `complete_cached`)."""
     state_path = Path(state_path)
     state = _State.load(state_path, client.model)
-    keys = [r.cache_key(client.backend, client.model) for r in requests]
+    keys = [call_key(client, r) for r in requests]
     out: dict[str, Response] = {}
     by_key: dict[str, Request] = {}
     for key, request in zip(keys, requests, strict=True):
@@ -273,7 +276,7 @@ async def run_batch(
     results: dict[str, Response] = {}
     for entry in state.pending():
         await _wait_and_collect(
-            client, state, entry, by_key, results, cache, poll_interval, progress, deadline
+            client, state, entry, by_key, results, cache, poll_interval, progress, deadline, accept
         )
     if not state.pending() and state_path.exists():
         state_path.unlink()

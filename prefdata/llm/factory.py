@@ -69,7 +69,8 @@ def make_client(backend: str, model: str, **options: Any) -> Client:
     if cls.capabilities.needs_base_url and "base_url" not in kwargs:
         raise InputError(
             f"the {backend} backend needs base_url: the server speaking its API, e.g. "
-            "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)"
+            "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama); or in "
+            f"the spec: {backend}:{model}@http://localhost:8000/v1"
         )
     try:
         # Checked before the call, so a TypeError raised inside the constructor stays a bug
@@ -108,23 +109,33 @@ def capabilities(backend: str) -> Capabilities:
     return caps
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """ "backend:model" -> (backend, model); a bare name means the local backend."""
+def parse_spec(spec: str) -> tuple[str, str, str | None]:
+    """ "backend:model[@URL]" -> (backend, model, endpoint or None); a bare name means the
+    local backend. The endpoint is the part after the last "@" when it is a URL
+    ("openai:MODEL@http://host:8000/v1"), so each judge of a panel can ask its own server;
+    an "@" inside a model name ("claude-3-5-sonnet@20240620") stays in the name."""
+    endpoint: str | None = None
+    head, at, tail = spec.rpartition("@")
+    if at and "://" in tail:
+        spec, endpoint = head, tail
     backend, sep, model = spec.partition(":")
     if not sep:
-        return "local", spec
+        return "local", spec, endpoint
     if not model:
         raise InputError(f"judge {spec!r}: write backend:model, e.g. anthropic:claude-sonnet-4-6")
-    return backend, model
+    return backend, model, endpoint
 
 
 def client_for(spec: str | Client, options: Mapping[str, Mapping[str, Any]] | None) -> Client:
-    """The client for a "backend:model" spec (options[backend] go to make_client); a client
-    given is returned as it is."""
+    """The client for a "backend:model[@URL]" spec (options[backend] go to make_client; the
+    spec's URL is its base_url); a client given is returned as it is."""
     if not isinstance(spec, str):
         return spec
-    backend, model = parse_spec(spec)
-    return make_client(backend, model, **dict((options or {}).get(backend, {})))
+    backend, model, endpoint = parse_spec(spec)
+    settings = dict((options or {}).get(backend, {}))
+    if endpoint is not None:
+        settings["base_url"] = endpoint
+    return make_client(backend, model, **settings)
 
 
 def backend_options(**settings: Any) -> dict[str, dict[str, Any]]:

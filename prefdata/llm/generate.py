@@ -15,9 +15,9 @@ prompt to prompt (by a hash of the prompt id), so with n < len(models) every mod
 its share of prompts, like UltraFeedback drawing 4 of its 17 models per prompt. `mix="each"`
 asks every model for `n` samples (n * len(models) per prompt).
 
-Resuming: prompts are processed in chunks of `chunk_size`; every chunk's answers are in the
-call cache before the next chunk starts, so an interruption loses at most one chunk and the
-re-run answers everything before it from the cache without a single new call.
+Resuming: every answer is in the call cache the moment it arrives, so an interruption loses
+only the calls in flight and the re-run answers everything before them from the cache.
+Prompts are sent in chunks of `chunk_size` (the progress bar's steps).
 """
 
 from __future__ import annotations
@@ -186,8 +186,9 @@ async def agenerate(
 
     Output: table `candidates` (prompt_id, prompt, completion_id, completion, generator,
     params; `completion` is the reply with surrounding whitespace removed; `params` is JSON
-    with the backend, the sampling parameters with the sample's own seed, the sample index
-    and the finish_reason, "length" marking a reply cut at max_new_tokens); `rejected`
+    with the backend and its endpoint, the sampling parameters with the sample's own seed,
+    the sample index and the finish_reason, "length" marking a reply cut at
+    max_new_tokens); `rejected`
     (REJECTED_SCHEMA rows with reason `error` (the call failed; not cached, so a re-run tries
     again), `empty`, `duplicate` (the same text as an earlier sample of the same prompt) or
     `invalid_prompt`); report: counts (prompts, requests, candidates, dropped_<reason>,
@@ -215,7 +216,7 @@ async def agenerate(
         client_options: other client settings, e.g. timeout=30
             (prefdata.llm.factory.make_client)
         mix: spread (n in all, across the models) or each (n per model)
-        chunk_size: prompts per chunk; an interruption loses at most one chunk
+        chunk_size: prompts per chunk (progress steps; every answer is cached as it comes)
         max_prompts: use only the first N prompts
         batch: anthropic: the Message Batches API (half price; resumable: its state is kept
             in a `batches` folder beside the call cache, so an interrupted run collects its
@@ -258,7 +259,8 @@ async def agenerate(
                 client = m
             clients.append(client)
         names = [c.model for c in clients]
-        if len(set(zip(names, [c.backend for c in clients], strict=True))) < len(names):
+        where = [(c.backend, getattr(c, "endpoint", None), c.model) for c in clients]
+        if len(set(where)) < len(names):
             raise InputError(f"the same model is listed twice: {names}")
         answer: Answerer = _answer
         if batch:
@@ -318,6 +320,7 @@ async def agenerate(
                             "params": ids.canonical_json(
                                 {
                                     "backend": clients[s.model].backend,
+                                    "endpoint": getattr(clients[s.model], "endpoint", None),
                                     **asdict(s.request.params),
                                     "sample": s.sample,
                                     "finish_reason": r.finish_reason,

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefdata.errors import OptionError
-from prefdata.llm.base import Capabilities, Message, Params, Request, Response
+from prefdata.llm.base import Capabilities, Message, OnAnswer, Params, Request, Response
 
 if TYPE_CHECKING:
     import torch
@@ -123,6 +123,8 @@ class LocalClient:
         self.device = _resolve_device(device)
         self.batch_size = batch_size
         self.dtype = dtype or default_dtype(self.device)
+        # Part of every cache key: another device or precision rounds the logits otherwise.
+        self.endpoint = f"{self.device}/{self.dtype}"
         # One batch at a time per client: torch already uses every core for one batch, and
         # two interleaved generate() calls on one model would only fight over them.
         self._run_lock = threading.Lock()
@@ -151,24 +153,29 @@ class LocalClient:
 
     # --- the Client interface ---
 
-    async def complete(self, requests: Sequence[Request]) -> list[Response]:
-        """Answer `requests` in order; see the module docstring for the modes."""
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
+        """Answer `requests` in order; see the module docstring for the modes. `on_answer`
+        gets each answer as its batch is done (from the worker thread)."""
         if not requests:
             return []
-        return await asyncio.to_thread(self.complete_sync, list(requests))
+        return await asyncio.to_thread(self.complete_sync, list(requests), on_answer)
 
     async def aclose(self) -> None:
         # The weights stay in the shared cache for other clients; nothing else to release.
         return None
 
-    def complete_sync(self, requests: Sequence[Request]) -> list[Response]:
+    def complete_sync(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
         """The blocking version of `complete` (for scripts and benchmarks)."""
         with self._run_lock:
-            return self._complete(requests)
+            return self._complete(requests, on_answer or (lambda _i, _r: None))
 
     # --- internals ---
 
-    def _complete(self, requests: Sequence[Request]) -> list[Response]:
+    def _complete(self, requests: Sequence[Request], on_answer: OnAnswer) -> list[Response]:
         model, tokenizer = self.load()
         out: list[Response | None] = [None] * len(requests)
         groups: dict[tuple[Any, ...], list[_Item]] = {}
@@ -217,6 +224,7 @@ class LocalClient:
                     answers = self._generate_batch(model, tokenizer, batch, key[1], key[2])
                 for item, answer in zip(batch, answers, strict=True):
                     out[item.index] = answer
+                    on_answer(item.index, answer)
         return [r if r is not None else Response(error="internal: no answer") for r in out]
 
     def _generate_batch(

@@ -7,6 +7,12 @@ server, Ollama, TGI), through the official `openai` SDK (AsyncOpenAI) with `base
   schema; a server that rejects json_schema (older llama.cpp, Ollama) is asked again with
   json_object, and the client remembers that. The answer is parsed into
   `Response.tool_input`; unparseable output gives `error` with the raw text kept in `text`.
+- A vLLM server (found once per client from /v1/models: `owned_by` "vllm") gets the tool's
+  schema as a whitespace-free regular expression instead (`structured_outputs.regex`, the
+  fields in schema order, strings bounded by their maxLength): JSON-schema decoding lets a
+  model emit free whitespace between fields, and a small model did so until max tokens
+  (vLLM takes `disable_any_whitespace` only as a server-wide setting). llama.cpp and
+  Ollama bound that whitespace in their own grammars; they get the schema as it is.
 - temperature, top_p, seed, stop and max_tokens are sent as given (seed: best effort, as
   the server implements it). `Request.logprobs` asks for per-token log-probabilities.
 - The key: `api_key=`, else OPENAI_API_KEY, else "EMPTY" (local servers usually ignore it).
@@ -16,6 +22,8 @@ server, Ollama, TGI), through the official `openai` SDK (AsyncOpenAI) with `base
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,7 +31,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefdata.errors import InputError, MissingExtraError
-from prefdata.llm.base import Capabilities, Request, Response
+from prefdata.llm.base import Capabilities, OnAnswer, Request, Response
 from prefdata.llm.retry import (
     CallFailed,
     Failure,
@@ -47,6 +55,46 @@ _FATAL = {
     404: "not found (check the model name, and that base_url ends in /v1)",
 }
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+# The next way to ask for JSON when a server refuses one (HTTP 400 / 422).
+_FALLBACK = {"vllm_regex": "json_schema", "json_schema": "json_object"}
+# A string without a quote, a backslash or a line break: what a rationale needs, and a
+# character class every regex engine compiles small.
+_STRING_CHARS = r'[^"\\\n]'
+
+
+def _value_regex(schema: Any) -> str | None:
+    """A whitespace-free regular expression for one JSON value of `schema`, for the kinds a
+    tool uses (string enums, bounded strings, numbers in 0-1, small integer ranges); None
+    for anything else."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("enum") and all(isinstance(v, str) for v in schema["enum"]):
+        return '"(?:' + "|".join(re.escape(v) for v in schema["enum"]) + ')"'
+    kind = schema.get("type")
+    if kind == "string":
+        return f'"{_STRING_CHARS}{{0,{int(schema.get("maxLength", 200))}}}"'
+    if kind == "number" and schema.get("minimum") == 0 and schema.get("maximum") == 1:
+        return r"(?:0(?:\.[0-9]{1,4})?|1(?:\.0{1,4})?)"
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if kind == "integer" and isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= 9:
+        return f"[{lo}-{hi}]"
+    return None
+
+
+def schema_regex(schema: dict[str, Any]) -> str | None:
+    """The JSON objects of a flat tool schema as one regular expression with no free
+    whitespace: every property in schema order, `{"a": 1, "b": "x"}`. None when a property
+    has no regex form (the caller asks for the schema itself)."""
+    properties = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(properties, dict) or not properties:
+        return None
+    fields = []
+    for name, sub in properties.items():
+        value = _value_regex(sub)
+        if value is None:
+            return None
+        fields.append(f'"{re.escape(name)}": {value}')
+    return r"\{" + ", ".join(fields) + r"\}"
 
 
 def tool_instruction(tool: dict[str, Any]) -> str:
@@ -112,9 +160,9 @@ class OpenAICompatClient:
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.model = model
         self.base_url = base_url
-        # The server is part of the cache identity: two servers may serve different weights
-        # under one model name, and must never share cached answers.
-        self.backend = f"{BACKEND}@{base_url.rstrip('/')}"
+        # Part of every cache key: two servers may serve different weights under one model
+        # name, and must never share cached answers.
+        self.endpoint = base_url.rstrip("/")
         self.timeout = timeout
         self._openai = openai
         self._redact = make_redactor(key if key != "EMPTY" else None)
@@ -126,9 +174,12 @@ class OpenAICompatClient:
             timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
             http_client=openai.DefaultAsyncHttpxClient(event_hooks=gate.http_hooks()),
         )
-        # Switched to json_object after the server rejected json_schema once.
-        self.json_mode = "json_schema"
+        # How a tool's JSON is asked for: "vllm_regex" (a vLLM server), "json_schema", or
+        # "json_object" after the server rejected json_schema once. None until the first
+        # structured call has looked at the server.
+        self.json_mode: str | None = None
         self._json_object_works = False
+        self._detect_lock: asyncio.Lock | None = None
         policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.retrier = Retrier(policy, gate, self.classify, redact=self._redact)
 
@@ -174,8 +225,11 @@ class OpenAICompatClient:
         if request.logprobs:
             params["logprobs"] = True
         if request.tool:
-            mode = json_mode or self.json_mode
-            if mode == "json_schema":
+            mode = json_mode or self.json_mode or "json_schema"
+            regex = schema_regex(request.tool["input_schema"]) if mode == "vllm_regex" else None
+            if regex is not None:
+                params["extra_body"] = {"structured_outputs": {"regex": regex}}
+            elif mode in ("json_schema", "vllm_regex"):
                 params["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {
@@ -226,42 +280,69 @@ class OpenAICompatClient:
 
     # ---- calls -----------------------------------------------------------------------
 
+    async def _detect_server(self) -> None:
+        """Set `json_mode` from what the server is (once): vLLM says so in /v1/models."""
+        if self._detect_lock is None:
+            self._detect_lock = asyncio.Lock()
+        async with self._detect_lock:
+            if self.json_mode is not None:
+                return
+            mode = "json_schema"
+            # No model list (or no such route): a server of another kind, plain JSON.
+            with contextlib.suppress(Exception):
+                page = await self.sdk.models.list()
+                if any(getattr(m, "owned_by", None) == "vllm" for m in page.data):
+                    mode = "vllm_regex"
+            self.json_mode = mode
+
     async def _one(self, request: Request) -> Response:
         try:
             self.chat_params(request)  # a request we cannot send fails here, unsent
         except ValueError as err:
             return Response(error=str(err))
+        if request.tool and self.json_mode is None:
+            await self._detect_server()
         sent: list[str] = []
 
         async def send(json_mode: str | None = None) -> ChatCompletion:
-            # Built at send time, so calls queued behind the one that found json_schema
-            # unsupported go out as json_object straight away.
+            # Built at send time, so calls queued behind the one that found a mode
+            # unsupported go out in the next mode straight away.
             params = self.chat_params(request, json_mode)
-            sent.append(params.get("response_format", {}).get("type", ""))
+            structured = "structured_outputs" in params.get("extra_body", {})
+            sent.append(
+                "vllm_regex" if structured else params.get("response_format", {}).get("type", "")
+            )
             return await self.sdk.chat.completions.create(**params)
 
         try:
             completion = await self.retrier.call(send)
         except CallFailed as failed:
-            rejected = failed.failure.status in (400, 422)
-            if not (request.tool and rejected and sent[-1:] == ["json_schema"]):
+            tried = sent[-1] if sent else ""
+            # vLLM answers a regex it cannot compile in time with a 500.
+            refused = (400, 422, 500) if tried == "vllm_regex" else (400, 422)
+            rejected = failed.failure.status in refused
+            fallback = _FALLBACK.get(tried)
+            if not (request.tool and rejected and fallback):
                 return Response(error=failed.failure.message)
-            # Many servers (older llama.cpp, Ollama) know only json_object: switch at once (so
-            # queued calls do not hit the same 400) and ask once more.
-            self.json_mode = "json_object"
+            # Many servers (older llama.cpp, Ollama) know only json_object; a vLLM that cannot
+            # compile the regex still takes the schema: switch at once (so queued calls do
+            # not hit the same 400) and ask once more.
+            self.json_mode = fallback
             try:
-                completion = await self.retrier.call(lambda: send("json_object"))
+                completion = await self.retrier.call(lambda: send(fallback))
             except CallFailed as again:
                 if not self._json_object_works:  # the 400 was about something else
-                    self.json_mode = "json_schema"
+                    self.json_mode = tried
                 return Response(error=again.failure.message)
         if sent[-1:] == ["json_object"]:
             self._json_object_works = True
         return self.to_response(completion, request)
 
-    async def complete(self, requests: Sequence[Request]) -> list[Response]:
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
         """One Response per request, in order; see prefdata.llm.retry.run_requests."""
-        return await run_requests(requests, self._one, self.retrier, BACKEND)
+        return await run_requests(requests, self._one, self.retrier, BACKEND, on_answer)
 
     async def aclose(self) -> None:
         await self.sdk.close()

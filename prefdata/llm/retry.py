@@ -311,14 +311,23 @@ async def run_requests(
     one: Callable[[Request], Awaitable[Response]],
     retrier: Retrier,
     backend: str,
+    on_answer: Callable[[int, Response], None] | None = None,
 ) -> list[Response]:
-    """Answer every request concurrently (the Gate bounds it), in input order.
+    """Answer every request concurrently (the Gate bounds it), in input order; each answer
+    goes to `on_answer(index, response)` as soon as it is in.
 
     When the client hit a fatal failure and not a single call succeeded, raise it as a
     BackendError (wrong key, server down); when some calls did succeed they are returned
     with the failure as the others' `error`, so answers already paid for reach the cache.
     """
-    responses = list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def answered(index: int, request: Request) -> Response:
+        response = await one(request)
+        if on_answer is not None:
+            on_answer(index, response)
+        return response
+
+    responses = list(await asyncio.gather(*(answered(i, r) for i, r in enumerate(requests))))
     if retrier.fatal is not None and requests and not any(r.ok for r in responses):
         raise BackendError(f"{backend}: {retrier.fatal.message}")
     return responses

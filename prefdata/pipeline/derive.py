@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefdata.errors import PrefdataError
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 from prefdata.stage import Param, StageSpec
 
@@ -72,6 +73,10 @@ def run_stage(spec: StageSpec, stage: StageRun) -> StageOutputs:
     outputs = write_result_dir(result, stage.dir)
     outputs.update(written)
     outputs.update(result.files)
+    if result.failure is not None:
+        # Written first (nothing is lost); the stage is not recorded as done, so a re-run
+        # runs it again (its answered calls from the call cache).
+        raise PrefdataError(f"stage '{stage.name}' failed: {result.failure}")
     return outputs, result.report
 
 

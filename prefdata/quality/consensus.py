@@ -41,7 +41,7 @@ posterior) and `accuracy` (prior-weighted diagonal), items_no_consensus, label_c
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -50,7 +50,7 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.quality.agreement import FloatArray, IntArray, Votes, encode_votes
-from prefdata.quality.pooling import panel
+from prefdata.quality.pooling import ONE_ORDER_ONLY, one_order_only_votes, panel
 from prefdata.schema import PAIR_LABELS, conform
 from prefdata.stage import StageResult, Table, stage
 
@@ -59,6 +59,7 @@ Method = Literal["majority", "dawid-skene"]
 METHODS: tuple[Method, ...] = ("majority", "dawid-skene")
 ConsensusMethod = Literal["majority", "dawid-skene", "mean"]
 CONSENSUS_METHODS: tuple[ConsensusMethod, ...] = (*METHODS, "mean")
+OneOrder = Literal["set_aside", "keep"]
 _TIE_EPS = 1e-12
 
 
@@ -71,6 +72,7 @@ def consensus(
     max_iter: int = 500,
     tol: float = 1e-6,
     smoothing: float = 1.0,
+    one_order: OneOrder = "set_aside",
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Consensus label and posterior per item (see the module doc for columns and rules).
 
@@ -78,6 +80,13 @@ def consensus(
     default: the labels present (a, b, tie order for pairs). `item_column`: the column
     that defines an item. `mean` is for pair votes keyed by `item_id` only (labels a / b /
     tie; see `mean_posteriors`).
+
+    `one_order`: a judge asked a pair in both orders that answered in only one (the other
+    failed, retries included) has a vote that position bias may have decided. "set_aside"
+    (default) leaves such votes out; an item left without votes gets a posterior row with
+    label null and `one_order_only` true, which `pairs_from_consensus` sets aside with
+    reason "one_order_only". "keep" counts them (pooled, with the lower confidence of
+    `prefdata.quality.pooling.pool_orders`). The report counts `one_order_only_votes`.
     """
     if method not in CONSENSUS_METHODS:
         raise InputError(f"method must be one of {CONSENSUS_METHODS}, got {method!r}")
@@ -86,10 +95,61 @@ def consensus(
             raise InputError("method mean pools pair votes: items by item_id, labels a / b / tie")
         # Checks every vote's label is a pair label, naming the first row that is not.
         encode_votes(annotations, label_order=PAIR_LABELS)
-        return mean_posteriors(annotations)
-    votes = encode_votes(annotations, item_column=item_column, label_order=labels)
-    fit = fit_votes(votes, method=method, max_iter=max_iter, tol=tol, smoothing=smoothing)
-    return posterior_table(votes, fit.posterior, item_column=item_column), fit.report(votes)
+    if one_order not in ("set_aside", "keep"):
+        raise InputError(f"one_order must be set_aside or keep, got {one_order!r}")
+    lone = one_order_only_votes(annotations) if one_order == "set_aside" else None
+    lone_items: list[Any] = []
+    if lone is not None and lone.height:
+        before = _voted_items(annotations, item_column)
+        annotations = annotations.join(lone, on=["item_id", "annotator"], how="anti")
+        lone_items = [i for i in before if i not in set(_voted_items(annotations, item_column))]
+    if method == "mean":
+        posteriors, report = _fit_or_empty(annotations, item_column, mean_posteriors)
+    else:
+
+        def fit_table(table: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+            votes = encode_votes(table, item_column=item_column, label_order=labels)
+            fit = fit_votes(votes, method=method, max_iter=max_iter, tol=tol, smoothing=smoothing)
+            return posterior_table(votes, fit.posterior, item_column=item_column), fit.report(votes)
+
+        posteriors, report = _fit_or_empty(annotations, item_column, fit_table)
+    report["one_order_only_votes"] = 0 if lone is None else lone.height
+    posteriors = posteriors.with_columns(pl.lit(False).alias(ONE_ORDER_ONLY))
+    if lone_items:
+        extra = pl.DataFrame(
+            {item_column: lone_items, "n_votes": [0] * len(lone_items)},
+            schema_overrides={item_column: posteriors.schema.get(item_column, pl.String)},
+        ).with_columns(pl.lit(True).alias(ONE_ORDER_ONLY))
+        posteriors = pl.concat([posteriors, extra], how="diagonal_relaxed")
+    return posteriors, report
+
+
+def _voted_items(annotations: pl.DataFrame, item_column: str) -> list[Any]:
+    """The items with at least one valid vote, in first-seen order."""
+    valid = annotations.filter(pl.col("label").is_not_null())
+    if "error" in valid.columns:
+        valid = valid.filter(pl.col("error").is_null())
+    return list(dict.fromkeys(valid[item_column].to_list()))
+
+
+def _fit_or_empty(
+    annotations: pl.DataFrame,
+    item_column: str,
+    fit: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict[str, Any]]],
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """`fit(annotations)`, or an empty posteriors table when no valid vote is left (every
+    vote was set aside)."""
+    if _voted_items(annotations, item_column):
+        return fit(annotations)
+    schema = {
+        item_column: pl.String,
+        "label": pl.String,
+        "confidence": pl.Float64,
+        **{f"p_{k}": pl.Float64 for k in PAIR_LABELS},
+        "n_votes": pl.Int64,
+        "agreement": pl.Float64,
+    }
+    return pl.DataFrame(schema=schema), {"items": 0, "votes": 0}
 
 
 def mean_posteriors(votes: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -320,7 +380,7 @@ def posterior_table(
 # ---------------------------------------------------------------------------------------
 
 
-SET_ASIDE_REASONS = ("tie", "no_consensus", "no_votes")
+SET_ASIDE_REASONS = ("tie", "no_consensus", "no_votes", ONE_ORDER_ONLY)
 
 
 def pairs_from_consensus(
@@ -335,9 +395,10 @@ def pairs_from_consensus(
     that side, n_votes and agreement from the posteriors, provenance gets a `consensus`
     entry (method, label, posteriors, whether the sides were swapped); margin and the other
     columns are kept. Pairs whose consensus is "tie", that have no consensus (top labels
-    tie), or that have no votes go to `set_aside` unchanged, with a `reason` column
-    ("tie" / "no_consensus" / "no_votes"); nothing is dropped. The report counts
-    pairs_in, pairs_out, swapped and set_aside_<reason>.
+    tie), that have no votes, or whose only votes came from a judge that answered in one
+    order only go to `set_aside` unchanged, with a `reason` column ("tie" / "no_consensus" /
+    "no_votes" / "one_order_only"); nothing is dropped. The report counts pairs_in,
+    pairs_out, swapped and set_aside_<reason>.
     """
     extra_labels = [
         c[2:] for c in posteriors.columns if c.startswith("p_") and c[2:] not in ("a", "b", "tie")
@@ -363,6 +424,11 @@ def pairs_from_consensus(
         (pl.col("p_tie") if "p_tie" in posteriors.columns else pl.lit(0.0)).alias("__p_tie"),
         pl.col("n_votes").alias("__n_votes"),
         pl.col("agreement").alias("__agreement"),
+        (
+            pl.col(ONE_ORDER_ONLY).fill_null(False)
+            if ONE_ORDER_ONLY in posteriors.columns
+            else pl.lit(False)
+        ).alias("__one_order_only"),
     )
     joined = pairs.join(post, on="pair_id", how="left", maintain_order="left")
     d_chosen = pl.Series(ids.digests(joined["chosen"].to_list()), dtype=pl.String)
@@ -373,7 +439,9 @@ def pairs_from_consensus(
     )
     joined = joined.with_columns(chosen_is_a.alias("__chosen_is_a"))
     reason = (
-        pl.when(pl.col("__label").is_null() & pl.col("__n_votes").is_null())
+        pl.when(pl.col("__label").is_null() & pl.col("__one_order_only").fill_null(False))
+        .then(pl.lit(ONE_ORDER_ONLY))
+        .when(pl.col("__label").is_null() & pl.col("__n_votes").is_null())
         .then(pl.lit("no_votes"))
         .when(pl.col("__label").is_null())
         .then(pl.lit("no_consensus"))
@@ -455,13 +523,15 @@ def consensus_pairs(
     *,
     pairs: Annotated[pl.DataFrame | None, Table("pairs")] = None,
     method: ConsensusMethod = "dawid-skene",
+    one_order: OneOrder = "set_aside",
 ) -> StageResult:
     """Consensus labels with a posterior per item; with pairs, the pairs re-oriented by the
     consensus with confidence = the posterior.
 
     Output: `posteriors` (see the module doc); with `pairs` also `pairs` (oriented, the main
-    product) and `set_aside` (tie / no consensus / no votes, with a reason). Report: the
-    fit's figures, and with pairs `pairs` (pairs_from_consensus's counts).
+    product) and `set_aside` (tie / no consensus / no votes / one order only, with a
+    reason). Report: the fit's figures, and with pairs `pairs` (pairs_from_consensus's
+    counts).
 
     Example: prefdata consensus votes.annotations.parquet --pairs votes.parquet -o pairs.parquet
 
@@ -470,8 +540,10 @@ def consensus_pairs(
         pairs: the pairs the votes are on; without it only the posteriors are made
         method: majority, dawid-skene, or mean (judge votes: the judges' mean P(a), each
             judge's two orders averaged first)
+        one_order: set_aside (the pair, reason one_order_only) or keep the vote of a judge
+            asked both orders that answered only one
     """
-    posteriors, report = consensus(annotations, method=method)
+    posteriors, report = consensus(annotations, method=method, one_order=one_order)
     if pairs is None:
         return StageResult(tables={"posteriors": posteriors}, report=report)
     kept, set_aside, pair_report = pairs_from_consensus(pairs, posteriors, method=method)

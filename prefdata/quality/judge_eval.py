@@ -19,8 +19,9 @@ from typing import Annotated, Any
 
 import polars as pl
 
-from prefdata.quality.pooling import ORDERS, kappa, order_pooled, panel
-from prefdata.schema import PAIR_LABELS, conform
+from prefdata.errors import InputError
+from prefdata.quality.pooling import ORDERS, Pooling, kappa, order_pooled, panel
+from prefdata.schema import ANNOTATOR_KINDS, PAIR_LABELS, conform
 from prefdata.stage import StageResult, Table, stage
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "human_majority",
     "judge_eval",
     "judge_stats",
+    "pair_sides",
+    "with_annotators",
 ]
 
 
@@ -180,19 +183,29 @@ class JudgeStats:
         }
 
 
-def judge_stats(annotations: pl.DataFrame, items: pl.DataFrame) -> dict[str, JudgeStats]:
+def judge_stats(
+    annotations: pl.DataFrame, items: pl.DataFrame | None = None
+) -> dict[str, JudgeStats]:
     """Position consistency, P(first shown wins), P(longer wins) per judge.
 
     Input: votes (`item_id`, `annotator`, `label`, `order`, `error`, token / cost columns)
-    and the judged pairs (`item_id`, `a`, `b`; from `pair_items`). Consistency: over pairs
-    with a valid vote in both orders, the share whose two labels are equal. First wins: over
-    a/b votes, the share whose winner was shown first. Longer wins: over a/b votes on pairs
-    whose sides differ in length (characters), the share won by the longer side.
+    and the judged pairs (`item_id`, `a`, `b`: canonical sides; `pair_sides` makes them
+    from a pairs table). Consistency: over pairs with a valid vote in both orders, the share
+    whose two labels are equal. First wins: over a/b votes, the share whose winner was shown
+    first. Longer wins: over a/b votes on pairs whose sides differ in length (characters),
+    the share won by the longer side (None without `items`).
     """
-    lengths = {
-        r["item_id"]: (len(r["a"]), len(r["b"]))
-        for r in items.select("item_id", "a", "b").to_dicts()
-    }
+    for column in ("error", "order"):
+        if column not in annotations.columns:
+            annotations = annotations.with_columns(pl.lit(None, dtype=pl.String).alias(column))
+    lengths = (
+        {}
+        if items is None
+        else {
+            r["item_id"]: (len(r["a"]), len(r["b"]))
+            for r in items.select("item_id", "a", "b").to_dicts()
+        }
+    )
     out: dict[str, JudgeStats] = {}
     for row in annotations.to_dicts():
         s = out.setdefault(row["annotator"], JudgeStats())
@@ -234,6 +247,39 @@ def judge_stats(annotations: pl.DataFrame, items: pl.DataFrame) -> dict[str, Jud
 # ---- cost estimate -----------------------------------------------------------------------
 
 
+def pair_sides(pairs: pl.DataFrame) -> pl.DataFrame:
+    """`item_id` (= pair_id) and the canonical sides `a`, `b` of a pairs table (prompt,
+    chosen, rejected), as judge votes name them."""
+    from prefdata import ids
+    from prefdata.schema import with_messages
+
+    table = ids.with_pair_ids(with_messages(pairs))
+    sides = [
+        ids.canonical_sides(c, r) for c, r in zip(table["chosen"], table["rejected"], strict=True)
+    ]
+    return pl.DataFrame(
+        {"item_id": table["pair_id"], "a": [x for x, _ in sides], "b": [y for _, y in sides]},
+        schema={"item_id": pl.String, "a": pl.String, "b": pl.String},
+    )
+
+
+def with_annotators(table: pl.DataFrame, *, kind: str, name: str, what: str) -> pl.DataFrame:
+    """`table` with `annotator_kind` (`kind` where the column is absent) and `annotator`
+    (`name` where absent); InputError naming the allowed kinds for any other value."""
+    if "annotator_kind" not in table.columns:
+        table = table.with_columns(pl.lit(kind).alias("annotator_kind"))
+    if "annotator" not in table.columns:
+        table = table.with_columns(pl.lit(name).alias("annotator"))
+    bad = table.filter(~pl.col("annotator_kind").is_in(ANNOTATOR_KINDS))
+    if bad.height:
+        raise InputError(
+            f"{what}: annotator_kind must be one of {', '.join(ANNOTATOR_KINDS)}; got "
+            f"{bad['annotator_kind'][0]!r}",
+            column="annotator_kind",
+        )
+    return table
+
+
 JUDGES_SCHEMA: dict[str, Any] = {
     "judge": pl.String,
     "items": pl.Int64,
@@ -242,13 +288,19 @@ JUDGES_SCHEMA: dict[str, Any] = {
     "judge_ties": pl.Int64,
     "kappa": pl.Float64,
     "passes": pl.Boolean,
+    "position_consistency": pl.Float64,
+    "p_first_wins": pl.Float64,
+    "p_longer_wins": pl.Float64,
 }
+PANEL = "panel"
 
 
-# What judge-eval and a judge's gold labels read of their tables (prefdata.stage.Table(needs=)):
-# the votes must say which are a judge's, so annotator_kind is needed, not defaulted.
+# What judge-eval and a judge's gold labels read of their tables (prefdata.stage.Table(needs=)).
+# Votes to evaluate need no annotator columns: without annotator_kind they are the judges'
+# ("llm"), without annotator one judge ("votes"; e.g. consensus posteriors); gold without
+# annotator_kind is the humans' (`with_annotators`).
 VOTE_COLUMNS = ("item_id", "annotator", "label")
-JUDGE_VOTE_COLUMNS = ("item_id", "annotator", "annotator_kind", "label")
+JUDGE_VOTE_COLUMNS = ("item_id", "label")
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -265,29 +317,59 @@ def judge_eval(
             needs={"annotations": VOTE_COLUMNS, "pairs": PAIR_COLUMNS},
         ),
     ],
+    pairs: Annotated[
+        pl.DataFrame | None, Table("pairs", auto=False, needs=PAIR_COLUMNS)
+    ] = None,
     min_human_agreement: float | None = None,
     item_column: str = "item_id",
+    panel_method: Pooling = "mean",
 ) -> StageResult:
-    """Each judge's accuracy (with and without ties) and kappa against the humans, and the
-    kappa between judges.
+    """Each judge's accuracy (with and without ties) and kappa against the humans, its
+    position consistency, P(first wins) and P(longer wins), and the pooled panel's accuracy.
 
-    Table `judges`: one row per judge (judge, items, accuracy_with_ties,
-    accuracy_without_ties, judge_ties, kappa, passes). Report: the figures of `calibration`
-    (gold_items, min_human_agreement, judges) and `panel` (the judges pooled by majority:
-    method, items, judges, kappas between judges).
+    Table `judges`: one row per judge and one for the panel ("panel": every judge pooled by
+    `panel_method`): judge, items, accuracy_with_ties, accuracy_without_ties, judge_ties,
+    kappa, passes, position_consistency, p_first_wins, p_longer_wins (the last three need
+    votes with `order`; P(longer wins) needs the pair texts: `pairs`, or a pairs table as
+    `gold`). Report: `calibration`'s figures (gold_items, min_human_agreement, judges, each
+    with its bias figures) and `panel` (method, its accuracy against the humans, the kappas
+    between judges).
+
+    Votes without `annotator_kind` are the judges' ("llm"), gold without it the humans'
+    ("human"); votes without `annotator` (e.g. consensus posteriors) are one judge, "votes".
 
     Example: prefdata judge-eval votes.parquet --gold humans.parquet
 
     Args:
-        votes: judge votes or verdicts (annotations)
+        votes: judge votes or verdicts (annotations), e.g. from prefdata judge
         gold: human labels: annotations, or pairs whose chosen side is the human label
+        pairs: the judged pairs (for P(longer wins) when gold is not a pairs table)
         min_human_agreement: a judge passes when its accuracy without ties reaches this
         item_column: what one item is (e.g. record_id: a judge per source record)
+        panel_method: how the panel pools its judges: mean (of P(a)) or majority
     """
+    votes = with_annotators(votes, kind="llm", name="votes", what="votes")
+    if "label" in gold.columns:
+        gold = with_annotators(gold, kind="human", name="gold", what="gold")
+    judged = votes.filter(pl.col("annotator_kind") != "human")
     report = calibration(
-        votes, gold, min_human_agreement=min_human_agreement, item_column=item_column
+        judged, gold, min_human_agreement=min_human_agreement, item_column=item_column
     )
-    report["panel"] = panel(votes)[1]
+    texts = pairs if pairs is not None else gold if "chosen" in gold.columns else None
+    items = pair_sides(texts) if texts is not None else None
+    for name, stats in judge_stats(judged, items).items():
+        figures = stats.as_dict()
+        report["judges"].setdefault(name, {}).update(
+            {k: figures[k] for k in ("position_consistency", "p_first_wins", "p_longer_wins")}
+        )
+    pooled, panel_report = panel(judged, method=panel_method, annotator=PANEL)
+    pooled_figures = calibration(
+        pooled, gold, min_human_agreement=min_human_agreement, item_column=item_column
+    )["judges"].get(PANEL, {})
+    report["panel"] = {**pooled_figures, **panel_report}
     rows = [{"judge": name, **figures} for name, figures in report["judges"].items()]
-    judges = pl.DataFrame(rows, schema=JUDGES_SCHEMA)
+    rows.append({"judge": PANEL, **pooled_figures})
+    judges = pl.DataFrame(
+        [{k: r.get(k) for k in JUDGES_SCHEMA} for r in rows], schema=JUDGES_SCHEMA
+    )
     return StageResult(tables={"judges": judges}, report=report)

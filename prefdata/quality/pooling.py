@@ -28,10 +28,12 @@ from prefdata.quality.agreement import kappa_from_confusion
 from prefdata.schema import PAIR_LABELS, conform
 
 __all__ = [
+    "ONE_ORDER_ONLY",
     "ORDERS",
     "Pooling",
     "judge_kappas",
     "kappa",
+    "one_order_only_votes",
     "order_pooled",
     "panel",
     "pool_orders",
@@ -59,8 +61,14 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
     that the label's side is better, from p_a; 0.5 for a tie; null when a vote named a
     winner without stating a confidence), and extra columns `p_a` (mean over the
     orders), `consistent` (both orders name the same label; null with fewer than two valid
-    votes), `n_orders` (valid votes pooled). Votes with `error` are left out; an item whose
-    votes all failed gets label null and error "no valid vote".
+    votes), `n_orders` (valid votes pooled), `one_order_only` (the judge was asked both
+    orders and only one answered). Votes with `error` are left out; an item whose votes all
+    failed gets label null and error "no valid vote".
+
+    One order only: the missing order counts as a vote of no information (P(a) = 0.5), so
+    p_a is the mean of the one vote and 0.5 and the confidence is lower than that vote's: a
+    position-biased judge's lone vote must not look like a confident label. Consensus sets
+    such a verdict aside by default (`one_order_only_votes`, reason "one_order_only").
     """
     table = annotations
     if "p_a" not in table.columns:
@@ -69,11 +77,15 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
         table = table.with_columns(pl.lit(None, dtype=pl.String).alias("error"))
     if "confidence" not in table.columns:
         table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias("confidence"))
+    if "order" not in table.columns:
+        table = table.with_columns(pl.lit(None, dtype=pl.String).alias("order"))
     rows = []
     keys = ["item_id", "annotator"]
     for (item, annotator), group in table.group_by(keys, maintain_order=True):
         ok = group.filter(pl.col("error").is_null() & pl.col("label").is_not_null())
         kind = group["annotator_kind"][0]
+        asked = group["order"].drop_nulls().n_unique()
+        lone = asked >= 2 and ok.height == 1
         if not ok.height:
             rows.append(
                 {
@@ -86,6 +98,7 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
                     "p_a": None,
                     "consistent": None,
                     "n_orders": 0,
+                    "one_order_only": False,
                 }
             )
             continue
@@ -97,6 +110,8 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
             )
         ]
         p_a = sum(p for p in ps if p is not None) / len(ps)
+        if lone:
+            p_a = (p_a + 0.5) / 2.0  # the order that never answered says nothing
         consistent = len(set(labels)) == 1 if len(labels) > 1 else None
         confidence: float | None
         if {"a", "b"} <= set(labels):
@@ -124,6 +139,7 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
                 "p_a": p_a,
                 "consistent": consistent,
                 "n_orders": ok.height,
+                "one_order_only": lone,
             }
         )
     schema = {
@@ -136,8 +152,31 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
         "p_a": pl.Float64,
         "consistent": pl.Boolean,
         "n_orders": pl.Int64,
+        "one_order_only": pl.Boolean,
     }
     return conform(pl.DataFrame(rows, schema=schema), "annotations")
+
+
+ONE_ORDER_ONLY = "one_order_only"
+"""The reason a pair judged in one order only is set aside (consensus, pairs, filter)."""
+
+
+def one_order_only_votes(votes: pl.DataFrame) -> pl.DataFrame:
+    """(item_id, annotator) of the judges asked a pair in both orders that answered only one
+    (the other failed, retries included). Empty for votes without `order`."""
+    schema = {"item_id": pl.String, "annotator": pl.String}
+    if "order" not in votes.columns or "annotator" not in votes.columns:
+        return pl.DataFrame(schema=schema)
+    valid = pl.col("label").is_not_null()
+    if "error" in votes.columns:
+        valid = valid & pl.col("error").is_null()
+    flagged = (
+        votes.filter(pl.col("order").is_not_null())
+        .group_by("item_id", "annotator")
+        .agg(pl.col("order").n_unique().alias("asked"), valid.sum().alias("answered"))
+        .filter((pl.col("asked") >= 2) & (pl.col("answered") == 1))
+    )
+    return flagged.select(pl.col("item_id").cast(pl.String), pl.col("annotator").cast(pl.String))
 
 
 def order_pooled(annotations: pl.DataFrame) -> pl.DataFrame:

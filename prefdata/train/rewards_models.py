@@ -80,11 +80,13 @@ class JudgeReward(NamedReward):
         from prefdata.llm.factory import parse_spec
 
         self.__name__ = "judge"
-        self.backend, self.model = parse_spec(judge)
+        self.backend, self.model, endpoint = parse_spec(judge)
         self.rubric = load_pointwise_rubric(rubric)
         self.reference_column = reference_column
         self.cache_path = cache
         self.client_options = dict(client_options or {})
+        if endpoint is not None:  # "openai:MODEL@http://host:8000/v1"
+            self.client_options["base_url"] = endpoint
         self.max_new_tokens = int(max_new_tokens)
         self._client: Any = None
         self._cache: Any = None
@@ -138,7 +140,7 @@ class JudgeReward(NamedReward):
         self, prompts: Sequence[Any], completions: Sequence[Any], references: Sequence[Any]
     ) -> list[float | None]:
         """The judge's score in [0, 1] of each completion (None where it gave none)."""
-        from prefdata.label.verdicts import read_score
+        from prefdata.label.verdicts import read_score, valid_score
         from prefdata.llm.cache import complete_cached
 
         self._ensure()
@@ -146,7 +148,10 @@ class JudgeReward(NamedReward):
         requests = [
             self.request(p, c, r) for p, c, r in zip(prompts, completions, references, strict=True)
         ]
-        responses = self._loop.run(complete_cached(self._client, requests, self._cache))
+        # Only valid ratings are cached: an invalid one is asked again next time.
+        responses = self._loop.run(
+            complete_cached(self._client, requests, self._cache, accept=valid_score)
+        )
         self.calls += sum(1 for r in responses if not r.cached)
         out: list[float | None] = []
         for response in responses:

@@ -28,7 +28,7 @@ from prefdata.label.requests import build_score_request
 from prefdata.label.rubric import RATINGS, load_pointwise_rubric
 from prefdata.label.selection import pair_items, select_pairs, select_pairs_with_report
 from prefdata.label.tournament import max_comparisons, tournament
-from prefdata.llm.base import Request, Response
+from prefdata.llm.base import OnAnswer, Request, Response
 from prefdata.llm.cache import CallCache
 from prefdata.llm.local import LocalClient
 from prefdata.quality.pooling import pool_orders
@@ -134,11 +134,14 @@ class CountingClient:
         self.backend = inner.backend
         self.model = inner.model
         self.capabilities = inner.capabilities
+        self.endpoint = inner.endpoint
         self.requests = 0
 
-    async def complete(self, requests: Sequence[Request]) -> list[Response]:
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
         self.requests += len(requests)
-        return await self.inner.complete(requests)
+        return await self.inner.complete(requests, on_answer)
 
     async def aclose(self) -> None:
         return None
@@ -266,7 +269,9 @@ def test_best_vs_worst_without_scores_rates_first_then_judges_the_extremes(
     scored, _ = score(
         cands, judges=["anthropic:scorer"], cache=call_cache, client_options=options(server)
     )
-    assert server.served("messages") == 8  # all from the call cache
+    # The valid ratings from the call cache; the two invalid ones ("eight") are asked again:
+    # only valid answers are cached.
+    assert server.served("messages") == 8 + 2
     assert scored["score"].to_list()[:4] == [0.5, 0.875, 0.25, 0.625]
     assert scored["score"].to_list()[4:] == [None, None]
     assert scored["score_error"][4].startswith("anthropic:scorer: score must be an integer 1-9")

@@ -110,7 +110,7 @@ def test_repeated_requests_are_separate_samples(
         responses = run(client_for(fake_server), requests)
     assert fake_server.count("messages") == 4
     assert len({r.text for r in responses}) == 4
-    assert len({r.cache_key("anthropic", MODEL) for r in requests}) == 4
+    assert len({r.cache_key("anthropic", fake_server.url, MODEL) for r in requests}) == 4
     assert caplog.text.count("temperature, top_p and seed are not sent") == 1
 
 

@@ -65,7 +65,7 @@ def test_batch_submits_what_is_missing_and_collects_by_custom_id(
 
     assert fake_server.count("batches.create") == 1
     (batch,) = fake_server.batches.values()
-    keys = [r.cache_key("anthropic", MODEL) for r in requests]
+    keys = [r.cache_key("anthropic", fake_server.url, MODEL) for r in requests]
     assert [item["custom_id"] for item in batch.requests] == keys[1:]
     assert all(r.ok for r in responses)
     assert responses[0].cached and responses[0].text == direct.text
@@ -134,7 +134,7 @@ def test_interrupted_batch_is_collected_not_resubmitted(
     assert fake_server.count("batches.results") == 1
     assert all(r.ok and not r.cached for r in responses)
     assert not state.exists()
-    assert all(call_cache.get(r.cache_key("anthropic", MODEL)) for r in requests)
+    assert all(call_cache.get(r.cache_key("anthropic", fake_server.url, MODEL)) for r in requests)
 
 
 def test_expired_and_errored_items_are_resubmitted_next_run(

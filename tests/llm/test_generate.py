@@ -19,7 +19,7 @@ import pytest
 from prefdata import ids
 from prefdata.errors import InputError, PrefdataError
 from prefdata.io.importers.math import import_gsm8k
-from prefdata.llm.base import Params, Request, Response
+from prefdata.llm.base import OnAnswer, Params, Request, Response
 from prefdata.llm.cache import CallCache
 from prefdata.llm.generate import (
     REJECTED_SCHEMA,
@@ -47,12 +47,14 @@ class CountingClient(LocalClient):
         self.requests = 0
         self.fail_on_call = fail_on_call
 
-    async def complete(self, requests: Sequence[Request]) -> list[Response]:
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
         self.calls += 1
         if self.fail_on_call == self.calls:
             raise KeyboardInterrupt  # the user pressing Ctrl-C in the middle of a run
         self.requests += len(requests)
-        return await super().complete(requests)
+        return await super().complete(requests, on_answer)
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +361,7 @@ def test_remote_backends_through_the_factory_resume_with_zero_requests(
         validate(candidates, "candidates")
         assert rejected.height == 0 and candidates.height == 6
         assert set(candidates["generator"]) == {model}
-        # the client's own backend label (openai: "openai@<base_url>", the server it asked)
+        # the client's own backend label
         backends = {json.loads(p)["backend"] for p in candidates["params"]}
         assert len(backends) == 1 and backends.pop().startswith(backend)
         assert report["new_calls"] == 6
