@@ -330,13 +330,25 @@ async def complete_cached(
             sent += len(mine)
             now = datetime.now(UTC).isoformat(timespec="seconds")
 
-            def store(i: int, response: Response, mine: list[str] = mine, now: str = now) -> None:
+            stored: set[int] = set()
+
+            def store(
+                i: int,
+                response: Response,
+                mine: list[str] = mine,
+                now: str = now,
+                stored: set[int] = stored,
+            ) -> None:
                 response.created_at = response.created_at or now
+                stored.add(i)
                 if response.ok and valid(response):
                     cache.put(mine[i], client.backend, client.model, response)
 
             try:
                 fresh = await client.complete([requests[indices[k][0]] for k in mine], store)
+                for i, response in enumerate(fresh):
+                    if i not in stored:  # a client that does not report answers as they come
+                        store(i, response)
             finally:
                 # Calls that failed, were invalid or never came back are free for anyone.
                 cache.release(mine)

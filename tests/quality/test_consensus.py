@@ -201,7 +201,8 @@ def test_pairs_from_consensus_orients_and_sets_aside(pandalm: Imported) -> None:
     kept, aside, report = pairs_from_consensus(pairs, ds, method="dawid-skene")
     # The importer already picked the plurality side: nothing moves.
     assert report == {"pairs_in": 760, "pairs_out": 760, "swapped": 0, "set_aside_tie": 0,
-                      "set_aside_no_consensus": 0, "set_aside_no_votes": 0}
+                      "set_aside_no_consensus": 0, "set_aside_no_votes": 0,
+                      "set_aside_one_order_only": 0}
     assert (kept["chosen"] == pairs["chosen"]).all()
 
     # Invert every vote: every pair must swap, with the confidence of the new winner.
@@ -265,19 +266,20 @@ def test_mean_pools_each_judges_orders_then_the_judges(tmp_path: Path) -> None:
         _vote("x", "j1", "ab", "a", 0.8), _vote("x", "j1", "ba", "a", 0.6),
         _vote("x", "j2", "ab", "b", 0.3), _vote("x", "j2", "ba", "tie", 0.5),
         # y: judge 1 follows the position (a first, then b) yet leans a: mean 0.55; judge 2's
-        # first vote failed, so only its 0.35 counts.
+        # first vote failed, so its one order counts with the missing one as 0.5 (kept on
+        # request; by default such a vote is set aside, below).
         _vote("y", "j1", "ab", "a", 0.9), _vote("y", "j1", "ba", "b", 0.2),
         _vote("y", "j2", "ab", None, None, "timeout"), _vote("y", "j2", "ba", "b", 0.35),
         # z: both judges average to exactly 0.5.
         _vote("z", "j1", "ab", "tie", 0.5), _vote("z", "j1", "ba", "tie", 0.5),
         _vote("z", "j2", "ab", "a", 0.6), _vote("z", "j2", "ba", "b", 0.4),
     ])
-    post, report = consensus(votes, method="mean")
+    post, report = consensus(votes, method="mean", one_order="keep")
     got = {r["item_id"]: r for r in post.iter_rows(named=True)}
     # By hand: P(a) = mean over judges of (mean over that judge's valid orders).
     expect = {
         "x": ("a", (0.7 + 0.4) / 2, 4, 2 / 4),  # votes a, a, b, tie; 2 name a
-        "y": ("b", (0.55 + 0.35) / 2, 3, 2 / 3),  # the failed vote is no vote
+        "y": ("b", (0.55 + (0.35 + 0.5) / 2) / 2, 3, 2 / 3),  # the failed vote is no vote
         "z": ("tie", 0.5, 4, 2 / 4),
     }
     assert set(got) == set(expect)
@@ -289,6 +291,11 @@ def test_mean_pools_each_judges_orders_then_the_judges(tmp_path: Path) -> None:
         assert (row["n_votes"], row["agreement"]) == (n, pytest.approx(agreement))
     assert report["method"] == "mean" and report["items"] == 3
     assert report["label_counts"] == {"a": 1, "b": 1, "tie": 1}
+    # By default judge 2's lone order on y is set aside: y is judge 1's alone.
+    default, default_report = consensus(votes, method="mean")
+    y = default.filter(pl.col("item_id") == "y").row(0, named=True)
+    assert (y["label"], y["n_votes"]) == ("a", 2) and y["p_a"] == pytest.approx(0.55)
+    assert default_report["one_order_only_votes"] == 1
     # Labels alone lose y's lean: judge 1's verdict on y is a position tie.
     majority, _ = consensus(votes.filter(pl.col("annotator") == "j1"), method="majority")
     assert dict(majority.select("item_id", "label").iter_rows())["y"] is None
@@ -307,4 +314,4 @@ def test_mean_pools_each_judges_orders_then_the_judges(tmp_path: Path) -> None:
         app, ["consensus", str(tmp_path / "votes.parquet"), "--method", "mean", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert pl.read_parquet(out).equals(post)
+    assert pl.read_parquet(out).equals(default)
