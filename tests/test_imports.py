@@ -127,10 +127,14 @@ def test_the_checker_sees_cycles_and_private_imports(tmp_path: Path) -> None:
     assert found == [("pkg.other", "_hidden", 2), ("pkg.other", "shown", 2), ("pkg.third", None, 6)]
 
 
-# A cycle found when this test was written, between two modules of another engineer's area
-# (label/programmatic.py imports synthetic.RewardModelScorer, synthetic.py imports
-# programmatic.label_with, both lazily). Delete it here once it is gone.
-KNOWN_CYCLES = [["prefdata.label.programmatic", "prefdata.label.synthetic"]]
+# Cycles in other engineers' areas, listed so that no new one slips in; delete a line once
+# its cycle is gone. label/programmatic.py imports synthetic.RewardModelScorer and
+# synthetic.py imports programmatic.label_with; io/importers/trl.py imports
+# stream.stream_import_trl and io/stream.py imports the TRL importer's parsers (all lazily).
+KNOWN_CYCLES = [
+    ["prefdata.label.programmatic", "prefdata.label.synthetic"],
+    ["prefdata.io.importers.trl", "prefdata.io.stream"],
+]
 
 
 def test_no_import_cycles_in_prefdata() -> None:

@@ -264,12 +264,15 @@ def pair_sides(pairs: pl.DataFrame) -> pl.DataFrame:
 
 
 def with_annotators(table: pl.DataFrame, *, kind: str, name: str, what: str) -> pl.DataFrame:
-    """`table` with `annotator_kind` (`kind` where the column is absent) and `annotator`
-    (`name` where absent); InputError naming the allowed kinds for any other value."""
-    if "annotator_kind" not in table.columns:
-        table = table.with_columns(pl.lit(kind).alias("annotator_kind"))
-    if "annotator" not in table.columns:
-        table = table.with_columns(pl.lit(name).alias("annotator"))
+    """`table` with `annotator_kind` (`kind` where the column or the value is absent) and
+    `annotator` (`name` where absent); InputError naming the allowed kinds for any other
+    value."""
+    # Absent, or present but empty (a stage's contract check adds missing columns as nulls).
+    for column, value in (("annotator_kind", kind), ("annotator", name)):
+        if column not in table.columns:
+            table = table.with_columns(pl.lit(value).alias(column))
+        else:
+            table = table.with_columns(pl.col(column).cast(pl.String).fill_null(value))
     bad = table.filter(~pl.col("annotator_kind").is_in(ANNOTATOR_KINDS))
     if bad.height:
         raise InputError(
@@ -296,9 +299,7 @@ PANEL = "panel"
 
 
 # What judge-eval and a judge's gold labels read of their tables (prefdata.stage.Table(needs=)).
-# Votes to evaluate need no annotator columns: without annotator_kind they are the judges'
-# ("llm"), without annotator one judge ("votes"; e.g. consensus posteriors); gold without
-# annotator_kind is the humans' (`with_annotators`).
+# Votes to evaluate need no annotator columns (consensus posteriors have none): see judge_eval.
 VOTE_COLUMNS = ("item_id", "annotator", "label")
 JUDGE_VOTE_COLUMNS = ("item_id", "label")
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -335,8 +336,9 @@ def judge_eval(
     with its bias figures) and `panel` (method, its accuracy against the humans, the kappas
     between judges).
 
-    Votes without `annotator_kind` are the judges' ("llm"), gold without it the humans'
-    ("human"); votes without `annotator` (e.g. consensus posteriors) are one judge, "votes".
+    Votes and gold without `annotator_kind` are "human" (the annotations default); the
+    votes' non-human rows are evaluated, or all of them when none is marked otherwise (e.g.
+    consensus posteriors); votes without `annotator` are one labeller, "votes".
 
     Example: prefdata judge-eval votes.parquet --gold humans.parquet
 
@@ -348,10 +350,14 @@ def judge_eval(
         item_column: what one item is (e.g. record_id: a judge per source record)
         panel_method: how the panel pools its judges: mean (of P(a)) or majority
     """
-    votes = with_annotators(votes, kind="llm", name="votes", what="votes")
+    votes = with_annotators(votes, kind="human", name="votes", what="votes")
     if "label" in gold.columns:
         gold = with_annotators(gold, kind="human", name="gold", what="gold")
     judged = votes.filter(pl.col("annotator_kind") != "human")
+    if not judged.height:
+        # Only human votes, or none marked (annotations default to human): the table is what
+        # is evaluated (e.g. consensus posteriors, or one annotator against the gold).
+        judged = votes.with_columns(pl.lit("llm").alias("annotator_kind"))
     report = calibration(
         judged, gold, min_human_agreement=min_human_agreement, item_column=item_column
     )
