@@ -32,10 +32,12 @@ from rich.markup import escape
 from prefdata import manifest as mf
 from prefdata.errors import PrefdataError
 from prefdata.llm.cache import CacheStats, CallCache
+from prefdata.pipeline import rounds
 from prefdata.pipeline.kinds import StageRun
 from prefdata.pipeline.spec import Pipeline, StageRef, StageSpec
 
 SUMMARY = "summary.json"
+ROUNDS = "rounds.json"
 
 
 class StageFailed(PrefdataError):
@@ -351,13 +353,20 @@ def run_pipeline(
     done: list[StageOutcome] = []
     cache = CallCache(run_dir / pipeline.cache)
     current: StageSpec | None = None
+    policies: dict[int, Path] = {}  # round -> the policy its train stage wrote
     try:
         with display.show():
             for spec in pipeline.stages:
+                policy = policies.get(spec.round - 1)
+                spec = rounds.with_policy(spec, policy)
                 current = spec
                 display.start(spec)
                 inputs = resolve_inputs(spec, done)
                 hashes = _input_hashes(spec, inputs)
+                if policy is not None and spec.kind in ("generate", "train"):
+                    # The previous round's weights are an input: retrained to other weights,
+                    # this round runs again.
+                    hashes[rounds.POLICY_INPUT] = mf.hash_path(policy)
                 recorded = mf.read_manifest(run_dir / spec.name)
                 why = (
                     "reads a server, so it always runs"
@@ -392,6 +401,8 @@ def run_pipeline(
                     )
                 done.append(outcome)
                 display.done(outcome)
+                if spec.round and spec.kind == "train" and "model" in outcome.outputs:
+                    policies[spec.round] = outcome.outputs["model"]
     except KeyboardInterrupt:
         where = f" during {escape(current.where)}" if current else ""
         console.print(
@@ -408,4 +419,7 @@ def run_pipeline(
 
     with atomic_path(run_dir / SUMMARY) as tmp:
         tmp.write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    if pipeline.rounds > 1:
+        with atomic_path(run_dir / ROUNDS) as tmp:
+            tmp.write_text(json.dumps(rounds.figures(done), indent=1, default=str) + "\n")
     return result

@@ -45,9 +45,10 @@ import yaml
 
 from prefdata.errors import InputError
 from prefdata.pipeline.kinds import Slot, StageKind
+from prefdata.pipeline.rounds import expand
 from prefdata.pipeline.stages import REGISTRY
 
-TOP_KEYS = ("name", "description", "cache", "profiles", "stages")
+TOP_KEYS = ("name", "description", "cache", "profiles", "rounds", "rounds_from", "stages")
 STAGE_KEYS = ("kind", "name", "inputs")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -72,6 +73,10 @@ class StageSpec:
     options: dict[str, Any]
     inputs: dict[str, StageRef | Path] = field(default_factory=dict)
     line: int | None = None
+    # Iterative rounds (prefdata.pipeline.rounds): the round of a loop stage (0: not in the
+    # loop) and its name in the file.
+    round: int = 0
+    loop_name: str | None = None
 
     @property
     def where(self) -> str:
@@ -95,6 +100,7 @@ class Pipeline:
     description: str | None
     cache: str
     stages: tuple[StageSpec, ...]
+    rounds: int = 1
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -435,10 +441,19 @@ def load_pipeline(
         raise checker.error(
             "`cache:` must be a file name inside the run folder", line=_line(doc, "cache")
         )
+    rounds = doc.get("rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise checker.error("`rounds:` must be a whole number >= 1", line=_line(doc, "rounds"))
+    start = doc.get("rounds_from")
+    try:
+        expanded = expand(tuple(specs), rounds, None if start is None else str(start))
+    except InputError as exc:
+        raise checker.error(exc.detail, line=_line(doc, "rounds")) from None
     return Pipeline(
         path=path,
         name=str(doc.get("name") or path.stem),
         description=doc.get("description"),
         cache=cache,
-        stages=tuple(specs),
+        stages=expanded,
+        rounds=rounds,
     )
