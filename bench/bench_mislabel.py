@@ -260,7 +260,7 @@ def run_one(
         variants["ours_content_only"] = None
     for name, votes in variants.items():
         t0 = time.perf_counter()
-        issues, _, report = audit(
+        audited = audit(
             flipped,
             annotations=votes,
             answers=data.answers,
@@ -270,6 +270,7 @@ def run_one(
             seed=seed,
             cache_dir=str(cache_dir),
         )
+        issues, report = audited.tables["issues"], audited.report
         rows = flipped.select("pair_id").join(
             issues.filter(pl.col("issue") == "mislabeled"),
             left_on="pair_id", right_on="item_id", how="left", maintain_order="left",

@@ -193,9 +193,10 @@ def curate(
     from prefdata.quality.filter import filter_pairs
 
     start = time.perf_counter()
-    issues, _, report = audit(
+    audited = audit(
         noisy, model=audit_model, sample=0, seed=seed, cache_dir=str(CACHE / "embeddings")
     )
+    issues, report = audited.tables["issues"], audited.report
     seconds = time.perf_counter() - start
     # The combined, calibrated mislabel probability when the audit gives one; else the
     # embedding classifier's own flags.
@@ -375,7 +376,7 @@ def evaluate_run(
         "answer_chars": float(samples["completion"].str.len_chars().mean()),
     }
     if model_dir is not None:
-        scored = evaluate(model_dir, held_pairs, batch_size=24, progress=False)
+        scored = evaluate(model_dir, held_pairs, batch_size=24, progress=False).report
         out["heldout_accuracy"] = scored["accuracy"]
     out["eval_seconds"] = time.perf_counter() - start
     return out, samples

@@ -210,9 +210,8 @@ def audit_sets(
     from prefdata.quality.filter import filter_pairs
 
     start = time.perf_counter()
-    issues, _, report = audit(
-        split.noisy, model="embeddings", sample=0, seed=seed, cache_dir=cache_dir
-    )
+    audited = audit(split.noisy, model="embeddings", sample=0, seed=seed, cache_dir=cache_dir)
+    issues, report = audited.tables["issues"], audited.report
     seconds = time.perf_counter() - start
     model_rows = issues.filter(pl.col("issue") == "model_disagrees").select(
         "item_id", "score", "is_issue"
@@ -291,7 +290,13 @@ def train_and_score(
     train_s = time.perf_counter() - start
     remove_checkpoints(out)
     start = time.perf_counter()
-    scores = evaluate(out, heldout, batch_size=args.eval_batch, out=out / "heldout_scores.parquet")
+    from prefdata.io.tables import write_table
+
+    evaluated = evaluate(out, heldout, batch_size=args.eval_batch)
+    scores = evaluated.report
+    scores["per_pair"] = str(
+        write_table(evaluated.tables["per_pair"], out / "heldout_scores.parquet")
+    )
     eval_s = time.perf_counter() - start
     return {
         "per_pair": scores["per_pair"],

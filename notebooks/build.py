@@ -225,8 +225,9 @@ CLEAN: list[Cell] = [
         """
         from prefdata.quality.audit import audit
 
-        issues, review_sample, audit_report = audit(
-            consensus_pairs, annotations=annotations, sample=30, seed=0
+        audited = audit(consensus_pairs, annotations=annotations, sample=30, seed=0)
+        issues, review_sample, audit_report = (
+            audited.tables["issues"], audited.tables["sample"], audited.report
         )
         print("pairs flagged by at least one signal:", audit_report["pairs_flagged"])
         pl.DataFrame(
@@ -790,7 +791,7 @@ TRAIN: list[Cell] = [
     code(
         """
         dpo_heldout = dpo_data.filter(pl.col("split") == "test")
-        dpo_eval = evaluate(OUT / "dpo", dpo_heldout, out=OUT / "dpo-heldout-scores.parquet")
+        dpo_eval = evaluate(OUT / "dpo", dpo_heldout).report
 
         # Correct-vs-incorrect pairs of held-out questions (the same prompt ids as the KTO
         # rows, so the split is the same one).
@@ -800,7 +801,7 @@ TRAIN: list[Cell] = [
             gsm_pairs.filter(chars(gsm_pairs, "chosen", "rejected") < 600).sort("pair_id").head(16)
         )
         write_table(kto_heldout, OUT / "kto-heldout.parquet")
-        kto_eval = evaluate(OUT / "kto", kto_heldout, out=OUT / "kto-heldout-scores.parquet")
+        kto_eval = evaluate(OUT / "kto", kto_heldout).report
         EVAL_SHOWN = ("pairs", "accuracy", "ties", "margin_mean")
         pl.DataFrame(
             [

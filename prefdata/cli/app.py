@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from prefdata.cli.annotate import annotate_app
-from prefdata.cli.common import console, friendly_errors, pick, print_report
+from prefdata.cli.common import console, friendly_errors, print_report
 from prefdata.cli.derive import add_stage_command
 from prefdata.cli.importing import import_app
 from prefdata.cli.run import register as register_run_command
@@ -95,94 +95,6 @@ def _write_json(report: dict[str, Any], path: Path) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=str))
-
-
-@app.command()
-@friendly_errors
-def audit(
-    data: Annotated[Path, typer.Argument(help="pairs table")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="issues table")],
-    annotations: Annotated[Path | None, typer.Option(help="votes on these pairs")] = None,
-    test: Annotated[Path | None, typer.Option(help="a test split of pairs (overlap)")] = None,
-    answers: Annotated[
-        Path | None, typer.Option(help="reference answers: prompts with prompt_id, answer")
-    ] = None,
-    model: Annotated[
-        str,
-        typer.Option(
-            help="none | embeddings | reward | scores | embeddings+reward | embeddings+scores"
-        ),
-    ] = "none",
-    scores: Annotated[
-        Path | None, typer.Option(help="pair_id, score_chosen, score_rejected (model=scores)")
-    ] = None,
-    sample: Annotated[int, typer.Option(help="pairs drawn for human review (0: none)")] = 50,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_length: Annotated[
-        int | None,
-        typer.Option(help="token check: the trainer's max_length (turns the check on)"),
-    ] = None,
-    truncation_mode: Annotated[
-        str | None, typer.Option(help="token check: keep_start | keep_end (DPO)")
-    ] = None,
-    tokenizer: Annotated[
-        str, typer.Option(help="token check: smollm2 or a local model folder")
-    ] = "smollm2",
-    train_method: Annotated[
-        str | None, typer.Option(help="token check: dpo | kto | reward (the trainer mirrored)")
-    ] = None,
-    recipe: Annotated[
-        Path | None,
-        typer.Option(help="token check: a training recipe whose max_length etc. are defaults"),
-    ] = None,
-) -> None:
-    """Find likely mislabelled and broken pairs: rule checks, duplicates, train/test overlap,
-    annotator disagreement, judge vs human, reference answers and content models, combined
-    into one mislabel probability per pair and a calibrated noise rate (the printed report's
-    mislabel.noise_rate; save it for `train dpo` with prefdata.label_noise=FILE). Writes the
-    issues table and a review sample (OUT-stem.sample) whose `mislabeled` column reviewers
-    fill in for `prefdata audit-rate`.
-
-    Example: prefdata audit pairs.parquet --annotations votes.parquet -o issues.parquet
-    """
-    from prefdata.io.tables import check_outputs, read_table, sibling, write_table
-    from prefdata.quality.audit import MODEL_SIGNALS
-    from prefdata.quality.audit import audit as run_audit
-    from prefdata.quality.token_check import TokenCheck
-    from prefdata.schema import validate as check
-
-    check_outputs(
-        [out, sibling(out, "sample")], inputs=[data, annotations, test, answers, scores]
-    )
-    issues, drawn, report = run_audit(
-        check(read_table(data), "pairs", source=data),
-        annotations=(
-            check(read_table(annotations), "annotations", source=annotations)
-            if annotations
-            else None
-        ),
-        test=check(read_table(test), "pairs", source=test) if test else None,
-        answers=read_table(answers) if answers else None,
-        model=pick("model", model, MODEL_SIGNALS),
-        scores=read_table(scores) if scores else None,
-        sample=sample,
-        seed=seed,
-        tokens=TokenCheck(
-            max_length=max_length,
-            truncation_mode=pick("truncation_mode", truncation_mode, ("keep_start", "keep_end"))
-            if truncation_mode
-            else None,
-            tokenizer=tokenizer,
-            train_method=pick("train_method", train_method, ("dpo", "kto", "reward"))
-            if train_method
-            else None,
-            recipe=str(recipe) if recipe else None,
-        ),
-    )
-    write_table(issues, out)
-    if drawn.height:
-        report["sample_written"] = str(write_table(drawn, sibling(out, "sample")))
-    print_report(report)
 
 
 @app.command()

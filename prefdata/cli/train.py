@@ -174,31 +174,6 @@ def _train_command(method: str) -> Any:
     return friendly_errors(command)
 
 
-def _eval_command(
-    model: Annotated[str, typer.Option(help="the trained output folder (or any model folder)")],
-    data: Annotated[Path, typer.Option(help="held-out pairs")],
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="per-pair scores")] = None,
-    reference: Annotated[Path | None, typer.Option(help="reference model")] = None,
-    beta: Annotated[
-        float | None, typer.Option(help="implicit-reward beta (default: the trained one)")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="pairs per batch")] = 4,
-) -> None:
-    """Held-out preference accuracy of a trained model (DPO / KTO: the implicit reward; reward
-    models: the score; other policies: the log-ratio to the reference).
-
-    Example: prefdata train eval --model runs/dpo --data heldout.parquet
-    """
-    from prefdata.io.tables import check_outputs
-    from prefdata.train import evaluate
-
-    model_folder = Path(model) if Path(model).exists() else None
-    check_outputs([out], inputs=[data, reference, model_folder])
-    print_report(
-        evaluate(model, data, reference=reference, beta=beta, batch_size=batch_size, out=out)
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add `train` (one command per method, and eval), `recipes` and `export-model`."""
     from prefdata.train import METHODS
@@ -211,7 +186,10 @@ def register(app: typer.Typer) -> None:
     )
     for method in METHODS:
         train_app.command(method, cls=_MethodCommand)(_train_command(method))
-    train_app.command("eval")(friendly_errors(_eval_command))
+    from prefdata.cli.derive import add_stage_command
+    from prefdata.pipeline.catalog import stage_spec
+
+    add_stage_command(train_app, stage_spec("eval"), name="eval")
     app.add_typer(train_app, name="train")
 
     recipes_app = typer.Typer(

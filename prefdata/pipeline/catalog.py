@@ -24,9 +24,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "info": ("prefdata.io.describe", "info"),
     "agree": ("prefdata.quality.agreement", "agreement"),
     "consensus": ("prefdata.quality.consensus", "consensus_pairs"),
+    "audit": ("prefdata.quality.audit", "audit"),
     "audit-rate": ("prefdata.quality.sample", "mislabel_rate"),
     "filter": ("prefdata.quality.filter", "filter_pairs"),
     "split": ("prefdata.io.split", "split_heldout"),
+    "eval": ("prefdata.train.evaluation", "evaluate"),
     "bias": ("prefdata.quality.bias", "bias_stats"),
     "export": ("prefdata.io.exporting", "export_files"),
     "pairs-to-kto": ("prefdata.io.convert", "pairs_to_kto"),
@@ -46,8 +48,15 @@ CLI_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# A stage that sits inside a hand-built command group (`prefdata train eval`: the train group
+# is one command per training method, see prefdata.cli.train, which registers it).
+CLI_PATHS: dict[str, tuple[str, ...]] = {"eval": ("train", "eval")}
+
+
 def cli_path(name: str) -> tuple[str, ...]:
     """The command words of stage `name` on the command line."""
+    if name in CLI_PATHS:
+        return CLI_PATHS[name]
     for group, (_, names) in CLI_GROUPS.items():
         if name in names:
             return (group, name)

@@ -7,14 +7,14 @@ from prefdata.pipeline.derive import stage_kind
 from prefdata.pipeline.kinds import StageKind
 from prefdata.pipeline.stages_data import IMPORT
 from prefdata.pipeline.stages_label import ANNOTATE
-from prefdata.pipeline.stages_quality import AUDIT, REPORT
-from prefdata.pipeline.stages_train import EVAL, TRAIN
+from prefdata.pipeline.stages_quality import REPORT
+from prefdata.pipeline.stages_train import TRAIN
 
 _WRITTEN: dict[str, StageKind] = {
     k.kind: k
     for k in (
-        *(IMPORT, ANNOTATE, AUDIT),
-        *(REPORT, TRAIN, EVAL),
+        *(IMPORT, ANNOTATE),
+        *(REPORT, TRAIN),
     )
 }
 # The order data usually flows in (the order `prefdata run --help` lists them).

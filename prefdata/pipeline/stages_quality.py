@@ -1,70 +1,11 @@
-"""Stages that measure and clean: agree, consensus, audit, filter, report (the library
-functions behind the CLI commands of the same names)."""
+"""The pipeline's `report` stage (the QA report folder); every other quality stage is derived
+from its library function (prefdata.pipeline.catalog)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
-from prefdata.quality.audit import MODEL_SIGNALS
-
-# ---- audit -------------------------------------------------------------------------------
-
-
-def run_audit(stage: StageRun) -> StageOutputs:
-    """`prefdata audit`: the issues table and a review sample."""
-    from prefdata.io.tables import write_table
-    from prefdata.quality.audit import audit
-    from prefdata.quality.token_check import TokenCheck
-
-    opts = stage.options
-    issues, drawn, report = audit(
-        stage.table("pairs"),
-        annotations=stage.maybe("annotations"),
-        test=stage.maybe("test"),
-        answers=stage.maybe("answers"),
-        model=opts["model"],
-        scores=stage.maybe("scores"),
-        sample=opts["sample"],
-        seed=opts["seed"],
-        tokens=TokenCheck(
-            max_length=opts["max_length"],
-            truncation_mode=opts["truncation_mode"],
-            tokenizer=opts["tokenizer"],
-            train_method=opts["train_method"],
-            recipe=opts["recipe"],
-        ),
-    )
-    outputs = {"issues": write_table(issues, stage.out("issues.parquet"))}
-    if drawn.height:
-        outputs["sample"] = write_table(drawn, stage.out("sample.parquet"))
-    return outputs, report
-
-
-AUDIT = StageKind(
-    "audit",
-    run_audit,
-    "likely mislabelled and broken pairs: rules, duplicates, disagreement (prefdata audit)",
-    {
-        "model": Opt("none", "str", MODEL_SIGNALS),
-        "sample": Opt(50, "int"),
-        "seed": Opt(0, "int"),
-        "max_length": Opt(None, "int"),
-        "truncation_mode": Opt(None, "str", ("keep_start", "keep_end")),
-        "tokenizer": Opt("smollm2", "name_or_path", names=("smollm2",)),
-        "train_method": Opt(None, "str", ("dpo", "kto", "reward")),
-        "recipe": Opt(None, type="recipe"),
-    },
-    inputs=(
-        Slot(("pairs",)),
-        Slot(("annotations",), required=False),
-        Slot(("test",), required=False, auto=False),
-        Slot(("scores",), required=False, auto=False),
-        Slot(("answers",), required=False, auto=False),
-    ),
-    outputs=("issues", "sample"),
-)
-
 
 # ---- report ------------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
-"""Stages that train and evaluate: train (prefdata.train.train: dpo, kto, reward, orpo, grpo,
-rloo, sft, rlhf) and eval (prefdata.train.evaluate: held-out preference accuracy).
+"""The pipeline's `train` stage (prefdata.train.train: dpo, kto, reward, orpo, grpo, rloo,
+sft, rlhf). Its data slot depends on the method (DPO: pairs; KTO: kto, else pairs; GRPO /
+RLOO: prompts, else pairs; SFT: demos, else pairs), so the kind is written here; its
+options are the ones `train()` takes (a parity test holds them equal). `eval` is derived
+(prefdata.train.evaluation.evaluate).
 
 An rlhf train stage writes its whole run folder as `model/` (`sft/model`, `reward/model`,
 `rl/model`, `rlhf-summary.json`; see prefdata.train.rlhf); an eval stage reading it scores
-the folder its `rlhf_model` option names: `policy` (the RL policy, default), `reward_model`
-or `sft_model` (the names of the summary's `outputs`).
+the folder its `rlhf_model` option names.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prefdata.errors import InputError, OptionError
-from prefdata.io.results import write_json
+from prefdata.errors import OptionError
 from prefdata.pipeline.kinds import Opt, Slot, StageKind, StageOutputs, StageRun
 
 
@@ -67,6 +68,7 @@ def run_train(stage: StageRun) -> StageOutputs:
         out=out,
         overrides=opts["overrides"],
         eval_data=stage.inputs.get("eval_data"),
+        merge=opts["merge"],
     )
     return {"model": out}, {k: v for k, v in report.items() if k not in ("trl_config", "recipe")}
 
@@ -81,73 +83,9 @@ TRAIN = StageKind(
         "recipe": Opt(None, type="recipe"),
         "overrides": Opt([], "strs"),
         "model": Opt("smollm2", "str"),
+        "merge": Opt(False, "bool"),
     },
     inputs=_train_slots,
     outputs=("model",),
     check=_check_train,
-)
-
-
-RLHF_MODELS = {
-    "policy": ("rl", "model"),
-    "reward_model": ("reward", "model"),
-    "sft_model": ("sft", "model"),
-}
-"""An rlhf run folder's models (the keys of rlhf-summary.json's `outputs`) -> their folder."""
-
-
-def eval_model(folder: Path, rlhf_model: str = "policy") -> Path:
-    """The model folder an eval stage scores: `folder` itself, or for an rlhf run folder
-    (one with rlhf-summary.json) the stage output `rlhf_model` names (RLHF_MODELS).
-    InputError when `rlhf_model` is not "policy" and `folder` is no rlhf run."""
-    if (folder / "rlhf-summary.json").is_file():
-        return folder.joinpath(*RLHF_MODELS[rlhf_model])
-    if rlhf_model != "policy":
-        raise InputError(
-            f"rlhf_model: {rlhf_model} needs an rlhf run folder (with rlhf-summary.json)",
-            source=folder,
-        )
-    return folder
-
-
-def run_eval(stage: StageRun) -> StageOutputs:
-    """`prefdata train eval`: held-out preference accuracy of the trained model, with the
-    base model's own log-probability accuracy beside it (before vs after), eval.json and
-    the per-pair scores. After an rlhf train stage: of the model `rlhf_model` names."""
-    from prefdata.train import evaluate
-
-    opts = stage.options
-    data = stage.table("heldout", "pairs")
-    if opts["max_pairs"] is not None:
-        data = data.head(opts["max_pairs"])
-    model = eval_model(Path(stage.inputs["model"]), opts["rlhf_model"])
-    report = evaluate(
-        model,
-        data,
-        reference=opts["reference"],
-        beta=opts["beta"],
-        batch_size=opts["batch_size"],
-        max_length=opts["max_length"],
-        out=stage.out("per_pair.parquet"),
-        progress=stage.progress,
-    )
-    outputs = {"eval": write_json(report, stage.out("eval.json"))}
-    outputs["per_pair"] = stage.out("per_pair.parquet")
-    return outputs, report
-
-
-EVAL = StageKind(
-    "eval",
-    run_eval,
-    "held-out preference accuracy of a trained model (prefdata train eval)",
-    {
-        "batch_size": Opt(4, "int"),
-        "max_length": Opt(None, "int"),
-        "reference": Opt(None, "str"),
-        "beta": Opt(None, "float"),
-        "max_pairs": Opt(None, "int"),
-        "rlhf_model": Opt("policy", "str", choices=tuple(RLHF_MODELS)),
-    },
-    inputs=(Slot(("model",)), Slot(("heldout", "pairs"))),
-    outputs=("eval", "per_pair"),
 )

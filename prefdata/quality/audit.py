@@ -16,7 +16,7 @@ report's `mislabel` part). The content models then add no issue rows of their ow
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -25,24 +25,30 @@ from prefdata.quality.dedup import dedup, split_overlap
 from prefdata.quality.rules import rule_checks
 from prefdata.quality.sample import audit_sample
 from prefdata.quality.token_check import TokenCheck, token_check
-from prefdata.schema import validate
+from prefdata.stage import StageResult, Table, stage
 
 ModelSignal = Literal[
     "none", "embeddings", "reward", "scores", "embeddings+reward", "embeddings+scores"
 ]
 MODEL_SIGNALS: tuple[str, ...] = (
-    "none", "embeddings", "reward", "scores", "embeddings+reward", "embeddings+scores"
+    "none",
+    "embeddings",
+    "reward",
+    "scores",
+    "embeddings+reward",
+    "embeddings+scores",
 )
 
 
+@stage("audit", outputs=("issues", "sample"))
 def audit(
-    pairs: pl.DataFrame,
+    pairs: Annotated[pl.DataFrame, Table("pairs")],
     *,
-    annotations: pl.DataFrame | None = None,
-    test: pl.DataFrame | None = None,
-    answers: pl.DataFrame | None = None,
+    annotations: Annotated[pl.DataFrame | None, Table("annotations")] = None,
+    test: Annotated[pl.DataFrame | None, Table("pairs", auto=False)] = None,
+    answers: Annotated[pl.DataFrame | None, Table("prompts", auto=False, check=False)] = None,
     model: ModelSignal = "none",
-    scores: pl.DataFrame | None = None,
+    scores: Annotated[pl.DataFrame | None, Table(auto=False)] = None,
     combine: bool = True,
     flag_cap: float = 1.5,
     reward_folds: int = 3,
@@ -54,20 +60,25 @@ def audit(
     seed: int = 0,
     cache_dir: str | None = None,
     tokens: TokenCheck = TokenCheck(),  # noqa: B008 - frozen
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Run every applicable audit signal on `pairs`.
+) -> StageResult:
+    """Find likely mislabelled and broken pairs: rule checks, duplicates, train/test overlap,
+    annotator disagreement, judge vs human, verifiable answers and content models, combined
+    into one mislabel probability per pair and a calibrated noise rate.
 
     Input: pairs contract; optional annotations contract (votes on the pairs, item_id =
     pair_id), a test split of pairs (overlap check), reference answers (a prompts table
     with prompt_id and answer, as the GSM8K / MATH-500 importers give), reward scores
-    (pair_id, score_chosen, score_rejected) for model="scores". Output: (issues, sample,
-    report): the issues contract rows of every signal (extra columns of a signal kept, null
-    elsewhere), a reproducible random sample of `sample` pairs with an empty `mislabeled`
-    column for reviewers, and a report with each signal's report and the issue counts. The
-    estimated label-noise rate is report["mislabel"]["noise_rate"]
-    (prefdata.quality.mislabel.label_noise_rate reads it).
+    (pair_id, score_chosen, score_rejected) for model="scores". Output: table `issues` (the
+    issues contract rows of every signal; extra columns of a signal kept, null elsewhere),
+    table `sample` (a reproducible random sample of `sample` pairs with an empty
+    `mislabeled` column for reviewers, for `prefdata audit-rate`), and a report with each
+    signal's report and the issue counts. The estimated label-noise rate is
+    report["mislabel"]["noise_rate"] (prefdata.quality.mislabel.label_noise_rate reads it).
+
+    Example: prefdata audit pairs.parquet --annotations votes.parquet -o issues.parquet
 
     Args:
+        pairs: the pairs to audit
         annotations: votes on these pairs (judges and humans).
         test: a test split of pairs (train/test overlap).
         answers: reference answers, a prompts table with prompt_id and answer.
@@ -87,7 +98,6 @@ def audit(
         tokens: the token-level pair check (prefdata.quality.token_check), with max_length
             or a recipe: issues prompt_fills_context, identical_after_truncation, ...
     """
-    pairs = validate(pairs, "pairs")
     parts: list[pl.DataFrame] = []
     report: dict[str, Any] = {"pairs": pairs.height}
     if model not in MODEL_SIGNALS:
@@ -104,11 +114,10 @@ def audit(
     parts.append(issues)
     if test is not None:
         issues, report["split_overlap"] = split_overlap(
-            pairs, validate(test, "pairs"), threshold=dedup_threshold, seed=seed
+            pairs, test, threshold=dedup_threshold, seed=seed
         )
         parts.append(issues)
     if annotations is not None:
-        annotations = validate(annotations, "annotations")
         parts.extend(_vote_issues(annotations, consensus_threshold, report))
     verdict = None
     if answers is not None or "answer" in pairs.columns:
@@ -118,10 +127,19 @@ def audit(
         parts.append(issues)
         verdict = answer_checks(pairs, answers)["verdict"]
     content = _content_readings(
-        pairs, model, scores, combine, seed, cache_dir,
-        {"folds": reward_folds, "max_pairs_per_fold": reward_max_pairs,
-         "overrides": tuple(reward_overrides)},
-        report, parts,
+        pairs,
+        model,
+        scores,
+        combine,
+        seed,
+        cache_dir,
+        {
+            "folds": reward_folds,
+            "max_pairs_per_fold": reward_max_pairs,
+            "overrides": tuple(reward_overrides),
+        },
+        report,
+        parts,
     )
     if combine:
         combined = _combined(pairs, annotations, verdict, content, rules, flag_cap, seed, report)
@@ -141,7 +159,7 @@ def audit(
     report["pairs_flagged"] = flagged["item_id"].n_unique()
     drawn = audit_sample(pairs, n=min(sample, pairs.height), seed=seed) if sample else pairs.head(0)
     report["sample"] = drawn.height
-    return all_issues, drawn, report
+    return StageResult(tables={"issues": all_issues, "sample": drawn}, report=report)
 
 
 def _vote_issues(

@@ -5,7 +5,7 @@ model, RLOO / GRPO against it; TRL 1.16 has no PPO).
 
     from prefdata.train import train, evaluate
     report = train("dpo", data="pairs.parquet", out="runs/dpo")   # the built-in recipe
-    scores = evaluate("runs/dpo", "heldout.parquet")
+    scores = evaluate("runs/dpo", "heldout.parquet").report
 
 Modules: `recipe` (the recipe format, overrides, the built-in recipes in `recipes/`),
 `hardware` (precision and memory for the machine), `models` (what `--model` loads, LoRA,
@@ -252,10 +252,11 @@ def train(
     ).fit(out, merge=merge)
 
 
-def evaluate(
-    model_dir: str | Path, data: str | Path | pl.DataFrame, **options: Any
-) -> dict[str, Any]:
-    """Held-out preference accuracy of a training output; see prefdata.train.evaluation."""
-    from prefdata.train.evaluation import evaluate as _evaluate
+def __getattr__(name: str) -> Any:
+    # `evaluate` (the stage `prefdata train eval`) loads on first use: the evaluation module
+    # pulls in the model loader, which `import prefdata.train` should not.
+    if name == "evaluate":
+        from prefdata.train.evaluation import evaluate
 
-    return _evaluate(model_dir, data, **options)
+        return evaluate
+    raise AttributeError(f"module 'prefdata.train' has no attribute {name!r}")

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.method == "eval":
             from prefdata.train.evaluation import evaluate
 
-            report = evaluate(args.model, args.data)
+            report = evaluate(args.model, args.data).report
         else:
             if not args.out:
                 parser.error("training needs -o/--out")

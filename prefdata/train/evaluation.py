@@ -1,7 +1,7 @@
 """Held-out preference accuracy of a training output, so cleaning can be judged by its effect.
 
-`evaluate(model_dir, data)` scores every held-out pair (a pairs table: prompt, chosen,
-rejected) and returns the share the model orders like the label:
+`evaluate(model, heldout)` (the stage `prefdata train eval`) scores every held-out pair (a
+pairs table: prompt, chosen, rejected) and returns the share the model orders like the label:
 
 - DPO / KTO outputs: the implicit reward r(y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed
   over the completion tokens exactly as TRL's training metrics (`rewards/accuracies`,
@@ -17,7 +17,7 @@ The method, base model, beta and max_length come from `<model_dir>/prefdata-trai
 base model; a full model needs `reference=` for rewards, else only log-probabilities count.
 
 Per-pair scores (pair_id, chosen / rejected scores, margin, correct) come back from
-`score_pairs`, and `evaluate(..., out=path)` writes them. Scoring shows a progress bar on
+`score_pairs`; `evaluate` returns them as its `per_pair` table. Scoring shows a progress bar on
 stderr (one step per sequence scored: 2 per pair, 4 with a reference); `progress=False`
 turns it off.
 """
@@ -27,17 +27,28 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.models.loader import load_tokenizer
 from prefdata.progress import progress_bar
+from prefdata.stage import Input, Resource, StageResult, Table, stage
 from prefdata.train.data import read_data, token_ids
 from prefdata.train.outputs import read_train_report
 
-__all__ = ["describe_model", "evaluate", "reward_scores", "score_pairs", "sequence_logps"]
+__all__ = [
+    "RLHF_MODELS",
+    "describe_model",
+    "evaluate",
+    "reward_scores",
+    "rlhf_model_folder",
+    "score_pairs",
+    "sequence_logps",
+]
+
+RlhfModel = Literal["policy", "reward_model", "sft_model"]
 
 _POLICY_METHODS = ("dpo", "kto")
 
@@ -317,24 +328,67 @@ def score_pairs(
     return table, info
 
 
+RLHF_MODELS = {
+    "policy": ("rl", "model"),
+    "reward_model": ("reward", "model"),
+    "sft_model": ("sft", "model"),
+}
+"""An rlhf run folder's models (the keys of rlhf-summary.json's `outputs`) -> their folder."""
+
+
+def rlhf_model_folder(folder: Path, rlhf_model: str = "policy") -> Path:
+    """The model folder to score: `folder` itself, or for an rlhf run folder (one with
+    rlhf-summary.json) the stage output `rlhf_model` names (RLHF_MODELS). InputError when
+    `rlhf_model` is not "policy" and `folder` is no rlhf run."""
+    if (folder / "rlhf-summary.json").is_file():
+        return folder.joinpath(*RLHF_MODELS[rlhf_model])
+    if rlhf_model != "policy":
+        raise InputError(
+            f"rlhf_model: {rlhf_model} needs an rlhf run folder (with rlhf-summary.json)",
+            source=folder,
+        )
+    return folder
+
+
+@stage("eval", outputs=("eval", "per_pair"))
 def evaluate(
-    model_dir: str | Path,
-    data: str | Path | pl.DataFrame,
+    model: Annotated[str | Path, Input("model")],
+    heldout: Annotated[pl.DataFrame, Table("pairs")],
     *,
-    reference: str | Path | None = None,
+    reference: str | None = None,
     beta: float | None = None,
     batch_size: int = 4,
     max_length: int | None = None,
-    out: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Held-out preference accuracy and margin of `model_dir` on the pairs in `data`.
+    max_pairs: int | None = None,
+    rlhf_model: RlhfModel = "policy",
+    progress: Annotated[bool, Resource("progress")] = True,
+) -> StageResult:
+    """Held-out preference accuracy of a trained model (DPO / KTO: the implicit reward; reward
+    models: the score; other policies: the log-ratio to the reference), with the base model's
+    own log-probability ordering beside it.
 
-    Returns: method, kind (what was scored), pairs, accuracy (chosen scored above rejected),
-    ties, margin_mean, margin_median, and for policies with a reference
-    reference_logp_accuracy and policy_logp_accuracy (summed log-prob orderings). `out`
-    writes the per-pair table (see score_pairs). `progress`: the progress bar on stderr.
+    Report (also the document `eval`): method, kind (what was scored), pairs, accuracy
+    (chosen scored above rejected), ties, margin_mean, margin_median, and for policies with a
+    reference reference_logp_accuracy and policy_logp_accuracy (summed log-prob orderings).
+    Table `per_pair`: the per-pair scores (see score_pairs).
+
+    Example: prefdata train eval runs/dpo heldout.parquet -o eval.json
+
+    Args:
+        model: the trained output folder (or any model folder; an rlhf run folder: see
+            rlhf_model)
+        heldout: held-out pairs
+        reference: the reference model (default: the trained one's base)
+        beta: the implicit reward's beta (default: the trained one's)
+        batch_size: pairs per batch
+        max_length: truncate each sequence to this many tokens (default: the trained one's)
+        max_pairs: score only the first N pairs
+        rlhf_model: for an rlhf run folder: which of its models (policy, reward_model,
+            sft_model)
+        progress: a progress bar on stderr
     """
+    model_dir = rlhf_model_folder(Path(model), rlhf_model)
+    data = heldout if max_pairs is None else heldout.head(max_pairs)
     table, info = score_pairs(
         model_dir,
         data,
@@ -368,8 +422,4 @@ def evaluate(
         result["reference_logp_accuracy"] = float(
             (table["ref_logp_chosen"] > table["ref_logp_rejected"]).mean()  # type: ignore[arg-type]
         )
-    if out is not None:
-        from prefdata.io.tables import write_table
-
-        result["per_pair"] = str(write_table(table, out))
-    return result
+    return StageResult(tables={"per_pair": table}, report=result, documents={"eval": result})

@@ -396,7 +396,7 @@ def _reward_accuracy(
     if sync.main:
         found = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
         if found.get("key") != key:
-            result = evaluate(model, heldout, batch_size=batch_size)
+            result = evaluate(model, heldout, batch_size=batch_size).report
             found = {"key": key, "result": result}
             write_text(cache, json.dumps(found, indent=1, default=str) + "\n")
     sync.barrier()

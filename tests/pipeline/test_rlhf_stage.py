@@ -12,7 +12,7 @@ import pytest
 
 from prefdata.errors import InputError
 from prefdata.pipeline import load_pipeline, run_pipeline
-from prefdata.pipeline.stages_train import eval_model
+from prefdata.train.evaluation import rlhf_model_folder as eval_model
 from tests.pipeline.conftest import Writer
 from tests.train.test_rlhf import RL_RECIPE, rlhf_recipe
 from tests.train.test_rloo import short_oasst_pairs

@@ -58,7 +58,8 @@ def test_votes_on_pandalm_with_injected_flips(
 ) -> None:
     pairs, annotations = pandalm
     flipped, flip = _flip(pairs, rate, seed)
-    issues, _, report = audit(flipped, annotations=annotations, sample=0, seed=seed)
+    _audited = audit(flipped, annotations=annotations, sample=0, seed=seed)
+    issues, _, report = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     validate(issues, "issues")
     rows = _aligned(flipped, issues)
     assert rows["issue"].null_count() == 0  # one row per pair
@@ -108,12 +109,13 @@ def test_judges_oriented_by_canonical_side(pandalm: tuple[pl.DataFrame, pl.DataF
 
 
 def test_answers_and_consistency_on_gsm8k(shared_data: Path) -> None:
-    pairs = import_gsm8k_solutions(
-        shared_data / "gsm8k" / "example_model_solutions.jsonl"
-    ).tables["pairs"]
+    pairs = import_gsm8k_solutions(shared_data / "gsm8k" / "example_model_solutions.jsonl").tables[
+        "pairs"
+    ]
     prompts = import_gsm8k(shared_data / "gsm8k" / "test.jsonl").tables["prompts"]
     flipped, flip = _flip(pairs, 0.2, seed=2)
-    issues, _, report = audit(flipped, answers=prompts, sample=0, seed=2)
+    _audited = audit(flipped, answers=prompts, sample=0, seed=2)
+    issues, _, report = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     rows = _aligned(flipped, issues)
     part = report["mislabel"]
     assert abs(part["noise_rate"] - flip.mean()) <= 0.01
@@ -126,7 +128,8 @@ def test_no_label_signal_is_said_not_guessed(shared_data: Path) -> None:
     from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 
     pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
-    issues, _, report = audit(pairs.head(300), sample=0)
+    _audited = audit(pairs.head(300), sample=0)
+    issues, _, report = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     assert report["mislabel"]["noise_rate"] is None
     assert "skipped" in report["mislabel"]
     assert "mislabeled" not in set(issues["issue"])
@@ -158,17 +161,18 @@ def test_embeddings_with_half_the_answers(
 
     pytest_cache = getattr(request.config, "cache", None)
     cache = pytest_cache.mkdir("prefdata-embeddings") if pytest_cache else None
-    pairs = import_gsm8k_solutions(
-        shared_data / "gsm8k" / "example_model_solutions.jsonl"
-    ).tables["pairs"]
+    pairs = import_gsm8k_solutions(shared_data / "gsm8k" / "example_model_solutions.jsonl").tables[
+        "pairs"
+    ]
     first = pairs["prompt_id"].unique(maintain_order=True).head(100)
     pairs = pairs.filter(pl.col("prompt_id").is_in(first.implode()))
     prompts = import_gsm8k(shared_data / "gsm8k" / "test.jsonl").tables["prompts"]
     half = prompts.filter(pl.col("prompt_id").hash(0) % 2 == 0)
     flipped, flip = _flip(pairs, 0.2, seed=0)
-    issues, _, report = audit(
+    audited = audit(
         flipped, answers=half, model="embeddings", sample=0, cache_dir=str(cache) if cache else None
     )
+    issues, report = audited.tables["issues"], audited.report
     rows = _aligned(flipped, issues)
     part = report["mislabel"]
     assert "content" in part["blocks"]

@@ -64,7 +64,8 @@ def reports(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         .otherwise(pl.col("source"))
         .alias("source"),
     )
-    issues, sample, _ = audit(pairs, annotations=anns, sample=30)
+    _audited = audit(pairs, annotations=anns, sample=30)
+    issues, sample, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     sample = sample.with_columns(
         pl.Series("mislabeled", [i % 5 == 0 for i in range(sample.height)], dtype=pl.Boolean)
     )

@@ -118,7 +118,8 @@ def pandalm(shared_data: Path, tokenizer: Tokenizer) -> dict[str, Any]:
         judges=[folder / "gpt-3.5-turbo-testset-v1.json", folder / "pandalm-7b-testset-v1.json"],
     )
     pairs, anns = imported.tables["pairs"], imported.tables["annotations"]
-    issues, _, _ = audit(pairs, annotations=anns, sample=0)
+    _audited = audit(pairs, annotations=anns, sample=0)
+    issues, _, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     # A reviewed sample: 44 verdicts (every 6th mislabeled), 6 rows not reviewed yet.
     drawn = audit_sample(pairs, n=50, seed=3)
     sample = drawn.with_columns(
@@ -231,7 +232,8 @@ def ref_lookup(figures: dict[str, Any], path: str) -> Any:
 def test_hh_rlhf_every_figure(shared_data: Path, tokenizer: Tokenizer) -> None:
     imported = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz")
     pairs = imported.tables["pairs"]
-    issues, _, _ = audit(pairs, sample=0)
+    _audited = audit(pairs, sample=0)
+    issues, _, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     report = compute_report(
         pairs,
         issues=issues,

@@ -18,7 +18,7 @@ def test_untrained_adapter_ties_every_pair(
     prepared = prepare("dpo", recipe=recipe(), data=pandalm_pairs.head(4), model=tiny, out=tmp_path)
     # Save without training: LoRA B is zero, so the policy is the reference.
     prepared.trainer.save_model(str(tmp_path))
-    scores = evaluate(tmp_path, pandalm_pairs.slice(16, 6), reference=tiny)
+    scores = evaluate(tmp_path, pandalm_pairs.slice(16, 6), reference=tiny).report
     assert scores["pairs"] == 6
     assert scores["ties"] == 6 and scores["accuracy"] == 0.0 and scores["margin_mean"] == 0.0
     assert scores["policy_logp_accuracy"] == scores["reference_logp_accuracy"]
@@ -39,7 +39,9 @@ def test_implicit_reward_matches_trls_metrics(
     prepared.fit(tmp_path)
     trl_metrics = prepared.trainer.evaluate(_trl_rows(held))
     out = tmp_path / "per_pair.parquet"
-    scores = evaluate(tmp_path, held, out=out)
+    result = evaluate(tmp_path, held)
+    result.tables["per_pair"].write_parquet(out)
+    scores = result.report
     assert scores["method"] == "dpo" and scores["beta"] == 0.1
     assert scores["kind"].startswith("implicit reward")
     # Two eval batches of 2: TRL's logged value is the mean of batch means = the overall mean.
@@ -85,10 +87,10 @@ def test_scoring_shows_progress_per_sequence_unless_quiet(
     prepared = prepare("dpo", recipe=recipe(), data=pandalm_pairs.head(4), model=tiny, out=tmp_path)
     prepared.trainer.save_model(str(tmp_path))
     held = pandalm_pairs.slice(16, 3)
-    loud = evaluate(tmp_path, held, reference=tiny, batch_size=2)
+    loud = evaluate(tmp_path, held, reference=tiny, batch_size=2).report
     err = capsys.readouterr().err
     # A LoRA output: chosen and rejected under the policy, then with the adapter disabled.
     assert "scoring pairs" in err and "12/12" in err
-    quiet = evaluate(tmp_path, held, reference=tiny, batch_size=2, progress=False)
+    quiet = evaluate(tmp_path, held, reference=tiny, batch_size=2, progress=False).report
     assert "scoring pairs" not in capsys.readouterr().err
     assert quiet["margin_mean"] == loud["margin_mean"] and quiet["pairs"] == 3

@@ -30,7 +30,7 @@ def test_dpo_on_a_gpu_uses_its_precision(hh_pairs: pl.DataFrame, tmp_path: Path)
     report = prepared.fit(tmp_path)
     assert report["hardware"]["accelerator"] == "cuda"
     assert all(math.isfinite(x) for x in report["losses"])
-    scores = evaluate(tmp_path, hh_pairs.tail(4))
+    scores = evaluate(tmp_path, hh_pairs.tail(4)).report
     assert scores["pairs"] == 4
 
 
@@ -72,7 +72,7 @@ def test_qlora_4bit_on_a_gpu(hh_pairs: pl.DataFrame, tmp_path: Path) -> None:
     )
     assert "quantised 4bit (QLoRA)" in report["model_loaded"]
     assert report["finetune"] == "lora" and all(math.isfinite(x) for x in report["losses"])
-    scores = evaluate(tmp_path, hh_pairs.tail(4))
+    scores = evaluate(tmp_path, hh_pairs.tail(4)).report
     assert scores["pairs"] == 4
 
 

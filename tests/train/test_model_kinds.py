@@ -201,7 +201,7 @@ def test_train_continues_from_it(
 
 @pytest.mark.parametrize("kind", POLICIES + REWARDS)
 def test_train_eval(kind: str, folders: dict[str, Path], pandalm_pairs: pl.DataFrame) -> None:
-    scores = evaluate(folders[kind], pandalm_pairs.slice(8, 2), progress=False)
+    scores = evaluate(folders[kind], pandalm_pairs.slice(8, 2), progress=False).report
     assert scores["pairs"] == 2 and 0.0 <= scores["accuracy"] <= 1.0
     expected = "reward model score" if kind in REWARDS else "implicit reward"
     if kind == "full_policy":

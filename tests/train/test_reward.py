@@ -35,7 +35,7 @@ def test_reward_model_trains_with_confidence_margins(
     assert all(not torch.equal(params[n], before[n]) for n in before if "score" in n)
 
     # The saved adapter + head reload to the same scores.
-    scores = evaluate(tmp_path, data)
+    scores = evaluate(tmp_path, data).report
     assert scores["method"] == "reward" and scores["kind"] == "reward model score"
     assert scores["pairs"] == 8
     model = trainer.model.eval()

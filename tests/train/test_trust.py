@@ -248,7 +248,7 @@ def test_eval_of_an_sft_output_has_no_implicit_reward(
     tiny: Path, pandalm_pairs: pl.DataFrame, tmp_path: Path
 ) -> None:
     train("sft", recipe=recipe(max_steps=1), data=pandalm_pairs.head(4), model=tiny, out=tmp_path)
-    scores = evaluate(tmp_path, pandalm_pairs.slice(8, 3), progress=False)
+    scores = evaluate(tmp_path, pandalm_pairs.slice(8, 3), progress=False).report
     assert scores["method"] == "sft" and "beta" not in scores
     assert scores["kind"].startswith("log-ratio") and "no DPO beta" in scores["kind"]
     assert "reference_logp_accuracy" in scores
