@@ -154,7 +154,8 @@ def test_true_reward_pipeline_runs_end_to_end(tmp_path: Path) -> None:
     assert int(flips["flipped"].sum()) == round(0.4 * pairs.height)
     train = read_table(out / "split" / "pairs.parquet")
     issues = read_table(out / "audit" / "issues.parquet")
-    model_rows = issues.filter(issues["issue"] == "model_disagrees")
+    # The audit's combined mislabel probability: one `mislabeled` row per training pair.
+    model_rows = issues.filter(issues["issue"] == "mislabeled")
     assert set(model_rows["item_id"]) == set(train["pair_id"])
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
     assert evaluation["pairs"] == read_table(out / "split" / "heldout.parquet").height

@@ -42,9 +42,11 @@ def test_budget_from_options_and_recipe(tmp_path: Path) -> None:
 
 
 def test_audit_adds_the_token_issues(pairs: pl.DataFrame) -> None:
-    plain, _, report = audit(pairs, sample=0)
+    _audited = audit(pairs, sample=0)
+    plain, _, report = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     assert "tokens" not in report
-    issues, _, report = audit(pairs, sample=0, tokens=TokenCheck(max_length=128))
+    _audited = audit(pairs, sample=0, tokens=TokenCheck(max_length=128))
+    issues, _, report = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     counts = report["tokens"]["counts"]
     assert counts["prompt_fills_context"] > 20
     for flag, n in counts.items():

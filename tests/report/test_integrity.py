@@ -85,7 +85,8 @@ def test_report_has_the_section(tokenizer: Tokenizer, hh: pl.DataFrame, tmp_path
     from prefdata.report import build_report
 
     pairs = hh.head(100)
-    issues, _, _ = audit(pairs, sample=0, tokens=TokenCheck(max_length=128))
+    _audited = audit(pairs, sample=0, tokens=TokenCheck(max_length=128))
+    issues, _, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     report = build_report(pairs, out_dir=tmp_path, tokenizer=tokenizer, issues=issues)
     section = report["data"]["token_integrity"]
     assert section["pairs"] == 100 and section["max_length"] == 128
@@ -94,6 +95,7 @@ def test_report_has_the_section(tokenizer: Tokenizer, hh: pl.DataFrame, tmp_path
     page = (tmp_path / "report.html").read_text()
     assert 'id="token_integrity"' in page and "degenerate pairs" in page
     # Without token issues (an audit without --max-length) there is no section.
-    plain, _, _ = audit(pairs, sample=0)
+    _audited = audit(pairs, sample=0)
+    plain, _, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
     again = build_report(pairs, out_dir=tmp_path / "b", tokenizer=tokenizer, issues=plain)
     assert "token_integrity" not in again["data"]
