@@ -642,10 +642,11 @@ TRAIN: list[Cell] = [
 
         from prefdata.io.tables import write_table
         from prefdata.train import evaluate, train
+        from prefdata.train.recipe import builtin_recipe
         from prefdata.models.tiny import tiny_model
 
         OUT = output_dir("03-train")
-        RECIPES = Path("..", "train").resolve()
+        RECIPES = builtin_recipe("dpo").parent  # the recipes inside the package
         MODEL_CHOICE = os.environ.get("NOTEBOOK_MODEL", "tiny")
         if MODEL_CHOICE == "smollm2":
             MODEL = "smollm2"
@@ -791,7 +792,9 @@ TRAIN: list[Cell] = [
     code(
         """
         dpo_heldout = dpo_data.filter(pl.col("split") == "test")
-        dpo_eval = evaluate(OUT / "dpo", dpo_heldout).report
+        dpo_evaluated = evaluate(OUT / "dpo", dpo_heldout)
+        dpo_eval = dpo_evaluated.report
+        write_table(dpo_evaluated.tables["per_pair"], OUT / "dpo-heldout-scores.parquet")
 
         # Correct-vs-incorrect pairs of held-out questions (the same prompt ids as the KTO
         # rows, so the split is the same one).
@@ -801,7 +804,9 @@ TRAIN: list[Cell] = [
             gsm_pairs.filter(chars(gsm_pairs, "chosen", "rejected") < 600).sort("pair_id").head(16)
         )
         write_table(kto_heldout, OUT / "kto-heldout.parquet")
-        kto_eval = evaluate(OUT / "kto", kto_heldout).report
+        kto_evaluated = evaluate(OUT / "kto", kto_heldout)
+        kto_eval = kto_evaluated.report
+        write_table(kto_evaluated.tables["per_pair"], OUT / "kto-heldout-scores.parquet")
         EVAL_SHOWN = ("pairs", "accuracy", "ties", "margin_mean")
         pl.DataFrame(
             [

@@ -87,4 +87,4 @@ def test_cli_audit_token_options(pairs: pl.DataFrame, tmp_path: Path) -> None:
     bad = CliRunner().invoke(
         app, ["audit", str(data), "-o", str(out), "--max-length", "128", "--truncation-mode", "x"]
     )
-    assert bad.exit_code == 2 and "truncation_mode must be one of" in bad.output
+    assert bad.exit_code == 2 and "truncation_mode must be keep_start or keep_end" in bad.output

@@ -292,10 +292,9 @@ def test_monitor_stops_a_real_run_when_kl_crosses_its_limit(
     assert report["steps"] == 2
     assert monitor["stopped"] and monitor["status"] == "stopped"
     assert "KL to the reference" in monitor["stop_reason"]
-    assert [(a["signal"], a["level"], a["step"]) for a in monitor["alerts"]] == [
-        ("kl", "warn", 2),
-        ("kl", "stop", 2),
-    ]
+    # Eight-token completions sit at the cap, so the length_cap watch warns too.
+    kl_alerts = [(a["level"], a["step"]) for a in monitor["alerts"] if a["signal"] == "kl"]
+    assert kl_alerts == [("warn", 2), ("stop", 2)]
     assert any("monitor step 2" in w for w in report["warnings"])
     assert (tmp_path / "adapter_model.safetensors").is_file()
 

@@ -197,11 +197,16 @@ def test_max_length_below_every_prompt_is_one_clear_line(
     result = runner.invoke(app, [*args, "max_length=4", "max_steps=1"])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "num_samples" not in result.output
-    assert "TRL kept none of the" in result.output and "max_length=4" in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "max_length=4" in errors[0]
+    if method == "sft":  # no pairs to check: TRL's empty result, said in one line
+        assert "TRL kept none of the" in errors[0]
+    else:  # the token-level check refuses before TRL is asked
+        assert "100.0% of the" in errors[0] and "prompt_fills_context" in errors[0]
 
 
 def test_dropping_most_pairs_is_loud(
-    tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path
 ) -> None:
     from prefdata.models import load_tokenizer
     from prefdata.train.data import token_ids
@@ -212,14 +217,17 @@ def test_dropping_most_pairs_is_loud(
         for p in hh_pairs["prompt"].to_list()
     )
     limit = lengths[1]  # only the shortest prompt leaves room for a completion token
-    prepared = prepare(
-        "dpo", recipe=recipe(max_length=limit), data=hh_pairs, model=tiny, out=tmp_path
-    )
+    # The default share refuses in one line that names the share and the fixes ...
+    with pytest.raises(InputError, match=r"would be degenerate .* Fix: raise max_length"):
+        prepare("dpo", recipe=recipe(max_length=limit), data=hh_pairs, model=tiny, out=tmp_path)
+    # ... and allowing them leaves them out before TRL sees them, listed in the report.
+    allowed = recipe(max_length=limit, prefdata={"max_degenerate_share": 1})
+    prepared = prepare("dpo", recipe=allowed, data=hh_pairs, model=tiny, out=tmp_path)
+    integrity = prepared.report["token_integrity"]
     kept = prepared.report["pairs_after_tokenization"]
     assert 0 < kept < hh_pairs.height / 2
-    warning = f"TRL dropped {hh_pairs.height - kept} of {hh_pairs.height} pairs"
-    assert any(w.startswith(warning) for w in prepared.report["warnings"])
-    assert warning in capsys.readouterr().err
+    assert integrity["dropped"] == hh_pairs.height - kept
+    assert len(integrity["dropped_pair_ids"]) == integrity["dropped"]
 
 
 # ---- 7. bf16 on a CPU --------------------------------------------------------------------
