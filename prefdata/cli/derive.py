@@ -257,8 +257,30 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
     return friendly_errors(run)
 
 
+def command_help(description: str) -> str:
+    """A docstring's description as --help text: each prose paragraph joined into one line
+    (typer's rich help keeps single line breaks after the first paragraph, which left wrapped
+    docstring lines ragged); a paragraph of list items keeps one item per line."""
+    paragraphs = []
+    for paragraph in description.split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(line.lstrip().startswith(("- ", "* ")) for line in lines):
+            items: list[str] = []
+            for line in lines:
+                if line.lstrip().startswith(("- ", "* ")) or not items:
+                    items.append(line.strip())
+                else:
+                    items[-1] = f"{items[-1]} {line.strip()}"
+            paragraphs.append("\b" + "\n".join(items))  # \b: typer keeps these breaks
+        else:
+            paragraphs.append(" ".join(paragraph.split()))
+    return "\n\n".join(p for p in paragraphs if p.strip())
+
+
 def add_stage_command(
     app: typer.Typer, spec: StageSpec, *, name: str | None = None, cls: Any = None
 ) -> None:
     """Register a stage's derived command on `app` (`cls`: a TyperCommand subclass)."""
-    app.command(name or spec.name, help=spec.description, cls=cls)(make_command(spec))
+    app.command(name or spec.name, help=command_help(spec.description), cls=cls)(
+        make_command(spec)
+    )
