@@ -49,8 +49,8 @@ import polars as pl
 
 from prefdata import ids
 from prefdata.errors import InputError
-from prefdata.quality.agreement import FloatArray, IntArray, Votes, encode_votes
 from prefdata.quality.pooling import ONE_ORDER_ONLY, one_order_only_votes, panel
+from prefdata.quality.votes import FloatArray, IntArray, Votes, encode_votes
 from prefdata.schema import PAIR_LABELS, conform
 from prefdata.stage import StageResult, Table, stage
 
@@ -259,7 +259,7 @@ def fit_votes(
     tol: float = 1e-6,
     smoothing: float = 1.0,
 ) -> Fit:
-    """Fit majority or Dawid-Skene on encoded votes (see `agreement.encode_votes`)."""
+    """Fit majority or Dawid-Skene on encoded votes (see `votes.encode_votes`)."""
     counts = votes.counts().astype(np.float64)
     shares = counts / counts.sum(axis=1, keepdims=True)
     if method == "majority":

@@ -38,8 +38,9 @@ import numpy as np
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.quality.agreement import encode_votes, kappa_from_confusion
+from prefdata.quality.agreement import kappa_from_confusion
 from prefdata.quality.consensus import Method, consensus, consensus_codes, fit_votes
+from prefdata.quality.votes import encode_votes
 from prefdata.schema import conform
 
 ISSUE_COLUMNS = ("item_id", "issue", "score", "is_issue", "reason")
