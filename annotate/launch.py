@@ -11,6 +11,8 @@ uvicorn on `argilla_server:app` itself. Before serving, `server` migrates the da
 (a no-op when it is current), switches SQLite to write-ahead logging (readers no longer wait
 for a writer's commit: annotators keep working while records are logged), and creates the
 owner user from the credentials file that service.py wrote, when the database has none.
+The web app's pages get prefdata's layout rule (layout.py: the question stays on screen on
+narrow screens).
 
 The worker runs the server's rq jobs (for example the record-status recompute after a
 dataset's task distribution changes); without it those jobs wait in Redis forever. It also
@@ -64,8 +66,9 @@ def serve(host: str, port: int) -> None:
     if credentials:
         _create_owner(Path(credentials))
     from argilla_server import app
+    from layout import with_layout
 
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    uvicorn.run(with_layout(app), host=host, port=port, access_log=False, log_level="info")
 
 
 def work() -> None:

@@ -3,13 +3,18 @@
 Usage (any Python 3.9+; only the standard library; start.sh / stop.sh / status.sh wrap it):
 
     python annotate/service.py start  [--port 6900] [--host 127.0.0.1] [--data-dir D] [--json]
+                                      [--show-secrets]
     python annotate/service.py stop   [--data-dir D] [--json]
-    python annotate/service.py status [--data-dir D] [--json]
+    python annotate/service.py status [--data-dir D] [--json] [--show-secrets]
 
 Everything lives under one data folder (default: annotate/data, or $PREFDATA_ANNOTATE_DATA),
-which survives restarts:
+which survives restarts. The database holds every user's API key in plain text (Argilla 2.8
+stores them so), so the folder is private to its owner: mode 700, made so on every start, and
+the service's processes run with umask 077, so what they create (the database, logs, Redis's
+files) is readable by the owner only. The owner's password and API key are printed only with
+--show-secrets (prefdata reads them from credentials.json by itself).
 
-    argilla/argilla.db      the SQLite database (records, responses, users)
+    argilla/argilla.db      the SQLite database (records, responses, users and their keys)
     credentials.json        the owner's username, password and API key (mode 600)
     service.json            host, port and URL of the last start
     redis/                  Redis's working folder and socket (jobs queue)
@@ -125,12 +130,24 @@ def _write_json(path: Path, value: dict[str, Any], mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+PRIVATE = 0o077  # the umask of the service's processes: files for their owner only
+
+
+def make_private(data: Path) -> None:
+    """The data folder readable by its owner only (700), and the database files that an
+    older start left readable (644) made 600."""
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    for path in (data / "argilla").glob("argilla.db*"):
+        path.chmod(0o600)
+
+
 def credentials(data: Path) -> dict[str, str]:
     """The owner's credentials, created (random password and API key) on the first call."""
     path = data / "credentials.json"
     creds = _read_json(path)
     if not creds:
-        data.mkdir(parents=True, exist_ok=True)
+        make_private(data)
         creds = {
             "username": OWNER,
             "password": secrets.token_urlsafe(12),
@@ -208,6 +225,7 @@ def _spawn(data: Path, name: str, argv: list[str], env: dict[str, str]) -> subpr
         stdout=log,
         stderr=log,
         start_new_session=True,
+        umask=PRIVATE,
     )
     log.close()
     _write_pid(data, name, proc.pid)
@@ -220,10 +238,12 @@ def start(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     timeout: float = 120.0,
+    secrets: bool = False,
 ) -> dict[str, Any]:
     """Start (or find running) the service; return status() with `started` set."""
     data = data.resolve()
-    current = status(data)
+    make_private(data)
+    current = status(data, secrets=secrets)
     if current["running"]:
         if current["port"] == port:
             return {**current, "started": False}
@@ -244,7 +264,7 @@ def start(
             f"port {port} on {host} is in use by another program: pick another with --port"
         )
     for sub in ("argilla", "redis", "logs", "run"):
-        (data / sub).mkdir(parents=True, exist_ok=True)
+        (data / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     credentials(data)
 
     redis_url = os.environ.get("ARGILLA_REDIS_URL")
@@ -287,7 +307,11 @@ def start(
                 + _tail(data / "logs" / "server.log")
             )
         time.sleep(0.2)
-    return {**status(data), "started": True, "start_seconds": round(time.monotonic() - t0, 2)}
+    return {
+        **status(data, secrets=secrets),
+        "started": True,
+        "start_seconds": round(time.monotonic() - t0, 2),
+    }
 
 
 def _start_redis(data: Path) -> str:
@@ -363,8 +387,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def status(data: Path = DEFAULT_DATA) -> dict[str, Any]:
-    """Where the service is and whether each part runs; credentials when it has any."""
+def status(data: Path = DEFAULT_DATA, *, secrets: bool = False) -> dict[str, Any]:
+    """Where the service is and whether each part runs; the owner's username, and with
+    `secrets` its password and API key (else only where they are kept)."""
     data = data.resolve()
     service = _read_json(data / "service.json")
     creds = _read_json(data / "credentials.json")
@@ -379,8 +404,11 @@ def status(data: Path = DEFAULT_DATA) -> dict[str, Any]:
         "port": service.get("port"),
         "data_dir": str(data),
         "username": creds.get("username"),
-        "password": creds.get("password"),
-        "api_key": creds.get("api_key"),
+        **(
+            {"password": creds.get("password"), "api_key": creds.get("api_key")}
+            if secrets
+            else {"credentials": str(data / "credentials.json")}
+        ),
         "components": comps,
         "logs": str(data / "logs"),
     }
@@ -405,9 +433,14 @@ def _print(result: dict[str, Any], as_json: bool, command: str) -> None:
         return
     verb = {True: "started", False: "already running"}.get(result.get("started"), "running")
     print(f"Argilla {verb} at {result['url']}")
-    print(f"  username: {result['username']}\n  password: {result['password']}")
-    print(f"  API key:  {result['api_key']}\n  data:     {result['data_dir']}")
-    print(f"  use it:   export ARGILLA_API_URL={result['url']} ARGILLA_API_KEY={result['api_key']}")
+    print(f"  username: {result['username']}")
+    if "api_key" in result:
+        print(f"  password: {result['password']}\n  API key:  {result['api_key']}")
+        key = result["api_key"]
+        print(f"  use it:   export ARGILLA_API_URL={result['url']} ARGILLA_API_KEY={key}")
+    else:
+        print(f"  password and API key: in {result['credentials']} (or pass --show-secrets)")
+    print(f"  data:     {result['data_dir']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
         p.add_argument("--json", action="store_true", help="print the result as JSON")
+        if name != "stop":
+            p.add_argument(
+                "--show-secrets", action="store_true", help="print the password and API key"
+            )
         if name == "start":
             p.add_argument("--port", type=int, default=DEFAULT_PORT)
             p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
@@ -424,11 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
-            result = start(args.data_dir, host=args.host, port=args.port, timeout=args.timeout)
+            result = start(
+                args.data_dir,
+                host=args.host,
+                port=args.port,
+                timeout=args.timeout,
+                secrets=args.show_secrets,
+            )
         elif args.command == "stop":
             result = stop(args.data_dir)
         else:
-            result = status(args.data_dir)
+            result = status(args.data_dir, secrets=args.show_secrets)
     except ServiceError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))

@@ -285,10 +285,11 @@ CLEAN: list[Cell] = [
         """
         ## 6. Report
 
-        `build_report` writes `report.html` (one self-contained page: inline SVG plots, no
-        scripts, no network), `report.json` (every figure on the page) and `README.md` (a
-        Hugging Face dataset card). With `compare=` it shows the data before and after
-        filtering side by side. Token lengths use the embedded SmolLM2 tokenizer.
+        `build_report` writes `report.html` (one self-contained page: inline SVG plots, a
+        searchable table of every flagged pair, no network), `report.json` (every figure on
+        the page), `README.md` (a Hugging Face dataset card) and the data beside it
+        (`data/train.parquet`). With `before=` it shows the data before and after filtering
+        side by side. Token lengths use the embedded SmolLM2 tokenizer.
         """
     ),
     code(
@@ -296,19 +297,21 @@ CLEAN: list[Cell] = [
         from prefdata.report import build_report
 
         REPORT = OUT / "report"
-        report = build_report(
-            consensus_pairs,
-            compare=kept,
+        settings = OUT / "filter.json"  # the settings file `prefdata filter` writes
+        settings.write_text(json.dumps(filtered.documents["filter"]))
+        build_report(
+            kept,
+            out=REPORT,
+            before=consensus_pairs,
             annotations=annotations,
             issues=issues,
             rejected=rejected,
             sample=review_sample,
-            out_dir=REPORT,
             title="PandaLM human test set: before and after cleaning",
-            license="apache-2.0",
-            filter_settings=FILTER,
+            filter_settings=settings,
             bootstrap=500,
         )
+        report = json.loads((REPORT / "report.json").read_text())
         print("written:", sorted(p.name for p in REPORT.iterdir()))
         pl.DataFrame(report["comparison"]).select("metric", "before", "after", "delta")
         """

@@ -245,6 +245,9 @@ class StageSpec:
     outputs: tuple[str, ...]
     summary: str
     description: str
+    # Reads or writes state outside its files (an Argilla server): a pipeline runs it every
+    # time instead of skipping it when its inputs are unchanged.
+    external: bool = False
 
     def by_role(self, role: str) -> list[Param]:
         return [p for p in self.params if p.role == role]
@@ -468,7 +471,9 @@ def _param(
     )
 
 
-def derive(func: Callable[..., Any], *, name: str, outputs: Sequence[str] = ()) -> StageSpec:
+def derive(
+    func: Callable[..., Any], *, name: str, outputs: Sequence[str] = (), external: bool = False
+) -> StageSpec:
     """The StageSpec of a stage function (see the module docstring for the rules)."""
     target = inspect.unwrap(func)
     hints = _hints(target)
@@ -495,7 +500,7 @@ def derive(func: Callable[..., Any], *, name: str, outputs: Sequence[str] = ()) 
     clash = {n for n in names if names.count(n) > 1}
     if clash:
         raise TypeError(f"stage {name}: option name(s) {sorted(clash)} appear twice")
-    return StageSpec(name, func, tuple(params), tuple(outputs), summary, description)
+    return StageSpec(name, func, tuple(params), tuple(outputs), summary, description, external)
 
 
 def _group_params(group: str, cls: type) -> list[Param]:
@@ -518,12 +523,15 @@ def _group_params(group: str, cls: type) -> list[Param]:
 _SPEC_ATTR = "__prefdata_stage__"
 
 
-def stage(name: str, *, outputs: Sequence[str] = ()) -> Callable[[F], F]:
+def stage(
+    name: str, *, outputs: Sequence[str] = (), external: bool = False
+) -> Callable[[F], F]:
     """Declare a library function as a stage (see the module docstring).
 
     `outputs`: the names of the tables and documents it can return, main product first (a
-    pipeline wires later stages to them by name). The wrapper converts and checks every table
-    argument and every choice; everything else is passed through unchanged.
+    pipeline wires later stages to them by name). `external`: it reads or writes state
+    outside its files (a server), so a pipeline runs it every time. The wrapper converts and
+    checks every table argument and every choice; everything else is passed through unchanged.
     """
 
     def wrap(func: F) -> F:
@@ -540,7 +548,7 @@ def stage(name: str, *, outputs: Sequence[str] = ()) -> Callable[[F], F]:
                     check_choice(p, bound.arguments[p.name])
             return func(*bound.args, **bound.kwargs)
 
-        setattr(call, _SPEC_ATTR, (name, tuple(outputs)))
+        setattr(call, _SPEC_ATTR, (name, tuple(outputs), external))
         return call  # type: ignore[return-value]
 
     return wrap
@@ -551,8 +559,8 @@ def _cached_spec(func: Callable[..., Any]) -> StageSpec:
     declared = getattr(func, _SPEC_ATTR, None)
     if declared is None:
         raise TypeError(f"{getattr(func, '__qualname__', func)!r} is not declared with @stage")
-    name, outputs = declared
-    return derive(func, name=name, outputs=outputs)
+    name, outputs, external = declared
+    return derive(func, name=name, outputs=outputs, external=external)
 
 
 def spec_of(func: Callable[..., Any]) -> StageSpec:

@@ -106,12 +106,14 @@ def serve(
     """Start the local Argilla server (or find it running) and return where and how to log in.
 
     Output keys: `url`, `username`, `password`, `api_key`, `data_dir`, `started` (False when
-    it was already running), `start_seconds`, `components` (PIDs). The first start creates
-    the database and the owner user; later starts reuse both. Raises ServiceError with the
-    fix (run annotate/setup.sh, install redis-server, free the port, the log tail).
+    it was already running), `start_seconds`, `components` (PIDs). The data folder is made
+    private to its owner (700; the database 600): it holds every user's API key. The first
+    start creates the database and the owner user; later starts reuse both. Raises
+    ServiceError with the fix (run annotate/setup.sh, install redis-server, free the port,
+    the log tail).
     """
     args = ["start", "--port", str(port), "--host", host, "--data-dir", str(data_dir(data))]
-    return _run([*args, "--timeout", str(timeout)], timeout=timeout + 30)
+    return _run([*args, "--timeout", str(timeout), "--show-secrets"], timeout=timeout + 30)
 
 
 def stop(*, data: str | Path | None = None) -> dict[str, Any]:
@@ -124,7 +126,22 @@ def stop(*, data: str | Path | None = None) -> dict[str, Any]:
 
 def status(*, data: str | Path | None = None) -> dict[str, Any]:
     """Whether the local server runs: `running`, `url`, credentials, `components`, `logs`."""
-    return _run(["status", "--data-dir", str(data_dir(data))], timeout=30)
+    return _run(["status", "--data-dir", str(data_dir(data)), "--show-secrets"], timeout=30)
+
+
+SECRETS = ("password", "api_key")
+
+
+def shown(info: dict[str, Any], *, secrets: bool = False) -> dict[str, Any]:
+    """`info` as the command line prints it: the owner's password and API key replaced by
+    where they are kept, unless `secrets` (they open every dataset on the server)."""
+    if secrets:
+        return info
+    out = {k: v for k, v in info.items() if k not in SECRETS}
+    if any(k in info for k in SECRETS):
+        out["credentials"] = str(Path(str(info.get("data_dir", "."))) / "credentials.json")
+        out["secrets"] = "hidden (pass --show-secrets to print them)"
+    return out
 
 
 def local_server(data: str | Path | None = None) -> tuple[str, str] | None:

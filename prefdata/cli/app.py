@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from prefdata.cli.annotate import annotate_app
-from prefdata.cli.common import console, friendly_errors, print_report
+from prefdata.cli.common import console, friendly_errors
 from prefdata.cli.derive import add_stage_command
 from prefdata.cli.importing import import_app
 from prefdata.cli.run import register as register_run_command
@@ -32,11 +32,16 @@ MODES = ("all", "best-vs-worst")
 
 app.add_typer(annotate_app, name="annotate")
 app.add_typer(import_app(), name="import")
+# Groups of derived commands; a group that also has hand-written commands exists already.
+_WRITTEN_GROUPS = {"annotate": annotate_app}
 for _group, (_help, _names) in CLI_GROUPS.items():
-    _sub = typer.Typer(help=_help, no_args_is_help=True, add_completion=False)
+    _sub = _WRITTEN_GROUPS.get(_group) or typer.Typer(
+        help=_help, no_args_is_help=True, add_completion=False
+    )
     for _name in _names:
-        add_stage_command(_sub, stage_spec(_name))
-    app.add_typer(_sub, name=_group)
+        add_stage_command(_sub, stage_spec(_name), name=cli_path(_name)[-1])
+    if _group not in _WRITTEN_GROUPS:
+        app.add_typer(_sub, name=_group)
 for _name in STAGES:
     if len(cli_path(_name)) == 1:
         add_stage_command(app, stage_spec(_name))
@@ -95,64 +100,6 @@ def _write_json(report: dict[str, Any], path: Path) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=str))
-
-
-@app.command()
-@friendly_errors
-def report(
-    data: Annotated[
-        list[Path], typer.Argument(help="pairs or kto table; give BEFORE AFTER to compare")
-    ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")],
-    annotations: Annotated[Path | None, typer.Option(help="votes on the pairs")] = None,
-    issues: Annotated[Path | None, typer.Option(help="issues from prefdata audit")] = None,
-    rejected: Annotated[Path | None, typer.Option(help="rows dropped by prefdata filter")] = None,
-    sample: Annotated[Path | None, typer.Option(help="reviewed audit sample")] = None,
-    tokenizer: Annotated[str, typer.Option(help="smollm2 | tokenizer folder | none")] = "smollm2",
-    max_length: Annotated[int, typer.Option(help="truncation length to report against")] = 1024,
-    token_rows: Annotated[int, typer.Option(help="tokenize at most this many rows")] = 20000,
-    license: Annotated[str | None, typer.Option(help="license for the dataset card")] = None,
-    title: Annotated[str | None, typer.Option()] = None,
-    filter_settings: Annotated[
-        Path | None, typer.Option(help="the OUT-stem.filter.json that prefdata filter wrote")
-    ] = None,
-) -> None:
-    """A self-contained HTML QA report (plots inline, no network), report.json with every
-    figure, and a Hugging Face dataset card (README.md).
-
-    Example: prefdata report clean.parquet --annotations votes.parquet --issues issues.parquet
-    -o qa/   (or: prefdata report before.parquet after.parquet -o qa/)
-    """
-    from prefdata.io.tables import check_outputs, read_text
-    from prefdata.report import build_report
-
-    if len(data) not in (1, 2):
-        raise PrefdataError("give one data set, or two (BEFORE AFTER)")
-    check_outputs(
-        [out / name for name in ("report.html", "report.json", "README.md")],
-        inputs=[*data, annotations, issues, rejected, sample, filter_settings],
-    )
-    result = build_report(
-        data[0],
-        compare=data[1] if len(data) == 2 else None,
-        annotations=annotations,
-        issues=issues,
-        rejected=rejected,
-        sample=sample,
-        tokenizer=None if tokenizer == "none" else tokenizer,
-        max_length=max_length,
-        token_rows=token_rows,
-        license=license,
-        title=title,
-        filter_settings=json.loads(read_text(filter_settings)) if filter_settings else None,
-        out_dir=out,
-    )
-    print_report(
-        {
-            "written": [str(out / f) for f in ("report.html", "report.json", "README.md")],
-            "sections": [k for k in result.get("data", result) if k not in ("name", "contract")],
-        }
-    )
 
 
 @app.command()

@@ -36,14 +36,24 @@ STAGES: dict[str, tuple[str, str]] = {
     "rankings-to-pairs": ("prefdata.io.convert", "rankings_to_pairs"),
     "thumbs-to-kto": ("prefdata.io.convert", "thumbs_to_kto"),
     "rule-label": ("prefdata.label.programmatic", "rule_label"),
+    "report": ("prefdata.report.build", "build_report"),
+    "annotate-push": ("prefdata.annotate.push", "push"),
+    "annotate-pull": ("prefdata.annotate.pull", "pull"),
 }
 
 # Stages the command line groups under one command (`prefdata convert pairs-to-kto ...`):
-# group -> (its help, its stages). A pipeline names them by the stage name alone.
+# group -> (its help, its stages). A pipeline names them by the stage name alone. Within
+# its group a stage's command drops the group's name in front (annotate-push -> `prefdata
+# annotate push`); the annotate group also holds the hand-written control of the local
+# Argilla server (prefdata.cli.annotate).
 CLI_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convert": (
         "Convert between tables: pairs -> KTO, ratings / rankings -> pairs, thumbs -> KTO.",
         ("pairs-to-kto", "ratings-to-pairs", "rankings-to-pairs", "thumbs-to-kto"),
+    ),
+    "annotate": (
+        "Human annotation in Argilla: push pairs, pull the responses.",
+        ("annotate-push", "annotate-pull"),
     ),
 }
 
@@ -59,7 +69,7 @@ def cli_path(name: str) -> tuple[str, ...]:
         return CLI_PATHS[name]
     for group, (_, names) in CLI_GROUPS.items():
         if name in names:
-            return (group, name)
+            return (group, name.removeprefix(f"{group}-"))
     return (name,)
 
 

@@ -83,7 +83,7 @@ def demo_figures(result: RunResult) -> dict[str, Any]:
         "heldout_accuracy": heldout.get("accuracy"),
         "heldout_policy_logp_accuracy": heldout.get("policy_logp_accuracy"),
         "heldout_base_logp_accuracy": heldout.get("reference_logp_accuracy"),
-        "report": str(result.stage("report").outputs["report"]),
+        "report": str(Path(result.stage("report").outputs["report"]) / "report.html"),
         "seconds": round(sum(s.seconds for s in result.stages), 1),
         "stages_run": len(result.ran),
     }

@@ -90,4 +90,5 @@ def stage_kind(spec: StageSpec) -> StageKind:
         {p.name: option(p) for p in spec.options},
         inputs=tuple(slot(p) for p in spec.inputs),
         outputs=outputs,
+        external=spec.external,
     )

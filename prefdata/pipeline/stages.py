@@ -6,16 +6,11 @@ from prefdata.pipeline.catalog import STAGES, stage_spec
 from prefdata.pipeline.derive import stage_kind
 from prefdata.pipeline.kinds import StageKind
 from prefdata.pipeline.stages_data import IMPORT
-from prefdata.pipeline.stages_label import ANNOTATE
-from prefdata.pipeline.stages_quality import REPORT
 from prefdata.pipeline.stages_train import TRAIN
 
 _WRITTEN: dict[str, StageKind] = {
     k.kind: k
-    for k in (
-        *(IMPORT, ANNOTATE),
-        *(REPORT, TRAIN),
-    )
+    for k in (IMPORT, TRAIN)
 }
 # The order data usually flows in (the order `prefdata run --help` lists them).
 _ORDER = (
@@ -24,7 +19,8 @@ _ORDER = (
     "judge",
     "judge-eval",
     "critique",
-    "annotate",
+    "annotate-push",
+    "annotate-pull",
     "agree",
     "consensus",
     "audit",

@@ -1,88 +1,74 @@
-"""build_report: the QA report of a data set (or of two, side by side) written to a folder.
+"""The stage `report`: the QA report of a data set (or of a data set beside the one it was
+made from), written to a folder.
 
-Writes `report.html` (self-contained page), `report.json` (every figure of the page) and
-`README.md` (a Hugging Face dataset card), each atomically; everything is computed before
-the first file is written, so a failure leaves the folder as it was.
+Writes `report.html` (the self-contained page), `report.json` (every figure of the page),
+`README.md` (a Hugging Face dataset card) and the data itself as `data/<split>.parquet` (the
+card's `data_files` point at them, so the folder can be uploaded as it is), each atomically;
+everything is computed before the first file is written, so a failure leaves the folder as
+it was.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
 
 import prefdata
 from prefdata.errors import OptionError
-from prefdata.io.tables import atomic_path, read_table
+from prefdata.io.tables import atomic_path, read_text, write_table
 from prefdata.report import card, html
-from prefdata.report.figures import comparison, dataset_figures, dumps, jsonable
+from prefdata.report.figures import as_data, comparison, dataset_figures, dumps, jsonable
 from prefdata.report.tokens import load_tokenizer
-from prefdata.schema import conform, guess_contract
+from prefdata.stage import Input, Output, StageResult, Table, stage
 
-TableLike = pl.DataFrame | str | Path
 FILES = ("report.html", "report.json", "README.md")
-
-
-def _read(
-    value: TableLike | None, contracts: tuple[str, ...] = ()
-) -> tuple[pl.DataFrame | None, str | None]:
-    """The table and its file name; a file is conformed to the first of `contracts` it looks
-    like (prefdata.schema.conform), so a NaN or a number where text belongs is an error naming
-    it, not a figure computed from it. Row problems (a null, a repeated id) are not errors:
-    the report counts and shows them."""
-    if value is None:
-        return None, None
-    if isinstance(value, pl.DataFrame):
-        return value, None
-    table = read_table(value)
-    if contracts:
-        guessed = guess_contract(table)
-        contract = guessed if guessed in contracts else contracts[0]
-        table = conform(table, contract, source=value)
-    return table, Path(value).name
+DATA_DIR = "data"
 
 
 def compute_report(
-    data: TableLike,
+    data: pl.DataFrame,
     *,
-    annotations: TableLike | None = None,
-    issues: TableLike | None = None,
-    rejected: TableLike | None = None,
-    sample: TableLike | None = None,
+    before: pl.DataFrame | None = None,
+    annotations: pl.DataFrame | None = None,
+    issues: pl.DataFrame | None = None,
+    rejected: pl.DataFrame | None = None,
+    sample: pl.DataFrame | None = None,
     tokenizer: str | Path | Any | None = "smollm2",
     max_length: int = 1024,
     token_rows: int | None = 20_000,
-    compare: TableLike | None = None,
     title: str | None = None,
     license: str | None = None,
     filter_settings: Mapping[str, Any] | None = None,
-    top: int = 20,
+    max_rows: int = 5000,
+    sample_rows: int = 200,
+    text_chars: int = 1500,
     bootstrap: int = 1000,
     seed: int = 0,
+    names: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """The report dict (what report.json holds); see `build_report` for the options."""
+    """The report dict (what report.json holds); see `build_report` for the options.
+    `names`: the input file names to show (data, before, annotations, ...)."""
     if max_length < 1:
         raise OptionError("must be >= 1", option="max_length")
-    table, data_name = _read(data, ("pairs", "kto"))
-    assert table is not None
-    anns, anns_name = _read(annotations, ("annotations",))
-    iss, iss_name = _read(issues, ("issues",))
-    rej, rej_name = _read(rejected)
-    smp, smp_name = _read(sample)
-    after, after_name = _read(compare, ("pairs", "kto"))
+    names = dict(names or {})
     tok = load_tokenizer(tokenizer)
+    settings = dict(filter_settings) if filter_settings else None
     common: dict[str, Any] = {
-        "annotations": anns,
-        "issues": iss,
+        "annotations": annotations,
+        "issues": issues,
         "tokenizer": tok,
         "max_length": max_length,
         "token_rows": token_rows,
-        "top": top,
         "bootstrap": bootstrap,
         "seed": seed,
+        "max_rows": max_rows,
+        "sample_rows": sample_rows,
+        "text_chars": text_chars,
     }
     report: dict[str, Any] = {
         "prefdata_version": prefdata.__version__,
@@ -91,107 +77,183 @@ def compute_report(
             "tokenizer": tok.name if tok else None,
             "max_length": max_length,
             "token_rows": token_rows,
-            "top": top,
+            "max_rows": max_rows,
+            "sample_rows": sample_rows,
+            "text_chars": text_chars,
             "bootstrap": bootstrap,
             "seed": seed,
         },
         "inputs": {
-            "data": data_name,
-            "compare": after_name,
-            "annotations": anns_name,
-            "issues": iss_name,
-            "rejected": rej_name,
-            "sample": smp_name,
+            k: names.get(k)
+            for k in ("data", "before", "annotations", "issues", "rejected", "sample", "filter")
         },
         "license": license,
-        "filter_settings": dict(filter_settings) if filter_settings else None,
+        "filter_settings": settings,
     }
-    if after is None:
-        figures = dataset_figures(table, rejected=rej, sample=smp, **common)
-        figures["name"] = data_name or "data"
+    data_name = names.get("data") or _describe(data)
+    if before is None:
+        figures = dataset_figures(
+            data, rejected=rejected, sample=sample, filter_settings=settings, **common
+        )
+        figures["name"] = data_name
         report["data"] = figures
-        report["title"] = title or f"QA report: {figures['name']}"
-        report["data_file"] = data_name
+        report["title"] = title or f"QA report: {data_name}"
     else:
         # The audit sample was drawn from (and describes) the data before; the rejected
         # rows are what the filter took out of it to make the data after.
-        before_fig = dataset_figures(table, sample=smp, **common)
-        after_fig = dataset_figures(after, rejected=rej, **common)
-        before_fig["name"] = f"before: {data_name or 'data'}"
-        after_fig["name"] = f"after: {after_name or 'compare'}"
+        before_fig = dataset_figures(before, sample=sample, filter_settings=settings, **common)
+        after_fig = dataset_figures(data, rejected=rejected, filter_settings=settings, **common)
+        before_name = _describe(before)
+        before_fig["name"] = f"before: {before_name}"
+        after_fig["name"] = f"after: {data_name}"
         report["data"], report["compare"] = before_fig, after_fig
         report["comparison"] = comparison(before_fig, after_fig)
-        report["title"] = title or (
-            f"QA report: {data_name or 'before'} vs {after_name or 'after'}"
-        )
-        report["data_file"] = after_name
+        report["title"] = title or f"QA report: {before_name} before, {data_name} after"
+    report["data_file"] = data_name
+    about = card.about(report)
+    report["content_warning"] = about["content_warning"]
+    report["sources_known"] = about["sources"]
     return jsonable(report)
 
 
+def _describe(table: pl.DataFrame) -> str:
+    """A data set in a few words: '2,303 pairs from hh-rlhf'."""
+    kind = "pairs" if "chosen" in table.columns else "rows"
+    sources = (
+        sorted(str(s) for s in table["source"].drop_nulls().unique().to_list())
+        if "source" in table.columns
+        else []
+    )
+    origin = f" from {', '.join(sources[:3])}" + (" and others" if len(sources) > 3 else "")
+    return f"{table.height:,} {kind}" + (origin if sources else "")
+
+
+def _split_files(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """split name -> its rows (the `split` column; rows without one, and a table without
+    the column, are "train")."""
+    if "split" not in table.columns:
+        return {"train": table}
+    split = table["split"].cast(pl.String).fill_null("train")
+    return {str(name): table.filter(split == name) for name in sorted(split.unique().to_list())}
+
+
+@stage("report", outputs=("report",))
 def build_report(
-    data: TableLike,
+    data: Annotated[pl.DataFrame, Table("pairs", "kto", rows=False)],
     *,
-    out_dir: str | Path,
-    annotations: TableLike | None = None,
-    issues: TableLike | None = None,
-    rejected: TableLike | None = None,
-    sample: TableLike | None = None,
-    tokenizer: str | Path | Any | None = "smollm2",
+    out: Annotated[Path, Output("report")],
+    before: Annotated[pl.DataFrame | None, Table("pairs", "kto", auto=False, rows=False)] = None,
+    annotations: Annotated[pl.DataFrame | None, Table("annotations", rows=False)] = None,
+    issues: Annotated[pl.DataFrame | None, Table("issues", rows=False)] = None,
+    rejected: Annotated[pl.DataFrame | None, Table()] = None,
+    sample: Annotated[pl.DataFrame | None, Table(auto=False)] = None,
+    filter_settings: Annotated[Path | None, Input("filter")] = None,
+    tokenizer: str | None = "smollm2",
     max_length: int = 1024,
-    token_rows: int | None = 20_000,
-    compare: TableLike | None = None,
+    token_rows: int = 20_000,
     title: str | None = None,
     license: str | None = None,
-    filter_settings: Mapping[str, Any] | None = None,
-    top: int = 20,
+    max_rows: int = 5000,
+    sample_rows: int = 200,
+    text_chars: int = 1500,
+    data_files: bool = True,
     bootstrap: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Write report.html, report.json and README.md for a data set into `out_dir`.
+) -> StageResult:
+    """A self-contained HTML QA report (plots inline, a searchable table of the flagged
+    pairs, no network), report.json with every figure, a Hugging Face dataset card
+    (README.md) and the data beside it (data/<split>.parquet), in the folder `out`.
 
-    Input: `data`, a pairs or kto table (a DataFrame or a file path), and optionally:
-    `annotations` (votes on its items; item_id = pair_id), `issues` (from `prefdata audit`),
-    `rejected` (the rows `prefdata filter` dropped, with `reason`), `sample` (the reviewed
-    audit sample with `mislabeled` filled in), `compare` (a second data set, e.g. after
-    filtering: both are shown side by side, `data` as before; `rejected` then belongs to
-    the after side and `sample` to the before side). `tokenizer`: "smollm2" (embedded),
-    a local tokenizer folder, a loaded tokenizer, or None for character counts only;
-    `max_length`: TRL's max_length for the truncation figures; `token_rows`: tokenize at most
-    this many rows (a seeded sample; None: all). `license`, `title` and
-    `filter_settings` (the thresholds the filter used) go into the dataset card. `top`:
-    flagged items shown; `bootstrap`: resamples for agreement intervals; `seed`: for the
-    bootstrap, the scatter subsample and dedup.
+    With `before` (the data set this one was made from, e.g. before filtering) the two are
+    shown side by side; `rejected` then belongs to this data set and `sample` to `before`.
+    Sections are present only when their data exists (prefdata.report.sections). Report:
+    `written` (the files), `sections`, `rows_in_table` (pairs in the page's table), `license`.
 
-    Output: the report dict (the content of report.json). Sections are present only when
-    their data exists (see `prefdata.report.figures`).
+    Example: prefdata report clean.parquet --before raw.parquet --annotations votes.parquet
+    --issues issues.parquet --rejected dropped.parquet --filter-settings clean.filter.json
+    -o qa/
+
+    Args:
+        data: the pairs or KTO table to report on
+        out: the report folder
+        before: the data set this one was made from, shown beside it
+        annotations: votes on the pairs (judges and humans)
+        issues: the issues table from `prefdata audit`
+        rejected: the rows `prefdata filter` dropped (with `reason`)
+        sample: a reviewed audit sample (its `mislabeled` column filled in)
+        filter_settings: the OUT-stem.filter.json that `prefdata filter` wrote
+        tokenizer: "smollm2" (embedded), a local tokenizer folder, or "none" (characters)
+        max_length: TRL's max_length, for the truncation figures
+        token_rows: tokenize at most this many rows (a seeded sample)
+        title: the report's title (default from the file names)
+        license: the dataset card's licence (default: from the sources)
+        max_rows: the page's table holds at most this many flagged pairs
+        sample_rows: and a random sample of this many unflagged pairs
+        text_chars: texts in the page are cut after this many characters
+        data_files: write the data beside the card (data/<split>.parquet)
+        bootstrap: resamples for agreement intervals
+        seed: the bootstrap, the samples and dedup
     """
+    # The stage gets tables, not their files: the page names the inputs that were given.
+    given = {
+        "before": before,
+        "annotations": annotations,
+        "issues": issues,
+        "rejected": rejected,
+        "sample": sample,
+    }
+    names: dict[str, str | None] = {k: "given" for k, v in given.items() if v is not None}
+    names["filter"] = filter_settings.name if filter_settings else None
+    settings = json.loads(read_text(filter_settings)) if filter_settings is not None else None
     report = compute_report(
         data,
+        before=before,
         annotations=annotations,
         issues=issues,
         rejected=rejected,
         sample=sample,
-        tokenizer=tokenizer,
+        tokenizer=None if tokenizer in (None, "none") else tokenizer,
         max_length=max_length,
         token_rows=token_rows,
-        compare=compare,
         title=title,
         license=license,
-        filter_settings=filter_settings,
-        top=top,
+        filter_settings=settings,
+        max_rows=max_rows,
+        sample_rows=sample_rows,
+        text_chars=text_chars,
         bootstrap=bootstrap,
         seed=seed,
+        names=names,
     )
+    splits = _split_files(as_data(data)[0]) if data_files else {}
+    report["data_files"] = {name: f"{DATA_DIR}/{name}.parquet" for name in splits}
     contents = {
         "report.html": html.render(report),
         "report.json": dumps(report) + "\n",
         "README.md": card.render(report),
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        with atomic_path(out / name) as tmp:
+        with atomic_path(folder / name) as tmp:
             tmp.write_text(contents[name], encoding="utf-8")
             # mkstemp creates 0600 files; a report is meant to be read by others.
             tmp.chmod(0o644)
-    return report
+    for name, rows in splits.items():
+        write_table(rows, folder / DATA_DIR / f"{name}.parquet")
+    written = [str(folder / f) for f in FILES] + [
+        str(folder / p) for p in report["data_files"].values()
+    ]
+    shown = report.get("compare") or report["data"]
+    return StageResult(
+        files={"report": folder},
+        report={
+            "files": written,
+            "sections": [k for k in shown if k not in ("name", "contract")],
+            "rows_in_table": len((shown.get("pairs") or {}).get("rows") or []),
+            "license": card.front_matter(report)["license"],
+        }
+    )
+
+
+__all__ = ["build_report", "compute_report", "jsonable"]

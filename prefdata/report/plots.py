@@ -83,6 +83,36 @@ class Scale:
         return [10.0**k for k in range(first, last + 1) if self.lo <= 10.0**k <= self.hi]
 
 
+TITLE_X = 8
+TITLE_LINE = 15
+# Width of one character of the 12 px bold title, a little above the widest common
+# sans-serif fonts' average, so a wrapped line never runs past the edge.
+TITLE_CHAR = 7.4
+
+
+def wrap_title(title: str, width: float) -> list[str]:
+    """`title` in lines of at most `width` pixels (estimated), broken between words."""
+    limit = max(8, int(width / TITLE_CHAR))
+    lines: list[str] = []
+    line = ""
+    for word in title.split():
+        while len(word) > limit:  # a word longer than a line: cut it
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:limit])
+            word = word[limit:]
+        candidate = f"{line} {word}".strip()
+        if len(candidate) <= limit:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    if line or not lines:
+        lines.append(line)
+    return lines
+
+
 class Canvas:
     """An SVG being built: a plot area inside margins, with axes drawn from scales."""
 
@@ -98,6 +128,12 @@ class Canvas:
         bottom: int = 46,
     ) -> None:
         self.title = title
+        # A title too long for one line wraps; the plot area keeps its size and moves down,
+        # so no title is ever cut at the SVG's edge.
+        self.title_lines = wrap_title(title, width - 2 * TITLE_X)
+        extra = TITLE_LINE * (len(self.title_lines) - 1)
+        height += extra
+        top += extra
         self.width, self.height = width, height
         self.x0, self.x1 = left, width - right
         self.y0, self.y1 = height - bottom, top  # y grows downwards in SVG
@@ -168,12 +204,16 @@ class Canvas:
         self.add("".join(out))
 
     def render(self) -> str:
+        lines = "".join(
+            f'<tspan x="{TITLE_X}" dy="{0 if i == 0 else TITLE_LINE}">{_e(line)}</tspan>'
+            for i, line in enumerate(self.title_lines)
+        )
         return (
             f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" role="img" '
             f'aria-label="{_e(self.title)}" width="{self.width}" height="{self.height}" '
             f'viewBox="0 0 {self.width} {self.height}"><title>{_e(self.title)}</title>'
-            f'<text class="plot-title" x="{self.x0}" y="16" font-size="12" font-weight="600" '
-            f"{_FONT}>{_e(self.title)}</text>" + "".join(self.parts) + "</svg>"
+            f'<text class="plot-title" x="{TITLE_X}" y="16" font-size="12" font-weight="600" '
+            f"{_FONT}>{lines}</text>" + "".join(self.parts) + "</svg>"
         )
 
 

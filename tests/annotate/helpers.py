@@ -74,3 +74,19 @@ def respond(
     assert resp.status_code == 201, resp.text
     out: dict[str, Any] = resp.json()
     return out
+
+
+def pull_table(dataset: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """(the pulled annotations, the pull's report) of a dataset."""
+    from prefdata.annotate import bridge as pa
+
+    result = pa.pull(dataset=dataset, **kwargs)
+    return result.main, result.report
+
+
+def push_report(table: Any, **kwargs: Any) -> dict[str, Any]:
+    """The report of a push."""
+    from prefdata.annotate import bridge as pa
+
+    report: dict[str, Any] = pa.push(table, **kwargs).report
+    return report

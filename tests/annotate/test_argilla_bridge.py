@@ -1,15 +1,16 @@
 """The two-way bridge against a real Argilla server: push, annotate over REST, pull.
 
-30 real PandaLM pairs go up with the two judges' votes as suggestions; three annotator users
-replay PandaLM's own three human votes with their own API keys, deciding "Response A / B"
-from what the server shows them; the pull must give back exactly PandaLM's labels (the
-random display order undone), and agreement on the pulled votes must equal agreement on the
-original ones.
+30 real PandaLM pairs go up with the two judges' votes as (pre-filled) suggestions; three
+annotator users replay PandaLM's own three human votes with their own API keys, deciding
+"Response A / B" from what the server shows them; the pull must give back exactly PandaLM's
+labels (the random display order undone), and agreement on the pulled votes must equal
+agreement on the original ones.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -21,7 +22,7 @@ from prefdata.quality.agreement import agreement
 from prefdata.quality.sample import audit_sample, mislabel_rate
 from prefdata.schema import validate
 from tests.annotate.conftest import PandaLM
-from tests.annotate.helpers import Running, my_queue, respond, rest
+from tests.annotate.helpers import Running, my_queue, pull_table, push_report, respond, rest
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("argilla")]
 
@@ -40,11 +41,12 @@ def annotators(argilla_server: Running) -> dict[str, dict[str, Any]]:
 def pushed(
     argilla_server: Running, pandalm30: PandaLM, annotators: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    return pa.push(
+    return push_report(
         pandalm30.pairs,
         dataset="pandalm-30",
         annotators_per_item=3,
-        suggestions=pandalm30.judges,
+        judge_votes=pandalm30.judges,
+        suggestions="prefill",
         rating=True,
         **argilla_server.auth,
     )
@@ -93,7 +95,7 @@ def test_push_creates_records_with_random_order_and_judge_suggestions(
 ) -> None:
     assert pushed["records"] == 30 and pushed["created"] == 30 and pushed["updated"] == 0
     assert pushed["workspace"] == "argilla" and pushed["kind"] == "pairs"
-    assert pushed["annotators_in_workspace"] == 3
+    assert pushed["annotators_in_workspace"] >= 3  # ann1-3 (and those of earlier tests)
     with rest(argilla_server) as client:
         ds = client.get(f"/api/v1/datasets/{pushed['dataset_id']}").json()
         assert ds["distribution"] == {"strategy": "overlap", "min_submitted": 3}
@@ -140,17 +142,18 @@ def test_push_creates_records_with_random_order_and_judge_suggestions(
         assert sugg["score"] == pytest.approx(top[0][1] / votes.height)
         assert sugg["type"] == "model"
         n_suggested += 1
-    assert n_suggested == pushed["suggestions"] and n_suggested >= 15
+    assert n_suggested == pushed["verdicts"] and n_suggested >= 15
 
 
 def test_second_push_updates_instead_of_duplicating(
     argilla_server: Running, pandalm30: PandaLM, pushed: dict[str, Any]
 ) -> None:
-    again = pa.push(
+    again = push_report(
         pandalm30.pairs,
         dataset="pandalm-30",
         annotators_per_item=3,
-        suggestions=pandalm30.judges,
+        judge_votes=pandalm30.judges,
+        suggestions="prefill",
         rating=True,
         **argilla_server.auth,
     )
@@ -167,7 +170,7 @@ def test_second_push_updates_instead_of_duplicating(
 def test_pull_returns_what_annotators_submitted_in_canonical_terms(
     argilla_server: Running, pandalm30: PandaLM, annotated: dict[str, Any]
 ) -> None:
-    pulled, report = pa.pull("pandalm-30", **argilla_server.auth)
+    pulled, report = pull_table("pandalm-30", **argilla_server.auth)
     validate(pulled, "annotations")
     assert (report["submitted"], report["discarded"], report["records"]) == (90, 0, 30)
     assert pulled.height == 90 and report["annotators"] == 3
@@ -195,7 +198,7 @@ def test_pull_returns_what_annotators_submitted_in_canonical_terms(
 def test_agreement_on_pulled_labels_equals_agreement_on_the_source(
     argilla_server: Running, pandalm30: PandaLM, annotated: dict[str, Any]
 ) -> None:
-    pulled, _ = pa.pull("pandalm-30", **argilla_server.auth)
+    pulled, _ = pull_table("pandalm-30", **argilla_server.auth)
     ours = agreement(pulled, bootstrap=0).report
     source = pandalm30.human.with_columns(
         ("ann" + pl.col("annotator").str.slice(-1)).alias("annotator")
@@ -223,9 +226,12 @@ def test_records_complete_after_k_submissions(
 
 
 def test_discarded_kept_drafts_skipped_and_incremental_pull(
-    argilla_server: Running, pandalm30: PandaLM, annotators: dict[str, dict[str, Any]]
+    argilla_server: Running,
+    pandalm30: PandaLM,
+    annotators: dict[str, dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
-    pa.push(pandalm30.pairs.head(3), dataset="small", **argilla_server.auth)
+    push_report(pandalm30.pairs.head(3), dataset="small", **argilla_server.auth)
     with pa.connection(**argilla_server.auth) as conn:
         ds = pa.find_dataset(conn, "small")
     assert ds is not None
@@ -235,7 +241,7 @@ def test_discarded_kept_drafts_skipped_and_incremental_pull(
         respond(client, second["id"], {}, status="discarded")
         respond(client, third["id"], {"label": "tie"}, status="draft")
 
-    pulled, report = pa.pull("small", **argilla_server.auth)
+    pulled, report = pull_table("small", **argilla_server.auth)
     assert (report["submitted"], report["discarded"], report["drafts_skipped"]) == (1, 1, 1)
     validate(pulled, "annotations")
     kept = {r["item_id"]: r for r in pulled.iter_rows(named=True)}
@@ -250,36 +256,40 @@ def test_discarded_kept_drafts_skipped_and_incremental_pull(
     assert stats["skipped_error"] == 1
 
     # Incremental: nothing new since `latest`; then only the new response.
-    newer, rep = pa.pull("small", since=report["latest"], **argilla_server.auth)
+    newer, rep = pull_table("small", since=report["latest"], **argilla_server.auth)
     assert newer.height == 0 and rep["older_than_since"] == 2
     with rest(argilla_server, annotators["ann2"]["api_key"]) as client:
         target = next(r for r in my_queue(client, ds["id"]) if r["id"] == third["id"])
         respond(client, target["id"], {"label": "tie"})
-    newer, rep = pa.pull("small", since=report["latest"], **argilla_server.auth)
+    newer, rep = pull_table("small", since=report["latest"], **argilla_server.auth)
     assert newer.height == 1
     assert newer.row(0, named=True)["annotator"] == "ann2"
     assert newer.row(0, named=True)["label"] == "tie"
     assert rep["latest"] > report["latest"]
 
     # A re-push brings the distribution and the guidelines up to date, once.
-    again = pa.push(
+    own = tmp_path / "guidelines.md"
+    own.write_text("Read both twice.")
+    again = push_report(
         pandalm30.pairs.head(3),
         dataset="small",
         annotators_per_item=2,
-        guidelines="Read both twice.",
+        guidelines=own,
         **argilla_server.auth,
     )
     assert again["settings_updated"] == ["distribution", "guidelines"]
     assert (again["created"], again["updated"]) == (0, 3)
     with rest(argilla_server) as client:
         info = client.get(f"/api/v1/datasets/{ds['id']}").json()
-    assert info["guidelines"] == "Read both twice."
+    # The curator's text first, then what the page's verdict and progress figures mean.
+    assert info["guidelines"].startswith("Read both twice.\n\n## The judges' verdict")
+    assert "3 records; each needs 2 answers from different annotators" in info["guidelines"]
     assert info["distribution"]["min_submitted"] == 2
-    same = pa.push(
+    same = push_report(
         pandalm30.pairs.head(3),
         dataset="small",
         annotators_per_item=2,
-        guidelines="Read both twice.",
+        guidelines=own,
         **argilla_server.auth,
     )
     assert same["settings_updated"] == []
@@ -304,7 +314,7 @@ def test_candidates_with_more_than_two_per_prompt_become_a_ranking(
         {"prompt": last["prompt"], "completion": last["rejected"]},
     ]
     table = pl.DataFrame(candidates)
-    report = pa.push(table, dataset="ranked", **argilla_server.auth)
+    report = push_report(table, dataset="ranked", **argilla_server.auth)
     assert report["kind"] == "ranking" and report["records"] == 4
     assert report["rejected_prompts"] == {"2_candidates_not_3": 1}
 
@@ -317,7 +327,7 @@ def test_candidates_with_more_than_two_per_prompt_become_a_ranking(
         ranking = [{"value": f"response_{i}", "rank": i} for i in (1, 2, 3)]
         respond(client, record["id"], {"ranking": ranking})
 
-    pulled, rep = pa.pull("ranked", **argilla_server.auth)
+    pulled, rep = pull_table("ranked", **argilla_server.auth)
     assert rep["kind"] == "ranking" and pulled.height == 3
     validate(pulled, "annotations")
     prompt_id = record["external_id"]
@@ -332,7 +342,7 @@ def test_audit_sample_review_round_trip_into_the_mislabel_rate(
     argilla_server: Running, pandalm30: PandaLM, annotators: dict[str, dict[str, Any]]
 ) -> None:
     sample = audit_sample(pandalm30.pairs, n=6, seed=3)
-    report = pa.push(
+    report = push_report(
         sample, dataset="audit-review", review=True, annotators_per_item=2, **argilla_server.auth
     )
     assert report["kind"] == "review" and report["records"] == 6
@@ -357,7 +367,7 @@ def test_audit_sample_review_round_trip_into_the_mislabel_rate(
                 assert record["fields"]["chosen"] in sample["chosen"].to_list()
                 respond(client, record["id"], {"label_right": answer})
     assert sorted(len(v) for v in answers.values()) == [2] * 6
-    reviewed, rep = pa.pull_review(sample, dataset="audit-review", **argilla_server.auth)
+    reviewed, rep = pull_table("audit-review", review_of=sample, **argilla_server.auth)
     assert rep["reviewed_items"] == 5 and rep["mislabeled_items"] == 2
     verdict = dict(zip(reviewed["pair_id"], reviewed["mislabeled"], strict=True))
     for pid, votes in answers.items():
@@ -398,3 +408,93 @@ def test_users_and_workspaces(argilla_server: Running) -> None:
                 if ws["name"] in ("round-2", "round-3"):
                     client.delete(f"/api/v1/workspaces/{ws['id']}").raise_for_status()
     assert pa.list_workspaces(**argilla_server.auth) == ["argilla"]
+
+
+def _judge_majority(judges: pl.DataFrame, pid: str) -> tuple[str | None, list[str], int]:
+    """(the judges' strict plurality label or None, the judges behind it, their vote count)."""
+    votes = judges.filter(pl.col("item_id") == pid)
+    top = Counter(votes["label"].to_list()).most_common()
+    if not top or (len(top) > 1 and top[0][1] == top[1][1]):
+        return None, [], votes.height
+    backers = sorted(set(votes.filter(pl.col("label") == top[0][0])["annotator"].to_list()))
+    return top[0][0], backers, votes.height
+
+
+def test_hint_shows_the_verdict_as_text_and_selects_nothing(
+    argilla_server: Running, pandalm30: PandaLM
+) -> None:
+    pairs = pandalm30.pairs.slice(5, 12)
+    report = push_report(
+        pairs, dataset="hinted", judge_votes=pandalm30.judges, **argilla_server.auth
+    )
+    assert report["suggestions"] == "hint"
+    with rest(argilla_server) as client:
+        fields = client.get(f"/api/v1/datasets/{report['dataset_id']}/fields").json()["items"]
+        records = client.get(
+            f"/api/v1/datasets/{report['dataset_id']}/records",
+            params={"include": "suggestions", "limit": 100},
+        ).json()["items"]
+    judge = next(f for f in fields if f["name"] == "judge")
+    assert judge["required"] is False and "hint" in judge["title"]
+    judges = pandalm30.judges.filter(pl.col("error").is_null())
+    with_verdict = 0
+    for rec in records:
+        assert rec["suggestions"] == []  # nothing for the web app to pre-select
+        label, backers, n = _judge_majority(judges, rec["external_id"])
+        text = rec["fields"].get("judge")
+        if n == 0:
+            assert text is None
+            continue
+        if label is None:
+            assert text is not None and text.startswith("The judges split")
+            continue
+        shown = label if rec["metadata"]["order"] == "ab" else {"a": "b", "b": "a"}.get(label)
+        backing = sum(
+            1 for v in judges.filter(pl.col("item_id") == rec["external_id"])["label"] if v == label
+        )
+        assert text == (
+            f"{pa.SHOWN_LABELS[str(shown)]}; judges: {' / '.join(backers)}; "
+            f"score {backing / n:.2f}, {backing} of {n} judge votes."
+        )
+        with_verdict += 1
+    assert with_verdict == report["verdicts"] and with_verdict >= 5
+    # The way a dataset shows verdicts is fixed when it is made.
+    with pytest.raises(pa.ArgillaError, match="--suggestions hint"):
+        pa.push(
+            pairs,
+            dataset="hinted",
+            judge_votes=pandalm30.judges,
+            suggestions="prefill",
+            **argilla_server.auth,
+        )
+
+
+def test_repush_with_another_seed_is_refused_and_submitted_labels_stay(
+    argilla_server: Running, pandalm30: PandaLM, annotators: dict[str, dict[str, Any]]
+) -> None:
+    pairs = pandalm30.pairs.slice(10, 8)
+    report = push_report(pairs, dataset="seeded", **argilla_server.auth)
+    with rest(argilla_server, annotators["ann1"]["api_key"]) as client:
+        queue = my_queue(client, report["dataset_id"])
+        assert len(queue) == 8
+        for record in queue:
+            respond(client, record["id"], {"label": "a"})  # "Response A is better", as shown
+    before, _ = pull_table("seeded", **argilla_server.auth)
+    # What the annotator clicked, in canonical terms: side a when a was shown first (the
+    # shown order is metadata annotators do not see; the owner reads it).
+    with rest(argilla_server) as owner:
+        stored = owner.get(
+            f"/api/v1/datasets/{report['dataset_id']}/records", params={"limit": 100}
+        ).json()["items"]
+    expected = {r["external_id"]: ("a" if r["metadata"]["order"] == "ab" else "b") for r in stored}
+    assert dict(zip(before["item_id"], before["label"], strict=True)) == expected
+    flipped = sum(pa.shown_order(pid, 1) != pa.shown_order(pid, 0) for pid in expected)
+    assert flipped > 0  # seed 1 would show some of these records the other way round
+
+    with pytest.raises(pa.ArgillaError, match=f"{flipped} record.*another order"):
+        pa.push(pairs, dataset="seeded", seed=1, **argilla_server.auth)
+    after, _ = pull_table("seeded", **argilla_server.auth)
+    assert after.to_dicts() == before.to_dicts()
+    # The same seed is an update as before.
+    again = push_report(pairs, dataset="seeded", **argilla_server.auth)
+    assert (again["created"], again["updated"]) == (0, 8)

@@ -11,6 +11,7 @@ import pytest
 from prefdata import ids
 from prefdata.annotate import bridge as pa
 from prefdata.errors import ContractError
+from tests.annotate.helpers import push_report
 
 
 def test_shown_order_is_stable_balanced_and_seeded() -> None:
@@ -136,7 +137,7 @@ def test_response_rows_for_rankings_map_positions_to_completions() -> None:
 
 def test_push_refuses_tables_it_cannot_show() -> None:
     with pytest.raises(ContractError, match="push needs pairs"):
-        pa.push(
+        push_report(
             pl.DataFrame({"prompt": ["q"], "answer": ["x"]}),
             dataset="d",
             url="http://x",

@@ -10,10 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefdata.annotate import bridge as pa
 from prefdata.annotate import service as annotate_service
 from tests.annotate.conftest import PandaLM
-from tests.annotate.helpers import Running, rest
+from tests.annotate.helpers import Running, pull_table, push_report, rest
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("argilla")]
 SERVICE = annotate_service.annotate_dir() / "service.py"
@@ -43,6 +42,30 @@ def test_status_reports_the_running_service(argilla_server: Running) -> None:
     assert rc.returncode == 0 and argilla_server.url in rc.stdout
 
 
+def test_secrets_are_private_and_printed_only_when_asked(argilla_server: Running) -> None:
+    from typer.testing import CliRunner
+
+    from prefdata.cli import app
+
+    secrets = (argilla_server.api_key, argilla_server.password)
+    # The database holds every user's API key: the data folder is the owner's alone.
+    assert argilla_server.data.stat().st_mode & 0o777 == 0o700
+    database = argilla_server.data / "argilla" / "argilla.db"
+    assert database.stat().st_mode & 0o777 == 0o600
+    script = ["bash", str(SERVICE.parent / "status.sh"), "--data-dir", str(argilla_server.data)]
+    quiet = subprocess.run(script, capture_output=True, text=True)
+    assert quiet.returncode == 0 and not any(s in quiet.stdout for s in secrets)
+    assert "credentials.json" in quiet.stdout
+    shown = subprocess.run([*script, "--show-secrets"], capture_output=True, text=True)
+    assert all(s in shown.stdout for s in secrets)
+    runner = CliRunner()
+    quiet_cli = runner.invoke(app, ["annotate", "status", "--data-dir", str(argilla_server.data)])
+    assert quiet_cli.exit_code == 0, quiet_cli.output
+    assert not any(s in quiet_cli.output for s in secrets) and "--show-secrets" in quiet_cli.output
+    loud = ["annotate", "status", "--data-dir", str(argilla_server.data), "--show-secrets"]
+    assert all(s in runner.invoke(app, loud).output for s in secrets)
+
+
 def test_start_is_idempotent_and_refuses_clearly(argilla_server: Running, tmp_path: Path) -> None:
     again = annotate_service.serve(port=argilla_server.port, data=argilla_server.data)
     assert again["started"] is False and again["api_key"] == argilla_server.api_key
@@ -54,7 +77,7 @@ def test_start_is_idempotent_and_refuses_clearly(argilla_server: Running, tmp_pa
 
 
 def test_restart_keeps_data_and_credentials(argilla_server: Running, pandalm30: PandaLM) -> None:
-    pa.push(pandalm30.pairs.head(2), dataset="survives", **argilla_server.auth)
+    push_report(pandalm30.pairs.head(2), dataset="survives", **argilla_server.auth)
     pids = annotate_service.status(data=argilla_server.data)["components"]
     stopped = annotate_service.stop(data=argilla_server.data)
     assert stopped["stopped"] == ["server", "worker", "redis"]
@@ -71,11 +94,16 @@ def test_restart_keeps_data_and_credentials(argilla_server: Running, pandalm30: 
         capture_output=True,
     )
     assert rc.returncode == 3
+    # A data folder left readable by an older version is made private again on start.
+    argilla_server.data.chmod(0o755)
+    (argilla_server.data / "argilla" / "argilla.db").chmod(0o644)
 
     back = annotate_service.serve(port=argilla_server.port, data=argilla_server.data)
+    assert argilla_server.data.stat().st_mode & 0o777 == 0o700
+    assert (argilla_server.data / "argilla" / "argilla.db").stat().st_mode & 0o777 == 0o600
     assert back["started"] is True and back["api_key"] == argilla_server.api_key
     assert back["start_seconds"] < 60
-    pulled, report = pa.pull("survives", **argilla_server.auth)
+    pulled, report = pull_table("survives", **argilla_server.auth)
     assert report["records"] == 2 and pulled.height == 0
     assert isinstance(pulled, pl.DataFrame)
 

@@ -14,7 +14,7 @@ import pytest
 
 from prefdata.annotate import bridge as pa
 from tests.annotate.conftest import PandaLM
-from tests.annotate.helpers import Running, my_queue, respond, rest
+from tests.annotate.helpers import Running, my_queue, push_report, respond, rest
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("argilla")]
 
@@ -26,10 +26,11 @@ def world(argilla_server: Running, pandalm30: PandaLM) -> dict[str, Any]:
         name: pa.add_user(name, workspaces=["argilla"], **argilla_server.auth)
         for name in ("s1", "s2")
     }
-    pa.push(
+    push_report(
         pandalm30.pairs.head(12),
         dataset="search-check",
-        suggestions=pandalm30.judges,
+        judge_votes=pandalm30.judges,
+        suggestions="prefill",
         annotators_per_item=2,
         **argilla_server.auth,
     )

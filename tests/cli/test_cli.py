@@ -137,12 +137,12 @@ def test_demo_quick_touches_every_stage_offline(tmp_path: Path) -> None:
     assert sorted(votes["order"].unique()) == ["ab", "ba"]
     assert (out / "export" / "trl-conversational.jsonl").stat().st_size > 0
     assert (out / "export" / "kto.jsonl").stat().st_size > 0
-    assert "<html" in (out / "report" / "report.html").read_text()[:500].lower()
+    assert "<html" in (out / "report" / "report" / "report.html").read_text()[:500].lower()
     assert (out / "train" / "model" / "adapter_config.json").exists()
     heldout = json.loads((out / "eval" / "eval.json").read_text())
     assert heldout["pairs"] == read_table(out / "split" / "heldout.parquet").height > 0
     # What it prints: the figures, the report's place, how to swap in a real judge.
-    assert f"The QA report is in {out / 'report' / 'report.html'}" in text
+    assert f"The QA report is in {out / 'report' / 'report' / 'report.html'}" in text
     assert "position consistency" in text and "held-out preference accuracy" in text
     assert "ANTHROPIC_API_KEY" in text and "--judge anthropic:claude-sonnet-4-6" in text
     assert "--base-url http://HOST:8000/v1" in text

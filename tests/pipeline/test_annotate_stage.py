@@ -1,7 +1,7 @@
-"""The annotate stage against the real local Argilla server: the first run pushes real
-PandaLM pairs and stops, saying where to annotate; after an annotator answers, the next run
-pulls the responses and the stages after it run; a run with no new responses re-runs only
-the pull."""
+"""The annotate-push and annotate-pull stages against the real local Argilla server: the
+first run pushes real PandaLM pairs and stops at the pull, saying where to annotate; after an
+annotator answers, the next run pulls the responses and the stages after it run; a run with
+no new responses re-runs only the push and the pull (they read a server)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ def test_push_wait_pull_then_the_rest(
             "path": str(shared_data / "pandalm_testset" / "testset-v1.json"),
             "limit": 4,
         },
+        {"kind": "annotate-push", "dataset": "pipeline-4", "workspace": "argilla"},
         {
-            "kind": "annotate",
+            "kind": "annotate-pull",
             "dataset": "pipeline-4",
             "workspace": "argilla",
             "min_responses": 4,
@@ -51,10 +52,10 @@ def test_push_wait_pull_then_the_rest(
     with pytest.raises(StageFailed) as err:
         run_pipeline(load_pipeline(path), run_dir, progress=False)
     message = str(err.value)
-    assert "stage 2 'annotate'" in message and "'pipeline-4'" in message
+    assert "stage 3 'annotate-pull'" in message and "'pipeline-4'" in message
     assert "0 responses so far" in message and "then run again" in message
     assert (run_dir / "import" / "manifest.json").exists()
-    assert not (run_dir / "annotate" / "manifest.json").exists()
+    assert not (run_dir / "annotate-pull" / "manifest.json").exists()
 
     user = argilla.add_user("dora", workspaces=["argilla"])
     with argilla.connection() as conn:
@@ -68,12 +69,12 @@ def test_push_wait_pull_then_the_rest(
 
     second = run_pipeline(load_pipeline(path), run_dir, progress=False)
     assert second.stage("import").status == "skipped"
-    assert second.ran == ["annotate", "agree", "consensus", "export"]
-    votes = read_table(second.stage("annotate").outputs["annotations"])
+    assert second.ran == ["annotate-push", "annotate-pull", "agree", "consensus", "export"]
+    votes = read_table(second.stage("annotate-pull").outputs["annotations"])
     assert votes.height == 4 and set(votes["annotator"]) == {"dora"}
     consensus = second.stage("consensus").report["pairs"]
     assert consensus["pairs_in"] == 4 and consensus["pairs_out"] == 4
 
     third = run_pipeline(load_pipeline(path), run_dir, progress=False)
-    assert third.ran == ["annotate"]
-    assert third.stage("annotate").reason == "reads a server, so it always runs"
+    assert third.ran == ["annotate-push", "annotate-pull"]
+    assert third.stage("annotate-pull").reason == "reads a server, so it always runs"

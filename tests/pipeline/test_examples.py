@@ -54,9 +54,9 @@ def test_clean_existing_on_pandalm(
     assert len((out / "export" / "trl-conversational.jsonl").read_text().splitlines()) == (
         kept.height
     )
-    report = json.loads((out / "report" / "report.json").read_text())
+    report = json.loads((out / "report" / "report" / "report.json").read_text())
     assert "comparison" in report  # before (the import) vs after (the filter)
-    assert "outputs in" in text and "report/report.html" in text
+    assert "outputs in" in text and "clean/report/report" in text  # the report's folder
 
 
 def test_a_stage_failing_on_its_data_is_named(

@@ -9,10 +9,12 @@ bookkeeping); the output check runs both on real data and compares every table t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 import typer.main
@@ -24,6 +26,7 @@ from prefdata.pipeline import load_pipeline, run_pipeline
 from prefdata.pipeline.catalog import STAGES, cli_path, stage_spec
 from prefdata.pipeline.stages import REGISTRY
 from prefdata.stage import Param
+from tests.annotate.conftest import argilla_server  # noqa: F401 (the session's server)
 
 
 def _click_command(name: str) -> Any:
@@ -231,6 +234,73 @@ def _synthetic_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str,
     inputs, _, out = _rule_label_case(shared, tmp)
     return inputs, {"scorer": "length", "min_margin": 5.0}, out
 
+def _argilla_pairs(shared: Path, tmp: Path, n: int) -> tuple[Path, pl.DataFrame]:
+    from prefdata.io.importers.pandalm import import_pandalm
+
+    pairs = import_pandalm(shared / "pandalm_testset" / "testset-v1.json").tables["pairs"]
+    head = pairs.head(n)
+    return write_table(head, tmp / "argilla-pairs.parquet"), head
+
+
+def _push_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    path, _ = _argilla_pairs(shared, tmp, 4)
+    return {"pairs": path}, {"dataset": "parity-push", "annotators_per_item": 2}, "unused"
+
+
+def _pull_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    """Four pairs pushed, each answered once by an annotator over REST: something to pull."""
+    from prefdata.annotate import bridge as pa
+    from tests.annotate.helpers import my_queue, respond
+
+    _, pairs = _argilla_pairs(shared, tmp, 4)
+    report = pa.push(pairs, dataset="parity-pull").report
+    user = pa.add_user("parity-annotator")
+    with httpx.Client(
+        base_url=report["url"], headers={"X-Argilla-Api-Key": str(user["api_key"])}
+    ) as client:
+        for i, record in enumerate(my_queue(client, report["dataset_id"])):
+            respond(client, record["id"], {"label": ["a", "b", "tie", "a"][i]})
+    return {}, {"dataset": "parity-pull"}, "main.parquet"
+
+
+def _report_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
+    from prefdata.quality.audit import audit
+    from prefdata.quality.filter import filter_pairs
+
+    pairs, votes = _pandalm_pairs(shared, tmp)
+    issues, _, _ = audit(read_table(pairs), sample=0)
+    filtered = filter_pairs(read_table(pairs), issues=issues, drop_issues="all")
+    settings = tmp / "clean.filter.json"
+    settings.write_text(json.dumps(filtered.documents["filter"]))
+    inputs = {
+        "data": write_table(filtered.tables["pairs"], tmp / "clean.parquet"),
+        "before": pairs,
+        "annotations": votes,
+        "issues": write_table(issues, tmp / "issues.parquet"),
+        "rejected": write_table(filtered.rejected, tmp / "rejected.parquet"),
+        "filter_settings": settings,
+    }
+    return inputs, {"tokenizer": "none", "bootstrap": 50, "license": "apache-2.0"}, "qa"
+
+
+def _same_folders(cli: Path, pipeline: Path) -> None:
+    """The same files with the same content, but for the time each was written."""
+    names = sorted(p.relative_to(cli).as_posix() for p in cli.rglob("*") if p.is_file())
+    assert names == sorted(
+        p.relative_to(pipeline).as_posix() for p in pipeline.rglob("*") if p.is_file()
+    )
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")  # when it was written
+    for name in names:
+        a, b = cli / name, pipeline / name
+        if a.suffix == ".parquet":
+            assert read_table(a).to_dicts() == read_table(b).to_dicts(), name
+        else:
+            text_a, text_b = (stamp.sub("T", p.read_text(encoding="utf-8")) for p in (a, b))
+            assert text_a == text_b, name
+
+
+# Cases that need the session's Argilla server (tests.annotate.conftest).
+ARGILLA_CASES = ("annotate-push", "annotate-pull")
 
 def _eval_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
     from prefdata.models.tiny import tiny_model
@@ -269,6 +339,9 @@ CASES: dict[str, Case] = {
     "agree": _agree_case,
     "filter": _filter_case,
     "rule-label": _rule_label_case,
+    "report": _report_case,
+    "annotate-push": _push_case,
+    "annotate-pull": _pull_case,
 }
 
 
@@ -287,7 +360,8 @@ def _cli_args(
         args += ["--cache", str(cache)]
     for p in spec.inputs:
         if p.name in inputs:
-            args += [str(inputs[p.name])] if p.positional else [f"--{p.name}", str(inputs[p.name])]
+            flag = "--" + p.name.replace("_", "-")
+            args += [str(inputs[p.name])] if p.positional else [flag, str(inputs[p.name])]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         values = value if isinstance(value, list) else [value]
@@ -299,12 +373,31 @@ def _cli_args(
     return args
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def _case_params() -> list[Any]:
+    argilla = [pytest.mark.integration, pytest.mark.xdist_group("argilla")]
+    return [
+        pytest.param(name, marks=argilla if name in ARGILLA_CASES else ()) for name in sorted(CASES)
+    ]
+
+
+# Push twice to one dataset: the second push updates what the first created.
+_PUSH_COUNTS = ("created", "updated", "workspace_created", "settings_updated")
+
+
+@pytest.mark.parametrize("name", _case_params())
 def test_cli_and_pipeline_write_the_same_tables(
-    name: str, shared_data: Path, tmp_path: Path
+    name: str,
+    shared_data: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from typer.testing import CliRunner
 
+    if name in ARGILLA_CASES:
+        server = request.getfixturevalue("argilla_server")
+        monkeypatch.setenv("ARGILLA_API_URL", server.url)
+        monkeypatch.setenv("ARGILLA_API_KEY", server.api_key)
     inputs, options, out_name = CASES[name](shared_data, tmp_path)
     out = tmp_path / "cli" / out_name
     out.parent.mkdir()
@@ -321,7 +414,14 @@ def test_cli_and_pipeline_write_the_same_tables(
     run = run_pipeline(load_pipeline(pipeline), tmp_path / "run", progress=False)
     written = run.stage(name).outputs
     if not spec.outputs:  # a report-only stage: the same report
-        assert json.loads(result.stdout) == json.loads(json.dumps(run.stage(name).report))
+        cli_report = json.loads(result.stdout)
+        pipeline_report = json.loads(json.dumps(run.stage(name).report))
+        if name == "annotate-push":
+            assert cli_report["created"] == pipeline_report["updated"] == cli_report["records"]
+            for key in _PUSH_COUNTS:
+                cli_report.pop(key, None)
+                pipeline_report.pop(key, None)
+        assert cli_report == pipeline_report
         return
     # The CLI says what it wrote, by output name; compare each with the pipeline's file.
     cli_written = json.loads(result.stdout)["written"]
@@ -332,9 +432,7 @@ def test_cli_and_pipeline_write_the_same_tables(
         if path.suffix == ".json":
             assert json.loads(cli_path.read_text()) == json.loads(path.read_text()), output
         elif path.is_dir():
-            assert sorted(p.name for p in cli_path.iterdir()) == sorted(
-                p.name for p in path.iterdir()
-            ), output
+            _same_folders(cli_path, path)
         else:
             assert read_table(cli_path).to_dicts() == read_table(path).to_dicts(), output
         compared += 1

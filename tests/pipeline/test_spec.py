@@ -163,7 +163,7 @@ def test_inputs_resolve_to_stages_and_files(write_pipeline: Writer, tmp_path: Pa
         "pairs": StageRef("j1", ("pairs",)),
         "annotations": tmp_path / "votes.parquet",
     }
-    assert p.stage("report").inputs == {"before": StageRef("j1", ("before", "pairs"))}
+    assert p.stage("report").inputs == {"before": StageRef("j1", ("before", "pairs", "kto"))}
 
 
 def test_environment_variables_in_paths(

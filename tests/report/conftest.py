@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -28,3 +29,14 @@ def pair_labels(pairs: pl.DataFrame, winners: list[str]) -> list[str]:
         side = chosen if w == "chosen" else rejected
         out.append("a" if side == a else "b")
     return out
+
+
+def write_report(data: Any, out: Path, **options: Any) -> dict[str, Any]:
+    """Run the report stage into `out`; the report dict it wrote (report.json)."""
+    import json
+
+    from prefdata.report import build_report
+
+    build_report(data, out=out, **options)
+    loaded: dict[str, Any] = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return loaded

@@ -25,6 +25,8 @@ from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from prefdata import ids
+from prefdata.report import interpret
+from prefdata.report.audit_view import NO_MODEL
 
 CI_TOL = 0.02
 BOOT = 400
@@ -326,10 +328,16 @@ def length_bias(pairs: list[Row], points: list[list[int]]) -> dict[str, Any]:
     by: dict[str, list[Row]] = defaultdict(list)
     for p in pairs:
         by[p["source"]].append(p)
+    overall = _length_block(pairs)
+    differ = overall["chosen_longer"] + overall["rejected_longer"]
     return {
-        "overall": _length_block(pairs),
+        "overall": overall,
         "by_source": {s: _length_block(rows) for s, rows in sorted(by.items())},
         "scatter": {"unit": "chars", "points": points, "total": len(pairs)},
+        # The sentence itself is checked in test_interpret; here, that it reads this figure.
+        "reading": interpret.length_bias(
+            overall["p_chosen_longer"] if differ else None, overall["low"], overall["high"], differ
+        ),
     }
 
 
@@ -411,6 +419,9 @@ def judges(pairs: list[Row], votes: list[Row]) -> dict[str, Any]:
                 "kappa": cohen_kappa_score(truth, given, labels=["a", "b", "tie"]),
                 "mean_score": sum(scores) / len(scores),
             }
+        position["reading"] = interpret.position_bias(
+            name, position["p_first_shown_wins"], lo, hi, n
+        )
         annotators[name] = {
             "annotator_kind": kinds[name],
             "votes": len(mine),
@@ -428,9 +439,13 @@ def judges(pairs: list[Row], votes: list[Row]) -> dict[str, Any]:
                 "p": longer / len(decided),
                 "low": llo,
                 "high": lhi,
+                "reading": interpret.longer_wins(
+                    name, longer / len(decided), llo, lhi, len(decided)
+                ),
             },
-            "agreement_with_humans": vs_human,
         }
+        if kinds[name] != "human":
+            annotators[name]["agreement_with_humans"] = vs_human
     lo, hi = wilson(all_first, all_n)
     # judge_vs_human flags an item when the mean over its judge votes of the human vote
     # share of the judge's label is below 0.5.
@@ -443,7 +458,8 @@ def judges(pairs: list[Row], votes: list[Row]) -> dict[str, Any]:
             judge_items[v["item_id"]].append(share)
     judged = {v["item_id"] for v in votes if v["annotator_kind"] == "llm"}
     return {
-        "annotators": annotators,
+        "annotators": {k: v for k, v in annotators.items() if kinds[k] != "human"},
+        "humans": {k: v for k, v in annotators.items() if kinds[k] == "human"},
         "position_overall": {
             "votes": all_n,
             "first_shown_wins": all_first,
@@ -720,38 +736,22 @@ def _excerpt(text: str) -> dict[str, Any]:
     return {"text": text[:1500], "chars": len(text), "cut": max(len(text) - 1500, 0)}
 
 
-def audit(
-    pairs: list[Row], issues: list[Row], *, top: int, sample: list[Row] | None
-) -> dict[str, Any]:
-    by_id = {p["pair_id"]: p for p in pairs}
+MODEL_ISSUES = ("mislabeled", "model_disagrees")
+
+
+def audit(pairs: list[Row], issues: list[Row], *, sample: list[Row] | None) -> dict[str, Any]:
+    """The heuristic flags (model-based issues apart) and the reviewed sample's rate."""
+    by_id = {p["pair_id"] for p in pairs}
     mine = [r for r in issues if r["item_id"] in by_id]
-    flagged = [r for r in mine if r["is_issue"]]
-    worst: dict[str, dict[str, Any]] = {}
-    for r in flagged:
-        w = worst.setdefault(r["item_id"], {"score": r["score"], "issues": [], "reasons": []})
-        w["score"] = min(w["score"], r["score"])
-        if r["issue"] not in w["issues"]:
-            w["issues"].append(r["issue"])
-        w["reasons"].append(f"{r['issue']}: {r['reason']}")
-    order = sorted(worst, key=lambda i: (worst[i]["score"], -len(worst[i]["issues"]), i))
+    heuristic = [r for r in mine if r["issue"] not in MODEL_ISSUES]
+    flagged = [r for r in heuristic if r["is_issue"]]
+    items = {r["item_id"] for r in flagged}
     out: dict[str, Any] = {
         "issue_rows": len(mine),
         "issue_counts": dict(sorted(Counter(r["issue"] for r in flagged).items())),
-        "rows_per_issue": dict(sorted(Counter(r["issue"] for r in mine).items())),
-        "items_flagged": len(worst),
-        "items_flagged_share": len(worst) / len(pairs),
-        "top": [
-            {
-                "item_id": i,
-                **worst[i],
-                "prompt": _excerpt(
-                    "\n\n".join(f"[{m['role']}] {m['content']}" for m in by_id[i]["prompt"])
-                ),
-                "chosen": _excerpt(by_id[i]["chosen"]),
-                "rejected": _excerpt(by_id[i]["rejected"]),
-            }
-            for i in order[:top]
-        ],
+        "rows_per_issue": dict(sorted(Counter(r["issue"] for r in heuristic).items())),
+        "items_flagged": len(items),
+        "items_flagged_share": len(items) / len(pairs),
     }
     if sample is not None:
         done = [r["mislabeled"] for r in sample if r["mislabeled"] is not None]
@@ -773,6 +773,36 @@ def audit(
             "below_confidently": hi is not None and hi < 0.1,
         }
     return out
+
+
+def mislabel(pairs: list[Row], issues: list[Row]) -> dict[str, Any]:
+    """The model-based P(swapped) figures from the `mislabeled` issue rows."""
+    ids_ = {p["pair_id"] for p in pairs}
+    rows = [r for r in issues if r["item_id"] in ids_ and r["issue"] == "mislabeled"]
+    if not rows:
+        return {"available": False, "why": NO_MODEL}
+    p = np.array([r["p_flipped"] for r in rows], dtype=float)
+    flagged = np.array([bool(r["is_issue"]) for r in rows])
+    signals: Counter[str] = Counter(
+        name for r in rows for name in (r.get("signals") or "").split(",") if name
+    )
+    return {
+        "available": True,
+        "pairs": len(rows),
+        "pairs_in_data": len(pairs),
+        "flagged": int(flagged.sum()),
+        "flagged_share": float(flagged.mean()),
+        "expected_mislabeled": float(p.sum()),
+        "mean_p": float(p.mean()),
+        "threshold": float(p[flagged].min()) if flagged.any() else None,
+        "histogram": {
+            "edges": [i / 20 for i in range(21)],
+            "counts": [
+                int(((p >= i / 20) & ((p < (i + 1) / 20) | (i == 19))).sum()) for i in range(20)
+            ],
+        },
+        "signals": dict(sorted(signals.items())),
+    }
 
 
 def filtering(kept: int, rejected: list[Row]) -> dict[str, Any]:
@@ -798,6 +828,55 @@ DEDUP = (
 )
 
 
+def _texts(pair: Row | None, chars: int = 1500) -> dict[str, Any] | None:
+    if pair is None:
+        return None
+    prompt = "\n\n".join(f"[{m['role']}] {m['content'] or ''}" for m in pair["prompt"])
+    return {
+        "prompt": {"text": prompt[:chars], "chars": len(prompt)},
+        "chosen": {"text": pair["chosen"][:chars], "chars": len(pair["chosen"])},
+        "rejected": {"text": pair["rejected"][:chars], "chars": len(pair["rejected"])},
+        "source": pair["source"],
+    }
+
+
+def duplicate_examples(pairs: list[Row], rows: list[Row]) -> list[dict[str, Any]]:
+    """Every conflicting pair of rows (up to 100), then up to 10 exact and 10 near
+    duplicates; each with the texts of the row's pair and of the pair its reason names."""
+    import re
+
+    by_id = {p["pair_id"]: p for p in pairs}
+    out: list[dict[str, Any]] = []
+    seen: set[frozenset[str]] = set()
+    for issue, limit in (
+        ("conflicting_duplicate", 100),
+        ("duplicate_pair", 10),
+        ("near_duplicate_pair", 10),
+    ):
+        taken = 0
+        for r in sorted((r for r in rows if r["issue"] == issue), key=lambda r: r["item_id"]):
+            if taken == limit:
+                break
+            found = re.search(r"pair ([0-9a-f]{8,})", r["reason"])
+            other = found.group(1) if found else None
+            key = frozenset({r["item_id"], other or ""})
+            if key in seen:
+                continue
+            seen.add(key)
+            taken += 1
+            out.append(
+                {
+                    "issue": issue,
+                    "item_id": r["item_id"],
+                    "other_id": other,
+                    "reason": r["reason"],
+                    "item": _texts(by_id.get(r["item_id"])),
+                    "other": _texts(by_id.get(other)) if other else None,
+                }
+            )
+    return out
+
+
 def duplicates_from_issues(pairs: list[Row], issues: list[Row]) -> dict[str, Any]:
     ids_ = {p["pair_id"] for p in pairs}
     rows = [r for r in issues if r["item_id"] in ids_ and r["issue"] in DEDUP]
@@ -808,11 +887,7 @@ def duplicates_from_issues(pairs: list[Row], issues: list[Row]) -> dict[str, Any
         "flagged": {n: sum(r["issue"] == n and r["is_issue"] for r in rows) for n in DEDUP},
         "pairs": len(pairs),
         "distinct_prompts": len({p["prompt_id"] for p in pairs}),
-        "examples": [
-            {"item_id": r["item_id"], "issue": r["issue"], "reason": r["reason"]}
-            for r in rows
-            if r["issue"] in DEDUP[:3]
-        ][:10],
+        "examples": duplicate_examples(pairs, rows),
     }
     if overlap:
         exact = sum(r["score"] == 0 for r in overlap)

@@ -3,17 +3,20 @@ are the report's."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pytest
 import yaml
 from markdown_it import MarkdownIt
 
 from prefdata.io.importers.common import annotations_table
+from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 from prefdata.quality.filter import filter_pairs
-from prefdata.report import build_report
 from prefdata.report.card import size_category
-from tests.report.conftest import HOSTILE, make_pairs, pair_labels
+from tests.report.conftest import HOSTILE, make_pairs, pair_labels, write_report
 
 
 def _data() -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -68,27 +71,32 @@ def test_card_front_matter_and_markdown(tmp_path: Path) -> None:
     pairs, votes = _data()
     filtered = filter_pairs(pairs, min_confidence=0.7)
     kept, rejected = filtered.tables["pairs"], filtered.rejected
-    report = build_report(
-        pairs,
-        compare=kept,
+    settings = tmp_path / "clean.filter.json"
+    settings.write_text(json.dumps(filtered.documents["filter"]))
+    report = write_report(
+        kept,
+        tmp_path / "qa",
+        before=pairs,
         annotations=votes,
         rejected=rejected,
-        out_dir=tmp_path,
         tokenizer=None,
         license="apache-2.0",
-        filter_settings={"min_confidence": 0.7},
+        filter_settings=settings,
         title="Soup <preferences>",
     )
-    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    card = (tmp_path / "qa" / "README.md").read_text(encoding="utf-8")
     meta, body = _split(card)
     assert meta == {
-        "license": "apache-2.0",
+        "license": "apache-2.0",  # given: it wins over what the sources say
         "pretty_name": "Soup <preferences>",
         "task_categories": ["text-generation"],
         "tags": ["preference", "rlhf", "dpo", "prefdata"],
         "size_categories": ["n<1K"],
         "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data.parquet"}]}
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "data/train.parquet"}],
+            }
         ],
     }
     tokens = MarkdownIt("commonmark").enable("table").parse(body)
@@ -96,12 +104,13 @@ def test_card_front_matter_and_markdown(tmp_path: Path) -> None:
     assert headings == [
         "Soup &lt;preferences&gt;",
         "Dataset structure",
-        "Provenance",
-        "Filtering",
+        "Sources",
+        "Curation",
+        "1. Labels",
+        "2. Filter (`prefdata filter`)",
         "Quality",
+        "Limitations",
     ]
-    # columns, sources, provenance, judges, agreement, filter settings, drop reasons
-    assert sum(t.type == "table_open" for t in tokens) == 7
     assert "html_block" not in {t.type for t in tokens}  # no raw HTML from the data
     assert "<script" not in card
 
@@ -113,7 +122,7 @@ def test_card_front_matter_and_markdown(tmp_path: Path) -> None:
     filt = after["filtering"]
     assert f"Kept {filt['kept']}, dropped {filt['dropped']}" in body
     assert f"| low_confidence | {filt['dropped_by_reason']['low_confidence']} |" in body
-    assert "| `min_confidence` | 0.7 |" in body
+    assert "| `min_confidence` | 0.7 |" in body  # the curation step's settings
     assert "| `judge` | gpt-x |" in body and "| `rubric` | helpfulness v2 |" in body
     judge = after["judges"]["annotators"]["judge"]
     hum = judge["agreement_with_humans"]
@@ -121,6 +130,91 @@ def test_card_front_matter_and_markdown(tmp_path: Path) -> None:
         f"| judge | llm | {judge['votes']} | {judge['position']['p_first_shown_wins']:.3g} "
         f"| {hum['agreement']:.3g} | {hum['kappa']:.3g} |"
     ) in body
+    # Humans are in their own table, without the judge-only columns.
+    assert "Human annotators:" in body and "| ann1 | human |" in body
+    assert "## Limitations" in body and after["length_bias"]["reading"] in body
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+
+
+def _load(folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    import datasets
+
+    _offline(monkeypatch)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    return datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
+
+
+def test_card_validates_and_loads_with_datasets(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    # Real HH-RLHF pairs with a held-out split: two split names, MIT from the importer.
+    pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
+    pairs = pairs.head(60).with_columns(
+        pl.when(pl.int_range(pl.len()) % 4 == 0)
+        .then(pl.lit("test"))
+        .otherwise(pl.lit("train"))
+        .alias("split")
+    )
+    folder = tmp_path / "qa"
+    write_report(pairs, folder, tokenizer=None)
+    card = DatasetCard.load(folder / "README.md")
+    data = card.data
+    assert isinstance(data, DatasetCardData)
+    assert data.license == "mit"  # from the rows' provenance (the importer) and the source
+    (config,) = data.configs
+    files = {f["split"]: f["path"] for f in config["data_files"]}
+    assert files == {"test": "data/test.parquet", "train": "data/train.parquet"}
+    assert all((folder / path).is_file() for path in files.values())  # relative to the card
+    text = card.text
+    assert "<https://github.com/anthropics/hh-rlhf>" in text and "@article{bai2022training" in text
+    assert "Content warning:" in card.content and "offensive" in card.content
+    assert "- Offensive content:" in text  # and again among the limitations
+
+    loaded = _load(folder, monkeypatch, tmp_path)
+    assert sorted(loaded) == ["test", "train"]
+    assert loaded["test"].num_rows == 15 and loaded["train"].num_rows == 45
+    got = sorted(loaded["train"]["pair_id"])
+    assert got == sorted(pairs.filter(pl.col("split") == "train")["pair_id"].to_list())
+    first = loaded["test"][0]
+    assert first["prompt"][0]["role"] == "user" and first["chosen"]
+
+
+@pytest.mark.parametrize(
+    ("sources", "given", "expected"),
+    [
+        (["pandalm"], None, "apache-2.0"),
+        (["pandalm", "hh-rlhf"], None, ["apache-2.0", "mit"]),
+        (["my-own-data"], None, "unknown"),
+        (["hh-rlhf"], "cc-by-4.0", "cc-by-4.0"),
+    ],
+)
+def test_licence_comes_from_the_sources_unless_given(
+    sources: list[str], given: str | None, expected: str | list[str], tmp_path: Path
+) -> None:
+    pairs = make_pairs(
+        [
+            {"prompt": f"q {i}", "chosen": f"answer {i}", "rejected": "no", "source": s}
+            for i, s in enumerate(sources * 3)
+        ]
+    )
+    write_report(pairs, tmp_path, tokenizer=None, license=given)
+    meta, body = _split((tmp_path / "README.md").read_text(encoding="utf-8"))
+    assert meta["license"] == expected
+    if expected == "unknown":
+        assert "The sources are not known to prefdata" in body
+
+
+def test_no_data_files_no_configs(tmp_path: Path) -> None:
+    pairs = make_pairs([{"prompt": "q", "chosen": "yes", "rejected": "no"}])
+    write_report(pairs, tmp_path, tokenizer=None, data_files=False)
+    meta, _ = _split((tmp_path / "README.md").read_text(encoding="utf-8"))
+    assert "configs" not in meta and not (tmp_path / "data").exists()
 
 
 def test_size_categories() -> None:

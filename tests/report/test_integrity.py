@@ -82,12 +82,12 @@ def test_section_counts_and_worst_examples(tokenizer: Tokenizer, hh: pl.DataFram
 def test_report_has_the_section(tokenizer: Tokenizer, hh: pl.DataFrame, tmp_path: Path) -> None:
     from prefdata.quality.audit import audit
     from prefdata.quality.token_check import TokenCheck
-    from prefdata.report import build_report
+    from tests.report.conftest import write_report
 
     pairs = hh.head(100)
     _audited = audit(pairs, sample=0, tokens=TokenCheck(max_length=128))
     issues, _, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
-    report = build_report(pairs, out_dir=tmp_path, tokenizer=tokenizer, issues=issues)
+    report = write_report(pairs, tmp_path, tokenizer=tokenizer, issues=issues)
     section = report["data"]["token_integrity"]
     assert section["pairs"] == 100 and section["max_length"] == 128
     flagged = issues.filter(pl.col("issue") == "prompt_fills_context")["item_id"].n_unique()
@@ -97,5 +97,5 @@ def test_report_has_the_section(tokenizer: Tokenizer, hh: pl.DataFrame, tmp_path
     # Without token issues (an audit without --max-length) there is no section.
     _audited = audit(pairs, sample=0)
     plain, _, _ = _audited.tables["issues"], _audited.tables["sample"], _audited.report
-    again = build_report(pairs, out_dir=tmp_path / "b", tokenizer=tokenizer, issues=plain)
+    again = write_report(pairs, tmp_path / "b", tokenizer=tokenizer, issues=plain)
     assert "token_integrity" not in again["data"]

@@ -1,6 +1,8 @@
 """report.html in headless Chromium (Debian's /usr/bin/chromium through Playwright): no
 console errors, no request leaves file://, every plot rendered with its axes, a non-blank
-screenshot, and a `<script>` inside a response shown as text, never run."""
+screenshot, a `<script>` inside a response shown as text, never run; the table of pairs
+searches, filters, sorts and opens a row; long text and text under a content warning open
+on request; nothing overflows at 1024 px and no plot title is cut."""
 
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 from prefdata.io.importers.pandalm import import_pandalm
 from prefdata.quality.audit import audit
 from prefdata.quality.filter import filter_pairs
-from prefdata.report import build_report
-from tests.report.conftest import HOSTILE, HOSTILE_IMG
+from tests.report.conftest import HOSTILE, HOSTILE_IMG, write_report
 
 pytestmark = pytest.mark.integration
 
@@ -83,24 +85,24 @@ def reports(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     filtered = filter_pairs(pairs, issues=issues, min_confidence=0.9)
     kept, rejected = filtered.tables["pairs"], filtered.rejected
     root = tmp_path_factory.mktemp("reports")
-    build_report(
+    write_report(
         pairs,
+        root / "single",
         annotations=anns,
         issues=issues,
         rejected=rejected,
         sample=sample,
         tokenizer="smollm2",
         max_length=256,
-        out_dir=root / "single",
     )
-    build_report(
-        pairs,
-        compare=kept,
+    write_report(
+        kept,
+        root / "compare",
+        before=pairs,
         annotations=anns,
         issues=issues,
         rejected=rejected,
         tokenizer=None,
-        out_dir=root / "compare",
     )
     return {"single": root / "single" / "report.html", "compare": root / "compare" / "report.html"}
 
@@ -133,12 +135,19 @@ def test_report_renders_offline_and_safely(
     assert outside == []
     assert requests == [page_path.as_uri()]  # the page itself and nothing else
 
-    # The hostile response is on the page as text, and never ran.
+    # The hostile response is on the page as text, and never ran: the page's only scripts
+    # are the table's data block(s) and its own code.
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.evaluate("document.scripts.length") == 0
+    kinds = page.evaluate("[...document.scripts].map(s => s.type || 'code')")
+    assert kinds.count("code") == 1 and set(kinds) == {"code", "application/json"}
     assert page.evaluate("document.images.length") == 0
-    text = page.inner_text("body")
+    browse = page.locator(".browse").first
+    browse.locator(".f-flag").select_option("all")
+    browse.locator(".q").fill("__pwned")
+    browse.locator("button.open").first.click()
+    text = browse.inner_text()
     assert "<script>window.__pwned = 1;" in text
+    assert page.evaluate("typeof window.__pwned") == "undefined"
 
     plots = page.evaluate(
         """() => [...document.querySelectorAll('svg.plot')].map(s => {
@@ -188,4 +197,137 @@ def test_report_renders_offline_and_safely(
     # Printable: Chromium lays it out as a PDF of several pages.
     pdf = page.pdf(path=str(tmp_path / "report.pdf"))
     assert pdf[:4] == b"%PDF" and pdf.count(b"/Type /Page") >= 3
+    page.close()
+
+
+def _no_overflow(page: Any) -> None:
+    """No horizontal scroll of the page, every plot inside its box, no plot title cut."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    problems = page.evaluate(
+        """() => [...document.querySelectorAll('svg.plot')].flatMap(s => {
+            const box = s.getBoundingClientRect(), parent = s.parentElement.getBoundingClientRect();
+            const title = s.querySelector('text.plot-title').getBBox();
+            const width = s.viewBox.baseVal.width, out = [];
+            if (box.right > parent.right + 1) out.push(['plot past its box', s.ariaLabel]);
+            if (title.x < 0 || title.x + title.width > width) out.push(['title cut', s.ariaLabel]);
+            return out; })"""
+    )
+    assert problems == []
+
+
+@pytest.mark.parametrize("which", ["single", "compare"])
+def test_no_layout_overflow_at_1024(browser: Any, reports: dict[str, Path], which: str) -> None:
+    for width in (1024, 1280):
+        page = browser.new_page(viewport={"width": width, "height": 800})
+        page.goto(reports[which].as_uri())
+        _no_overflow(page)
+        page.close()
+
+
+def _rows(browse: Any) -> list[dict[str, str]]:
+    return list(
+        browse.evaluate(
+            """b => [...b.querySelectorAll('tbody tr.row')].map(r =>
+                Object.fromEntries([...r.children].slice(1).map((td, i) =>
+                    [b.querySelectorAll('thead th')[i + 1].dataset.key, td.textContent])))"""
+        )
+    )
+
+
+def test_table_searches_filters_sorts_and_opens(
+    browser: Any, reports: dict[str, Path], shared_data: Path
+) -> None:
+    import json
+
+    page = browser.new_page(viewport={"width": 1024, "height": 800})
+    page.goto(reports["single"].as_uri())
+    data = json.loads((reports["single"].parent / "report.json").read_text())["data"]
+    rows = data["pairs"]["rows"]
+    flagged = [r for r in rows if r["flagged"]]
+    browse = page.locator(".browse")
+    count = browse.locator(".count")
+    # Flagged pairs first, the page tells how many match.
+    assert count.inner_text().startswith(f"{len(flagged):,} of {len(rows):,} rows here match")
+    # Search by a pair id: exactly that pair.
+    target = flagged[len(flagged) // 2]
+    browse.locator(".q").fill(target["id"])
+    assert [r["id"] for r in _rows(browse)] == [target["id"]]
+    # Search by text inside a response.
+    browse.locator(".q").fill(target["chosen"]["text"][:40])
+    assert target["id"] in [r["id"] for r in _rows(browse)]
+    browse.locator(".q").fill("")
+    # Filter by an issue: every flagged pair with that issue row, counted independently.
+    name = "annotator_disagreement"
+    browse.locator(".f-issue").select_option(name)
+    want = sum(1 for r in flagged if any(i["issue"] == name for i in r["issues"]))
+    assert count.inner_text().startswith(f"{want:,} of")
+    # And by confidence: at most 0.7.
+    browse.locator(".f-cmax").fill("0.7")
+    want = sum(
+        1
+        for r in flagged
+        if any(i["issue"] == name for i in r["issues"])
+        and r["confidence"] is not None
+        and r["confidence"] <= 0.7
+    )
+    assert count.inner_text().startswith(f"{want:,} of" if want else "no row matches")
+    browse.locator(".f-cmax").fill("")
+    browse.locator(".f-issue").select_option("")
+    # Sort by confidence, lowest first (one click: descending; two: ascending).
+    header = browse.locator("th[data-key=confidence]")
+    header.click()
+    header.click()
+    shown = [float(r["confidence"]) for r in _rows(browse) if r["confidence"] != "–"]
+    lowest = min(r["confidence"] for r in flagged if r["confidence"] is not None)
+    assert shown == sorted(shown) and shown[0] == pytest.approx(lowest, abs=5e-4)  # 3 decimals
+    # Open a row: its issues with their reasons and scores, and its texts.
+    browse.locator("button.open").first.click()
+    detail = browse.locator("td.detail").first
+    assert detail.is_visible() and "score" in detail.inner_text()
+    page.close()
+
+
+def test_long_and_harmful_text_open_on_request(
+    browser: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
+    pairs = pairs.head(40)
+    long_text = "A long answer, said slowly. " * 100  # 2,800 characters
+    plain = pairs.head(1).with_columns(  # a pair of our own: no known source, no warning
+        pl.lit(long_text).alias("chosen"),
+        pl.lit("own-data").alias("source"),
+        pl.lit("{}").alias("provenance"),
+    )
+    from prefdata import ids
+
+    plain = ids.with_pair_ids(plain.drop("pair_id"))
+    issues, _, _ = audit(pairs, sample=0)
+    write_report(
+        pl.concat([pairs, plain.select(pairs.columns)]), tmp_path, issues=issues, tokenizer=None
+    )
+    page = browser.new_page(viewport={"width": 1024, "height": 800})
+    page.goto((tmp_path / "report.html").as_uri())
+    assert "Content warning:" in page.locator("body > p.cw").inner_text()
+    browse = page.locator(".browse")
+    browse.locator(".f-flag").select_option("all")
+
+    # HH-RLHF text is hidden behind its content warning until asked for.
+    browse.locator(".f-source").select_option("hh-rlhf")
+    browse.locator("button.open").first.click()
+    detail = browse.locator("td.detail").first
+    assert "Content warning: HH-RLHF" in detail.inner_text()
+    hidden = detail.locator(".tb .text").first
+    assert not hidden.is_visible()
+    detail.locator("button.show").first.click()
+    assert hidden.is_visible() and hidden.inner_text().strip()
+
+    # A long text shows a preview, and all of it after one click.
+    browse.locator(".f-source").select_option("own-data")
+    browse.locator("button.open").first.click()
+    detail = browse.locator("td.detail").first
+    chosen = detail.locator(".tb").nth(1)
+    assert len(chosen.locator(".text").inner_text()) < 400
+    chosen.locator("button.show").click()
+    assert chosen.locator(".text").inner_text().startswith(long_text.strip()[:1000])
+    assert len(chosen.locator(".text").inner_text()) >= 1500
     page.close()

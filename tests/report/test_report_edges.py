@@ -14,11 +14,11 @@ import pytest
 from prefdata.errors import ContractError, InputError
 from prefdata.io.importers.common import annotations_table, kto_table
 from prefdata.io.tables import write_table
-from prefdata.report import build_report, compute_report, plots
+from prefdata.report import compute_report, plots
 from prefdata.report.figures import as_data
-from tests.report.conftest import HOSTILE, HOSTILE_IMG, make_pairs, pair_labels
+from tests.report.conftest import HOSTILE, HOSTILE_IMG, make_pairs, pair_labels, write_report
 
-FILES = {"report.html", "report.json", "README.md"}
+FILES = {"report.html", "report.json", "README.md", "data"}
 
 
 def _outputs(out: Path) -> tuple[str, dict[str, Any], str]:
@@ -29,11 +29,14 @@ def _outputs(out: Path) -> tuple[str, dict[str, Any], str]:
 
 
 def test_empty_data(tmp_path: Path) -> None:
-    for i, table in enumerate([pl.DataFrame(), make_pairs([])]):
+    # A table with no columns at all is not a pairs table: a clear error, nothing written.
+    with pytest.raises(ContractError, match="missing column"):
+        write_report(pl.DataFrame(), tmp_path / "none", tokenizer=None)
+    assert not (tmp_path / "none").exists()
+    for i, table in enumerate([make_pairs([])]):
         out = tmp_path / f"r{i}"
-        report = build_report(table, out_dir=out, tokenizer=None)
+        write_report(table, out, tokenizer=None)
         html, data, card = _outputs(out)
-        assert data == json.loads(json.dumps(report))
         assert set(data["data"]) == {"contract", "name", "overview"}
         assert data["data"]["overview"]["rows"] == 0
         assert "The data set is empty" in html
@@ -42,7 +45,7 @@ def test_empty_data(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(InputError, match=r"empty\.jsonl: file is empty"):
-        build_report(empty, out_dir=tmp_path / "r", tokenizer=None)
+        write_report(empty, tmp_path / "r", tokenizer=None)
 
 
 def _long_and_foreign() -> pl.DataFrame:
@@ -85,32 +88,38 @@ def test_non_ascii_long_texts_and_html_are_escaped(tmp_path: Path) -> None:
             "reason": [f"why {HOSTILE}", "long", HOSTILE_IMG],
         }
     )
-    build_report(pairs, issues=issues, out_dir=tmp_path, tokenizer=None)
+    write_report(pairs, tmp_path, issues=issues, tokenizer=None)
     html, data, card = _outputs(tmp_path)
-    # Nothing from the data reaches the page as markup: no script, no img, no bold tag.
-    assert "<script" not in html.lower()
+    # Nothing from the data reaches the page as markup: the only scripts are the table's
+    # data block and its code; no img, no bold tag.
+    assert re.findall(r"<script[^>]*>", html) == [
+        '<script type="application/json" class="browse-data">',
+        "<script>",
+    ]
     assert "<img" not in html.lower()
     assert "<b>bold</b>" not in html
-    assert "&lt;script&gt;window.__pwned = 1;" in html
+    assert "\\u003cscript\\u003ewindow.__pwned = 1;" in html  # in the data block, escaped
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in html
     assert "光合作用是植物利用光能……🌱" in html and "الجاذبية قوة تجذب الأجسام." in html
-    # The 204,000-character response is cut in the page and says how much is left out.
-    assert "202,500 more characters" in html
-    top = {t["item_id"]: t for t in data["data"]["audit"]["top"]}
-    cut = top[pairs["pair_id"][1]]["rejected"]
-    assert (cut["chars"], cut["cut"], len(cut["text"])) == (204_000, 202_500, 1500)
+    # The 204,000-character response is cut in the page; its full length is kept.
+    rows = {r["id"]: r for r in data["data"]["pairs"]["rows"]}
+    cut = rows[pairs["pair_id"][1]]["rejected"]
+    assert (cut["chars"], len(cut["text"])) == (204_000, 1500)
     assert "光合作用" in (tmp_path / "report.json").read_text(encoding="utf-8")
     # The card escapes them too, and the sources table cannot be broken by a pipe.
-    assert "<b>" not in card and "&lt;b&gt;bold&lt;/b&gt; &amp;amp; co" not in card
+    body = card.split("\n---\n", 1)[1]  # the front matter is YAML data, not markup
+    assert "<b>" not in body and "&lt;b&gt;bold&lt;/b&gt; &amp;amp; co" not in body
     assert "| &lt;b&gt;bold&lt;/b&gt; &amp; co | 1 |" in card
 
 
 def test_no_annotations_no_issues(tmp_path: Path) -> None:
     pairs = _long_and_foreign()
-    report = build_report(pairs, out_dir=tmp_path, tokenizer=None)
+    report = write_report(pairs, tmp_path, tokenizer=None)
     sections = set(report["data"])
-    assert {"judges", "agreement", "audit", "filtering"}.isdisjoint(sections)
-    assert {"overview", "lengths", "length_bias", "confidence", "duplicates"} <= sections
+    assert {"judges", "agreement", "mislabel", "audit", "filtering"}.isdisjoint(sections)
+    assert {"overview", "lengths", "length_bias", "confidence", "duplicates", "pairs"} <= sections
+    # No issues table: nothing is flagged, and the table is a sample of the pairs.
+    assert {r["flagged"] for r in report["data"]["pairs"]["rows"]} == {False}
     lengths = report["data"]["lengths"]
     assert lengths["unit"] == "chars" and "truncation" not in lengths
     assert lengths["fields"]["rejected"]["max"] == 204_000
@@ -118,8 +127,10 @@ def test_no_annotations_no_issues(tmp_path: Path) -> None:
     assert (conf["known"], conf["missing"]) == (2, 1)
     # The page says which sections had no data.
     html, _, _ = _outputs(tmp_path)
-    absent = "Token integrity, Judges, Agreement, Audit, Filtering"
-    assert f"Sections without data here: {absent}." in html
+    assert (
+        "Sections without data here: Token integrity, Judges and annotators: position and "
+        "length, Agreement, Likely mislabels (model-based), Heuristic flags, Filtering." in html
+    )
 
 
 def _words(text: str) -> list[str]:
@@ -230,7 +241,7 @@ def test_kto_data(tmp_path: Path) -> None:
         ],
         source="thumbs",
     )
-    report = build_report(kto, out_dir=tmp_path, tokenizer=None)
+    report = write_report(kto, tmp_path, tokenizer=None)
     data = report["data"]
     assert data["contract"] == "kto"
     assert data["overview"]["balance"]["desirable"] == 6
@@ -294,12 +305,18 @@ def test_wrong_tables(tmp_path: Path) -> None:
         compute_report(pairs, tokenizer=tmp_path / "missing")
     with pytest.raises(ValueError, match="max_length"):
         compute_report(pairs, tokenizer=None, max_length=0)
-    # Paths work as inputs and their names are reported.
+    # Paths work as inputs; the default title says what the data is.
     path = write_table(pairs, tmp_path / "pairs.parquet")
-    report = build_report(path, out_dir=tmp_path / "out", tokenizer=None)
-    assert report["inputs"]["data"] == "pairs.parquet"
-    assert report["title"] == "QA report: pairs.parquet"
+    report = write_report(path, tmp_path / "out", tokenizer=None)
+    assert report["title"] == "QA report: 1 pairs from test"
     assert (tmp_path / "out" / "report.html").stat().st_mode & 0o777 == 0o644
+    # The report never writes over its own input.
+    from typer.testing import CliRunner
+
+    from prefdata.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(path), "-o", str(path)])
+    assert result.exit_code == 2 and "overwrite an input" in result.output
 
 
 def test_plot_helpers() -> None:

@@ -21,7 +21,7 @@ from prefdata.quality.audit import audit
 from prefdata.quality.filter import filter_pairs
 from prefdata.quality.sample import audit_sample
 from prefdata.report import compute_report
-from prefdata.report.figures import PROVENANCE_KEYS
+from prefdata.report.measure import PROVENANCE_KEYS
 from prefdata.report.tokens import Tokenizer, load_tokenizer
 from tests.report import reference as ref
 
@@ -48,7 +48,6 @@ def _expected(
     issues: pl.DataFrame | None = None,
     rejected: pl.DataFrame | None = None,
     sample: pl.DataFrame | None = None,
-    top: int = 20,
     points: list[list[int]] | None = None,
     token_rows: int | None = None,
 ) -> dict[str, Any]:
@@ -100,8 +99,10 @@ def _expected(
                 "rows_not_in_data": sum(r["item_id"] not in ids for r in issue_rows),
             }
         out["audit"] = ref.audit(
-            rows, issue_rows, top=top, sample=sample.to_dicts() if sample is not None else None
+            rows, issue_rows, sample=sample.to_dicts() if sample is not None else None
         )
+        if issues is not None:
+            out["mislabel"] = ref.mislabel(rows, issue_rows)
     if rejected is not None:
         out["filtering"] = ref.filtering(len(rows), rejected.to_dicts())
     out["duplicates"] = ref.duplicates_from_issues(
@@ -130,15 +131,14 @@ def pandalm(shared_data: Path, tokenizer: Tokenizer) -> dict[str, Any]:
     filtered = filter_pairs(pairs, issues=issues, drop_issues="all", min_confidence=0.9)
     kept, rejected = filtered.tables["pairs"], filtered.rejected
     report = compute_report(
-        pairs,
-        compare=kept,
+        kept,
+        before=pairs,
         annotations=anns,
         issues=issues,
         rejected=rejected,
         sample=sample,
         tokenizer=tokenizer,
         max_length=128,
-        top=10,
     )
     lengths = {
         p["pair_id"]: ref.trl_token_lengths(tokenizer.tokenizer, p) for p in pairs.to_dicts()
@@ -155,20 +155,50 @@ def pandalm(shared_data: Path, tokenizer: Tokenizer) -> dict[str, Any]:
     }
 
 
+def _browsable(figures: dict[str, Any], pairs: pl.DataFrame, issues: pl.DataFrame) -> None:
+    """Every flagged pair of the data set is a row of the page's table, with its text and
+    every issue row it has; the rest of the table is unflagged pairs. Then the checked
+    sections are taken out, so the rest can be compared key by key."""
+    table = figures.pop("pairs")
+    mine = issues.filter(pl.col("item_id").is_in(pairs["pair_id"].implode()))
+    flagged = set(mine.filter("is_issue")["item_id"].to_list())
+    rows = {r["id"]: r for r in table["rows"]}
+    assert {i for i, r in rows.items() if r["flagged"]} == flagged
+    assert table["included"]["flagged"] == table["included"]["flagged_total"] == len(flagged)
+    by_id = {p["pair_id"]: p for p in pairs.to_dicts()}
+    for pid, r in rows.items():
+        assert r["chosen"]["text"] == by_id[pid]["chosen"][:1500]
+        assert r["chosen"]["chars"] == len(by_id[pid]["chosen"])
+        want = mine.filter(pl.col("item_id") == pid)
+        assert sorted((i["issue"], i["reason"]) for i in r["issues"]) == sorted(
+            zip(want["issue"], want["reason"], strict=True)
+        )
+    preview = figures.pop("filter_preview")
+    for run in preview["scenarios"]:
+        assert run["kept"] + run["dropped"] == pairs.height
+        assert sum(run["dropped_by_reason"].values()) == run["dropped"]
+    every = [r for r in preview["scenarios"] if r["settings"] == {"drop_issues": "all"}]
+    if flagged:  # dropping every flagged pair drops exactly the flagged pairs
+        assert every[0]["dropped"] == len(flagged)
+    else:
+        assert every == []  # nothing flagged: no such alternative to show
+
+
 def test_pandalm_before_every_figure(pandalm: dict[str, Any], tokenizer: Tokenizer) -> None:
     report = pandalm["report"]
     expected = _expected(
         pandalm["pairs"],
-        name="before: data",
+        name="before: 760 pairs from pandalm",
         tok=tokenizer,
         token_lengths=pandalm["lengths"],
         max_length=128,
         annotations=pandalm["anns"],
         issues=pandalm["issues"],
         sample=pandalm["sample"],
-        top=10,
     )
-    ref.assert_matches(report["data"], expected, "data")
+    data = dict(report["data"])
+    _browsable(data, pandalm["pairs"], pandalm["issues"])
+    ref.assert_matches(data, expected, "data")
     # Spot values against the importer's own counts and the raw file's structure.
     assert report["data"]["overview"]["rows"] == 760
     assert report["data"]["overview"]["annotations"]["votes_total"] == 4995  # 999 x (3 + 2)
@@ -179,16 +209,17 @@ def test_pandalm_after_every_figure(pandalm: dict[str, Any], tokenizer: Tokenize
     report = pandalm["report"]
     expected = _expected(
         pandalm["kept"],
-        name="after: compare",
+        name=f"after: {pandalm['kept'].height:,} pairs from pandalm",
         tok=tokenizer,
         token_lengths=pandalm["lengths"],
         max_length=128,
         annotations=pandalm["anns"],
         issues=pandalm["issues"],
         rejected=pandalm["rejected"],
-        top=10,
     )
-    ref.assert_matches(report["compare"], expected, "compare")
+    after = dict(report["compare"])
+    _browsable(after, pandalm["kept"], pandalm["issues"])
+    ref.assert_matches(after, expected, "compare")
     filt = report["compare"]["filtering"]
     assert filt["kept"] + filt["dropped"] == 760
     assert sum(filt["dropped_by_reason"].values()) == filt["dropped"]
@@ -216,7 +247,9 @@ def test_pandalm_comparison_and_inputs(pandalm: dict[str, Any]) -> None:
         "tokenizer": "smollm2 (HuggingFaceTB/SmolLM2-135M-Instruct)",
         "max_length": 128,
         "token_rows": 20_000,
-        "top": 10,
+        "max_rows": 5000,
+        "sample_rows": 200,
+        "text_chars": 1500,
         "bootstrap": 1000,
         "seed": 0,
     }
@@ -254,7 +287,7 @@ def test_hh_rlhf_every_figure(shared_data: Path, tokenizer: Tokenizer) -> None:
     points = [[len(chosen[i]), len(rejected[i])] for i in rows]
     expected = _expected(
         pairs,
-        name="data",
+        name="2,303 pairs from hh-rlhf",
         tok=tokenizer,
         token_lengths=lengths,
         max_length=512,
@@ -263,7 +296,11 @@ def test_hh_rlhf_every_figure(shared_data: Path, tokenizer: Tokenizer) -> None:
         points=points,
         token_rows=1000,
     )
-    ref.assert_matches(report["data"], expected, "data")
+    data = dict(report["data"])
+    _browsable(data, pairs, issues)
+    ref.assert_matches(data, expected, "data")
+    # No combined mislabel signal without votes or a model: the report says so.
+    assert data["mislabel"]["available"] is False
     # MANIFEST: 2,312 records; the importer keeps 2,303 and rejects 9 (counted, not lost).
     assert report["data"]["overview"]["rows"] + report["data"]["filtering"]["dropped"] == 2312
     assert report["data"]["length_bias"]["overall"]["chosen_longer"] == 1021
@@ -273,7 +310,10 @@ def test_hh_rlhf_every_figure(shared_data: Path, tokenizer: Tokenizer) -> None:
         "overview",
         "lengths",
         "length_bias",
+        "mislabel",
         "audit",
+        "pairs",
+        "filter_preview",
         "filtering",
         "duplicates",
     }

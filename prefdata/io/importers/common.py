@@ -144,11 +144,14 @@ def finish(
     report: dict[str, Any] | None = None,
     *,
     path: str | Path | None = None,
+    dataset: str | None = None,
 ) -> Imported:
     """Move rows that break their contract to the rejected table and count everything.
 
     Each table is checked with schema.split_problems; its bad rows join `rejected` with the
-    reason. The report gets `rows_<table>` and `dropped_<reason>` counts.
+    reason. The report gets `rows_<table>` and `dropped_<reason>` counts. `dataset`: the
+    public data set the format is (a key of prefdata.io.importers.sources.SOURCES): its name
+    and licence go into every row's `provenance` and the report's `license`.
     """
     report = dict(report or {})
     if any(report.get(key) == 0 for key in ("source_rows", "records", "trees")):
@@ -156,6 +159,11 @@ def finish(
         raise InputError("no records to import", source=path)
     if path is not None:
         report.setdefault("source_file", str(path))
+    if dataset is not None:
+        from prefdata.io.importers.sources import SOURCES
+
+        report["license"] = SOURCES[dataset].license
+        tables = {name: _with_origin(t, dataset) for name, t in tables.items()}
     parts = [rejected if rejected is not None else pl.DataFrame(schema=REJECTED_SCHEMA)]
     kept: dict[str, pl.DataFrame] = {}
     for name, table in tables.items():
@@ -182,6 +190,28 @@ def finish(
         report[f"dropped_{key}"] = n
     report["rows_rejected"] = all_rejected.height
     return Imported(kept, all_rejected, report)
+
+
+def _with_origin(table: pl.DataFrame, dataset: str) -> pl.DataFrame:
+    """`table` with the data set's name and licence in each row's provenance JSON (keys the
+    row already has win)."""
+    from prefdata.io.importers.sources import SOURCES
+
+    if "provenance" not in table.columns:
+        return table
+    origin = {"dataset": dataset, "license": SOURCES[dataset].license}
+
+    def stamp(text: str | None) -> str:
+        try:
+            value = json.loads(text) if text else {}
+        except ValueError:
+            return text or ""
+        if not isinstance(value, dict):
+            return text or ""
+        return json.dumps({**origin, **value}, ensure_ascii=False)
+
+    stamped = [stamp(t) for t in table["provenance"].to_list()]
+    return table.with_columns(pl.Series("provenance", stamped, dtype=pl.String))
 
 
 def reason_key(reason: str) -> str:

@@ -72,5 +72,9 @@ def import_hh_rlhf(path: Annotated[str | Path, Input()], *, source: str = "hh-rl
         )
     pairs = pairs_table(records, source=source)
     return finish(
-        {"pairs": pairs}, rejected_rows(bad), {"source_rows": len(records) + len(bad)}, path=path
+        {"pairs": pairs},
+        rejected_rows(bad),
+        {"source_rows": len(records) + len(bad)},
+        path=path,
+        dataset="hh-rlhf",
     )

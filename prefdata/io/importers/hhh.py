@@ -124,5 +124,9 @@ def import_hhh(
         **{f"category_{k}": n for k, n in sorted(categories.items())},
     }
     return finish(
-        {"pairs": pairs_table(pairs, source=source)}, rejected_rows(bad), report, path=path
+        {"pairs": pairs_table(pairs, source=source)},
+        rejected_rows(bad),
+        report,
+        path=path,
+        dataset="hhh-alignment",
     )

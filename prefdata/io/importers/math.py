@@ -125,6 +125,7 @@ def import_gsm8k(path: Annotated[str | Path, Input()], *, source: str = "gsm8k")
         rejected_rows(bad),
         {"source_rows": len(records) + len(bad)},
         path=path,
+        dataset="gsm8k",
     )
 
 
@@ -170,6 +171,7 @@ def import_math500(path: Annotated[str | Path, Input()], *, source: str = "math5
         rejected_rows(bad),
         {"source_rows": len(records) + len(bad)},
         path=path,
+        dataset="math500",
     )
 
 
@@ -311,4 +313,4 @@ def import_gsm8k_solutions(
         "duplicate_solution_texts": duplicate_texts,
         "questions_without_pair": one_sided,
     }
-    return finish(tables, rejected_rows(set_aside), report, path=path)
+    return finish(tables, rejected_rows(set_aside), report, path=path, dataset="gsm8k-solutions")

@@ -253,7 +253,8 @@ def import_oasst(
             "kto_undesirable": thumbs_report["undesirable"],
         }
     )
-    return finish({"pairs": pairs, "kto": kto}, rejected_rows(bad), report, path=path)
+    tables = {"pairs": pairs, "kto": kto}
+    return finish(tables, rejected_rows(bad), report, path=path, dataset="oasst")
 
 
 def _ranked_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:

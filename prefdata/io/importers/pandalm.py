@@ -336,7 +336,7 @@ def import_pandalm(
         pl.Series("record_id", [v["record_id"] for v in votes], dtype=pl.String)
     )
     tables = {"pairs": pairs_table(pairs, source=source), "annotations": annotations}
-    return finish(tables, rejected_rows(bad), report, path=path)
+    return finish(tables, rejected_rows(bad), report, path=path, dataset="pandalm")
 
 
 def _judge_votes(
