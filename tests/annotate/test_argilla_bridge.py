@@ -243,6 +243,8 @@ def test_discarded_kept_drafts_skipped_and_incremental_pull(
 
     pulled, report = pull_table("small", **argilla_server.auth)
     assert (report["submitted"], report["discarded"], report["drafts_skipped"]) == (1, 1, 1)
+    # Each annotator's own progress, as the curator reads it.
+    assert report["by_annotator"] == {"ann1": {"submitted": 1, "discarded": 1}}
     validate(pulled, "annotations")
     kept = {r["item_id"]: r for r in pulled.iter_rows(named=True)}
     assert set(kept) == {first["external_id"], second["external_id"]}
