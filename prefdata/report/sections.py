@@ -107,7 +107,7 @@ def _agreement(c: Context) -> dict[str, Any] | None:
 
 
 def _confidence(c: Context) -> dict[str, Any] | None:
-    if not c.table.height or not c.table["confidence"].drop_nulls().len():
+    if not c.table.height or not c.table["confidence"].fill_nan(None).drop_nulls().len():
         return None
     return measure.confidence_section(c.table)
 

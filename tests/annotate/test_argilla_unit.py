@@ -136,7 +136,7 @@ def test_response_rows_for_rankings_map_positions_to_completions() -> None:
 
 
 def test_push_refuses_tables_it_cannot_show() -> None:
-    with pytest.raises(ContractError, match="push needs pairs"):
+    with pytest.raises(ContractError, match=r"missing column\(s\) \['chosen', 'rejected'\]"):
         push_report(
             pl.DataFrame({"prompt": ["q"], "answer": ["x"]}),
             dataset="d",

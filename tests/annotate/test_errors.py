@@ -68,10 +68,17 @@ def test_pushing_another_kind_into_a_dataset_is_refused(
 def test_bad_tables_fail_before_any_server_call() -> None:
     # No server is needed to refuse these: the URL points nowhere.
     nowhere = {"url": f"http://127.0.0.1:{free_port()}", "api_key": "k"}
-    with pytest.raises(ContractError, match="push needs pairs"):
+    with pytest.raises(ContractError, match="missing column"):
         push_report(pl.DataFrame({"prompt": ["hi"], "text": ["x"]}), dataset="d", **nowhere)
+    # A broken row is refused with its row and column, before any server call.
+    broken = pl.DataFrame(
+        {"prompt": ["hi", "ho"], "chosen": ["yes", None], "rejected": ["no", "n"]}
+    )
+    with pytest.raises(ContractError, match="row 2, column 'chosen'"):
+        push_report(broken, dataset="d", **nowhere)
+    pairs = pl.DataFrame({"prompt": ["hi"], "chosen": ["yes"], "rejected": ["no"]})
     with pytest.raises(pa.ArgillaError, match="at least 1"):
-        push_report(pl.DataFrame({"prompt": ["hi"]}), dataset="d", annotators_per_item=0, **nowhere)
+        push_report(pairs, dataset="d", annotators_per_item=0, **nowhere)
     with pytest.raises(pa.ArgillaError, match="cannot read time"):
         pull_table("d", since="last tuesday", **nowhere)
 
