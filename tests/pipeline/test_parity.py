@@ -268,7 +268,7 @@ def _report_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, An
     from prefdata.quality.filter import filter_pairs
 
     pairs, votes = _pandalm_pairs(shared, tmp)
-    issues, _, _ = audit(read_table(pairs), sample=0)
+    issues = audit(read_table(pairs), sample=0).tables["issues"]
     filtered = filter_pairs(read_table(pairs), issues=issues, drop_issues="all")
     settings = tmp / "clean.filter.json"
     settings.write_text(json.dumps(filtered.documents["filter"]))

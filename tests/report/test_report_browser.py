@@ -301,7 +301,7 @@ def test_long_and_harmful_text_open_on_request(
     from prefdata import ids
 
     plain = ids.with_pair_ids(plain.drop("pair_id"))
-    issues, _, _ = audit(pairs, sample=0)
+    issues = audit(pairs, sample=0).tables["issues"]
     write_report(
         pl.concat([pairs, plain.select(pairs.columns)]), tmp_path, issues=issues, tokenizer=None
     )

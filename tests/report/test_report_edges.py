@@ -316,7 +316,7 @@ def test_wrong_tables(tmp_path: Path) -> None:
     from prefdata.cli import app
 
     result = CliRunner().invoke(app, ["report", str(path), "-o", str(path)])
-    assert result.exit_code == 2 and "overwrite an input" in result.output
+    assert result.exit_code == 2 and "would destroy the input" in result.output
 
 
 def test_plot_helpers() -> None:
