@@ -213,7 +213,9 @@ def _coerce_column(
                 .alias(column)
             ).to_series()
         try:
-            return series.cast(MESSAGES)
+            return _messages_by_name(series, source, column).cast(MESSAGES)
+        except ContractError:
+            raise
         except Exception:
             raise ContractError(
                 f"expected text or a list of {{role, content}} messages, got {series.dtype}",
@@ -308,6 +310,31 @@ def _from_objects(series: pl.Series, target: pl.DataType, source: str | Path | N
         raise ContractError(
             f"expected {target}; the column mixes types", source=source, column=series.name
         ) from None
+
+
+def _messages_by_name(series: pl.Series, source: str | Path | None, column: str) -> pl.Series:
+    """Messages whose fields are role and content in another order, or with other fields
+    that are all empty, as {role, content}: `datasets` and pandas keep a dict's keys in their
+    own order ({content, role} is common on the Hugging Face Hub), and a cast by position
+    would swap the two. Other fields with values are refused, not dropped."""
+    dtype = series.dtype
+    if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+        return series
+    names = [f.name for f in dtype.inner.fields]
+    if names == ["role", "content"] or not {"role", "content"} <= set(names):
+        return series
+    fields = series.explode().struct.unnest()
+    others = [n for n in names if n not in ("role", "content")]
+    used = [n for n in others if fields[n].null_count() < len(fields)]
+    if used:
+        raise ContractError(
+            f"messages carry fields other than role and content ({', '.join(used)}); "
+            "prefdata keeps text messages only",
+            source=source,
+            column=column,
+        )
+    element = pl.element().struct
+    return series.list.eval(pl.struct(element.field("role"), element.field("content")))
 
 
 def with_messages(table: pl.DataFrame, column: str = "prompt") -> pl.DataFrame:

@@ -26,6 +26,9 @@ options. The CLI command (`prefdata.cli.derive`) and the pipeline stage kind
   checks its column contract once, here, so no stage function converts or checks on its own.
 - `Input(names...)` marks a file or folder input the stage reads itself (a model folder, a JSON
   document): a file on the command line, a slot filled by an earlier stage in a pipeline.
+  `Input(table=True)`: a table the stage reads itself from a path (to stream a large file, or
+  to keep a format's own line numbers); a table users hold is converted by the wrapper as
+  for `Table`, so the function gets a path or a polars DataFrame.
 - `Output(name)` marks a path the stage writes itself (an export file, a report folder, a model
   folder): `-o` on the command line, `name` in the stage's folder in a pipeline (`Output(".")`:
   the stage's folder itself).
@@ -67,6 +70,7 @@ __all__ = [
     "Table",
     "spec_of",
     "stage",
+    "takes_tables",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,14 +129,19 @@ class Table:
 class Input:
     """A file or folder input that is not a table the stage reads as one (a model folder, a
     JSON document): the stage gets its path. `names`: the outputs of earlier pipeline stages
-    that can fill it; `auto` as for Table."""
+    that can fill it; `auto` as for Table. `table=True`: it is a table the stage reads
+    itself when given a path (streaming a large file, or a format's own line numbers); an
+    in-memory table (polars, pandas, `datasets`, pyarrow) is converted to a polars DataFrame
+    by the wrapper instead, with no contract check (the stage checks what it reads)."""
 
     names: tuple[str, ...] = ()
     auto: bool = True
+    table: bool = False
 
-    def __init__(self, *names: str, auto: bool = True) -> None:
+    def __init__(self, *names: str, auto: bool = True, table: bool = False) -> None:
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "auto", auto)
+        object.__setattr__(self, "table", table)
 
 
 @dataclass(frozen=True)
@@ -537,21 +546,52 @@ def stage(
     def wrap(func: F) -> F:
         @functools.wraps(func)
         def call(*args: Any, **kwargs: Any) -> Any:
-            spec = spec_of(call)
             bound = inspect.signature(func).bind(*args, **kwargs)
-            for p in spec.tables:
-                value = bound.arguments.get(p.name)
-                if value is not None:
-                    bound.arguments[p.name] = load_table(value, p)
-            for p in spec.options:
-                if p.choices and p.name in bound.arguments:
-                    check_choice(p, bound.arguments[p.name])
+            convert_arguments(spec_of(call), bound)
             return func(*bound.args, **bound.kwargs)
 
         setattr(call, _SPEC_ATTR, (name, tuple(outputs), external))
         return call  # type: ignore[return-value]
 
     return wrap
+
+
+def takes_tables(func: F) -> F:
+    """What @stage does to a function's arguments, for a library function that is not a stage
+    (yet): its `Table` / `Input(table=True)` arguments converted and checked, its choices
+    checked, by the same code, so it accepts every table a stage accepts."""
+
+    @functools.wraps(func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+        convert_arguments(_plain_spec(func), bound)
+        return func(*bound.args, **bound.kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+@functools.cache
+def _plain_spec(func: Callable[..., Any]) -> StageSpec:
+    return derive(func, name=getattr(func, "__name__", "function"))
+
+
+def convert_arguments(spec: StageSpec, bound: inspect.BoundArguments) -> None:
+    """The one entry point of a stage's arguments: every table argument as a polars
+    DataFrame meeting its contract (`Table`), every in-memory table given for an
+    `Input(table=True)` as a polars DataFrame (a path stays a path), every choice checked."""
+    for p in spec.params:
+        if p.name not in bound.arguments:
+            continue
+        value = bound.arguments[p.name]
+        if p.role == "table" and value is not None:
+            bound.arguments[p.name] = load_table(value, p)
+        elif p.input is not None and p.input.table and value is not None:
+            if not isinstance(value, str | Path):
+                from prefdata.io.frames import to_polars
+
+                bound.arguments[p.name] = to_polars(value, what=p.name)
+        elif p.role == "option" and p.choices:
+            check_choice(p, value)
 
 
 @functools.cache
@@ -580,10 +620,10 @@ def check_choice(param: Param, value: Any) -> None:
 def load_table(value: Any, param: Param) -> pl.DataFrame:
     """A table argument as a polars DataFrame meeting the parameter's contract (the first of
     its contracts that the table meets; the error names the first one when none does)."""
-    from prefdata.io.frames import to_polars
+    from prefdata.io.frames import source_name, to_polars
     from prefdata.schema import conform, contract_of, validate
 
-    source = str(value) if isinstance(value, str | Path) else f"argument '{param.name}'"
+    source = source_name(value, param.name)
     table = to_polars(value, what=param.name)
     contracts = param.table.contracts if param.table and param.table.check else ()
     if not contracts:

@@ -27,7 +27,7 @@ def info(table: Annotated[pl.DataFrame, Table()]) -> StageResult:
 
 @stage("validate")
 def validate_file(
-    file: Annotated[Path, Input()],
+    file: Annotated[Path | pl.DataFrame, Input(table=True)],
     *,
     contract: ContractName | None = None,
     stream: bool | None = None,
@@ -37,26 +37,27 @@ def validate_file(
     Example: prefdata validate hh.parquet --contract pairs
 
     Args:
-        file: the table to check
+        file: the table to check (a file, or from Python any table a stage accepts)
         contract: the contract to check against (default: the one the columns match)
         stream: read in batches with bounded memory (default: files over 256 MB, when the
             contract is given)
     """
-    from prefdata.io.stream import stream_validate, use_stream
-    from prefdata.io.tables import read_table
+    from prefdata.io.frames import source_name
+    from prefdata.io.stream import stream_validate, use_stream, whole_table
 
+    source = source_name(file, "file")
     if contract is not None and use_stream(file, stream):
         rows = stream_validate(file, contract)
         name: str = contract
     else:
-        table = read_table(file)
+        table = whole_table(file)
         guessed = contract or guess_contract(table)
         if guessed is None:
-            raise InputError("matches no contract; pass --contract", source=file)
-        validate(table, guessed, source=file)
+            raise InputError("matches no contract; pass --contract", source=source)
+        validate(table, guessed, source=source)
         name, rows = guessed, table.height
     return StageResult(
-        report={"ok": f"{file} meets the '{name}' contract", "contract": name, "rows": rows}
+        report={"ok": f"{source} meets the '{name}' contract", "contract": name, "rows": rows}
     )
 
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
+
 from prefdata.errors import InputError
 from prefdata.io import exporters
 from prefdata.io.exporters import ExportFormat, export
@@ -31,7 +33,7 @@ def _targets(out: Path, formats: Sequence[ExportFormat]) -> dict[ExportFormat, P
 
 @stage("export", outputs=("trl", "trl-conversational", "kto", "kto-conversational", "openai", "hf"))
 def export_files(
-    pairs: Annotated[Path, Input("kto")],
+    pairs: Annotated[Path | pl.DataFrame, Input("kto", table=True)],
     out: Annotated[Path, Output(".")],
     *,
     formats: Sequence[ExportFormat] = ("trl-conversational",),
@@ -49,7 +51,8 @@ def export_files(
     Example: prefdata export hh.parquet --format trl-conversational -o hh.trl.jsonl
 
     Args:
-        pairs: the pairs (or KTO rows, for the KTO formats)
+        pairs: the pairs (or KTO rows, for the KTO formats): a file, or from Python any
+            table a stage accepts
         out: the output file, or a folder for several formats
         formats: trl, trl-conversational, kto, kto-conversational, openai or hf (repeat for
             several)
@@ -59,8 +62,8 @@ def export_files(
             network and a token)
         stream: batched, bounded memory (default: files over 256 MB)
     """
-    from prefdata.io.stream import stream_export, use_stream
-    from prefdata.io.tables import read_table
+    from prefdata.io.frames import source_name
+    from prefdata.io.stream import stream_export, use_stream, whole_table
 
     if not formats:
         raise InputError("give at least one export format")
@@ -74,10 +77,12 @@ def export_files(
             report[fmt] = stream_export(pairs, path, fmt, flatten=flatten, minimal=minimal)
             continue
         if table is None:
-            table = read_table(pairs)
-        report[fmt] = export(table, path, fmt, flatten=flatten, minimal=minimal, source=str(pairs))
+            table = whole_table(pairs)
+        report[fmt] = export(
+            table, path, fmt, flatten=flatten, minimal=minimal, source=source_name(pairs, "pairs")
+        )
     if push_to_hub:
-        exporters.push_to_hub(table if table is not None else read_table(pairs), push_to_hub)
+        exporters.push_to_hub(table if table is not None else whole_table(pairs), push_to_hub)
         report["pushed_to"] = push_to_hub
     one = report[formats[0]] if len(formats) == 1 and not push_to_hub else report
     return StageResult(report=one, files={str(fmt): path for fmt, path in targets.items()})

@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 import numpy as np
 import polars as pl
@@ -51,6 +51,7 @@ from prefdata.io.tables import (
     infer_format,
     may_hide_types,
     parse_json_line,
+    read_table,
     records_frame,
     sibling,
 )
@@ -61,13 +62,27 @@ STREAM_BYTES = 256 * 1024 * 1024
 """Files larger than this are read in batches (bounded memory) unless told otherwise."""
 
 
-def use_stream(path: str | Path, stream: bool | None) -> bool:
+def use_stream(path: str | Path | pl.DataFrame, stream: bool | None) -> TypeGuard[str | Path]:
     """Whether to read `path` in batches: `stream` when given, else files over STREAM_BYTES
-    (gzip files never: their size says nothing about their rows)."""
+    (gzip files never: their size says nothing about their rows). A table given in memory
+    (an `Input(table=True)` argument from Python) is never streamed."""
+    if isinstance(path, pl.DataFrame):
+        if stream:
+            raise InputError(
+                "stream reads a file in batches; this table is already in memory (give its "
+                "path to stream it)"
+            )
+        return False
     if stream is not None:
         return stream
     p = Path(path)
     return p.is_file() and p.stat().st_size > STREAM_BYTES and not p.name.endswith(".gz")
+
+
+def whole_table(value: str | Path | pl.DataFrame) -> pl.DataFrame:
+    """The whole table behind a streamable input that is not streamed: the file read at
+    once, or the table given in memory (already polars: the stage wrapper converted it)."""
+    return value if isinstance(value, pl.DataFrame) else read_table(value)
 
 
 _ROW = "__source_row"  # global 1-based record number, carried through a batch as an extra column

@@ -329,11 +329,23 @@ def _read_hf_folder(path: Path) -> pl.DataFrame:
 
 
 def from_hf_dataset(dataset: Any) -> pl.DataFrame:
-    """A polars table from an in-memory `datasets.Dataset` (zero-copy through Arrow)."""
+    """A polars table from an in-memory `datasets.Dataset` (zero-copy through Arrow); a
+    ClassLabel column becomes its label names (its ids are only their encoding)."""
     table = dataset.with_format("arrow")[:]
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    return frame
+    names = {
+        column: feature.names
+        for column, feature in dataset.features.items()
+        if type(feature).__name__ == "ClassLabel"
+    }
+    return frame.with_columns(
+        # -1 is datasets' "no label": a missing value.
+        pl.col(column).replace_strict(
+            list(range(len(labels))), labels, default=None, return_dtype=pl.String
+        )
+        for column, labels in names.items()
+    )
 
 
 def to_hf_dataset(table: pl.DataFrame) -> Any:

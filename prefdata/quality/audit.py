@@ -65,10 +65,12 @@ def audit(
     annotator disagreement, judge vs human, verifiable answers and content models, combined
     into one mislabel probability per pair and a calibrated noise rate.
 
-    Input: pairs contract; optional annotations contract (votes on the pairs, item_id =
-    pair_id), a test split of pairs (overlap check), reference answers (a prompts table
-    with prompt_id and answer, as the GSM8K / MATH-500 importers give), reward scores
-    (pair_id, score_chosen, score_rejected) for model="scores". Output: table `issues` (the
+    Input (each table a polars, pandas or `datasets` table, a pyarrow Table or a path,
+    checked against its contract on the way in): pairs contract; optional annotations
+    contract (votes on the pairs, item_id = pair_id), a test split of pairs (overlap
+    check), reference answers (a prompts table with prompt_id and answer, as the GSM8K /
+    MATH-500 importers give), reward scores (pair_id, score_chosen, score_rejected) for
+    model="scores". Output: table `issues` (the
     issues contract rows of every signal; extra columns of a signal kept, null elsewhere),
     table `sample` (a reproducible random sample of `sample` pairs with an empty
     `mislabeled` column for reviewers, for `prefdata audit-rate`), and a report with each

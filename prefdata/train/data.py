@@ -33,17 +33,18 @@ LOUD_SHARE = 0.5
 
 
 def read_data(
-    data: str | Path | pl.DataFrame, contracts: Sequence[str]
+    data: str | Path | pl.DataFrame | Any, contracts: Sequence[str]
 ) -> tuple[pl.DataFrame, str | None, str]:
     """A table in one of `contracts` (validated), its source path, and which contract it met.
 
-    `data` is a path (Parquet, JSONL, ... as prefdata.io.tables.read_table reads) or a table.
+    `data` is a path (Parquet, JSONL, ... as prefdata.io.tables.read_table reads) or a table
+    a stage accepts (polars, pandas, `datasets`, pyarrow: prefdata.io.frames.to_polars).
     """
-    from prefdata.io.tables import read_table
+    from prefdata.io.frames import to_polars
     from prefdata.schema import guess_contract, validate
 
-    source = None if isinstance(data, pl.DataFrame) else str(data)
-    table = data if isinstance(data, pl.DataFrame) else read_table(data)
+    source = str(data) if isinstance(data, str | Path) else None
+    table = to_polars(data, what="data")
     contract = guess_contract(table)
     if contract is None or contract not in contracts:
         hint = ""

@@ -305,10 +305,11 @@ def _kind(columns: set[str]) -> str | None:
 
 def read_demonstrations(data: str | Path | pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     """The table behind `data` (OpenAssistant trees are imported to pairs first) and notes."""
+    from prefdata.io.frames import to_polars
     from prefdata.io.tables import read_table
 
-    if isinstance(data, pl.DataFrame):
-        return data, []
+    if not isinstance(data, str | Path):
+        return to_polars(data, what="data"), []
     if _is_oasst_trees(Path(data)):
         from prefdata.io.importers.oasst import import_oasst
 
