@@ -544,12 +544,7 @@ def stage(
     """
 
     def wrap(func: F) -> F:
-        @functools.wraps(func)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            bound = inspect.signature(func).bind(*args, **kwargs)
-            convert_arguments(spec_of(call), bound)
-            return func(*bound.args, **bound.kwargs)
-
+        call = _converting(func, lambda: spec_of(call))
         setattr(call, _SPEC_ATTR, (name, tuple(outputs), external))
         return call  # type: ignore[return-value]
 
@@ -560,14 +555,29 @@ def takes_tables(func: F) -> F:
     """What @stage does to a function's arguments, for a library function that is not a stage
     (yet): its `Table` / `Input(table=True)` arguments converted and checked, its choices
     checked, by the same code, so it accepts every table a stage accepts."""
+    return _converting(func, lambda: _plain_spec(func))  # type: ignore[return-value]
+
+
+def _converting(func: Callable[..., Any], spec: Callable[[], StageSpec]) -> Callable[..., Any]:
+    """`func` with its arguments put through convert_arguments first; an async function
+    stays async (a notebook awaits it with the same conversion)."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            bound = inspect.signature(func).bind(*args, **kwargs)
+            convert_arguments(spec(), bound)
+            return await func(*bound.args, **bound.kwargs)
+
+        return acall
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
         bound = inspect.signature(func).bind(*args, **kwargs)
-        convert_arguments(_plain_spec(func), bound)
+        convert_arguments(spec(), bound)
         return func(*bound.args, **bound.kwargs)
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 @functools.cache

@@ -114,6 +114,9 @@ def principle_rubric(principle: Principle, base: Rubric) -> Rubric:
     return Rubric(f"principle:{principle.id}", system, base.user)
 
 
+# The async function is the stage (declared here, so awaiting it converts and checks the
+# tables as the sync one does); `critique` runs it to completion.
+@stage("critique", outputs=("pairs", "annotations"))
 async def acritique(
     candidates: Annotated[pl.DataFrame, Table("candidates", needs=("prompt", "completion"))],
     *,
@@ -345,4 +348,4 @@ async def acritique(
 
 
 
-critique = stage("critique", outputs=("pairs", "annotations"))(synced(acritique))
+critique = synced(acritique)

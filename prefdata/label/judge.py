@@ -89,6 +89,9 @@ __all__ = ["OUTPUTS", "ajudge", "judge", "judged_pairs"]
 OUTPUTS = ("annotations", "verdicts", "pairs", "standings", "scores")
 
 
+# The async function is the stage (declared here, so awaiting it converts and checks the
+# tables as the sync one does); `judge` runs it to completion.
+@stage("judge", outputs=OUTPUTS)
 async def ajudge(
     pairs: Annotated[
         pl.DataFrame,
@@ -227,7 +230,7 @@ async def ajudge(
     return StageResult(tables=tables, report=report, failure=failure)
 
 
-judge = stage("judge", outputs=OUTPUTS)(synced(ajudge))
+judge = synced(ajudge)
 
 
 async def _judge_selected(

@@ -155,6 +155,9 @@ def _stats_delta(before: CacheStats, after: CacheStats) -> CacheStats:
     )
 
 
+# The async function is the stage (declared here, so awaiting it converts and checks the
+# tables as the sync one does); `generate` runs it to completion.
+@stage("generate", outputs=("candidates", "rejected"))
 async def agenerate(
     prompts: Annotated[pl.DataFrame, Table("prompts", check=False)],
     *,
@@ -466,4 +469,4 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
     return answer
 
 
-generate = stage("generate", outputs=("candidates", "rejected"))(synced(agenerate))
+generate = synced(agenerate)
