@@ -899,10 +899,272 @@ TRAIN: list[Cell] = [
     ),
 ]
 
+# ---- 04: from pandas and from datasets ----------------------------------------------------
+
+FRAMES: list[Cell] = [
+    md(
+        """
+        # The same flow from pandas and from Hugging Face `datasets`
+
+        Every prefdata function takes the tables you already hold: a pandas DataFrame, a
+        `datasets.Dataset`, a polars DataFrame or LazyFrame, a pyarrow Table, or a path. Chat
+        columns (lists of `{role, content}`) come through intact, and the results are polars
+        tables, which `.to_pandas()` and `datasets.Dataset.from_polars` take back.
+
+        This notebook runs one cleaning flow twice on PandaLM's human test set (999 records,
+        three annotators each), once with pandas frames and once with `datasets.Dataset`s:
+        load the votes, measure agreement, take the Dawid-Skene consensus, audit, filter,
+        export for TRL and train a few LoRA DPO steps. The two runs give the same numbers and
+        the same files.
+
+        Data come from `$PREFDATA_SHARED_DATA`, else the pinned public source (`_data.py`);
+        outputs go to `$NOTEBOOK_OUT`, else a temporary folder.
+        """
+    ),
+    code(
+        """
+        import json
+        import math
+
+        import pandas as pd
+        import polars as pl
+        from _data import data_file, output_dir
+        from datasets import Dataset
+
+        OUT = output_dir("04-frames")
+        TESTSET = data_file("pandalm_testset/testset-v1.json")
+        JUDGE_FILES = [
+            data_file("pandalm_testset/gpt-3.5-turbo-testset-v1.json"),
+            data_file("pandalm_testset/pandalm-7b-testset-v1.json"),
+        ]
+        FLOWS = ("pandas", "datasets")
+        print("outputs in", OUT)
+        """
+    ),
+    md(
+        """
+        ## 1. Load the votes
+
+        `pd.read_json` reads the test set as pandas does. Six responses in it are JSON `true`
+        rather than text; pandas keeps them as Python objects beside the strings, prefdata
+        keeps each value as it is, and the importer sets those items aside with the reason
+        (their votes stay in the annotations).
+        """
+    ),
+    code(
+        """
+        from prefdata.io.importers.pandalm import import_pandalm
+
+        records = pd.read_json(TESTSET)
+        print(records.dtypes.to_dict())
+        imported = import_pandalm(records, judges=JUDGE_FILES)
+        counts = ("records", "rows", "items")
+        print({k: v for k, v in imported.report.items() if k.startswith(counts)})
+        imported.rejected.select("row", "reason").head(3)
+        """
+    ),
+    code(
+        """
+        # The votes and pairs as a pandas user holds them, and as datasets holds them: the
+        # chat prompts are numpy arrays of dicts in pandas and a List({role, content})
+        # feature in datasets.
+        held = {
+            "pandas": {
+                "votes": imported.tables["annotations"].to_pandas(),
+                "pairs": imported.tables["pairs"].to_pandas(),
+            }
+        }
+        held["datasets"] = {
+            name: Dataset.from_pandas(frame, preserve_index=False)
+            for name, frame in held["pandas"].items()
+        }
+        print("pandas prompt:", held["pandas"]["pairs"]["prompt"][0])
+        print("datasets prompt feature:", held["datasets"]["pairs"].features["prompt"])
+        human = {
+            "pandas": held["pandas"]["votes"].query("annotator_kind == 'human'"),
+            "datasets": held["datasets"]["votes"].filter(lambda r: r["annotator_kind"] == "human"),
+        }
+        {flow: len(votes) for flow, votes in human.items()}
+        """
+    ),
+    md(
+        """
+        ## 2. Agreement
+
+        Per source record, three votes each (`item_column="record_id"`), with bootstrap
+        intervals.
+        """
+    ),
+    code(
+        """
+        from prefdata.quality.agreement import agreement
+
+        agree = {
+            flow: agreement(human[flow], item_column="record_id", bootstrap=200, seed=0).report
+            for flow in FLOWS
+        }
+        pd.DataFrame(
+            {
+                flow: {
+                    "percent agreement": a["percent_agreement"]["value"],
+                    "Fleiss' kappa": a["fleiss_kappa"]["value"],
+                    "Krippendorff's alpha": a["krippendorff_alpha"]["nominal"]["value"],
+                }
+                for flow, a in agree.items()
+            }
+        )
+        """
+    ),
+    md(
+        """
+        ## 3. Consensus
+
+        Dawid-Skene weighs each annotator by their estimated reliability; its posterior
+        becomes each pair's `confidence`. The result is polars; `.to_pandas()` hands it back.
+        """
+    ),
+    code(
+        """
+        from prefdata.quality.consensus import consensus_pairs
+
+        consensus = {
+            flow: consensus_pairs(human[flow], pairs=held[flow]["pairs"]).tables["pairs"]
+            for flow in FLOWS
+        }
+        print({flow: pairs.height for flow, pairs in consensus.items()})
+        consensus["pandas"].to_pandas()[["pair_id", "confidence", "n_votes"]].head()
+        """
+    ),
+    md(
+        """
+        ## 4. Audit and 5. filter
+
+        The audit runs the rule checks, duplicates and the vote-based signals; the filter
+        keeps pairs whose consensus posterior is at least 0.99 and drops exact duplicates and
+        truncated responses, each dropped pair with its reason. The consensus pairs go back
+        in as pandas and as `datasets`, as a user would pass them on.
+        """
+    ),
+    code(
+        """
+        from prefdata.quality.audit import audit
+        from prefdata.quality.filter import filter_pairs
+
+        as_held = {"pandas": lambda t: t.to_pandas(), "datasets": Dataset.from_polars}
+        issues, kept, rejected = {}, {}, {}
+        for flow in FLOWS:
+            again = as_held[flow](consensus[flow])
+            issues[flow], _, audit_report = audit(again, annotations=held[flow]["votes"], sample=0)
+            filtered = filter_pairs(
+                again,
+                issues=as_held[flow](issues[flow]),
+                min_confidence=0.99,
+                drop_issues=["duplicate_pair", "truncated_response"],
+            )
+            kept[flow], rejected[flow] = filtered.tables["pairs"], filtered.rejected
+            print(flow, "flagged:", audit_report["pairs_flagged"], "kept:", kept[flow].height)
+        rejected["pandas"].group_by("reason").len().sort("len", descending=True)
+        """
+    ),
+    md(
+        """
+        ## 6. Export
+
+        A TRL conversational file per flow (`export_files` takes the table as it is held), and
+        the same rows as a `datasets.Dataset` for TRL directly.
+        """
+    ),
+    code(
+        """
+        from prefdata.io.exporting import export_files
+        from prefdata.io.tables import write_table
+
+        for flow in FLOWS:
+            folder = OUT / flow
+            write_table(kept[flow], folder / "pairs.clean.parquet")
+            write_table(issues[flow], folder / "issues.parquet")
+            export_files(
+                as_held[flow](kept[flow]), folder / "trl.jsonl", formats=["trl-conversational"]
+            )
+        for_trl = Dataset.from_polars(kept["pandas"])
+        print(for_trl)
+        files = [(OUT / flow / "trl.jsonl").read_bytes() for flow in FLOWS]
+        print("the same file from both flows:", files[0] == files[1])
+        """
+    ),
+    md(
+        """
+        ## 7. Train briefly
+
+        A few LoRA DPO steps on the short kept pairs, once from the pandas frame and once from
+        the `datasets.Dataset` (`train(..., data=...)` takes either). As in notebook 03 the
+        model is a tiny random one with SmolLM2's architecture and tokenizer: it runs the real
+        code paths in seconds and learns nothing. The first step's policy equals its
+        reference, so its loss is log 2.
+        """
+    ),
+    code(
+        """
+        from prefdata.models.tiny import tiny_model
+        from prefdata.train import train
+
+        MODEL = tiny_model(layers=2, hidden=32, heads=4)
+        content = pl.element().struct.field("content").str.len_chars()
+        chars = (
+            pl.col("prompt").list.eval(content).list.sum()
+            + pl.col("chosen").str.len_chars()
+            + pl.col("rejected").str.len_chars()
+        )
+        short = kept["pandas"].filter(chars < 400).sort("pair_id").head(12)
+        SHORT_DPO = [
+            "max_steps=3",
+            "per_device_train_batch_size=4",
+            "gradient_accumulation_steps=1",
+            "max_length=128",
+            "learning_rate=1.0e-3",
+            "warmup_steps=0",
+            "logging_steps=1",
+            "save_strategy='no'",
+            "peft.r=4",
+            "peft.lora_alpha=8",
+        ]
+        dpo = {
+            flow: train(
+                "dpo",
+                data=as_held[flow](short),
+                model=MODEL,
+                out=OUT / flow / "dpo",
+                overrides=SHORT_DPO,
+            )
+            for flow in FLOWS
+        }
+        losses = {flow: [round(x, 4) for x in run["losses"]] for flow, run in dpo.items()}
+        losses | {"log 2": round(math.log(2), 4)}
+        """
+    ),
+    md("## Summary (checked by `tests/test_notebooks.py`)"),
+    code(
+        """
+        summary = {
+            "records": len(records),
+            "human_votes": {flow: len(votes) for flow, votes in human.items()},
+            "fleiss_kappa": {flow: a["fleiss_kappa"]["value"] for flow, a in agree.items()},
+            "consensus_pairs": {flow: t.height for flow, t in consensus.items()},
+            "kept": {flow: t.height for flow, t in kept.items()},
+            "rejected": {flow: t.height for flow, t in rejected.items()},
+            "dpo_pairs": {flow: run["pairs"] for flow, run in dpo.items()},
+            "dpo_losses": {flow: run["losses"] for flow, run in dpo.items()},
+        }
+        print("NOTEBOOK_SUMMARY " + json.dumps(summary))
+        """
+    ),
+]
+
 NOTEBOOKS: dict[str, list[Cell]] = {
     "01-clean-a-dataset": CLEAN,
     "02-judge": JUDGE,
     "03-train": TRAIN,
+    "04-pandas-and-datasets": FRAMES,
 }
 
 

@@ -57,7 +57,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import polars as pl
 
-from prefdata.errors import OptionError, PrefdataError, shorten
+from prefdata.errors import InputError, OptionError, PrefdataError, shorten
 
 __all__ = [
     "File",
@@ -595,11 +595,17 @@ def convert_arguments(spec: StageSpec, bound: inspect.BoundArguments) -> None:
         value = bound.arguments[p.name]
         if p.role == "table" and value is not None:
             bound.arguments[p.name] = load_table(value, p)
-        elif p.input is not None and p.input.table and value is not None:
-            if not isinstance(value, str | Path):
-                from prefdata.io.frames import to_polars
+        elif p.input is not None and value is not None and not isinstance(value, str | Path):
+            from prefdata.io.frames import is_table, to_polars
 
+            if p.input.table:
                 bound.arguments[p.name] = to_polars(value, what=p.name)
+            elif is_table(value):
+                module = type(value).__module__.split(".")[0]
+                raise InputError(
+                    f"{p.name}: got a {module}.{type(value).__name__}; give the path of a "
+                    "file here (this stage reads the file itself)"
+                )
         elif p.role == "option" and p.choices:
             check_choice(p, value)
 

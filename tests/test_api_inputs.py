@@ -54,7 +54,10 @@ class Data:
         folder = shared / "pandalm_testset"
         imported = import_pandalm(
             folder / "testset-v1.json",
-            judges=[folder / "gpt-3.5-turbo-testset-v1.json", folder / "pandalm-7b-testset-v1.json"],
+            judges=[
+                folder / "gpt-3.5-turbo-testset-v1.json",
+                folder / "pandalm-7b-testset-v1.json",
+            ],
         )
         self.pandalm_pairs = imported.tables["pairs"]
         votes = imported.tables["annotations"]
@@ -110,7 +113,9 @@ def _export(given: Given, d: Data, folder: Path) -> StageResult:
     # The files' bytes, and the report less the paths that differ between runs.
     files = {fmt: (out / f"{fmt}.jsonl").read_bytes() for fmt in formats}
     report = {fmt: {k: v for k, v in r.items() if k != "path"} for fmt, r in result.report.items()}
-    return StageResult(documents={"files": {k: v.decode() for k, v in files.items()}}, report=report)
+    return StageResult(
+        documents={"files": {k: v.decode() for k, v in files.items()}}, report=report
+    )
 
 
 def _filter(given: Given, d: Data) -> StageResult:
@@ -159,10 +164,18 @@ def _thumbs(d: Data) -> pl.DataFrame:
     )
     return pl.concat(
         [
-            base.select("prompt", pl.col("chosen").alias("completion"),
-                        pl.col("for_chosen").alias("up"), pl.col("for_rejected").alias("down")),
-            base.select("prompt", pl.col("rejected").alias("completion"),
-                        pl.col("for_rejected").alias("up"), pl.col("for_chosen").alias("down")),
+            base.select(
+                "prompt",
+                pl.col("chosen").alias("completion"),
+                pl.col("for_chosen").alias("up"),
+                pl.col("for_rejected").alias("down"),
+            ),
+            base.select(
+                "prompt",
+                pl.col("rejected").alias("completion"),
+                pl.col("for_rejected").alias("up"),
+                pl.col("for_chosen").alias("down"),
+            ),
         ]
     )
 
@@ -217,6 +230,7 @@ def test_each_stage_gives_the_same_result_from_each_kind_of_table(
 
 def test_the_cases_do_real_work(data: Data, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The references are not empty results that would compare equal whatever happened."""
+
     def ref(name: str) -> StageResult:
         return _reference(name, data, tmp_path_factory.getbasetemp() / f"ref-{name}")
 

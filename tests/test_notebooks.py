@@ -434,3 +434,67 @@ def test_training_notebook(kernel_dir: Path, shared_data: Path, tmp_path: Path) 
     # completion has an advantage and the loss is 0.
     assert got["grpo_reward_mean"] == 0.0 and got["grpo_frac_reward_zero_std"] == 1.0
     assert got["grpo_losses"] == [0.0, 0.0]
+
+
+# ---- 04: from pandas and from datasets ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pandas_and_datasets_notebook(kernel_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    _, stdout = run_notebook(
+        "04-pandas-and-datasets", kernel_dir, kernel_env(shared_data, tmp_path)
+    )
+    got = summary(stdout)
+    out = tmp_path / "04-frames"
+    flows = ("pandas", "datasets")
+
+    records = json.loads((shared_data / "pandalm_testset" / "testset-v1.json").read_text())
+    assert got["records"] == len(records) == 999
+    # Fleiss' kappa per record from the file itself, labels on canonical sides as in 01.
+    from prefdata import ids
+
+    per_record = []
+    for rec in records:
+        r1, r2 = (
+            v if isinstance(v, str) else json.dumps(v) for v in (rec["response1"], rec["response2"])
+        )
+        first = "a" if ids.canonical_sides(r1, r2)[0] == r1 else "b"
+        second = "b" if first == "a" else "a"
+        labels = [{0: "tie", 1: first, 2: second}[rec[f"annotator{j}"]] for j in (1, 2, 3)]
+        per_record.append([labels.count(x) for x in ("a", "b", "tie")])
+    counts = np.array(per_record, dtype=float)
+    for flow in flows:
+        assert got["human_votes"][flow] == 3 * len(records)
+        assert got["fleiss_kappa"][flow] == pytest.approx(_fleiss(counts), abs=1e-9)
+
+    # The two flows made the same tables and the same file.
+    for name in ("pairs.clean.parquet", "issues.parquet"):
+        pandas_table, datasets_table = (pl.read_parquet(out / flow / name) for flow in flows)
+        assert pandas_table.equals(datasets_table), name
+    trl = [(out / flow / "trl.jsonl").read_bytes() for flow in flows]
+    assert trl[0] == trl[1]
+    for key in ("consensus_pairs", "kept", "rejected", "dpo_pairs", "dpo_losses"):
+        assert got[key]["pandas"] == got[key]["datasets"], key
+
+    # The filter kept what its settings allow, lost nothing, and the export holds every pair.
+    kept = pl.read_parquet(out / "pandas" / "pairs.clean.parquet")
+    issues = pl.read_parquet(out / "pandas" / "issues.parquet")
+    assert kept.height == got["kept"]["pandas"] > 0
+    assert kept.height + got["rejected"]["pandas"] == got["consensus_pairs"]["pandas"]
+    assert kept["confidence"].min() >= 0.99  # type: ignore[operator]
+    dropped = issues.filter(
+        pl.col("is_issue") & pl.col("issue").is_in(["duplicate_pair", "truncated_response"])
+    )
+    assert dropped.height and not set(dropped["item_id"]) & set(kept["pair_id"])
+    lines = trl[0].decode().splitlines()
+    assert len(lines) == kept.height
+    # Chat prompts came through both flows as messages.
+    assert all(m["role"] == "user" for line in lines for m in json.loads(line)["prompt"])
+
+    # Three DPO steps from each; step 1's policy is its reference, so the loss is log 2.
+    assert got["dpo_pairs"]["pandas"] == 12
+    losses = got["dpo_losses"]["pandas"]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)

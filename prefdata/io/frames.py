@@ -13,13 +13,14 @@ What each conversion keeps:
 - pandas: NaN in a float column is a missing value (null), as pandas means it; a named index
   (`df.set_index("pair_id")`) is data and becomes a column again, an unnamed one (0, 1, 2, ...)
   is dropped. A column pandas holds as Python objects of several types (text in most rows, a
-  bool in a few) cannot be one Arrow column: the error names it and its first odd row.
+  bool in a few) cannot be one Arrow column: it stays Python objects, as a JSON file's
+  column of mixed types does, and the contract check names the first odd row.
 - `datasets`: a ClassLabel column becomes its label names (the ids are only its encoding).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,19 @@ def to_polars(value: Any, *, what: str = "table") -> pl.DataFrame:
     raise InputError(f"{what}: got a {module}.{name}; a table here is {ACCEPTED}")
 
 
+def is_table(value: Any) -> bool:
+    """Whether `value` is a table of a kind to_polars converts (not a path)."""
+    if isinstance(value, pl.DataFrame | pl.LazyFrame):
+        return True
+    kind = (type(value).__module__.split(".")[0], type(value).__name__)
+    return kind in {
+        ("pandas", "DataFrame"),
+        ("datasets", "Dataset"),
+        ("datasets", "DatasetDict"),
+        ("pyarrow", "Table"),
+    }
+
+
 def source_name(value: Any, what: str) -> str:
     """How errors and reports name a table argument: its path, or `argument 'what'` for a
     table given in memory."""
@@ -74,7 +88,10 @@ def source_name(value: Any, what: str) -> str:
 
 def _from_pandas(frame: Any, what: str) -> pl.DataFrame:
     """pandas -> polars through Arrow; object columns of dicts and lists (chat messages)
-    become Arrow structs and lists. A column pandas cannot hand to Arrow is named."""
+    become Arrow structs and lists. A column of Python objects of several types (text in most
+    rows, a bool in a few) stays Python objects (polars' Object type), as a JSON file's
+    column of mixed types does (prefdata.io.tables.records_frame): the contract check and the
+    importers then see each value and name its row."""
     import pyarrow as pa
 
     if any(name is not None for name in frame.index.names):
@@ -82,43 +99,40 @@ def _from_pandas(frame: Any, what: str) -> pl.DataFrame:
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"{what}: {_unconvertible(frame, exc)}") from None
+        mixed = [
+            c for c in frame.columns if frame[c].dtype == object and not _arrow_holds(frame[c])
+        ]
+        if not mixed:
+            raise InputError(
+                f"{what}: this pandas DataFrame cannot become a table: {exc}"
+            ) from None
+        table = pa.Table.from_pandas(frame.drop(columns=mixed), preserve_index=False)
+        objects = [pl.Series(str(c), [_plain(v) for v in frame[c]], dtype=pl.Object) for c in mixed]
+        converted = pl.from_arrow(table)
+        assert isinstance(converted, pl.DataFrame)
+        return converted.with_columns(objects).select([str(c) for c in frame.columns])
     converted = pl.from_arrow(table)
     assert isinstance(converted, pl.DataFrame)
     return converted
 
 
-def _unconvertible(frame: Any, exc: Exception) -> str:
-    """Why a pandas frame cannot become an Arrow table, naming the column and its first row
-    whose value's type differs from the column's most common one."""
+def _arrow_holds(values: Any) -> bool:
     import pyarrow as pa
 
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype != object:
-            continue
-        try:
-            pa.array(values, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as column_exc:
-            kinds = [_kind(v) for v in values]
-            counts = Counter(k for k in kinds if k is not None)
-            usual = counts.most_common(1)[0][0]
-            odd = next((i for i, k in enumerate(kinds) if k not in (None, usual)), None)
-            if odd is None:  # one type, but values Arrow cannot hold (e.g. unlike dicts)
-                return f"pandas column '{column}' cannot become a table column: {column_exc}"
-            found = " and ".join(sorted(counts))
-            return (
-                f"pandas column '{column}' mixes {found} values (row {odd + 1} holds a "
-                f"{kinds[odd]} where most rows hold a {usual}); a table column holds one type: "
-                "convert or drop those rows first"
-            )
-    return f"this pandas DataFrame cannot become a table: {exc}"
+    try:
+        pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
 
 
-def _kind(value: Any) -> str | None:
-    """The type name of a pandas cell (None for a missing value); list-likes are one kind."""
-    if value is None or (isinstance(value, float) and value != value):
+def _plain(value: Any) -> Any:
+    """A pandas cell as the value a JSON reader would give: None for a missing value, a list
+    for a numpy array (what `to_pandas()` makes of a list)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if isinstance(value, list | tuple) or type(value).__name__ == "ndarray":
-        return "list"
-    return type(value).__name__
+    if type(value).__name__ == "ndarray":
+        return value.tolist()
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value

@@ -163,22 +163,27 @@ def test_class_labels_become_their_names() -> None:
     assert to_polars(ds)["label"].to_list() == ["a", "tie", "b", None]
 
 
-def test_a_pandas_column_of_mixed_types_is_named_with_its_first_odd_row(
-    shared_data: Path,
+def test_a_pandas_column_of_mixed_types_keeps_each_value_and_the_check_names_its_row(
+    shared_data: Path, hh_pairs: pl.DataFrame
 ) -> None:
     # PandaLM's test set holds a few JSON `true` responses among the texts: pandas keeps
-    # them as Python objects of two types, which no Arrow column can hold.
+    # them as Python objects of two types, which no Arrow column can hold. They stay Python
+    # objects, as in a JSON file read by prefdata, so nothing turns `True` into "True".
     path = shared_data / "pandalm_testset" / "testset-v1.json"
     records = json.loads(path.read_text())
-    first_bool = next(i for i, r in enumerate(records) if not isinstance(r["response1"], str))
+    table = to_polars(pd.read_json(path))
+    assert table.schema["response1"] == pl.Object
+    assert table["response1"].to_list() == [r["response1"] for r in records]
+    assert table.schema["instruction"] == pl.String  # the other columns as usual
+    # Where the contract wants text, the check names the first odd row.
+    frame = hh_pairs.head(20).to_pandas()
+    frame["chosen"] = frame["chosen"].astype(object)
+    frame.loc[6, "chosen"] = True
     with pytest.raises(InputError) as caught:
-        filter_pairs(pd.read_json(path))
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message == (
-        "pairs: pandas column 'response1' mixes bool and str values (row "
-        f"{first_bool + 1} holds a bool where most rows hold a str); a table column holds one "
-        "type: convert or drop those rows first"
+        filter_pairs(frame)
+    assert str(caught.value) == (
+        "argument 'pairs', row 7, column 'chosen': expected String, got True; "
+        "the column mixes types"
     )
 
 

@@ -1,9 +1,11 @@
-"""Shared pieces of the importers: the result type and the table builders."""
+"""Shared pieces of the importers: the result type, the table builders, and what they read
+(a file, or a table a user holds: `Source`)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import polars as pl
 
 from prefdata import ids
 from prefdata.errors import InputError
+from prefdata.io.frames import source_name
+from prefdata.io.tables import iter_json_lines, read_json_records
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, with_messages
 from prefdata.stage import StageResult
 
@@ -30,6 +34,40 @@ class Imported(StageResult):
     rejected: pl.DataFrame = field(  # narrower than StageResult's: never None here
         default_factory=lambda: pl.DataFrame(schema=REJECTED_SCHEMA)
     )
+
+
+Source = str | Path | pl.DataFrame
+"""What an importer reads (its `Input(table=True)` argument): a file, read by the format's
+own reader (its line numbers, its streaming), or a table a user holds (pandas, `datasets`,
+polars, pyarrow), which the stage wrapper has already made a polars DataFrame."""
+
+
+def where(source: Source) -> str:
+    """How errors and reports name the source: the file, or `argument 'path'`."""
+    return source_name(source, "path")
+
+
+def file_of(source: Source) -> dict[str, str]:
+    """The provenance of a file: {"file": its name}; a table given in memory has none."""
+    return {} if isinstance(source, pl.DataFrame) else {"file": Path(source).name}
+
+
+def json_lines(source: Source) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, record) of each record: a JSONL file's lines, or a table's rows
+    (the first row is 1; nested columns come as dicts and lists, as JSON would give them)."""
+    if isinstance(source, pl.DataFrame):
+        yield from enumerate(source.iter_rows(named=True), start=1)
+    else:
+        yield from iter_json_lines(source)
+
+
+def json_records(source: Source) -> list[dict[str, Any]]:
+    """The records of a JSON array or JSONL file, or a table's rows; none is an error."""
+    if not isinstance(source, pl.DataFrame):
+        return read_json_records(source)
+    if not source.height:
+        raise InputError("the table is empty (no rows)", source=where(source))
+    return source.to_dicts()
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -143,7 +181,7 @@ def finish(
     rejected: pl.DataFrame | None = None,
     report: dict[str, Any] | None = None,
     *,
-    path: str | Path | None = None,
+    path: Source | None = None,
     dataset: str | None = None,
 ) -> Imported:
     """Move rows that break their contract to the rejected table and count everything.
@@ -156,8 +194,8 @@ def finish(
     report = dict(report or {})
     if any(report.get(key) == 0 for key in ("source_rows", "records", "trees")):
         # An empty export is a broken export far more often than an empty data set.
-        raise InputError("no records to import", source=path)
-    if path is not None:
+        raise InputError("no records to import", source=None if path is None else where(path))
+    if path is not None and not isinstance(path, pl.DataFrame):
         report.setdefault("source_file", str(path))
     if dataset is not None:
         from prefdata.io.importers.sources import SOURCES

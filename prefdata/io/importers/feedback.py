@@ -45,10 +45,14 @@ from prefdata.io.convert import thumbs_to_kto
 from prefdata.io.importers.common import (
     REJECTED_SCHEMA,
     Imported,
+    Source,
+    file_of,
     finish,
+    json_lines,
     pairs_table,
     rejected_rows,
     user,
+    where,
 )
 from prefdata.io.importers.trl import to_messages
 from prefdata.io.tables import infer_format, iter_json_lines, read_table, read_text
@@ -92,9 +96,13 @@ def parse_prompt(value: Any) -> list[dict[str, str]]:
     return user(value)
 
 
-def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+def _rows(path: Source) -> Iterator[tuple[int, dict[str, Any], str | None]]:
     """(row number, record, why the row is unusable or None): the line for JSONL, the data
     row (first = 1) otherwise."""
+    if isinstance(path, pl.DataFrame):
+        _require_columns(path.columns, path)
+        yield from ((number, row, None) for number, row in json_lines(path))
+        return
     if infer_format(path) == "jsonl":
         for line, obj in iter_json_lines(path):
             for column in REQUIRED:
@@ -102,7 +110,7 @@ def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
                     raise InputError(
                         "missing field of the feedback log format (see "
                         "docs/feedback-log-format.md)",
-                        source=path,
+                        source=where(path),
                         row=line,
                         column=column,
                     )
@@ -117,13 +125,13 @@ def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         yield index + 1, row, None
 
 
-def _require_columns(columns: list[str], path: str | Path) -> None:
+def _require_columns(columns: list[str], path: Source) -> None:
     for column in REQUIRED:
         if column not in columns:
             raise InputError(
                 f"missing column of the feedback log format (see docs/feedback-log-format.md); "
-                f"the file has {columns}",
-                source=path,
+                f"the table has {columns}",
+                source=where(path),
                 column=column,
             )
 
@@ -162,14 +170,14 @@ def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | Non
         ) from None
 
 
-def _event(value: Any, path: str | Path, row: int) -> str | None:
+def _event(value: Any, path: Source, row: int) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     name = str(value).strip().lower()
     if name not in EVENTS:
         raise InputError(
             f"unknown event {value!r}; expected one of {', '.join(EVENTS)}",
-            source=path,
+            source=where(path),
             row=row,
             column="event",
         )
@@ -193,7 +201,7 @@ def _text(value: Any, name: str = "value") -> str | None:
 
 @stage("feedback", outputs=("kto", "pairs"))
 def import_feedback(
-    path: Annotated[str | Path, Input()],
+    path: Annotated[Source, Input(table=True)],
     *,
     regenerate_weight: float = 0.5,
     pairs_from: Literal["thumbs", "all"] = "thumbs",
@@ -210,7 +218,8 @@ def import_feedback(
     Example: prefdata import feedback events.jsonl -o feedback.kto.parquet
 
     Args:
-        path: the feedback event log (JSONL or CSV; see docs/feedback-log-format.md)
+        path: the feedback event log (JSONL or CSV; see docs/feedback-log-format.md; from
+            Python also a table of its events)
         regenerate_weight: how much a regenerate counts against the replaced completion
         pairs_from: thumbs: pairs from thumbs only; all: also from regenerations and edits
         source: the `source` column
@@ -337,7 +346,7 @@ def _session_pairs(
     pair_up: set[str],
     pair_down: set[str],
     pairs_from: str,
-    path: str | Path,
+    path: Source,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """(pair records, pairs whose sessions split evenly, completions with conflicting events)."""
     from scipy.stats import beta  # as in convert.thumbs_to_kto: keeps import time low
@@ -382,7 +391,7 @@ def _session_pairs(
                 "agreement": wins / (wins + losses),
                 "n_votes": wins + losses,
                 "provenance": {
-                    "file": Path(path).name,
+                    **file_of(path),
                     "sessions": sorted(all_sessions),
                     "users": users,
                     "votes_chosen": wins,

@@ -10,12 +10,19 @@ its reason, never guessed.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefdata.errors import InputError, RowError
-from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
-from prefdata.io.tables import iter_json_lines
+from prefdata.io.importers.common import (
+    Imported,
+    Source,
+    file_of,
+    finish,
+    json_lines,
+    pairs_table,
+    rejected_rows,
+    where,
+)
 from prefdata.stage import Input, stage
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
@@ -33,22 +40,28 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
 
 
 @stage("hh-rlhf", outputs=("pairs",))
-def import_hh_rlhf(path: Annotated[str | Path, Input()], *, source: str = "hh-rlhf") -> Imported:
+def import_hh_rlhf(
+    path: Annotated[Source, Input(table=True)], *, source: str = "hh-rlhf"
+) -> Imported:
     """HH-RLHF JSONL(.gz) -> Imported with a `pairs` table (see the module doc).
 
     Example: prefdata import hh-rlhf harmless-base_test.jsonl.gz -o hh.parquet
 
     Args:
-        path: the HH-RLHF JSONL(.gz) file
+        path: the HH-RLHF JSONL(.gz) file (from Python also a table with chosen and
+            rejected transcripts, e.g. the Hub's Anthropic/hh-rlhf as a datasets.Dataset)
         source: the `source` column of the pairs
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
-    for line, obj in iter_json_lines(path):
+    for line, obj in json_lines(path):
         for key in ("chosen", "rejected"):
             if not isinstance(obj.get(key), str):
                 raise InputError(
-                    f"expected a transcript string in '{key}'", source=path, row=line, column=key
+                    f"expected a transcript string in '{key}'",
+                    source=where(path),
+                    row=line,
+                    column=key,
                 )
         try:
             chosen = parse_transcript(obj["chosen"])
@@ -67,7 +80,7 @@ def import_hh_rlhf(path: Annotated[str | Path, Input()], *, source: str = "hh-rl
                 "prompt": chosen[:-1],
                 "chosen": chosen[-1]["content"].strip(),
                 "rejected": rejected[-1]["content"].strip(),
-                "provenance": {"file": Path(path).name, "line": line, "annotators": 1},
+                "provenance": {**file_of(path), "line": line, "annotators": 1},
             }
         )
     pairs = pairs_table(records, source=source)

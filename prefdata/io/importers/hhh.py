@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefdata.errors import InputError
-from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows, user
+from prefdata.io.importers.common import (
+    Imported,
+    Source,
+    file_of,
+    finish,
+    json_records,
+    pairs_table,
+    rejected_rows,
+    user,
+    where,
+)
 from prefdata.io.importers.hh_rlhf import parse_transcript
-from prefdata.io.tables import read_json_records
 from prefdata.stage import Input, stage
 
 # From the data set's MANIFEST (prometheus-eval's own extraction).
@@ -60,18 +68,21 @@ def dialogue(instruction: str) -> list[dict[str, str]] | None:
 
 @stage("hhh", outputs=("pairs",))
 def import_hhh(
-    path: Annotated[str | Path, Input()], *, split_turns: bool = True, source: str = "hhh-alignment"
+    path: Annotated[Source, Input(table=True)],
+    *,
+    split_turns: bool = True,
+    source: str = "hhh-alignment",
 ) -> Imported:
     """HHH alignment eval JSON -> Imported with a `pairs` table (see the module doc).
 
     Example: prefdata import hhh hhh_alignment_eval.json -o hhh.parquet
 
     Args:
-        path: the HHH alignment eval JSON file
+        path: the HHH alignment eval JSON file (from Python also a table of its records)
         split_turns: recover the multi-turn dialogue inside a prompt as chat turns
         source: the `source` column of the pairs
     """
-    records = read_json_records(path)
+    records = json_records(path)
     pairs: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
     categories: Counter[str] = Counter()
@@ -81,7 +92,7 @@ def import_hhh(
         for key in ("chosen_instruction", "rejected_instruction"):
             if not isinstance(rec.get(key), str):
                 raise InputError(
-                    "expected a scoring prompt string", source=path, row=row, column=key
+                    "expected a scoring prompt string", source=where(path), row=row, column=key
                 )
             texts.append(rec[key])
         matches = [HHH_PATTERN.search(t) for t in texts]
@@ -114,7 +125,7 @@ def import_hhh(
                 "prompt": prompt,
                 "chosen": chosen,
                 "rejected": matches[1].group(2),
-                "provenance": {"category": category, "file": Path(path).name, "row": row},
+                "provenance": {"category": category, **file_of(path), "row": row},
             }
         )
     report: dict[str, Any] = {

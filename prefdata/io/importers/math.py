@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import polars as pl
@@ -25,13 +24,16 @@ from prefdata import ids
 from prefdata.errors import InputError, RowError
 from prefdata.io.importers.common import (
     Imported,
+    Source,
+    file_of,
     finish,
+    json_lines,
     kto_table,
     pairs_table,
     rejected_rows,
     user,
+    where,
 )
-from prefdata.io.tables import iter_json_lines
 from prefdata.schema import MESSAGES, conform
 from prefdata.stage import Input, stage
 
@@ -40,11 +42,14 @@ _GSM8K_FINAL = "####"
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def _text_field(obj: dict[str, Any], key: str, path: str | Path, line: int) -> str:
+def _text_field(obj: dict[str, Any], key: str, path: Source, line: int) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
         raise InputError(
-            f"expected a string, got {type(value).__name__}", source=path, row=line, column=key
+            f"expected a string, got {type(value).__name__}",
+            source=where(path),
+            row=line,
+            column=key,
         )
     return value
 
@@ -88,7 +93,7 @@ def gsm8k_final_answer(solution: str) -> str:
 
 
 @stage("gsm8k", outputs=("prompts",))
-def import_gsm8k(path: Annotated[str | Path, Input()], *, source: str = "gsm8k") -> Imported:
+def import_gsm8k(path: Annotated[Source, Input(table=True)], *, source: str = "gsm8k") -> Imported:
     """GSM8K JSONL -> Imported with a `prompts` table.
 
     Input columns: `question` (str), `answer` (str: reasoning, last line "#### N").
@@ -99,12 +104,12 @@ def import_gsm8k(path: Annotated[str | Path, Input()], *, source: str = "gsm8k")
     Example: prefdata import gsm8k test.jsonl -o gsm8k.prompts.parquet
 
     Args:
-        path: the GSM8K JSONL file
+        path: the GSM8K JSONL file (from Python also a table with question and answer)
         source: the `source` column of the prompts
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
-    for line, obj in iter_json_lines(path):
+    for line, obj in json_lines(path):
         question = _text_field(obj, "question", path, line)
         solution = _text_field(obj, "answer", path, line)
         try:
@@ -130,7 +135,9 @@ def import_gsm8k(path: Annotated[str | Path, Input()], *, source: str = "gsm8k")
 
 
 @stage("math500", outputs=("prompts",))
-def import_math500(path: Annotated[str | Path, Input()], *, source: str = "math500") -> Imported:
+def import_math500(
+    path: Annotated[Source, Input(table=True)], *, source: str = "math500"
+) -> Imported:
     """MATH-500 JSONL -> Imported with a `prompts` table.
 
     Input columns: `problem`, `solution`, `answer` (LaTeX), `subject`, `level` (int 1-5),
@@ -142,12 +149,12 @@ def import_math500(path: Annotated[str | Path, Input()], *, source: str = "math5
     Example: prefdata import math500 test.jsonl -o math500.prompts.parquet
 
     Args:
-        path: the MATH-500 JSONL file
+        path: the MATH-500 JSONL file (from Python also a table of its records)
         source: the `source` column of the prompts
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
-    for line, obj in iter_json_lines(path):
+    for line, obj in json_lines(path):
         problem = _text_field(obj, "problem", path, line)
         answer = _text_field(obj, "answer", path, line)
         if not answer.strip():
@@ -175,9 +182,7 @@ def import_math500(path: Annotated[str | Path, Input()], *, source: str = "math5
     )
 
 
-def _graded_solutions(
-    obj: dict[str, Any], path: str | Path, line: int
-) -> list[tuple[str, bool, str]]:
+def _graded_solutions(obj: dict[str, Any], path: Source, line: int) -> list[tuple[str, bool, str]]:
     """(generator, is_correct, solution) for each `{is_correct, solution}` object in a row.
 
     A field that holds a list, or an object without `is_correct`, looks like a generator
@@ -197,19 +202,19 @@ def _graded_solutions(
         if not isinstance(value["is_correct"], bool):
             raise InputError(
                 f"expected is_correct true/false, got {value['is_correct']!r}",
-                source=path,
+                source=where(path),
                 row=line,
                 column=key,
             )
         if not isinstance(value.get("solution"), str):
-            raise InputError("expected a solution string", source=path, row=line, column=key)
+            raise InputError("expected a solution string", source=where(path), row=line, column=key)
         out.append((key, value["is_correct"], value["solution"]))
     return out
 
 
 @stage("gsm8k-solutions", outputs=("kto", "pairs"))
 def import_gsm8k_solutions(
-    path: Annotated[str | Path, Input()],
+    path: Annotated[Source, Input(table=True)],
     *,
     pairs: Literal["all", "none"] = "all",
     source: str = "gsm8k-solutions",
@@ -233,7 +238,7 @@ def import_gsm8k_solutions(
     Example: prefdata import gsm8k-solutions solutions.jsonl -o gsm8k.kto.parquet
 
     Args:
-        path: the graded GSM8K solutions JSONL file
+        path: the graded GSM8K solutions JSONL file (from Python also a table of its records)
         pairs: all: also every correct-vs-incorrect pair per question; none: KTO rows only
         source: the `source` column
     """
@@ -245,7 +250,7 @@ def import_gsm8k_solutions(
     n_rows = 0
     duplicate_texts = 0
     one_sided = 0
-    for line, obj in iter_json_lines(path):
+    for line, obj in json_lines(path):
         n_rows += 1
         question = _text_field(obj, "question", path, line)
         prompt = user(question)
@@ -259,7 +264,7 @@ def import_gsm8k_solutions(
         if not graded:
             raise InputError(
                 "no generator solutions ({is_correct, solution} objects) in this row",
-                source=path,
+                source=where(path),
                 row=line,
             )
         for generator, correct, solution in graded:
@@ -295,7 +300,7 @@ def import_gsm8k_solutions(
                         "margin": 1.0,
                         "n_votes": 1,
                         "provenance": {
-                            "file": Path(path).name,
+                            **file_of(path),
                             "line": line,
                             "check": "is_correct",
                             "generators_chosen": good_gens,

@@ -105,7 +105,8 @@ def import_oasst(
     Example: prefdata import oasst trees.jsonl -o oasst.parquet --mode best-vs-worst
 
     Args:
-        path: the OpenAssistant message-tree JSONL file
+        path: the OpenAssistant message-tree JSONL file (a file only: each tree nests its
+            replies to any depth, which is no table)
         mode: all ranked pairs, or each group's best against its worst
         include_deleted: keep messages marked deleted
         source: the `source` column

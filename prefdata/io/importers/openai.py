@@ -22,33 +22,43 @@ the single assistant message in `preferred_output` / `non_preferred_output`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefdata.errors import InputError
-from prefdata.io.importers.common import Imported, finish, pairs_table, rejected_rows
+from prefdata.io.importers.common import (
+    Imported,
+    Source,
+    file_of,
+    finish,
+    json_lines,
+    pairs_table,
+    rejected_rows,
+    where,
+)
 from prefdata.io.importers.trl import single_reply, to_messages
-from prefdata.io.tables import iter_json_lines
 from prefdata.stage import Input, stage
 
 _OUTPUTS = ("preferred_output", "non_preferred_output")
 
 
-def _check_shape(obj: dict[str, Any], path: str | Path, line: int) -> None:
+def _check_shape(obj: dict[str, Any], path: Source, line: int) -> None:
     inp = obj.get("input")
     if not isinstance(inp, dict):
         raise InputError(
-            "expected an 'input' object with 'messages'", source=path, row=line, column="input"
+            "expected an 'input' object with 'messages'",
+            source=where(path),
+            row=line,
+            column="input",
         )
     if not isinstance(inp.get("messages"), list):
         raise InputError(
-            "expected a list of messages", source=path, row=line, column="input.messages"
+            "expected a list of messages", source=where(path), row=line, column="input.messages"
         )
     for key in _OUTPUTS:
         if not isinstance(obj.get(key), list):
             raise InputError(
                 f"expected a list of assistant messages, got {type(obj.get(key)).__name__}",
-                source=path,
+                source=where(path),
                 row=line,
                 column=key,
             )
@@ -56,7 +66,7 @@ def _check_shape(obj: dict[str, Any], path: str | Path, line: int) -> None:
 
 @stage("openai", outputs=("pairs",))
 def import_openai_dpo(
-    path: Annotated[str | Path, Input()], *, source: str = "openai-dpo"
+    path: Annotated[Source, Input(table=True)], *, source: str = "openai-dpo"
 ) -> Imported:
     """OpenAI DPO fine-tuning JSONL -> Imported with a `pairs` table (see the module doc).
 
@@ -67,12 +77,12 @@ def import_openai_dpo(
     Example: prefdata import openai dpo.jsonl -o pairs.parquet
 
     Args:
-        path: the OpenAI DPO fine-tuning JSONL file
+        path: the OpenAI DPO fine-tuning JSONL file (from Python also a table of its records)
         source: the `source` column of the pairs
     """
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
-    for line, obj in iter_json_lines(path):
+    for line, obj in json_lines(path):
         _check_shape(obj, path, line)
         try:
             prompt = [
@@ -84,7 +94,7 @@ def import_openai_dpo(
         except ValueError as exc:
             bad.append((line, str(exc), obj))
             continue
-        provenance: dict[str, Any] = {"file": Path(path).name, "line": line}
+        provenance: dict[str, Any] = {**file_of(path), "line": line}
         if obj["input"].get("tools"):
             provenance["tools"] = obj["input"]["tools"]
         records.append(

@@ -52,11 +52,15 @@ from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.io.importers.common import (
     Imported,
+    Source,
     annotations_table,
+    file_of,
     finish,
+    json_records,
     pairs_table,
     rejected_rows,
     user,
+    where,
 )
 from prefdata.io.tables import read_json_records
 from prefdata.stage import Input, stage
@@ -85,6 +89,9 @@ def _verdict(value: Any) -> str | None:
     """'tie', '1' or '2' for a vote code, None for one that is not a vote."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, float) and value.is_integer():
+        # pandas holds an integer column with a missing vote as floats (1.0, NaN).
+        value = int(value)
     if isinstance(value, int | str):
         return _VERDICT.get(str(value).strip().lower())
     return None
@@ -98,10 +105,13 @@ def _side(verdict: str, order: str) -> str:
     return "a" if (verdict == "1") == first_is_a else "b"
 
 
-def _text(value: Any, path: str | Path, row: int, column: str) -> str:
+def _text(value: Any, path: Source, row: int, column: str) -> str:
     if not isinstance(value, str):
         raise InputError(
-            f"expected a string, got {type(value).__name__}", source=path, row=row, column=column
+            f"expected a string, got {type(value).__name__}",
+            source=where(path),
+            row=row,
+            column=column,
         )
     return value
 
@@ -158,7 +168,7 @@ def vote_confidence(wins: int, losses: int) -> float:
 
 @stage("pandalm", outputs=("pairs", "annotations"))
 def import_pandalm(
-    path: Annotated[str | Path, Input()],
+    path: Annotated[Source, Input(table=True)],
     *,
     judges: Sequence[str | Path] | Mapping[str, str | Path] = (),
     source: str = "pandalm",
@@ -173,14 +183,15 @@ def import_pandalm(
     --judges gpt-3.5-turbo-testset-v1.json
 
     Args:
-        path: the PandaLM test set JSON file (or its folder)
+        path: the PandaLM test set JSON file (or its folder; from Python also a table of
+            its records, with the judge files beside it as files)
         judges: judge verdict files keyed by idx (repeat; each judge is named after its file)
         source: the `source` column of the pairs
     """
-    if Path(path).is_dir():
+    if not isinstance(path, pl.DataFrame) and Path(path).is_dir():
         path, found = _from_folder(Path(path))
         judges = judges or found
-    records = read_json_records(path)
+    records = json_records(path)
     bad: list[tuple[int, str, Any]] = []
     items: dict[str, _Item] = {}
     by_idx: dict[str, tuple[str, str]] = {}  # idx -> (item_id, order)
@@ -193,12 +204,12 @@ def import_pandalm(
     }
     for row, rec in enumerate(records, start=1):
         if rec.get("idx") is None:
-            raise InputError("missing item id", source=path, row=row, column="idx")
+            raise InputError("missing item id", source=where(path), row=row, column="idx")
         idx = str(rec["idx"])
         if idx in by_idx:
             raise InputError(
                 f"idx {idx} appears twice; judge files could not be matched",
-                source=path,
+                source=where(path),
                 row=row,
                 column="idx",
             )
@@ -210,7 +221,7 @@ def import_pandalm(
         non_text: list[str] = []
         for key in ("response1", "response2"):
             if key not in rec:
-                raise InputError("missing response", source=path, row=row, column=key)
+                raise InputError("missing response", source=where(path), row=row, column=key)
             value = rec[key]
             if not isinstance(value, str):
                 # The id needs some text; the JSON form is exact, and the item makes no pair.
@@ -235,7 +246,7 @@ def import_pandalm(
         if not annotators:
             raise InputError(
                 "no annotator1, annotator2, ... vote columns",
-                source=path,
+                source=where(path),
                 row=row,
                 column="annotator1",
             )
@@ -316,7 +327,7 @@ def import_pandalm(
                 "n_votes": sum(tally.values()),
                 "agreement": tally[top] / sum(tally.values()),
                 "provenance": {
-                    "file": Path(path).name,
+                    **file_of(path),
                     "chosen_side": top,
                     "votes": {k: tally[k] for k in ("a", "b", "tie")},
                     "rule": "strict plurality of human votes",

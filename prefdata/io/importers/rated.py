@@ -49,8 +49,15 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError, RowError
 from prefdata.io.convert import ratings_to_pairs
-from prefdata.io.importers.common import Imported, finish, rejected_rows
-from prefdata.io.tables import read_json_records
+from prefdata.io.importers.common import (
+    Imported,
+    Source,
+    file_of,
+    finish,
+    json_records,
+    rejected_rows,
+    where,
+)
 from prefdata.schema import MESSAGES
 from prefdata.stage import Input, stage
 
@@ -111,7 +118,7 @@ def _get(obj: dict[str, Any], field: str) -> Any:
 
 
 def _pick(
-    given: str | None, obj: dict[str, Any], options: tuple[str, ...], what: str, path: str | Path
+    given: str | None, obj: dict[str, Any], options: tuple[str, ...], what: str, path: Source
 ) -> str:
     if given:
         return given
@@ -121,7 +128,7 @@ def _pick(
     raise InputError(
         f"no {what} field found (tried {', '.join(options)}; the record has "
         f"{', '.join(obj)}); name it with {what}_field=",
-        source=path,
+        source=where(path),
         row=1,
         column=options[0],
     )
@@ -138,7 +145,7 @@ def _detect(first: dict[str, Any]) -> Format:
 
 @stage("rated", outputs=("pairs",))
 def import_rated(
-    path: Annotated[str | Path, Input()],
+    path: Annotated[Source, Input(table=True)],
     *,
     mode: Literal["all", "best-vs-worst"] = "all",
     min_margin: float = 0.0,
@@ -153,14 +160,16 @@ def import_rated(
     """Rated completions -> Imported with a `pairs` table (see the module doc).
 
     Field options left as None take the layout's usual names; `source` defaults to the
-    file name without its suffix. group_field: None = the layout's grouping (rubric: `idx`,
-    nested: the record, flat: the prompt); "" = the exact prompt.
+    file name without its suffix ("rated" for a table given in memory). group_field: None =
+    the layout's grouping (rubric: `idx`, nested: the record, flat: the prompt); "" = the
+    exact prompt.
 
     Example: prefdata import rated ultrafeedback.jsonl -o pairs.parquet --mode best-vs-worst
     --min-margin 1
 
     Args:
-        path: the rated completions file (JSONL, JSON, CSV or Parquet)
+        path: the rated completions file (JSONL, JSON, CSV or Parquet; from Python also a
+            table of its records)
         mode: all pairs whose scores differ, or each prompt's best against its worst
         min_margin: the smallest score gap that makes a pair
         format: the layout: rubric, nested, flat (auto: from the fields)
@@ -169,11 +178,11 @@ def import_rated(
         score_field: the score's field
         generator_field: the generator's field
         group_field: the field grouping completions rated together ("": the exact prompt)
-        source: the `source` column (default: the file name)
+        source: the `source` column (default: the file name; "rated" for a table)
     """
-    records = read_json_records(path)
+    records = json_records(path)
     fmt: Format = _detect(records[0]) if format == "auto" else format
-    src = source or Path(path).name.split(".")[0]
+    src = source or ("rated" if isinstance(path, pl.DataFrame) else Path(path).name.split(".")[0])
     bad: list[tuple[int, str, Any]] = []
     rows: list[dict[str, Any]] = []
     if fmt == "rubric":
@@ -188,7 +197,7 @@ def import_rated(
             if not isinstance(rubric, str):
                 raise InputError(
                     "expected the scoring prompt as a string",
-                    source=path,
+                    source=where(path),
                     row=row,
                     column=fields["prompt"],
                 )
@@ -218,13 +227,16 @@ def import_rated(
             completions = _required(rec, "completions", path, row)
             if not isinstance(completions, list):
                 raise InputError(
-                    "expected a list of completions", source=path, row=row, column="completions"
+                    "expected a list of completions",
+                    source=where(path),
+                    row=row,
+                    column="completions",
                 )
             for k, comp in enumerate(completions):
                 if not isinstance(comp, dict):
                     raise InputError(
                         "expected a completion object",
-                        source=path,
+                        source=where(path),
                         row=row,
                         column=f"completions[{k}]",
                     )
@@ -252,11 +264,11 @@ def import_rated(
     return _pairs(rows, bad, fields, fmt, mode, min_margin, src, path, len(records))
 
 
-def _required(rec: dict[str, Any], field: str, path: str | Path, row: int) -> Any:
+def _required(rec: dict[str, Any], field: str, path: Source, row: int) -> Any:
     try:
         return _get(rec, field)
     except KeyError:
-        raise InputError("missing field", source=path, row=row, column=field) from None
+        raise InputError("missing field", source=where(path), row=row, column=field) from None
 
 
 def _add(
@@ -267,7 +279,7 @@ def _add(
     prompt: Any,
     completion: Any,
     fields: dict[str, str],
-    path: str | Path,
+    path: Source,
     prefix: str = "",
 ) -> None:
     """Append one completion row, or a rejected row when its score is not a number."""
@@ -277,7 +289,7 @@ def _add(
         if not isinstance(value, str):
             raise InputError(
                 f"expected a string, got {type(value).__name__}",
-                source=path,
+                source=where(path),
                 row=row,
                 column=(prefix if name == "completion" else "") + fields.get(name, name),
             )
@@ -313,7 +325,7 @@ def _pairs(
     mode: Literal["all", "best-vs-worst"],
     min_margin: float,
     source: str,
-    path: str | Path,
+    path: Source,
     n_records: int,
 ) -> Imported:
     grouped = bool(fields.get("group"))
@@ -355,7 +367,7 @@ def _pairs(
         key = prov["group"] if grouped else pid
         chosen_rows = by_text[(key, chosen)]
         rejected_rows_ = by_text[(key, rejected)]
-        prov["file"] = Path(path).name
+        prov.update(file_of(path))
         prov["row_chosen"] = [rows[i]["row"] for i in chosen_rows]
         prov["row_rejected"] = [rows[i]["row"] for i in rejected_rows_]
         if key in differing:

@@ -30,7 +30,9 @@ Rules:
   gives the same pair ids.
 
 Input may be JSONL, Parquet, JSON, CSV or a `datasets` save_to_disk folder (read with
-prefdata.io.tables.read_table; a DatasetDict's split names go to `split`).
+prefdata.io.tables.read_table; a DatasetDict's split names go to `split`), or from Python a
+table a user holds: a `datasets.Dataset` (e.g. from `load_dataset`), a pandas or polars frame,
+a pyarrow Table (converted by the stage wrapper; provenance then has no file name).
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ from prefdata.errors import InputError, RowError, shorten
 from prefdata.io.exporters import from_export_names
 from prefdata.io.importers.common import (
     Imported,
+    Source,
+    file_of,
     finish,
     kto_table,
     pairs_table,
     rejected_rows,
     user,
+    where,
 )
-from prefdata.io.tables import read_table, sibling
+from prefdata.io.tables import sibling
 from prefdata.stage import Input, Output, stage
 
 Kind = Literal["auto", "preference", "unpaired"]
@@ -126,9 +131,9 @@ def implicit_of(chosen: Any, rejected: Any) -> tuple[list[dict[str, str]], str, 
     return full_chosen[:-1], full_chosen[-1]["content"], full_rejected[-1]["content"]
 
 
-def provenance_of(value: Any, path: str | Path, row: int) -> dict[str, Any]:
+def provenance_of(value: Any, path: Source, row: int) -> dict[str, Any]:
     if value is None:
-        return {"file": Path(path).name, "row": row}
+        return {**file_of(path), "row": row}
     if isinstance(value, dict):
         return value
     if isinstance(value, str):
@@ -136,13 +141,16 @@ def provenance_of(value: Any, path: str | Path, row: int) -> dict[str, Any]:
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
             raise InputError(
-                f"provenance is not JSON: {exc.msg}", source=path, row=row, column="provenance"
+                f"provenance is not JSON: {exc.msg}",
+                source=where(path),
+                row=row,
+                column="provenance",
             ) from None
         if isinstance(parsed, dict):
             return parsed
     raise InputError(
         f"provenance must be a JSON object, got {type(value).__name__}",
-        source=path,
+        source=where(path),
         row=row,
         column="provenance",
     )
@@ -172,7 +180,7 @@ def votes_of(value: Any) -> int:
 
 
 def preference_record(
-    row: dict[str, Any], *, explicit: bool, path: str | Path, number: int
+    row: dict[str, Any], *, explicit: bool, path: Source, number: int
 ) -> tuple[dict[str, Any], str]:
     """One TRL preference row (source row `number`) -> (a pairs_table record, its form name).
 
@@ -201,7 +209,7 @@ def form_of(value: Any) -> str:
     return "standard" if isinstance(value, str) else "conversational"
 
 
-def _detect(columns: set[str], path: str | Path) -> Literal["preference", "unpaired"]:
+def _detect(columns: set[str], path: Source) -> Literal["preference", "unpaired"]:
     if {"chosen", "rejected"} <= columns:
         return "preference"
     if {"completion", "label"} <= columns:
@@ -209,23 +217,23 @@ def _detect(columns: set[str], path: str | Path) -> Literal["preference", "unpai
     raise InputError(
         f"not a TRL preference data set: expected columns chosen + rejected (preference) "
         f"or prompt + completion + label (unpaired); the table has {sorted(columns)}",
-        source=path,
+        source=where(path),
     )
 
 
-def _require(columns: set[str], needed: tuple[str, ...], kind: str, path: str | Path) -> None:
+def _require(columns: set[str], needed: tuple[str, ...], kind: str, path: Source) -> None:
     for name in needed:
         if name not in columns:
             raise InputError(
                 f"missing column for kind '{kind}'; the table has {sorted(columns)}",
-                source=path,
+                source=where(path),
                 column=name,
             )
 
 
 @stage("trl", outputs=("pairs", "kto"))
 def import_trl(
-    path: Annotated[str | Path, Input()],
+    path: Annotated[Source, Input(table=True)],
     out: Annotated[Path | None, Output("pairs.parquet")] = None,
     *,
     kind: Kind = "auto",
@@ -246,7 +254,8 @@ def import_trl(
     Example: prefdata import trl train.jsonl -o pairs.parquet
 
     Args:
-        path: the TRL data set file (JSONL, JSON, CSV, Parquet, or a datasets folder)
+        path: the TRL data set file (JSONL, JSON, CSV, Parquet, or a datasets folder; from
+            Python also a table: a datasets.Dataset, a pandas or polars frame, ...)
         out: where the tables go; a preference file read in batches (see `stream`) is
             written there directly, one batch at a time
         kind: preference (pairs), unpaired (KTO rows), or auto (by the columns)
@@ -254,7 +263,7 @@ def import_trl(
         stream: read a preference file in batches with bounded memory (default: files over
             256 MB); needs `out`
     """
-    from prefdata.io.stream import stream_import_trl, use_stream
+    from prefdata.io.stream import stream_import_trl, use_stream, whole_table
 
     if out is not None and kind != "unpaired" and use_stream(path, stream):
         streamed = stream_import_trl(path, out, source=source)
@@ -265,8 +274,10 @@ def import_trl(
     if stream and out is None:
         raise InputError("reading in batches (stream) writes as it goes: give an output file")
     if kind not in ("auto", "preference", "unpaired"):
-        raise InputError(f"kind must be auto, preference or unpaired, got {kind!r}", source=path)
-    table = from_export_names(read_table(path))
+        raise InputError(
+            f"kind must be auto, preference or unpaired, got {kind!r}", source=where(path)
+        )
+    table = from_export_names(whole_table(path))
     columns = set(table.columns)
     resolved = _detect(columns, path) if kind == "auto" else kind
     if resolved == "preference":
@@ -277,7 +288,7 @@ def import_trl(
                 "no prompt column) cannot be split into prompt and answer without guessing; "
                 "add a 'prompt' column with chosen / rejected holding only the answers, or "
                 "use the conversational form (lists of {role, content} messages)",
-                source=path,
+                source=where(path),
                 column="prompt",
             )
     else:
