@@ -1054,7 +1054,8 @@ FRAMES: list[Cell] = [
         issues, kept, rejected = {}, {}, {}
         for flow in FLOWS:
             again = as_held[flow](consensus[flow])
-            issues[flow], _, audit_report = audit(again, annotations=held[flow]["votes"], sample=0)
+            audited = audit(again, annotations=held[flow]["votes"], sample=0)
+            issues[flow], audit_report = audited.tables["issues"], audited.report
             filtered = filter_pairs(
                 again,
                 issues=as_held[flow](issues[flow]),

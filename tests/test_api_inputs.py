@@ -84,8 +84,7 @@ def data(shared_data: Path) -> Data:
 
 
 def _audit(given: Given, d: Data, **options: Any) -> StageResult:
-    issues, sample, report = audit(given(d.pandalm_pairs), **options)
-    return StageResult(tables={"issues": issues, "sample": sample}, report=report)
+    return audit(given(d.pandalm_pairs), **options)
 
 
 def _audit_with_everything(given: Given, d: Data) -> StageResult:
@@ -119,7 +118,7 @@ def _export(given: Given, d: Data, folder: Path) -> StageResult:
 
 
 def _filter(given: Given, d: Data) -> StageResult:
-    issues, _, _ = audit(d.pandalm_pairs, sample=0)
+    issues = audit(d.pandalm_pairs, sample=0).tables["issues"]
     return filter_pairs(
         given(d.pandalm_pairs),
         issues=given(issues),
@@ -131,7 +130,7 @@ def _filter(given: Given, d: Data) -> StageResult:
 
 def _review(given: Given, d: Data) -> StageResult:
     # A review of the audit sample: a pair counts as mislabelled when its annotators split.
-    _, sample, _ = audit(d.pandalm_pairs, sample=40)
+    sample = audit(d.pandalm_pairs, sample=40).tables["sample"]
     reviewed = sample.with_columns((pl.col("agreement") < 1).alias("mislabeled"))
     return mislabel_rate(given(reviewed))
 

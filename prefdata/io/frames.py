@@ -1,5 +1,5 @@
 """The tables users already hold, as polars: the one conversion every stage's input goes
-through (`prefdata.stage.convert_arguments` calls it before checking the column contract).
+through (`prefdata.stage_call.convert_arguments` calls it before checking the column contract).
 
 Accepted: a polars DataFrame or LazyFrame, a pandas DataFrame, a Hugging Face
 `datasets.Dataset` (a `DatasetDict` only with its split chosen: `dd["train"]`), a pyarrow Table,
