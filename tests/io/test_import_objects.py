@@ -29,6 +29,7 @@ from prefdata.io.importers import importer
 from prefdata.io.importers.common import Imported
 from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 from prefdata.io.importers.pandalm import import_pandalm
+from prefdata.io.importers.sources import SOURCES
 from prefdata.stage import StageResult
 from tests.table_kinds import assert_same_result
 
@@ -190,8 +191,10 @@ def test_provenance_names_the_row_of_a_table(shared_data: Path) -> None:
     path = shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz"
     frame = pd.read_json(path, lines=True).iloc[:5]
     pairs = import_hh_rlhf(frame).tables["pairs"]
+    # The data set's record (name, licence) as from the file; no file name, the row instead.
+    known = {"dataset": "hh-rlhf", "license": SOURCES["hh-rlhf"].license}
     assert [json.loads(p) for p in pairs["provenance"]] == [
-        {"line": n, "annotators": 1} for n in range(1, 6)
+        {**known, "line": n, "annotators": 1} for n in range(1, 6)
     ]
 
 
