@@ -13,7 +13,7 @@ memory (getrusage ru_maxrss of that process, interpreter and libraries included)
   defaults. Not timed against anything.
 - baseline: pl.read_parquet(file) then DataFrame.write_parquet(copy): the floor any tool
   that reads and writes the data pays.
-- prefdata: prefdata.io.stream.stream_import_trl (ids, contract, rejected rows) ->
+- prefdata: prefdata.io.stream_trl.stream_import_trl (ids, contract, rejected rows) ->
   stream_validate(pairs) -> stream_export(trl, Parquet), the path the CLI uses for files
   that do not fit in memory.
 
@@ -167,7 +167,8 @@ def phase_baseline(src: str, work: str) -> dict[str, Any]:
 
 
 def phase_prefdata(src: str, work: str, batch_rows: int) -> dict[str, Any]:
-    from prefdata.io.stream import stream_export, stream_import_trl, stream_validate
+    from prefdata.io.stream import stream_export, stream_validate
+    from prefdata.io.stream_trl import stream_import_trl
 
     pairs = Path(work) / "pairs.parquet"
     exported = Path(work) / "trl.parquet"

@@ -22,9 +22,9 @@ from prefdata.io.stream import (
     SeenIds,
     iter_batches,
     stream_export,
-    stream_import_trl,
     stream_validate,
 )
+from prefdata.io.stream_trl import stream_import_trl
 from prefdata.io.tables import read_table, sibling, write_table
 
 DUPLICATE = "pairs: pair_id: duplicate pair_id (an earlier row has the same id)"

@@ -263,7 +263,8 @@ def import_trl(
         stream: read a preference file in batches with bounded memory (default: files over
             256 MB); needs `out`
     """
-    from prefdata.io.stream import stream_import_trl, use_stream, whole_table
+    from prefdata.io.stream import use_stream, whole_table
+    from prefdata.io.stream_trl import stream_import_trl
 
     if out is not None and kind != "unpaired" and use_stream(path, stream):
         streamed = stream_import_trl(path, out, source=source)
