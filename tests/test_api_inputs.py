@@ -13,6 +13,7 @@ LoRA DPO step) and are marked slow. The importers are in tests/io/test_import_ob
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,31 @@ def _export(given: Given, d: Data, folder: Path) -> StageResult:
     )
 
 
+def _report(given: Given, d: Data, folder: Path) -> StageResult:
+    # The QA report of the PandaLM pairs with their votes and the pairs they came from: its
+    # figures (report.json), the dataset card and the data written beside it.
+    from prefdata.report.build import build_report
+
+    out = folder / f"report-{len(list(folder.iterdir()))}"
+    kept = d.pandalm_pairs.filter(pl.col("confidence") >= 0.7)
+    result = build_report(
+        given(kept),
+        out=out,
+        before=given(d.pandalm_pairs),
+        annotations=given(d.votes),
+        tokenizer=None,
+        bootstrap=50,
+    )
+    # Less the time they were written, the only thing that differs between the runs.
+    documents = {
+        name: re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "<time>", (out / name).read_text())
+        for name in ("report.json", "README.md")
+    }
+    tables = {p.stem: pl.read_parquet(p) for p in sorted((out / "data").glob("*.parquet"))}
+    report = {k: v for k, v in result.report.items() if k != "files"}
+    return StageResult(tables=tables, documents=documents, report=report)
+
+
 def _filter(given: Given, d: Data) -> StageResult:
     issues = audit(d.pandalm_pairs, sample=0).tables["issues"]
     return filter_pairs(
@@ -203,6 +229,7 @@ CASES: dict[str, tuple[Callable[[Given, Data, Path], StageResult], tuple[str, ..
     "audit-everything": (lambda g, d, f: _audit_with_everything(g, d), ()),
     "audit-rate": (lambda g, d, f: _review(g, d), ()),
     "filter": (lambda g, d, f: _filter(g, d), ()),
+    "report": (lambda g, d, f: _report(g, d, f), ()),
     "rule-label": (lambda g, d, f: rule_label(g(d.candidates), scorer="vader"), ()),
     "synthetic-pairs": (lambda g, d, f: synthetic_pairs(g(d.candidates), scorer="length"), ()),
 }
@@ -250,6 +277,9 @@ def test_the_cases_do_real_work(data: Data, tmp_path_factory: pytest.TempPathFac
     assert 0 < ref("filter").tables["pairs"].height < data.pandalm_pairs.height
     assert ref("rule-label").tables["pairs"].height > 0
     assert ref("synthetic-pairs").tables["pairs"].height > 0
+    report = ref("report")
+    assert {"agreement", "pairs"} <= set(report.report["sections"])
+    assert sum(t.height for t in report.tables.values()) > 0
     files = ref("export").documents["files"]
     assert {fmt: text.count("\n") for fmt, text in files.items()} == {
         "trl-conversational": 300,

@@ -1,5 +1,5 @@
 """The model-backed stages take every kind of table too (issue 21), with identical results:
-judge, generate and critique with a tiny random model (SmolLM2's architecture and tokenizer,
+judge, generate, critique and eval with a tiny random model (SmolLM2's architecture and tokenizer,
 2 layers) on a few HH-RLHF pairs with chat prompts, and train's `data=` with one LoRA DPO step.
 
 Each kind runs with a fresh call cache, so equal results come from equal inputs, not from the
@@ -104,10 +104,19 @@ def _critique(given: Given, pairs: pl.DataFrame, tiny: Path, folder: Path) -> St
         cache.close()
 
 
+def _eval(given: Given, pairs: pl.DataFrame, tiny: Path, folder: Path) -> StageResult:
+    # Any model folder is scored by its own log-probabilities (no reference): the held-out
+    # pairs are what each kind hands over.
+    from prefdata.train.evaluation import evaluate
+
+    return evaluate(tiny, given(pairs), batch_size=4, progress=False)
+
+
 CASES: dict[str, Callable[[Given, pl.DataFrame, Path, Path], StageResult]] = {
     "judge": _judge,
     "generate": _generate,
     "critique": _critique,
+    "eval": _eval,
 }
 
 
@@ -143,6 +152,8 @@ def test_the_model_cases_do_real_work(
     assert votes.height == 8 and votes["error"].null_count() == 8  # 4 pairs, both orders
     assert ref("generate").tables["candidates"].height + ref("generate").rejected.height == 6  # type: ignore[union-attr]
     assert ref("critique").tables["annotations"].height > 0
+    evaluated = ref("eval")
+    assert evaluated.report["pairs"] == evaluated.tables["per_pair"].height == 8
 
 
 # ---- train's data= ------------------------------------------------------------------------
