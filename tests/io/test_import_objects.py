@@ -2,8 +2,8 @@
 frame (`pd.read_json`), a polars frame or LazyFrame (`pl.read_json` / `pl.scan_ndjson`), a
 `datasets.Dataset` built from the pandas frame, or a pyarrow Table, with the same result as
 the file itself, on the real data sets: HH-RLHF, PandaLM (with its judge files), GSM8K and
-its graded solutions, MATH-500, HHH, MT-Bench ratings, and TRL / OpenAI files exported from
-HH-RLHF pairs.
+its graded solutions, MATH-500, HHH, MT-Bench ratings, and TRL / OpenAI files and a chat
+product's feedback log made from HH-RLHF pairs.
 
 "The same result": every table equal value for value, rejected rows and report equal, except
 what names the file (a table in memory has none): `provenance.file` and `source_file`.
@@ -55,6 +55,7 @@ CASES = {
     "rated": Case("rated", "mt_bench_ratings/mt_bench_eval.json", {"source": "mt-bench"}),
     "trl": Case("trl", "export:trl-conversational"),
     "openai": Case("openai", "export:openai"),
+    "feedback": Case("feedback", "export:feedback", {"pairs_from": "all"}),
 }
 
 
@@ -120,11 +121,27 @@ def without_file(result: StageResult) -> StageResult:
 
 @pytest.fixture(scope="module")
 def exported(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """HH-RLHF pairs (multi-turn chat prompts) exported as TRL and OpenAI files."""
+    """HH-RLHF pairs (multi-turn chat prompts) exported as TRL and OpenAI files, and as a
+    chat product's feedback log (feedback.jsonl)."""
     pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz")
     folder = tmp_path_factory.mktemp("exported")
     export_files(pairs.tables["pairs"].head(400), folder, formats=("trl-conversational", "openai"))
+    _feedback_log(pairs.tables["pairs"].head(150), folder / "feedback.jsonl")
     return folder
+
+
+def _feedback_log(pairs: pl.DataFrame, path: Path) -> None:
+    """A feedback log of HH-RLHF pairs: in each pair's session the user regenerated the
+    rejected reply and accepted the chosen one; every third session also gave thumbs. The
+    prompt is the chat messages (a list), as a product logs them."""
+    with path.open("w", encoding="utf-8") as log:
+        for i, pair in enumerate(pairs.iter_rows(named=True)):
+            events = [(pair["rejected"], "regenerated"), (pair["chosen"], "accepted")]
+            if i % 3 == 0:
+                events += [(pair["chosen"], "thumbs_up"), (pair["rejected"], "thumbs_down")]
+            for completion, event in events:
+                row = {"session_id": f"s{i}", "prompt": pair["prompt"], "completion": completion}
+                log.write(json.dumps(row | {"event": event}, ensure_ascii=False) + "\n")
 
 
 _FROM_FILE: dict[str, StageResult] = {}
