@@ -10,6 +10,7 @@ import pytest
 
 from prefdata import ids
 from prefdata.annotate import bridge as pa
+from prefdata.annotate.connection import Kind
 from prefdata.errors import ContractError
 from tests.annotate.helpers import push_report
 
@@ -143,3 +144,21 @@ def test_push_refuses_tables_it_cannot_show() -> None:
             url="http://x",
             api_key="k",
         )
+
+
+@pytest.mark.parametrize("kind", ["pairs", "ranking", "review"])
+def test_default_guidelines_are_for_annotators_and_come_first(kind: Kind) -> None:
+    own = pa.guidelines(kind)
+    # Nothing meant for the curator: no commands, no options, no setup.
+    for curator_word in ("prefdata", "--", "annotate push", "setup.sh", "API key"):
+        assert curator_word not in own, (kind, curator_word)
+    assert own.startswith("# ")  # the task, as a heading, first
+    panel = pa.annotator_guidelines(kind, k=3, records=40)
+    assert panel.startswith(own)
+    assert "40 records; each needs 3 answers from different annotators" in panel
+    assert "stays at 0% until some record has 3 answers" in panel
+    assert ("## The judges' verdict" in panel) == (kind == "pairs")
+    assert "nothing is selected for you" in panel or kind != "pairs"
+    prefilled = pa.annotator_guidelines(kind, k=1, records=2, suggestions="prefill")
+    assert ("already selected" in prefilled) == (kind == "pairs")
+    assert "stays at 0%" not in prefilled

@@ -331,3 +331,63 @@ def test_long_and_harmful_text_open_on_request(
     assert chosen.locator(".text").inner_text().startswith(long_text.strip()[:1000])
     assert len(chosen.locator(".text").inner_text()) >= 1500
     page.close()
+
+
+@pytest.fixture(scope="module")
+def hh_page(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole HH-RLHF harmless test set (2,303 pairs) after a rule-based audit."""
+    pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables[
+        "pairs"
+    ]
+    issues = audit(pairs, sample=0).tables["issues"]
+    out = tmp_path_factory.mktemp("hh") / "qa"
+    write_report(pairs, out, issues=issues, tokenizer=None, bootstrap=200)
+    return out / "report.html"
+
+
+def test_hh_rlhf_every_flagged_pair_can_be_found_and_read(browser: Any, hh_page: Path) -> None:
+    """A curator finds each flagged HH-RLHF pair by its id and reads its text behind the
+    content warning; the page fits 1024 px and wider, the scatter's title whole."""
+    import json
+
+    figures = json.loads((hh_page.parent / "report.json").read_text())["data"]
+    rows = figures["pairs"]["rows"]
+    flagged = [r for r in rows if r["flagged"]]
+    # Every flagged pair is on the page (HH is well under the page's cap).
+    assert len(flagged) == figures["pairs"]["included"]["flagged_total"] > 100
+    for width in (1024, 1366, 1920):
+        page = browser.new_page(viewport={"width": width, "height": 800})
+        page.goto(hh_page.as_uri())
+        _no_overflow(page)
+        titles = page.evaluate(
+            """[...document.querySelectorAll('svg.plot text.plot-title')].map(t =>
+                [...t.querySelectorAll('tspan')].map(s => s.textContent).join(' '))"""
+        )  # a long title wraps onto lines (tspans); joined, it is whole
+        assert any("of 2,303 pairs)" in t for t in titles), titles
+        page.close()
+    page = browser.new_page(viewport={"width": 1024, "height": 700})
+    page.goto(hh_page.as_uri())
+    browse = page.locator(".browse")
+    count = browse.locator(".count")
+    assert count.inner_text().startswith(f"{len(flagged):,} of {len(rows):,} rows here match")
+    picked = np.random.default_rng(5).choice(len(flagged), 4, replace=False)
+    for i in picked.tolist():
+        target = flagged[i]
+        browse.locator(".q").fill(target["id"])
+        assert [r["id"] for r in _rows(browse)] == [target["id"]]
+        browse.locator("button.open").first.click()
+        detail = browse.locator("td.detail").first
+        shown = detail.inner_text()
+        assert "Content warning: HH-RLHF" in shown
+        for issue in target["issues"]:
+            assert issue["issue"] in shown
+        buttons = detail.locator("button.show")
+        assert buttons.count() == 3  # prompt, chosen, rejected: each hidden until asked
+        while buttons.count():  # a clicked button goes away
+            buttons.first.click()
+        text = detail.inner_text()
+        for side in ("chosen", "rejected"):
+            start = " ".join(target[side]["text"].split())[:60]
+            assert start in " ".join(text.split()), (side, start)
+        browse.locator("button.open").first.click()  # close it again
+    page.close()
