@@ -288,7 +288,7 @@ CLEAN: list[Cell] = [
         `build_report` writes `report.html` (one self-contained page: inline SVG plots, a
         searchable table of every flagged pair, no network), `report.json` (every figure on
         the page), `README.md` (a Hugging Face dataset card) and the data beside it
-        (`data/train.parquet`). With `before=` it shows the data before and after filtering
+        (`data/<split>.parquet`). With `before=` it shows the data before and after filtering
         side by side. Token lengths use the embedded SmolLM2 tokenizer.
         """
     ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,12 +129,42 @@ def _describe(table: pl.DataFrame) -> str:
     return f"{table.height:,} {kind}" + (origin if sources else "")
 
 
+# Words of a source file's name that name its split (HH-RLHF's harmless-base_test.jsonl.gz,
+# PandaLM's testset-v1.json): without a `split` column, a test set must not be published as
+# "train" (issue 17).
+_SPLIT_WORDS = {
+    "test": "test",
+    "testset": "test",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "train": "train",
+    "training": "train",
+}
+
+
+def split_of_file(name: str | None) -> str | None:
+    """The split a source file's name says (`harmless-base_test.jsonl.gz` -> test), or None."""
+    words = re.split(r"[^a-z]+", (name or "").lower())
+    found = {_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
 def _split_files(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """split name -> its rows (the `split` column; rows without one, and a table without
-    the column, are "train")."""
-    if "split" not in table.columns:
+    """split name -> its rows: the `split` column; else the split the row's source file name
+    says (provenance `file`, as the importers record it); else "train"."""
+    if "split" in table.columns:
+        split = table["split"].cast(pl.String)
+    else:
+        split = pl.Series("split", [None] * table.height, dtype=pl.String)
+    if "provenance" in table.columns:
+        files = table["provenance"].cast(pl.String).str.json_path_match("$.file")
+        from_file = files.map_elements(split_of_file, return_dtype=pl.String)
+        split = split.fill_null(from_file)
+    split = split.fill_null("train")
+    if not table.height:  # an empty data set is still published, as an empty train split
         return {"train": table}
-    split = table["split"].cast(pl.String).fill_null("train")
     return {str(name): table.filter(split == name) for name in sorted(split.unique().to_list())}
 
 

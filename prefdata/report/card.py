@@ -189,7 +189,8 @@ def _structure(report: dict[str, Any], data: dict[str, Any]) -> list[str]:
     files = report.get("data_files") or {}
     if files:
         out.append(
-            "Files (the `data_files` of the default config):\n\n"
+            "Files (the `data_files` of the default config; a row's split is its `split` "
+            "column, else what its source file's name says, else train):\n\n"
             + _table(["split", "file"], [[md(k), f"`{md(v)}`"] for k, v in files.items()])
             + "\n"
         )

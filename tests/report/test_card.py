@@ -227,3 +227,48 @@ def test_size_categories() -> None:
         "100K<n<1M",
         "1M<n<10M",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [
+        ("harmless-base_test.jsonl.gz", "test"),
+        ("testset-v1.json", "test"),
+        ("dev.csv", "validation"),
+        ("train-00000-of-00001.parquet", "train"),
+        ("latest.jsonl", None),  # "test" inside a word says nothing
+        ("train_test.jsonl", None),  # two splits named: no guess
+        (None, None),
+    ],
+)
+def test_split_of_a_source_file(name: str | None, split: str | None) -> None:
+    from prefdata.report.build import split_of_file
+
+    assert split_of_file(name) == split
+
+
+def test_test_sets_are_published_as_test(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import DatasetCard
+
+    from prefdata.io.importers.pandalm import import_pandalm
+
+    # The importers write no split column; their source files are test sets.
+    hh = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
+    panda = import_pandalm(shared_data / "pandalm_testset" / "testset-v1.json").tables["pairs"]
+    assert "split" not in hh.columns and "split" not in panda.columns
+    for name, pairs in (("hh", hh.head(30)), ("pandalm", panda.head(30))):
+        folder = tmp_path / name
+        write_report(pairs, folder, tokenizer=None)
+        (config,) = DatasetCard.load(folder / "README.md").data.configs
+        assert config["data_files"] == [{"split": "test", "path": "data/test.parquet"}]
+        assert sorted(p.name for p in (folder / "data").iterdir()) == ["test.parquet"]
+        loaded = _load(folder, monkeypatch, tmp_path / f"{name}-cache")
+        assert list(loaded) == ["test"] and loaded["test"].num_rows == 30
+    # A split column wins over the file name; rows without one fall back to it.
+    mixed = hh.head(4).with_columns(pl.Series("split", ["train", None, "validation", None]))
+    write_report(mixed, tmp_path / "mixed", tokenizer=None)
+    (config,) = DatasetCard.load(tmp_path / "mixed" / "README.md").data.configs
+    assert {f["split"] for f in config["data_files"]} == {"train", "test", "validation"}
+    assert pl.read_parquet(tmp_path / "mixed" / "data" / "test.parquet").height == 2
