@@ -273,6 +273,28 @@ def test_table_searches_filters_sorts_and_opens(
     assert count.inner_text().startswith(f"{want:,} of" if want else "no row matches")
     browse.locator(".f-cmax").fill("")
     browse.locator(".f-issue").select_option("")
+    # Agreement, a flag's score and the model-based P(swapped), each counted here; each
+    # bound is a value the rows hold (the highest one, as a lower bound; the lowest, as an
+    # upper bound), so the filter keeps some rows and drops others.
+    for selector, key, at_least in (
+        (".f-amin", "agreement", True),
+        (".f-amax", "agreement", False),
+        (".f-smax", "min_score", False),
+        (".f-pmin", "p", True),
+    ):
+        values = sorted({r[key] for r in flagged if r[key] is not None})
+        assert len(values) > 1, key
+        bound = values[-1] if at_least else values[0]
+        browse.locator(selector).fill(repr(bound))
+        want = sum(
+            1
+            for r in flagged
+            if r[key] is not None and (r[key] >= bound if at_least else r[key] <= bound)
+        )
+        assert 0 < want < len(flagged), (key, want)
+        assert count.inner_text().startswith(f"{want:,} of"), (key, bound, want)
+        browse.locator(selector).fill("")
+    assert data["pairs"]["has_model"]  # PandaLM's votes give the model-based probability
     # Sort by confidence, lowest first (one click: descending; two: ascending).
     header = browse.locator("th[data-key=confidence]")
     header.click()
