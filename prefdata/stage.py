@@ -35,7 +35,8 @@ options. The CLI command (`prefdata.cli.derive`) and the pipeline stage kind
 - `File(names=..., mapping=...)` marks an option whose value names a file (a rubric, a
   constitution, a recipe): a pipeline resolves it against the pipeline file and hashes it.
 - `Resource(name)` marks what the caller provides rather than the user: the call cache, the
-  progress switch.
+  progress switch, the engine the row-wise work runs on (prefdata.engine; `--engine` on the
+  command line, `prefdata run --engine` in a pipeline).
 - A frozen dataclass parameter (e.g. `JudgeOptions`) is a group of options: its fields
   become options of their own, documented in the dataclass's `Args:` section.
 - Every stage returns one `StageResult` (tables, rejected, report); `prefdata.io.results`
@@ -164,7 +165,8 @@ class File:
 
 @dataclass(frozen=True)
 class Resource:
-    """Provided by the caller, not chosen by the user: "cache" (a CallCache), "progress"."""
+    """Provided by the caller, not chosen by the user: "cache" (a CallCache), "progress",
+    "engine" (a prefdata.engine.Engine, or None for this process)."""
 
     name: str
 

@@ -5,6 +5,8 @@ For a stage's parameters, in signature order:
 - a keyword table or input -> `--name FILE`;
 - an `Output` -> `-o/--out` (the stage writes it itself);
 - the `cache` resource -> `--cache FILE` and `--no-cache`; `progress` -> `--progress/--no-progress`;
+- the `engine` resource (and the model-call stages of prefdata.engine.warm) -> `--engine`
+  and `--address`: where the row-wise work runs (prefdata.engine);
 - an option -> `--name` of its type: bool `--x/--no-x`, a list repeats (`--judge a --judge b`;
   a list option named in the plural also answers to the singular), a mapping takes
   `--name key=value` (the value read as JSON when it parses), a choice is checked by the stage
@@ -27,11 +29,13 @@ from rich.markup import escape
 
 from prefdata.cli.common import console, friendly_errors, print_report
 from prefdata.errors import PrefdataError, located
-from prefdata.stage import Param, StageSpec
+from prefdata.stage import Param, StageResult, StageSpec
 
 OUT = "out"
 REJECTED = "rejected_out"
 NO_CACHE = "no_cache"
+ENGINE = "engine"
+ADDRESS = "address"
 # CLI-only parameters added by the deriver, never passed to the stage.
 _CLI_ONLY = (OUT, REJECTED, NO_CACHE)
 
@@ -129,6 +133,8 @@ def command_params(spec: StageSpec) -> list[inspect.Parameter]:
             keyword.extend(_resource_params(p))
         elif p.role == "option":
             keyword.append(_option_param(p))
+    if spec.name in _sharded_stages() and not _engine_resource(spec):
+        keyword.extend(_engine_params())
     if outputs_tables:
         out_help = (
             f"the {spec.outputs[0]} output (others go beside it); omit to only print the report"
@@ -142,6 +148,61 @@ def command_params(spec: StageSpec) -> list[inspect.Parameter]:
             )
             keyword.insert(1, _kw(REJECTED, Annotated[Path | None, info], None))
     return positional + keyword
+
+
+def _sharded_stages() -> tuple[str, ...]:
+    from prefdata.engine.warm import WARMED
+
+    return tuple(WARMED)
+
+
+def _engine_resource(spec: StageSpec) -> Param | None:
+    """The stage's `Resource("engine")` parameter, if it takes an engine itself."""
+    return next(
+        (p for p in spec.params if p.resource is not None and p.resource.name == "engine"), None
+    )
+
+
+def _engine_params() -> list[inspect.Parameter]:
+    """--engine / --address of a stage that runs row-wise work on an engine."""
+    engine = typer.Option(
+        help="local (this process) | ray (model calls on a Ray cluster's workers, same "
+        "outputs; pip install 'prefdata[ray]')"
+    )
+    address = typer.Option(help="--engine ray: a running cluster (default: start a local one)")
+    return [
+        _kw(ENGINE, Annotated[str, engine], "local"),
+        _kw(ADDRESS, Annotated[str | None, address], None),
+    ]
+
+
+def _call(spec: StageSpec, values: dict[str, Any], given: dict[str, Any]) -> StageResult:
+    """The stage once, in this process or (--engine ray) with its work on a cluster: a stage
+    taking an engine gets it; a model-call stage has its calls made by the workers."""
+    name = given.get(ENGINE) or "local"
+    takes = _engine_resource(spec)
+    if name == "local" and given.get(ADDRESS) is None:
+        return spec.call(values)
+    from prefdata.engine import open_engine
+    from prefdata.engine.warm import run_sharded
+
+    if takes is not None:
+        with open_engine(name, address=given.get(ADDRESS)) as engine:
+            return spec.call({**values, takes.name: engine})
+    from prefdata.llm.cache import CallCache
+
+    cache = next((v for v in values.values() if isinstance(v, CallCache)), None)
+    if cache is None or not cache.enabled:
+        raise PrefdataError(
+            f"--engine {name} needs the call cache: its workers' answers reach the result "
+            "through it (drop --no-cache)"
+        )
+    with open_engine(name, address=given.get(ADDRESS)) as engine:
+        sharded = run_sharded(
+            engine, spec.name, spec.func, values, cache=cache.path,
+            scratch=engine.scratch or cache.path.parent,
+        )
+    return sharded[0] if sharded is not None else spec.call(values)
 
 
 def _resource_params(p: Param) -> list[inspect.Parameter]:
@@ -161,6 +222,8 @@ def _resource_params(p: Param) -> list[inspect.Parameter]:
     if p.resource.name == "progress":
         info = typer.Option("--progress/--no-progress", help="show progress bars")
         return [_kw(p.name, Annotated[bool, info], True)]
+    if p.resource.name == "engine":
+        return _engine_params()
     raise TypeError(f"resource {p.resource.name} has no command-line form")
 
 
@@ -199,6 +262,8 @@ def stage_values(
         elif p.role == "resource" and p.resource is not None and p.resource.name == "cache":
             values[p.name] = CallCache(value, enabled=not given.get(NO_CACHE, False))
             opened.append(values[p.name])
+        elif p.role == "resource" and p.resource is not None and p.resource.name == "engine":
+            continue  # --engine names it; _call opens it around the stage
         elif p.role in ("resource", "output"):
             if value is not None:
                 values[p.name] = value
@@ -224,7 +289,7 @@ def make_command(spec: StageSpec, *, help_text: str | None = None) -> Callable[.
             check_outputs(planned, inputs)
             # An error the stage raises about its data names the file when there is one.
             with located(inputs[0] if len(inputs) == 1 else None):
-                result = spec.call(values)
+                result = _call(spec, values, given)
         finally:
             for resource in opened:
                 resource.close()

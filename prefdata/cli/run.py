@@ -38,6 +38,20 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--check", help="only check the file and list its stages")
         ] = False,
         progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+        engine: Annotated[
+            str,
+            typer.Option(
+                help="where row-wise work runs: local (this process) | ray (Ray Data over "
+                "Parquet shards; pip install 'prefdata[ray]'); same outputs either way"
+            ),
+        ] = "local",
+        address: Annotated[
+            str | None,
+            typer.Option(
+                help="--engine ray: a running cluster (auto, HOST:6379, ray://HOST:10001); "
+                "default: start a local one"
+            ),
+        ] = None,
     ) -> None:
         """Run a pipeline of stages into one folder: each stage writes RUN_DIR/<stage>/;
         a re-run skips stages whose inputs and options did not change, and a run cut off
@@ -65,7 +79,9 @@ def register(app: typer.Typer) -> None:
             )
             return
         try:
-            result = run_pipeline(spec, out, progress=progress, console=console)
+            result = run_pipeline(
+                spec, out, progress=progress, console=console, engine=engine, address=address
+            )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         print_summary(result, console)

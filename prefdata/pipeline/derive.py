@@ -63,13 +63,29 @@ def run_stage(spec: StageSpec, stage: StageRun) -> StageOutputs:
     written: dict[str, Path] = {}
     for p in spec.params:
         if p.role == "resource" and p.resource is not None:
-            values[p.name] = {"cache": stage.cache, "progress": stage.progress}[p.resource.name]
+            provided = {"cache": stage.cache, "progress": stage.progress, "engine": stage.engine}
+            values[p.name] = provided[p.resource.name]
         elif p.role == "output" and p.output is not None:
             path = stage.dir if p.output.name == "." else stage.out(p.output.name)
             values[p.name] = path
             if p.output.name != ".":
                 written[p.output.name] = path
-    result = spec.call(values)
+    result = None
+    if stage.engine is not None and stage.engine.distributed:
+        # Model-call stages share their calls out to the engine's workers; the same function
+        # then assembles the result (prefdata.engine.warm). Any other stage runs here.
+        from prefdata.engine.warm import run_sharded
+
+        sharded = run_sharded(
+            stage.engine, spec.name, spec.func, values, cache=stage.cache.path, scratch=stage.dir
+        )
+        if sharded is not None:
+            result, where = sharded
+            # The calls the workers made count as this stage's (the run's summary).
+            stage.cache.stats.misses += where["calls_new"]
+            stage.cache.stats.hits += where["calls_cached"]
+    if result is None:
+        result = spec.call(values)
     outputs = write_result_dir(result, stage.dir)
     outputs.update(written)
     outputs.update(result.files)

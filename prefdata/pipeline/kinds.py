@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 import polars as pl
 
+from prefdata.engine import Engine
 from prefdata.errors import OptionError
 from prefdata.llm.cache import CallCache
 
@@ -98,7 +99,8 @@ class Slot:
 
 @dataclass
 class StageRun:
-    """Everything a stage function gets."""
+    """Everything a stage function gets. `engine`: where row-wise work runs (None: in this
+    process; see prefdata.engine)."""
 
     name: str
     kind: str
@@ -107,6 +109,7 @@ class StageRun:
     inputs: dict[str, Path]
     cache: CallCache
     progress: bool
+    engine: Engine | None = None
 
     def out(self, filename: str) -> Path:
         """A path in the stage's own output folder."""

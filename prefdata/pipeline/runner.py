@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from prefdata import manifest as mf
+from prefdata.engine import Engine, open_engine
 from prefdata.errors import PrefdataError
 from prefdata.llm.cache import CacheStats, CallCache
 from prefdata.pipeline import rounds
@@ -284,6 +285,7 @@ def _run_stage(
     cache: CallCache,
     progress: bool,
     reason: str,
+    engine: Engine | None = None,
 ) -> StageOutcome:
     stage_dir = run_dir / spec.name
     # No manifest while the stage runs: if it is cut off, the next run runs it again.
@@ -291,7 +293,9 @@ def _run_stage(
     stage_dir.mkdir(parents=True, exist_ok=True)
     before = replace(cache.stats)
     start = time.perf_counter()
-    run = StageRun(spec.name, spec.kind, stage_dir, dict(spec.options), inputs, cache, progress)
+    run = StageRun(
+        spec.name, spec.kind, stage_dir, dict(spec.options), inputs, cache, progress, engine
+    )
     outcome = StageOutcome(spec.name, spec.kind, "failed", reason)
     try:
         # Libraries that print (TRL's logs) must not mix into the CLI's JSON on stdout.
@@ -337,9 +341,16 @@ def run_pipeline(
     *,
     progress: bool = True,
     console: Console | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> RunResult:
     """Run `pipeline` into `run_dir` (see the module doc); returns every stage's outcome and
     writes it to RUN_DIR/summary.json.
+
+    `engine`: where row-wise work runs: "local" (this process) or "ray" (Ray Data over Parquet
+    shards; `address` a running cluster, else a local one is started; see prefdata.engine).
+    The outputs are the same files with the same content either way, so the engine is not
+    part of a stage's manifest: a stage finished on one engine is up to date on the other.
 
     Raises StageFailed (a PrefdataError naming the pipeline file and the stage, with the
     original exception as its __cause__) when a stage fails;
@@ -355,7 +366,9 @@ def run_pipeline(
     current: StageSpec | None = None
     policies: dict[int, Path] = {}  # round -> the policy its train stage wrote
     try:
-        with display.show():
+        # Shards live in the run folder: on a cluster it is the folder every node reaches.
+        scratch = run_dir / ".shards" if engine != "local" else None
+        with open_engine(engine, address=address, scratch=scratch) as workers, display.show():
             for spec in pipeline.stages:
                 policy = policies.get(spec.round - 1)
                 spec = rounds.with_policy(spec, policy)
@@ -398,6 +411,7 @@ def run_pipeline(
                         cache,
                         progress,
                         why or "changed",
+                        workers,
                     )
                 done.append(outcome)
                 display.done(outcome)

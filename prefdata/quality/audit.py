@@ -21,11 +21,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import polars as pl
 
+from prefdata.engine import Engine
 from prefdata.quality.dedup import dedup, split_overlap
 from prefdata.quality.rules import rule_checks
 from prefdata.quality.sample import audit_sample
 from prefdata.quality.token_check import TokenCheck, token_check
-from prefdata.stage import StageResult, Table, stage
+from prefdata.stage import Resource, StageResult, Table, stage
 
 ModelSignal = Literal[
     "none", "embeddings", "reward", "scores", "embeddings+reward", "embeddings+scores"
@@ -60,6 +61,7 @@ def audit(
     seed: int = 0,
     cache_dir: str | None = None,
     tokens: TokenCheck = TokenCheck(),  # noqa: B008 - frozen
+    engine: Annotated[Engine | None, Resource("engine")] = None,
 ) -> StageResult:
     """Find likely mislabelled and broken pairs: rule checks, duplicates, train/test overlap,
     annotator disagreement, judge vs human, verifiable answers and content models, combined
@@ -99,6 +101,8 @@ def audit(
         cache_dir: embedding cache folder (default: the prefdata cache).
         tokens: the token-level pair check (prefdata.quality.token_check), with max_length
             or a recipe: issues prompt_fills_context, identical_after_truncation, ...
+        engine: where the row-wise signals run (prefdata.engine): rule checks, dedup and
+            overlap on Parquet shards, embeddings on model workers; the same issues either way.
     """
     parts: list[pl.DataFrame] = []
     report: dict[str, Any] = {"pairs": pairs.height}
@@ -107,16 +111,16 @@ def audit(
 
         raise InputError(f"model must be one of {', '.join(MODEL_SIGNALS)}, got {model!r}")
 
-    rules, report["rules"] = rule_checks(pairs)
+    rules, report["rules"] = rule_checks(pairs, engine=engine)
     parts.append(rules)
     if tokens.wanted:
         issues, report["tokens"] = token_check(pairs, tokens)
         parts.append(issues)
-    issues, report["dedup"] = dedup(pairs, threshold=dedup_threshold, seed=seed)
+    issues, report["dedup"] = dedup(pairs, threshold=dedup_threshold, seed=seed, engine=engine)
     parts.append(issues)
     if test is not None:
         issues, report["split_overlap"] = split_overlap(
-            pairs, test, threshold=dedup_threshold, seed=seed
+            pairs, test, threshold=dedup_threshold, seed=seed, engine=engine
         )
         parts.append(issues)
     if annotations is not None:
@@ -135,6 +139,7 @@ def audit(
         combine,
         seed,
         cache_dir,
+        engine,
         {
             "folds": reward_folds,
             "max_pairs_per_fold": reward_max_pairs,
@@ -191,6 +196,7 @@ def _content_readings(
     combine: bool,
     seed: int,
     cache_dir: str | None,
+    engine: Engine | None,
     reward_options: dict[str, Any],
     report: dict[str, Any],
     parts: list[pl.DataFrame],
@@ -209,6 +215,11 @@ def _content_readings(
 
         # Embeddings are cached on disk so a re-run (or a resumed one) never re-embeds.
         cache = cache_dir or str(cache_root() / "embeddings")
+        if engine is not None and engine.distributed:
+            from prefdata.quality.embeddings import embed_on_engine
+
+            # The model pass on the engine's workers fills the cache; the fit below reads it.
+            embed_on_engine(pairs, engine, cache_dir=cache)
         if combine:
             p, report["model"] = embedding_probabilities(pairs, seed=seed, cache_dir=cache)
             readings.append(logit(p))

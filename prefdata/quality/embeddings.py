@@ -237,3 +237,35 @@ def cache_hits(
     keys = list({text_key(t, model_id, normalize=normalize) for t in texts})
     with _cache(cache_dir) as con:
         return len(_cached(con, keys))
+
+
+def _embed_shard(job: tuple[Path, str, int, str]) -> int:
+    """On a worker: embed one shard of pairs into the cache; returns its rows."""
+    from prefdata.engine.shards import read_shard
+
+    path, cache_dir, batch_size, device = job
+    shard = read_shard(path)
+    embed_pairs(shard, batch_size=batch_size, cache_dir=cache_dir, progress=False, device=device)
+    return shard.height
+
+
+def embed_on_engine(
+    pairs: pl.DataFrame, engine: Any, *, cache_dir: str | Path, batch_size: int = 64
+) -> dict[str, Any]:
+    """Embed `pairs` (prompt, chosen, rejected) into the cache at `cache_dir` on the workers of
+    a distributed `engine` (prefdata.engine): one shard per worker, on a pool of model actors
+    (one GPU each where the cluster has GPUs). A later `embed_pairs` with the same cache reads
+    every vector back. `cache_dir` must be a folder every worker reaches."""
+    from prefdata.engine import scratch_folder, shards_for
+    from prefdata.engine.shards import remove_shards, write_shards
+
+    gpus = 1.0 if engine.gpus > 0 else 0.0
+    folder = scratch_folder(engine, "embed")
+    try:
+        count = shards_for(engine, pairs.height)
+        shards = write_shards(pairs, folder, count, columns=["prompt", "chosen", "rejected"])
+        jobs = [(s.path, str(cache_dir), batch_size, "cuda" if gpus else "cpu") for s in shards]
+        rows = engine.map(_embed_shard, jobs, model=True, gpus=gpus, what="embedding shards")
+    finally:
+        remove_shards(folder)
+    return {"shards": len(rows), "rows": sum(rows)}

@@ -44,10 +44,12 @@ The checks and their scores:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from prefdata.engine import Engine
 from prefdata.errors import ContractError, OptionError
 
 ISSUE_SCHEMA: dict[str, pl.DataType] = {
@@ -214,6 +216,7 @@ def rule_checks(
     refusal_patterns: Sequence[str] = DEFAULT_REFUSAL_PATTERNS,
     harmful_patterns: Sequence[str] = DEFAULT_HARMFUL_PATTERNS,
     checks: Sequence[str] = CHECKS,
+    engine: Engine | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Run the rule checks of the module doc on a pairs table.
 
@@ -222,7 +225,9 @@ def rule_checks(
     issues has the `issues` contract columns, one row per (pair, check) that fired, in
     check order then pair order. Report: `pairs`, and per check `<check>_rows` (rows
     written) and `<check>` (rows with is_issue).
-    Patterns are case-insensitive regexes; `checks` selects which checks run.
+    Patterns are case-insensitive regexes; `checks` selects which checks run. `engine`: where
+    they run (prefdata.engine; a distributed one runs them on Parquet shards, with the same
+    rows in the same order).
     """
     missing = [c for c in ("pair_id", "chosen", "rejected", "prompt") if c not in pairs.columns]
     if missing:
@@ -232,6 +237,17 @@ def rule_checks(
         raise OptionError(f"unknown check(s) {unknown}; known: {CHECKS}", option="checks")
     if max_length_ratio <= 1:
         raise OptionError("must be > 1", option="max_length_ratio")
+    options: dict[str, Any] = {
+        "max_length_ratio": max_length_ratio,
+        "min_truncation_chars": min_truncation_chars,
+        "token_limit": token_limit,
+        "chars_per_token": chars_per_token,
+        "refusal_patterns": tuple(refusal_patterns),
+        "harmful_patterns": tuple(harmful_patterns),
+        "checks": tuple(checks),
+    }
+    if engine is not None and engine.distributed:
+        return _on_shards(pairs, engine, options)
 
     refusal = "(?i)" + "|".join(f"(?:{p})" for p in refusal_patterns)
     harmful = "(?i)" + "|".join(f"(?:{p})" for p in harmful_patterns)
@@ -371,4 +387,48 @@ def rule_checks(
     for name, part in zip(names, parts, strict=True):
         report[f"{name}_rows"] = part.height
         report[name] = int(part["is_issue"].sum())
+    return issues, report
+
+
+# Rows per shard on a distributed engine (each check is a column expression: a worker's memory
+# is its shard's texts and their temporaries).
+SHARD_ROWS = 250_000
+
+
+def _rules_on_shard(job: tuple[Path, dict[str, Any]]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    from prefdata.engine.shards import read_shard
+
+    path, options = job
+    return rule_checks(read_shard(path), **options)
+
+
+def _on_shards(
+    pairs: pl.DataFrame, engine: Engine, options: dict[str, Any]
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """rule_checks on contiguous shards: each check's rows in shard order are its rows in
+    pair order, and every count adds up."""
+    from prefdata.engine import scratch_folder, shards_for
+    from prefdata.engine.shards import remove_shards, write_shards
+
+    folder = scratch_folder(engine, "rules")
+    count = max(shards_for(engine, pairs.height), -(-pairs.height // SHARD_ROWS))
+    columns = ["pair_id", "chosen", "rejected", "prompt"]
+    try:
+        shards = write_shards(pairs, folder, count, columns=columns)
+        done = engine.map(_rules_on_shard, [(s.path, options) for s in shards], what="rule shards")
+    finally:
+        remove_shards(folder)
+    rank = {name: k for k, name in enumerate(CHECKS)}
+    issues = (
+        pl.concat([d[0] for d in done])
+        .with_columns(pl.col("issue").replace_strict(rank, return_dtype=pl.Int64).alias("_k"))
+        .sort("_k", maintain_order=True)
+        .drop("_k")
+        if done
+        else pl.DataFrame(schema=ISSUE_SCHEMA)
+    )
+    report: dict[str, Any] = {"pairs": pairs.height}
+    for key in done[0][1] if done else ():
+        if key != "pairs":
+            report[key] = sum(int(d[1][key]) for d in done)
     return issues, report

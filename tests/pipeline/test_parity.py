@@ -38,8 +38,9 @@ def _click_command(name: str) -> Any:
 
 
 def _cli_names(command: Any) -> set[str]:
-    """The parameter names the command really takes, less the CLI's own (-o, cache...)."""
-    own = {"out", "rejected_out", "no_cache", "help"}
+    """The parameter names the command really takes, less the CLI's own (-o, cache...; the
+    engine's --engine / --address open the engine a stage gets as a resource)."""
+    own = {"out", "rejected_out", "no_cache", "help", "engine", "address"}
     return {p.name for p in command.params if p.name and p.name not in own}
 
 
@@ -51,7 +52,13 @@ def _library_names(params: list[Param]) -> set[str]:
 def test_cli_and_pipeline_take_exactly_the_library_options(name: str) -> None:
     spec = stage_spec(name)
     command = _click_command(name)
-    library = _library_names([p for p in spec.params if p.role != "output"])
+    library = _library_names(
+        [
+            p
+            for p in spec.params
+            if p.role != "output" and not (p.resource is not None and p.resource.name == "engine")
+        ]
+    )
     assert _cli_names(command) == library, name
     kind = REGISTRY[name]
     assert set(kind.options) == _library_names(spec.options), name

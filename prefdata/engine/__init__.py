@@ -1,0 +1,151 @@
+"""Where the row-wise work of a stage runs: in this process (`local`, the default) or on a Ray
+cluster (`ray`: Ray Data `map_batches` over Parquet shards, GPU actors for model stages).
+
+An engine only maps a function over work items; what the items are (Parquet shards of a
+table, partitions of a shuffle) and what the function does is the stages' own code, so the
+same library functions run in both engines:
+
+    with open_engine("ray", address="auto") as engine:
+        results = engine.map(embed_shard, shards, model=True)
+
+- `map(fn, items)` returns `fn(item)` for every item, in the items' order. `fn` must be a
+  module-level function (it is pickled to the workers) and so must the items; results should
+  be small (paths, counts): the data itself goes through Parquet files in a folder every
+  worker can reach (the run folder).
+- `model=True` marks work that loads a model: Ray runs it on a pool of actors (each loads the
+  model once and keeps it for every shard it gets), with `gpus` GPUs each.
+- `workers` is how many items run at once; stages cut their tables into about that many
+  shards (`shards_for`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from prefdata.errors import InputError, PrefdataError
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "EngineName",
+    "LocalEngine",
+    "open_engine",
+    "scratch_folder",
+    "shards_for",
+]
+
+EngineName = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = ("local", "ray")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Engine(Protocol):
+    """What runs a function over work items (see the module doc)."""
+
+    name: str
+    workers: int
+    gpus: int  # GPUs the engine's workers can use (model work gets one each)
+
+    @property
+    def scratch(self) -> Path | None:
+        """The folder for shards, reachable from every worker (None: no shards)."""
+        ...
+
+    @property
+    def distributed(self) -> bool:
+        """True when items run in other processes (so work is worth cutting into shards)."""
+        ...
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Sequence[T],
+        *,
+        model: bool = False,
+        gpus: float = 0.0,
+        what: str = "",
+    ) -> list[R]: ...
+
+
+class LocalEngine:
+    """Everything in this process, one item after another (the default engine)."""
+
+    name = "local"
+    workers = 1
+    gpus = 0  # a local model picks its own device
+    distributed = False
+    scratch: Path | None = None
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Sequence[T],
+        *,
+        model: bool = False,
+        gpus: float = 0.0,
+        what: str = "",
+    ) -> list[R]:
+        return [fn(item) for item in items]
+
+
+def scratch_folder(engine: Engine, name: str) -> Path:
+    """A new folder name for one piece of shard work (`name`-xxxxxxxx) in the engine's scratch
+    folder; the caller removes it (prefdata.engine.shards.remove_shards)."""
+    if engine.scratch is None:
+        raise PrefdataError(f"the {engine.name} engine has no scratch folder for shards")
+    return Path(engine.scratch) / f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def shards_for(engine: Engine | None, rows: int, *, min_rows: int = 1) -> int:
+    """How many shards to cut `rows` rows into for `engine`: one per worker (each worker keeps
+    one shard in memory at a time), never shards of fewer than `min_rows` rows, at least 1."""
+    if engine is None or not engine.distributed or rows <= 0:
+        return 1
+    return max(1, min(engine.workers, rows // max(1, min_rows)))
+
+
+@contextlib.contextmanager
+def open_engine(
+    name: str = "local",
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    scratch: str | Path | None = None,
+) -> Iterator[Engine]:
+    """The engine `name` ("local" | "ray"), closed on exit.
+
+    ray: `address` is a running cluster ("auto", "ray://host:10001", "host:6379"); without one
+    a local cluster is started in this process (`workers` CPUs; default: every core) and shut
+    down on exit. `workers`: items run at once (default: the cluster's CPUs, or its GPUs for
+    model work). `scratch`: the folder for shard files, which every worker must reach (on
+    several machines: a shared folder; default: a temporary folder, fine on one machine).
+    Raises InputError for an unknown engine, MissingExtraError when Ray is not
+    installed (pip install 'prefdata[ray]').
+    """
+    if name == "local":
+        if address is not None:
+            raise InputError("--address needs --engine ray (the local engine has no cluster)")
+        yield LocalEngine()
+        return
+    if name != "ray":
+        raise InputError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
+    from prefdata.engine.ray import RayEngine
+
+    engine = RayEngine(address=address, workers=workers, scratch=scratch)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def describe(engine: Engine | None) -> dict[str, Any]:
+    """The engine as a report entry: its name and workers."""
+    if engine is None:
+        return {"name": "local", "workers": 1}
+    return {"name": engine.name, "workers": engine.workers}

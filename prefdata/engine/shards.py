@@ -1,0 +1,89 @@
+"""Parquet shards: a table cut into pieces the workers of an engine read one at a time.
+
+Shards are files (not objects in Ray's store), in a folder every worker can reach, so a
+worker holds one shard in memory and the driver none: `write_shards` streams the input. Each
+shard keeps the input's row order and a `_row` column with each row's position in the whole
+table, so results computed on shards can be put back in the single-process order.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+__all__ = ["ROW", "Shard", "read_shard", "remove_shards", "write_shards"]
+
+ROW = "_row"  # each row's position in the whole table
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: its file, its index, and (for contiguous shards) its first row."""
+
+    path: Path
+    index: int
+    first_row: int
+    rows: int
+
+
+def write_shards(
+    table: pl.DataFrame | pl.LazyFrame | str | Path,
+    folder: Path,
+    count: int,
+    *,
+    key: str | None = None,
+    columns: list[str] | None = None,
+) -> list[Shard]:
+    """Cut `table` (a frame, or a Parquet path read lazily) into `count` shards in `folder`.
+
+    Without `key`: contiguous row ranges of near-equal size. With `key`: rows go to shard
+    hash(key) % count, so all rows sharing a key value land in one shard (the candidates of
+    one prompt), each shard in input order; `first_row` is then -1. `columns`: only these
+    (plus `_row`). Returns the shards in order; empty shards are left out.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lazy = (
+        pl.scan_parquet(table)
+        if isinstance(table, str | Path)
+        else table.lazy()
+        if isinstance(table, pl.DataFrame)
+        else table
+    )
+    if columns is not None:
+        lazy = lazy.select(columns)
+    lazy = lazy.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
+    rows = int(lazy.select(pl.len()).collect().item())
+    count = max(1, min(count, rows))
+    shards: list[Shard] = []
+    for index in range(count):
+        path = folder / f"shard-{index:05d}.parquet"
+        if key is None:
+            start = rows * index // count
+            stop = rows * (index + 1) // count
+            part = lazy.slice(start, stop - start)
+            first = start
+        else:
+            part = lazy.filter(pl.col(key).hash(seed=0) % count == index)
+            first = -1
+        part.sink_parquet(path)
+        n = int(pl.scan_parquet(path).select(pl.len()).collect().item())
+        if n:
+            shards.append(Shard(path, len(shards), first, n))
+        else:
+            path.unlink()
+    return shards
+
+
+def read_shard(shard: Shard | Path, *, keep_row: bool = False) -> pl.DataFrame:
+    """A shard as a frame (without its `_row` column unless `keep_row`)."""
+    path = shard.path if isinstance(shard, Shard) else shard
+    frame = pl.read_parquet(path)
+    return frame if keep_row else frame.drop(ROW, strict=False)
+
+
+def remove_shards(folder: Path) -> None:
+    """Remove a shard folder once its results are merged (nothing else lives there)."""
+    shutil.rmtree(folder, ignore_errors=True)
