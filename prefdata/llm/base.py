@@ -30,6 +30,8 @@ class Capabilities:
     message_batches: has the Anthropic Message Batches API (half price, resumable).
     priced: calls are billed per token (an estimate prices them from the price table).
     needs_base_url: the client cannot be made without a server URL.
+    whole_table: an engine that batches by itself (vLLM): callers send it every request of a
+        table in one call instead of in chunks (it caches each answer as it finishes).
     """
 
     reads_choice_probs: bool = False
@@ -39,6 +41,7 @@ class Capabilities:
     message_batches: bool = False
     priced: bool = False
     needs_base_url: bool = False
+    whole_table: bool = False
 
 
 @dataclass(frozen=True)

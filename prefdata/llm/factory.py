@@ -27,7 +27,7 @@ __all__ = [
     "parse_spec",
 ]
 
-Backend = Literal["local", "openai", "anthropic"]
+Backend = Literal["local", "openai", "anthropic", "vllm"]
 
 # The one table of backends: backend -> (module, client class). A new backend is a client
 # module in prefdata/llm/ and its line here; the CLI and the pipeline offer BACKENDS.
@@ -35,6 +35,7 @@ _CLASSES: dict[str, tuple[str, str]] = {
     "local": ("prefdata.llm.local", "LocalClient"),
     "openai": ("prefdata.llm.openai_compat", "OpenAICompatClient"),
     "anthropic": ("prefdata.llm.anthropic", "AnthropicClient"),
+    "vllm": ("prefdata.llm.vllm_engine", "VllmClient"),
 }
 BACKENDS: tuple[str, ...] = tuple(_CLASSES)
 
@@ -47,11 +48,12 @@ _INSTALL: dict[str, str] = {
     "anthropic": "pip install anthropic",
     "openai": "pip install openai",
     "httpx": "pip install httpx",
+    "vllm": "pip install 'prefdata[vllm]'",
 }
 
 
 def make_client(backend: str, model: str, **options: Any) -> Client:
-    """A client for `backend` ("local" | "openai" | "anthropic") and `model`.
+    """A client for `backend` ("local" | "openai" | "anthropic" | "vllm") and `model`.
 
     options go to the backend's class unchanged:
     - local: device="cpu", batch_size=8, dtype=None (see prefdata.llm.local.LocalClient)
@@ -59,6 +61,8 @@ def make_client(backend: str, model: str, **options: Any) -> Client:
       max_concurrency=16, max_retries=6, timeout=60.0
     - anthropic: api_key=None (default: $ANTHROPIC_API_KEY), base_url=None, max_concurrency=8,
       max_retries=6, prices=None, timeout=60.0
+    - vllm: device="auto", dtype=None, batch_size=None, reading="choices",
+      tensor_parallel_size=1, max_model_len=None, ... (see prefdata.llm.vllm_engine.VllmClient)
 
     Options that are None are dropped, so a CLI can pass every option it has and each backend
     keeps its own defaults. Raises InputError for an unknown backend or a missing required

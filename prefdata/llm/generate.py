@@ -271,6 +271,9 @@ async def agenerate(
             # One submission for everything: the Batches API is for bulk work, and each
             # batch takes minutes to hours; the state file makes it resumable instead.
             chunk_size = max(1, good.height)
+        elif all(c.capabilities.whole_table for c in clients):
+            # An engine that batches by itself (vLLM) is fed the whole table at once.
+            chunk_size = max(1, good.height)
 
         before = replace(cache.stats)
         kept: list[dict[str, Any]] = []

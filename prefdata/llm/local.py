@@ -185,7 +185,7 @@ class LocalClient:
             if problem:
                 out[i] = Response(error=problem)
                 continue
-            ids = _prompt_ids(tokenizer, request)
+            ids = request_token_ids(tokenizer, request)
             needed = len(ids) + (1 if request.choices else request.params.max_new_tokens)
             if needed > context:
                 extra = (
@@ -201,7 +201,7 @@ class LocalClient:
                 continue
             item = _Item(i, request, ids)
             if request.choices:
-                tokens, problem = _choice_tokens(tokenizer, request.choices)
+                tokens, problem = choice_token_ids(tokenizer, request.choices)
                 if problem:
                     out[i] = Response(error=problem, input_tokens=len(ids))
                     continue
@@ -428,16 +428,20 @@ def _chat(request: Request) -> list[Message]:
     return chat
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, request: Request) -> list[int]:
+def request_token_ids(tokenizer: PreTrainedTokenizerBase, request: Request) -> list[int]:
+    """The token ids of a request's chat, ready for the answer (shared with the vllm backend,
+    which must feed the exact same prompt tokens)."""
     text = tokenizer.apply_chat_template(_chat(request), add_generation_prompt=True, tokenize=False)
     # The template already wrote every special token; adding them again would double BOS.
     ids = tokenizer(str(text), add_special_tokens=False)["input_ids"]
     return [int(t) for t in ids]
 
 
-def _choice_tokens(
+def choice_token_ids(
     tokenizer: PreTrainedTokenizerBase, choices: Sequence[str]
 ) -> tuple[list[int], str | None]:
+    """The first token of each choice (whose next-token probability is read), or ([], why
+    not) when a choice has no token or two choices share their first one."""
     tokens = []
     for choice in choices:
         ids = tokenizer(choice, add_special_tokens=False)["input_ids"]

@@ -160,12 +160,12 @@ def test_choices_mode_gives_next_token_probabilities(client: LocalClient) -> Non
 
 def test_system_prefix_becomes_the_system_message(client: LocalClient) -> None:
     _, tokenizer = client.load()
-    from prefdata.llm.local import _prompt_ids
+    from prefdata.llm.local import request_token_ids
 
-    with_system = _prompt_ids(tokenizer, Request(messages=SKY, system="Answer tersely."))
+    with_system = request_token_ids(tokenizer, Request(messages=SKY, system="Answer tersely."))
     text = tokenizer.decode(with_system)
     assert text.startswith("<|im_start|>system\nAnswer tersely.<|im_end|>")
-    merged = _prompt_ids(
+    merged = request_token_ids(
         tokenizer,
         Request(messages=({"role": "system", "content": "Be kind."}, *SKY), system="Rubric."),
     )
