@@ -24,6 +24,7 @@ from prefdata.report import compute_report
 from prefdata.report.measure import PROVENANCE_KEYS
 from prefdata.report.tokens import Tokenizer, load_tokenizer
 from tests.report import reference as ref
+from tests.report import reference_votes as vref
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +73,19 @@ def _expected(
         mine = [v for v in votes if v["item_id"] in ids]
         overview["annotations"] = ref.describe_votes(mine, _schema(annotations), len(votes))
         usable = [v for v in mine if v["label"] is not None and v["error"] is None]
-        out["judges"] = ref.judges(rows, usable)
+        out["judges"] = vref.judges(rows, usable)
         rng = np.random.default_rng(7)
         humans = [v for v in usable if v["annotator_kind"] == "human"]
-        headline = ref.agreement(humans, labels=ref.ORDER, bootstrap=1000, seed=0, rng=rng)
-        everyone = ref.agreement(usable, labels=ref.ORDER, bootstrap=1000, seed=0, rng=rng)
+        headline = vref.agreement(humans, labels=vref.ORDER, bootstrap=1000, seed=0, rng=rng)
+        everyone = vref.agreement(usable, labels=vref.ORDER, bootstrap=1000, seed=0, rng=rng)
         names = sorted({v["annotator"] for v in usable})
         out["agreement"] = {
             "scope": "human",
             "level": "ordinal",
             "headline": headline,
             "all_votes": everyone,
-            "heatmap": ref.heatmap(everyone["cohen_kappa"], names),
-            "dawid_skene_accuracy": ref.dawid_skene_accuracy(usable, ref.ORDER),
+            "heatmap": vref.heatmap(everyone["cohen_kappa"], names),
+            "dawid_skene_accuracy": vref.dawid_skene_accuracy(usable, vref.ORDER),
         }
     out["confidence"] = (
         ref.confidence(rows) if any(p["confidence"] is not None for p in rows) else None
