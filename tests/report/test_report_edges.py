@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,23 @@ def test_duplicates_without_issues_use_dedup(tmp_path: Path) -> None:
     assert dup["flagged"]["duplicate_prompt"] == 0  # repeated prompts are information
     # distinct prompt ids: exact text (the lower-cased copy has its own id)
     assert dup["distinct_prompts"] == 3 and dup["pairs"] == 6
+    # The page shows each pair labelled both ways with both pairs' text, not only ids.
+    write_report(pairs, tmp_path / "qa", tokenizer=None)
+    page = (tmp_path / "qa" / "report.html").read_text(encoding="utf-8")
+    # (an example's long text is itself collapsed in a <details>: split, do not match)
+    shown = page.split('<details class="dup">')[1:]
+    both_ways = [d for d in shown if "labelled both ways" in d.split("</summary>")[0]]
+    assert len(both_ways) == dup["counts"]["conflicting_duplicate"] - 1  # one per other row
+    text = {
+        pid: (c, r)
+        for pid, c, r in zip(pairs["pair_id"], pairs["chosen"], pairs["rejected"], strict=True)
+    }
+    for d in both_ways:
+        first, other = re.findall(r"[0-9a-f]{16}", d.split("</summary>")[0])[:2]
+        for pid in (first, other):
+            for side in text[pid]:
+                assert html_escape(side[:40]) in d, (pid, side[:40])
+    assert any("Buy some!" in d for d in both_ways)
 
 
 def test_split_column_gives_train_test_overlap() -> None:
