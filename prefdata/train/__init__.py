@@ -9,11 +9,13 @@ model, RLOO / GRPO against it; TRL 1.16 has no PPO).
 
 Modules: `recipe` (the recipe format, overrides, the built-in recipes in `recipes/`),
 `hardware` (precision and memory for the machine), `models` (what `--model` loads, LoRA,
-QLoRA), `data` (reading the method's table, TRL's length filter), `integrity` (the
+QLoRA), `data` (reading the method's table, TRL's length filter), `method` (what every
+method's prepare shares: the MethodRun, reading its table, building its trainer), `integrity` (the
 token-level pair check before the first step), `reference` (the frozen
 reference guard and checksums), `outputs` (`fit`, the report), then one module per method.
 
-Adding a method: a module holding `SPEC` (a recipe.MethodSpec) and `prepare(...)`, which
+Adding a method: a module holding `SPEC` (a recipe.MethodSpec) and `prepare(recipe, data,
+run)` (run: a method.MethodRun, the model, output folder, held-out data and hardware), which
 returns something with `.fit(out)` and `.report` (an outputs.Prepared; rlhf returns an
 rlhf.RLHFRun), its built-in recipe `recipes/<method>.yaml`, and its line in METHODS below;
 the CLI and the pipeline read METHODS. A module that reads its recipe its own way (rlhf:
@@ -188,15 +190,15 @@ def prepare(
     (rlhf: the checked plan of its three stages, which train in `.fit(out)`)."""
     from prefdata.train.hardware import detect_hardware
     from prefdata.train.integrity import check_pairs
+    from prefdata.train.method import MethodRun
 
     module = method_module(method)
     hardware = detect_hardware()
     resolved = _resolve(module, recipe, overrides, hardware)
     # Before anything loads: refuse (or leave out) pairs TRL would see as identical, empty or cut.
     checked, integrity = check_pairs(getattr(module, "SPEC", None), resolved, data, model)
-    prepared: Prepared | RLHFRun = module.prepare(
-        resolved, checked, model=model, out=out, eval_data=eval_data, hardware=hardware
-    )
+    run = MethodRun(out, hardware, model, eval_data)
+    prepared: Prepared | RLHFRun = module.prepare(resolved, checked, run)
     report = getattr(prepared, "report", None)
     if integrity is not None and report is not None:
         if checked is not data:  # a filtered table has no file name of its own

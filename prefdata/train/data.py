@@ -20,6 +20,8 @@ import polars as pl
 from prefdata.errors import InputError
 
 __all__ = [
+    "PROMPT_FILLS",
+    "TOO_LONG",
     "check_kept",
     "drop_coin_flips",
     "read_data",
@@ -28,6 +30,10 @@ __all__ = [
     "token_ids",
 ]
 
+PROMPT_FILLS = "prompt alone fills max_length"
+"""Why DPO, KTO and SFT drop a row (check_kept's `why`): no completion token would be left."""
+TOO_LONG = "length exceeds max_length"
+"""Why the reward trainer drops a pair (check_kept's `why`)."""
 LOUD_SHARE = 0.5
 """Above this share of rows left out by TRL the warning is printed as well as reported."""
 
@@ -79,21 +85,17 @@ def to_dataset(table: pl.DataFrame) -> Any:
 
 
 def check_kept(
-    kept: int,
-    total: int,
-    *,
-    rows: str,
-    why: str,
-    max_length: int | None,
-    source: str | None,
-) -> str | None:
-    """After TRL's tokenization: InputError when it kept none of `total` `rows` (e.g. "pairs"),
-    a warning (returned, and printed when more than half were left out) when it dropped some,
-    None when it kept all. `why` says what TRL drops them for ("prompt alone fills
-    max_length", "length exceeds max_length")."""
+    report: dict[str, Any], trainer: Any, total: int, *, rows: str, why: str, source: str | None
+) -> None:
+    """After TRL's tokenization: InputError when `trainer` kept none of `total` `rows` (e.g.
+    "pairs"); a warning (added to `report["warnings"]`, and printed when more than half were
+    left out) when it dropped some; nothing when it kept all. `why` says what TRL drops them for
+    ("prompt alone fills max_length", "length exceeds max_length")."""
+    kept = len(trainer.train_dataset)
+    max_length = trainer.args.max_length
     dropped = total - kept
     if dropped <= 0:
-        return None
+        return
     if kept == 0:
         raise InputError(
             f"TRL kept none of the {total} {rows}: every one's {why}={max_length}. Raise "
@@ -105,7 +107,7 @@ def check_kept(
     if dropped / total > LOUD_SHARE:
         message += f": training on the {kept} left; raise max_length to keep more"
         print(f"prefdata: warning: {message}", file=sys.stderr, flush=True)
-    return message
+    report.setdefault("warnings", []).append(message)
 
 
 def token_ids(encoded: Any) -> list[int]:

@@ -47,11 +47,11 @@ from typing import Any
 import polars as pl
 
 from prefdata.errors import InputError
-from prefdata.train.data import check_kept, read_data, select_split, to_dataset
-from prefdata.train.hardware import Hardware, detect_hardware
-from prefdata.train.models import load_models
+from prefdata.train.data import PROMPT_FILLS, check_kept
+from prefdata.train.method import Data, MethodRun, build_trainer, read_training_table
+from prefdata.train.models import pad_token_id
 from prefdata.train.outputs import Prepared
-from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, build_config
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError
 from prefdata.train.reference import check_reference_frozen
 
 __all__ = [
@@ -365,20 +365,11 @@ def dpo_rows(pairs: pl.DataFrame) -> pl.DataFrame:
     return rows.with_columns(pairs["confidence"].cast(pl.Float64).alias("confidence"))
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
-    """Build the DPO trainer from a resolved recipe (see common.load_recipe) and a pairs table.
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
+    """Build the DPO trainer from a resolved recipe (see recipe.load_recipe) and a pairs table.
 
     The reference is checked frozen before this returns.
     """
-    hw = hardware or detect_hardware()
     recipe = recipe.copy()
     known = dpo_loss_types()
     losses = _loss_types(recipe)
@@ -391,9 +382,8 @@ def prepare(
         )
     noise = _apply_label_noise(recipe)
 
-    table, source, _ = read_data(data, SPEC.data_contracts)
     notes: list[str] = []
-    table = select_split(table, recipe.prefdata["split"], notes)
+    table, source, _ = read_training_table(data, SPEC, recipe, notes)
     rows = dpo_rows(table)
     confidence = rows["confidence"].to_list()
     weights = ConfidenceWeights.for_table(confidence, recipe.prefdata)
@@ -416,25 +406,16 @@ def prepare(
         # TRL keeps only its token columns otherwise; the collator reads `confidence`.
         recipe.trl["remove_unused_columns"] = False
 
-    config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config)
-    train_dataset = to_dataset(rows)
-    eval_dataset = None
-    if eval_data is not None:
-        eval_table, _, _ = read_data(eval_data, SPEC.data_contracts)
-        eval_dataset = to_dataset(dpo_rows(eval_table))
+    config, models = run.load(recipe, SPEC)
+    eval_rows = run.eval_rows(SPEC, lambda held, _: dpo_rows(held))
 
     trainer_class: Any
     kwargs: dict[str, Any] = {}
     if weighted:
         from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-        tokenizer = models.tokenizer
-        pad = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
         inner = DataCollatorForPreference(
-            pad_token_id=pad,
+            pad_token_id=pad_token_id(models.tokenizer),
             max_length=config.max_length,
             truncation_mode=config.truncation_mode,
             pad_to_multiple_of=config.pad_to_multiple_of,
@@ -445,15 +426,8 @@ def prepare(
         from trl import DPOTrainer
 
         trainer_class = DPOTrainer
-    trainer = trainer_class(
-        model=models.policy,
-        ref_model=models.reference,
-        args=config,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=models.tokenizer,
-        peft_config=models.peft_config,
-        **kwargs,
+    trainer = build_trainer(
+        trainer_class, config, models, rows, eval_rows, ref_model=models.reference, **kwargs
     )
     reference = check_reference_frozen(trainer)
     report: dict[str, Any] = {
@@ -467,22 +441,10 @@ def prepare(
         "label_smoothing": config.label_smoothing,
         "label_noise": noise,
         "weights_dtype": models.dtype,
-        "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+        "finetune": models.finetune,
         **weights.describe(confidence),
         **reference,
         "notes": notes,
     }
-    lost = check_kept(
-        len(trainer.train_dataset),
-        rows.height,
-        rows="pairs",
-        why="prompt alone fills max_length",
-        max_length=config.max_length,
-        source=source,
-    )
-    if lost:
-        report.setdefault("warnings", []).append(lost)
-    return Prepared(trainer, SPEC, recipe, hw, report)
-
-
-
+    check_kept(report, trainer, rows.height, rows="pairs", why=PROMPT_FILLS, source=source)
+    return Prepared(trainer, SPEC, recipe, run.hardware, report)

@@ -36,6 +36,7 @@ from prefdata.models.loader import load_tokenizer
 from prefdata.progress import progress_bar
 from prefdata.stage import Input, Resource, StageResult, Table, stage
 from prefdata.train.data import read_data, token_ids
+from prefdata.train.models import pad_token_id
 from prefdata.train.outputs import read_train_report
 
 __all__ = [
@@ -106,7 +107,7 @@ def sequence_logps(
     if not getattr(target, "_prefdata_fused_head", False):
         add_fused_lm_head(target)
         target._prefdata_fused_head = True
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     encoded = [
         _tokenize_pair_side(tokenizer, p, c, max_length)
         for p, c in zip(prompts, completions, strict=True)
@@ -152,7 +153,7 @@ def reward_scores(
 ) -> list[float]:
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     scores: list[float] = []
     texts = [

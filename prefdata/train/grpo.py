@@ -56,20 +56,18 @@ import functools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.models.loader import load_tokenizer
-from prefdata.train.data import read_data, select_split, to_dataset, token_ids
-from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.data import token_ids
 from prefdata.train.kl_control import KL_CONTROL_DEFAULTS
-from prefdata.train.models import load_models
+from prefdata.train.method import Data, MethodRun, build_trainer, read_training_table
 from prefdata.train.outputs import Prepared
-from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
-from prefdata.train.reference import check_reference_frozen
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError
+from prefdata.train.reference import check_reference_frozen, trainable_parameters
 
 __all__ = [
     "GRPO",
@@ -332,32 +330,13 @@ def _heldout(
     return rows.head(rows.height - n), rows.tail(n).to_dicts()
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build the GRPO trainer from a resolved recipe and a prompts (or pairs) table
     (see prepare_online)."""
-    return prepare_online(
-        GRPO, recipe, data, model=model, out=out, eval_data=eval_data, hardware=hardware
-    )
+    return prepare_online(GRPO, recipe, data, run)
 
 
-def prepare_online(
-    method: OnlineMethod,
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare_online(method: OnlineMethod, recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build `method`'s trainer (GRPO, RLOO) from a resolved recipe and a prompts (or pairs)
     table.
 
@@ -372,8 +351,7 @@ def prepare_online(
     from prefdata.train.rewards import build_reward, build_rewards
 
     spec = method.spec
-    hw = hardware or detect_hardware()
-    recipe = apply_overrides(recipe, [])
+    recipe = recipe.copy()
     groups = check_group_size(recipe, method)
     limit = prompt_token_limit(recipe)
     rewards = build_rewards(recipe.prefdata["rewards"])
@@ -384,8 +362,7 @@ def prepare_online(
     else:
         recipe.trl["reward_weights"] = rewards.weights
 
-    table, source, contract = read_data(data, spec.data_contracts)
-    table = select_split(table, recipe.prefdata["split"], notes)
+    table, source, contract = read_training_table(data, spec, recipe, notes)
     rows = grpo_rows(table, contract)
     for name, given in zip(rewards.names, rewards.specs, strict=True):
         column = (given.get("options") or {}).get("answer_column", "answer")
@@ -396,13 +373,10 @@ def prepare_online(
                 source=source,
                 column=column,
             )
-    eval_rows = None
-    if eval_data is not None:
-        eval_table, _, eval_contract = read_data(eval_data, spec.data_contracts)
-        eval_rows = grpo_rows(eval_table, eval_contract)
+    eval_rows = run.eval_rows(spec, grpo_rows)
     too_long = eval_too_long = 0
     if limit is not None:
-        tokenizer = load_tokenizer(model)
+        tokenizer = load_tokenizer(run.model)
         total = rows.height
         rows, too_long = drop_long_prompts(rows, tokenizer, limit)
         if rows.height == 0:
@@ -428,21 +402,19 @@ def prepare_online(
 
     with_answer = int(rows["answer"].is_not_null().sum()) if "answer" in rows.columns else 0
 
-    config = build_config(recipe, spec, out)
-    models = load_models(recipe, spec, hw, model, config)
+    config, models = run.load(recipe, spec)
     report: dict[str, Any] = {}
     callbacks = [reward_stats_callback(report, close=[*rewards.funcs, scorer])]
     if monitoring:
         monitor = RewardHackingMonitor(settings)
         callbacks.append(monitor_callback(monitor, report=report, heldout=heldout, scorer=scorer))
-    trainer: Any = online_trainer_class(method.trainer)(
-        model=models.policy,
+    trainer = build_trainer(
+        online_trainer_class(method.trainer),
+        config,
+        models,
+        rows,
+        eval_rows,
         reward_funcs=rewards.funcs,
-        args=config,
-        train_dataset=to_dataset(rows),
-        eval_dataset=None if eval_rows is None else to_dataset(eval_rows),
-        processing_class=models.tokenizer,
-        peft_config=models.peft_config,
         callbacks=callbacks,
     )
     kl_control = attach_kl_control(trainer, recipe.prefdata)
@@ -453,11 +425,10 @@ def prepare_online(
             trainer.accelerator.unwrap_model(trainer.ref_model).requires_grad_(False)
         reference = check_reference_frozen(trainer)
     else:
-        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         reference = {
             "reference": "none (beta = 0: no KL term, no reference model)",
             "reference_parameters": 0,
-            "trainable_parameters": int(trainable),
+            "trainable_parameters": trainable_parameters(trainer.model),
         }
     report.update(
         {
@@ -480,7 +451,7 @@ def prepare_online(
             **{name: getattr(config, name) for name in method.report_fields},
             "temperature": config.temperature,
             "weights_dtype": models.dtype,
-            "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+            "finetune": models.finetune,
             **reference,
             "monitor_enabled": monitoring,
             "notes": notes,
@@ -496,4 +467,4 @@ def prepare_online(
             f"{rows.height - with_answer} of {rows.height} prompts have no reference answer: "
             "the accuracy reward scores their completions None"
         )
-    return Prepared(trainer, spec, recipe, hw, report)
+    return Prepared(trainer, spec, recipe, run.hardware, report)

@@ -23,25 +23,16 @@ per_device_train_batch_size > 1 (checked before any model loads).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefdata.io.convert import KTO_RATIO_ADVICE
 from prefdata.models.loader import load_tokenizer
-from prefdata.train.data import (
-    check_kept,
-    drop_coin_flips,
-    read_data,
-    select_split,
-    to_dataset,
-    token_ids,
-)
-from prefdata.train.hardware import Hardware, detect_hardware
-from prefdata.train.models import load_models
+from prefdata.train.data import PROMPT_FILLS, check_kept, drop_coin_flips, token_ids
+from prefdata.train.method import Data, MethodRun, build_trainer, read_training_table
 from prefdata.train.outputs import Prepared
-from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError
 from prefdata.train.reference import check_reference_frozen
 
 __all__ = ["PREFDATA_DEFAULTS", "SPEC", "balance_weights", "kto_rows", "prepare"]
@@ -129,20 +120,11 @@ def kept_by_trl(rows: pl.DataFrame, tokenizer: Any, max_length: int) -> pl.Serie
     return pl.Series("keep", keep, dtype=pl.Boolean)
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build the KTO trainer from a resolved recipe and a kto or pairs table."""
     from trl import KTOTrainer
 
-    hw = hardware or detect_hardware()
-    recipe = apply_overrides(recipe, [])
+    recipe = recipe.copy()
     if recipe.prefdata["balance"] not in ("auto", "off"):
         raise RecipeError(
             "prefdata.balance must be auto or off", source=recipe.source, column="prefdata.balance"
@@ -157,9 +139,8 @@ def prepare(
             column="per_device_train_batch_size",
         )
 
-    table, source, contract = read_data(data, SPEC.data_contracts)
     notes: list[str] = []
-    table = select_split(table, recipe.prefdata["split"], notes)
+    table, source, contract = read_training_table(data, SPEC, recipe, notes)
     table, coin_flips = drop_coin_flips(
         table, recipe.prefdata["min_confidence"], notes, source=source
     )
@@ -172,7 +153,7 @@ def prepare(
     max_length = recipe.trl.get("max_length", 1024)
     if auto and max_length is not None:
         # TRL drops rows whose prompt alone fills max_length; balance what it will train on.
-        keep = kept_by_trl(rows, load_tokenizer(model), int(max_length))
+        keep = kept_by_trl(rows, load_tokenizer(run.model), int(max_length))
         if not keep.all():
             n_good = int(rows.filter(keep)["label"].sum())
             n_bad = int(keep.sum()) - n_good
@@ -190,21 +171,9 @@ def prepare(
                 f"{n_good} desirable to {n_bad} undesirable rows per TRL's advice"
             )
 
-    config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config)
-    eval_dataset = None
-    if eval_data is not None:
-        eval_table, _, _ = read_data(eval_data, SPEC.data_contracts)
-        eval_dataset = to_dataset(kto_rows(eval_table)[0])
-    trainer: Any = KTOTrainer(
-        model=models.policy,
-        ref_model=models.reference,
-        args=config,
-        train_dataset=to_dataset(rows),
-        eval_dataset=eval_dataset,
-        processing_class=models.tokenizer,
-        peft_config=models.peft_config,
-    )
+    config, models = run.load(recipe, SPEC)
+    eval_rows = run.eval_rows(SPEC, lambda held, _: kto_rows(held)[0])
+    trainer = build_trainer(KTOTrainer, config, models, rows, eval_rows, ref_model=models.reference)
     reference = check_reference_frozen(trainer)
     ratio = weighted_ratio(n_good, n_bad, config.desirable_weight, config.undesirable_weight)
     lo, hi = KTO_RATIO_ADVICE
@@ -225,18 +194,9 @@ def prepare(
         "loss_type": config.loss_type,
         "beta": config.beta,
         "weights_dtype": models.dtype,
-        "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+        "finetune": models.finetune,
         **reference,
         "notes": notes,
     }
-    lost = check_kept(
-        len(trainer.train_dataset),
-        rows.height,
-        rows="rows",
-        why="prompt alone fills max_length",
-        max_length=config.max_length,
-        source=source,
-    )
-    if lost:
-        report["warnings"] = [lost]
-    return Prepared(trainer, SPEC, recipe, hw, report)
+    check_kept(report, trainer, rows.height, rows="rows", why=PROMPT_FILLS, source=source)
+    return Prepared(trainer, SPEC, recipe, run.hardware, report)

@@ -32,6 +32,7 @@ __all__ = [
     "load_models",
     "lora_config",
     "model_path",
+    "pad_token_id",
     "quantization_config",
     "training_model",
     "weights_dtype",
@@ -59,6 +60,15 @@ def training_model(
 def model_path(model: str | Path, *, reward: bool = False) -> str:
     """The full model folder (or hub id) training starts from; see `training_model`."""
     return training_model(model, reward=reward).path
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end-of-sequence
+    token (as TRL pads when a tokenizer has no pad token)."""
+    pad: int = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    return pad
 
 
 def weights_dtype(recipe: Recipe, hw: Hardware) -> str:
@@ -132,6 +142,11 @@ class Models:
     tokenizer: Any
     dtype: str
     loaded: str = ""
+
+    @property
+    def finetune(self) -> str:
+        """The report's `finetune`: "lora" (an adapter trains) or "full" (every weight)."""
+        return "full" if self.peft_config is None else "lora"
 
 
 def load_models(

@@ -10,16 +10,14 @@ response's language-model loss plus `beta` times an odds-ratio term. Every repor
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from prefdata.train.data import read_data, select_split, to_dataset
-from prefdata.train.hardware import Hardware, detect_hardware
-from prefdata.train.models import load_models
+from prefdata.train.method import Data, MethodRun, build_trainer, read_training_table
 from prefdata.train.outputs import Prepared
-from prefdata.train.recipe import MethodSpec, Recipe, apply_overrides, build_config
+from prefdata.train.recipe import MethodSpec, Recipe
+from prefdata.train.reference import trainable_parameters
 
 __all__ = ["EXPERIMENTAL_WARNING", "SPEC", "prepare"]
 
@@ -53,50 +51,28 @@ def orpo_rows(pairs: pl.DataFrame) -> pl.DataFrame:
     return to_trl(pairs, conversational=True, minimal=True)
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build the (experimental) ORPO trainer from a resolved recipe and a pairs table."""
-    hw = hardware or detect_hardware()
-    recipe = apply_overrides(recipe, [])
-    table, source, _ = read_data(data, SPEC.data_contracts)
+    recipe = recipe.copy()
     notes: list[str] = []
-    table = select_split(table, recipe.prefdata["split"], notes)
+    table, source, _ = read_training_table(data, SPEC, recipe, notes)
     rows = orpo_rows(table)
     if "remove_unused_columns" not in recipe.user_fields:
         # ORPO's collator needs the raw columns; TRL would switch this off itself, with a warning.
         recipe.trl["remove_unused_columns"] = False
-    config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config)
-    eval_dataset = None
-    if eval_data is not None:
-        eval_table, _, _ = read_data(eval_data, SPEC.data_contracts)
-        eval_dataset = to_dataset(orpo_rows(eval_table))
-    trainer = _import_orpo().ORPOTrainer(
-        model=models.policy,
-        args=config,
-        train_dataset=to_dataset(rows),
-        eval_dataset=eval_dataset,
-        processing_class=models.tokenizer,
-        peft_config=models.peft_config,
-    )
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    config, models = run.load(recipe, SPEC)
+    eval_rows = run.eval_rows(SPEC, lambda held, _: orpo_rows(held))
+    trainer = build_trainer(_import_orpo().ORPOTrainer, config, models, rows, eval_rows)
     report: dict[str, Any] = {
         "model": models.path,
         "data": source,
         "pairs": rows.height,
         "beta": config.beta,
         "weights_dtype": models.dtype,
-        "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+        "finetune": models.finetune,
         "reference": "none (ORPO needs none)",
-        "trainable_parameters": int(trainable),
+        "trainable_parameters": trainable_parameters(trainer.model),
         "notes": notes,
         "warnings": [EXPERIMENTAL_WARNING],
     }
-    return Prepared(trainer, SPEC, recipe, hw, report)
+    return Prepared(trainer, SPEC, recipe, run.hardware, report)

@@ -21,12 +21,22 @@ from typing import Any
 
 from prefdata.errors import TrainingError
 
-__all__ = ["check_reference_frozen", "reference_checksum", "reference_tensors"]
+__all__ = [
+    "check_reference_frozen",
+    "reference_checksum",
+    "reference_tensors",
+    "trainable_parameters",
+]
 
 
 def _numel(param: Any) -> int:
     # DeepSpeed ZeRO-3 leaves an empty local tensor and keeps the real size in ds_numel.
     return int(getattr(param, "ds_numel", param.numel()))
+
+
+def trainable_parameters(model: Any) -> int:
+    """How many of `model`'s parameters train (requires_grad), at their full size under ZeRO-3."""
+    return sum(_numel(p) for p in model.parameters() if p.requires_grad)
 
 
 def _is_adapter_param(name: str) -> bool:
@@ -57,7 +67,7 @@ def check_reference_frozen(trainer: Any) -> dict[str, Any]:
     from accelerate.utils import is_peft_model
 
     model = trainer.model
-    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    trainable = trainable_parameters(model)
     synced = _synced(trainer)
     ref = getattr(trainer, "ref_model", None)
     if ref is not None:

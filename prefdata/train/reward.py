@@ -29,16 +29,15 @@ The model is the causal LM checkpoint with a new one-output score head
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from prefdata.train.data import check_kept, drop_coin_flips, read_data, select_split, to_dataset
-from prefdata.train.hardware import Hardware, detect_hardware
-from prefdata.train.models import load_models
+from prefdata.train.data import TOO_LONG, check_kept, drop_coin_flips
+from prefdata.train.method import Data, MethodRun, build_trainer, read_training_table
 from prefdata.train.outputs import Prepared
-from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError
+from prefdata.train.reference import trainable_parameters
 
 __all__ = ["PREFDATA_DEFAULTS", "SPEC", "margins", "prepare", "reward_rows"]
 
@@ -95,43 +94,21 @@ def reward_rows(pairs: pl.DataFrame, settings: dict[str, Any]) -> pl.DataFrame:
     return rows if margin is None else rows.with_columns(margin)
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build the reward-model trainer from a resolved recipe and a pairs table."""
     from trl import RewardTrainer
 
-    hw = hardware or detect_hardware()
-    recipe = apply_overrides(recipe, [])
-    table, source, _ = read_data(data, SPEC.data_contracts)
+    recipe = recipe.copy()
     notes: list[str] = []
-    table = select_split(table, recipe.prefdata["split"], notes)
+    table, source, _ = read_training_table(data, SPEC, recipe, notes)
     table, coin_flips = drop_coin_flips(
         table, recipe.prefdata["min_confidence"], notes, source=source
     )
     rows = reward_rows(table, recipe.prefdata)
 
-    config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config)
-    eval_dataset = None
-    if eval_data is not None:
-        eval_table, _, _ = read_data(eval_data, SPEC.data_contracts)
-        eval_dataset = to_dataset(reward_rows(eval_table, recipe.prefdata))
-    trainer: Any = RewardTrainer(
-        model=models.policy,
-        args=config,
-        train_dataset=to_dataset(rows),
-        eval_dataset=eval_dataset,
-        processing_class=models.tokenizer,
-        peft_config=models.peft_config,
-    )
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    config, models = run.load(recipe, SPEC)
+    eval_rows = run.eval_rows(SPEC, lambda held, _: reward_rows(held, recipe.prefdata))
+    trainer = build_trainer(RewardTrainer, config, models, rows, eval_rows)
     margin_stats: dict[str, Any] = {"margin_from": recipe.prefdata["margin_from"]}
     if "margin" in rows.columns:
         m = rows["margin"]
@@ -155,19 +132,10 @@ def prepare(
             / (1 - float(recipe.prefdata["max_confidence"]))
         ),
         "weights_dtype": models.dtype,
-        "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+        "finetune": models.finetune,
         "reference": "none (reward model)",
-        "trainable_parameters": int(trainable),
+        "trainable_parameters": trainable_parameters(trainer.model),
         "notes": notes,
     }
-    lost = check_kept(
-        len(trainer.train_dataset),
-        rows.height,
-        rows="pairs",
-        why="length exceeds max_length",
-        max_length=config.max_length,
-        source=source,
-    )
-    if lost:
-        report["warnings"] = [lost]
-    return Prepared(trainer, SPEC, recipe, hw, report)
+    check_kept(report, trainer, rows.height, rows="pairs", why=TOO_LONG, source=source)
+    return Prepared(trainer, SPEC, recipe, run.hardware, report)

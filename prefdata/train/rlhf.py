@@ -63,10 +63,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import polars as pl
-
 from prefdata.errors import InputError
-from prefdata.train.hardware import Hardware, detect_hardware
+from prefdata.train.method import Data, MethodRun
 from prefdata.train.models import model_path
 from prefdata.train.recipe import Recipe, RecipeError
 from prefdata.train.rlhf_recipe import SPEC, STAGES, load_recipe, read_rlhf_data
@@ -103,41 +101,32 @@ def _count_rl_prompts(run: RLHFRun, plan: StagePlan) -> int | None:
     return kept.height
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> RLHFRun:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> RLHFRun:
     """Read DATA, hold out the evaluation pairs and check every stage's recipe; nothing
     trains until `fit(out)`. `recipe` is an rlhf Recipe from `load_recipe`."""
-    hw = hardware or detect_hardware()
     if recipe.method != SPEC.name or "stages" not in recipe.prefdata:
         raise RecipeError("prefdata.train.rlhf.prepare needs a recipe from rlhf.load_recipe")
-    read = read_rlhf_data(data, eval_data, recipe.prefdata)
+    read = read_rlhf_data(data, run.eval_data, recipe.prefdata)
     if read.pairs is not None and recipe.prefdata["stages"]["rl"]["data"] is None:
         from prefdata.train.grpo import grpo_rows
 
         # Every distinct prompt goes to OUT/data/prompts.parquet; the RL stage leaves out the
         # long ones itself (prepare_online), so they are only counted here, to refuse early.
         read.prompts = grpo_rows(read.pairs, "pairs")
-    run = RLHFRun(
+    rlhf = RLHFRun(
         recipe=dataclasses.replace(recipe, notes=list(recipe.notes)),
         data=read,
-        model=str(model),
-        hardware=hw,
-        out=Path(out).resolve(),
+        model=str(run.model),
+        hardware=run.hardware,
+        out=Path(run.out).resolve(),
         report={},
     )
-    plans = {name: run.stage(name) for name in STAGES}
-    rl_prompts = _count_rl_prompts(run, plans["rl"])
-    run.report.update(
+    plans = {name: rlhf.stage(name) for name in STAGES}
+    rl_prompts = _count_rl_prompts(rlhf, plans["rl"])
+    rlhf.report.update(
         {
             "method": "rlhf",
-            "model": model_path(model),
+            "model": model_path(run.model),
             "data": read.source,
             "pairs": None if read.pairs is None else read.pairs.height,
             "heldout_pairs": 0 if read.heldout is None else read.heldout.height,
@@ -156,5 +145,4 @@ def prepare(
             "notes": read.notes + [n for p in plans.values() for n in p.recipe.notes],
         }
     )
-    return run
-
+    return rlhf

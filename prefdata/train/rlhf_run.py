@@ -200,16 +200,11 @@ class RLHFRun:
         have run): for "rl", the policy loaded from the SFT model, checked to hold its weights
         (report `starts_from`), the reward model as its reward."""
         from prefdata.train import method_module
+        from prefdata.train.method import MethodRun
 
         plan = self.stage(name, out)
-        prepared: Prepared = method_module(plan.spec.name).prepare(
-            plan.recipe,
-            plan.data,
-            model=plan.model,
-            out=plan.train_out,
-            eval_data=plan.eval_data,
-            hardware=self.hardware,
-        )
+        run = MethodRun(plan.train_out, self.hardware, plan.model, plan.eval_data)
+        prepared: Prepared = method_module(plan.spec.name).prepare(plan.recipe, plan.data, run)
         if name == "rl":
             check = _starts_from(prepared.trainer.model, Path(plan.model))
             if check["equal"] is False:

@@ -27,12 +27,8 @@ Optimization for Learning from Human Feedback in LLMs"):
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import polars as pl
-
 from prefdata.train.grpo import PREFDATA_DEFAULTS, OnlineMethod, prepare_online
-from prefdata.train.hardware import Hardware
+from prefdata.train.method import Data, MethodRun
 from prefdata.train.outputs import Prepared
 from prefdata.train.recipe import MethodSpec, Recipe
 
@@ -70,17 +66,7 @@ RLOO = OnlineMethod(
 )
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build the RLOO trainer from a resolved recipe and a prompts (or pairs) table; see
     prefdata.train.grpo.prepare_online for what is checked and attached."""
-    return prepare_online(
-        RLOO, recipe, data, model=model, out=out, eval_data=eval_data, hardware=hardware
-    )
+    return prepare_online(RLOO, recipe, data, run)

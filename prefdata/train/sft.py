@@ -58,11 +58,12 @@ import polars as pl
 from prefdata.errors import InputError
 from prefdata.io.importers.common import REJECTED_SCHEMA, rejected_rows
 from prefdata.models.loader import load_tokenizer
-from prefdata.train.data import check_kept, select_split, to_dataset
-from prefdata.train.hardware import Hardware, detect_hardware
-from prefdata.train.models import load_models, model_path
+from prefdata.train.data import PROMPT_FILLS, check_kept, select_split
+from prefdata.train.method import Data, MethodRun, build_trainer
+from prefdata.train.models import model_path
 from prefdata.train.outputs import Prepared
-from prefdata.train.recipe import MethodSpec, Recipe, RecipeError, apply_overrides, build_config
+from prefdata.train.recipe import MethodSpec, Recipe, RecipeError
+from prefdata.train.reference import trainable_parameters
 
 __all__ = [
     "PREFDATA_DEFAULTS",
@@ -475,15 +476,7 @@ def _loss_on(trainer: Any, layout: str) -> str:
     return "every token (completion_only_loss=false)"
 
 
-def prepare(
-    recipe: Recipe,
-    data: str | Path | pl.DataFrame,
-    *,
-    model: str | Path = "smollm2",
-    out: str | Path,
-    eval_data: str | Path | pl.DataFrame | None = None,
-    hardware: Hardware | None = None,
-) -> Prepared:
+def prepare(recipe: Recipe, data: Data, run: MethodRun) -> Prepared:
     """Build TRL's SFTTrainer from a resolved recipe and demonstrations (see the module doc).
 
     Writes `<out>/rejected.parquet` (row, reason, record) when rows were dropped.
@@ -492,11 +485,10 @@ def prepare(
 
     from prefdata.io.tables import write_table
 
-    hw = hardware or detect_hardware()
-    recipe = apply_overrides(recipe, [])
+    recipe = recipe.copy()
     source = None if isinstance(data, pl.DataFrame) else str(data)
     table, read_notes = read_demonstrations(data)
-    keep_messages, notes = _loss_plan(recipe, table, model_path(model))
+    keep_messages, notes = _loss_plan(recipe, table, model_path(run.model))
     demos = demonstrations(
         table,
         recipe.prefdata,
@@ -506,20 +498,14 @@ def prepare(
     )
     notes = read_notes + demos.notes + notes
 
-    config = build_config(recipe, SPEC, out)
-    models = load_models(recipe, SPEC, hw, model, config)
-    eval_dataset = None
-    if eval_data is not None:
-        held = demonstrations(eval_data, recipe.prefdata, split=None, keep_messages=keep_messages)
-        eval_dataset = to_dataset(held.rows)
-    trainer: Any = SFTTrainer(
-        model=models.policy,
-        args=config,
-        train_dataset=to_dataset(demos.rows),
-        eval_dataset=eval_dataset,
-        processing_class=models.tokenizer,
-        peft_config=models.peft_config,
-    )
+    config, models = run.load(recipe, SPEC)
+    eval_rows = None
+    if run.eval_data is not None:
+        held = demonstrations(
+            run.eval_data, recipe.prefdata, split=None, keep_messages=keep_messages
+        )
+        eval_rows = held.rows
+    trainer = build_trainer(SFTTrainer, config, models, demos.rows, eval_rows)
     dataset = trainer.train_dataset
     report: dict[str, Any] = {
         "model": models.path,
@@ -533,11 +519,9 @@ def prepare(
         "loss_on": _loss_on(trainer, demos.layout),
         "packing": bool(config.packing),
         "weights_dtype": models.dtype,
-        "finetune": "full" if recipe.prefdata["full_finetune"] else "lora",
+        "finetune": models.finetune,
         "reference": "none (SFT)",
-        "trainable_parameters": int(
-            sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        ),
+        "trainable_parameters": trainable_parameters(trainer.model),
         "notes": notes,
     }
     if config.packing:
@@ -548,16 +532,10 @@ def prepare(
         if lost:
             # TRL drops rows that truncation leaves without a single loss token.
             report["dropped_prompt_fills_max_length"] = lost
-            warning = check_kept(
-                len(dataset),
-                demos.rows.height,
-                rows="examples",
-                why="prompt alone fills max_length",
-                max_length=config.max_length,
-                source=source,
+            check_kept(
+                report, trainer, demos.rows.height, rows="examples", why=PROMPT_FILLS, source=source
             )
-            report["warnings"] = [warning]
     report.update(_token_counts(dataset, None if config.packing else config.max_length))
     if demos.rejected.height and trainer.is_world_process_zero():
-        report["rejected"] = str(write_table(demos.rejected, Path(out) / "rejected.parquet"))
-    return Prepared(trainer, SPEC, recipe, hw, report)
+        report["rejected"] = str(write_table(demos.rejected, Path(run.out) / "rejected.parquet"))
+    return Prepared(trainer, SPEC, recipe, run.hardware, report)
