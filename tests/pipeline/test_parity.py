@@ -461,8 +461,9 @@ def test_train_takes_the_options_train_declares() -> None:
     for method in METHODS:
         command = _click_command_path(("train", method))
         cli = {p.name for p in command.params if p.name}
-        # CLI-only: how to launch (accelerate), and a shortcut for one recipe override.
-        own = {"launcher", "accelerate_config", "allow_small_groups", "help"}
+        # CLI-only: how to launch (accelerate), and shortcuts for two recipe overrides
+        # (--allow-small-groups, --allow-degenerate: prefdata.max_degenerate_share=1).
+        own = {"launcher", "accelerate_config", "allow_small_groups", "allow_degenerate", "help"}
         assert cli - own == declared - {"method"}, method
 
 
