@@ -31,7 +31,7 @@ from prefdata.io.importers.hh_rlhf import import_hh_rlhf
 from prefdata.io.importers.pandalm import import_pandalm
 from prefdata.io.importers.sources import SOURCES
 from prefdata.stage import StageResult
-from tests.table_kinds import assert_same_result
+from tests.table_kinds import as_kind, assert_same_result
 
 datasets = pytest.importorskip("datasets")
 
@@ -56,6 +56,7 @@ CASES = {
     "trl": Case("trl", "export:trl-conversational"),
     "openai": Case("openai", "export:openai"),
     "feedback": Case("feedback", "export:feedback", {"pairs_from": "all"}),
+    "oasst": Case("oasst", "oasst_en_100/en_100_tree.jsonl"),
 }
 
 
@@ -227,13 +228,69 @@ def test_an_empty_table_and_a_table_missing_a_column_are_one_line_errors() -> No
     )
 
 
-def test_an_importer_that_reads_only_files_says_so(shared_data: Path) -> None:
+def _hub_messages(path: Path) -> pl.DataFrame:
+    """The trees file as the Hub's OpenAssistant/oasst1 holds it: one row per message (a
+    tree's messages in depth-first order, as in the Hub's files), `parent_id` null at the
+    root, ranks as floats, emojis as parallel lists of names and counts."""
+    rows: list[dict[str, Any]] = []
+    for tree in _records(path):
+        stack: list[tuple[dict[str, Any], str | None]] = [(tree["prompt"], None)]
+        while stack:
+            message, parent = stack.pop()
+            emojis = message.get("emojis") or {}
+            rank = message.get("rank")
+            rows.append(
+                {
+                    "message_id": message["message_id"],
+                    "parent_id": parent,
+                    "message_tree_id": tree["message_tree_id"],
+                    "text": message["text"],
+                    "role": message["role"],
+                    "deleted": message.get("deleted"),
+                    "synthetic": message.get("synthetic"),
+                    "model_name": message.get("model_name"),
+                    "rank": None if rank is None else float(rank),
+                    "emojis": {"name": list(emojis), "count": list(emojis.values())},
+                }
+            )
+            replies = message.get("replies") or []
+            stack.extend((r, message["message_id"]) for r in reversed(replies))
+    emoji = pl.Struct({"name": pl.List(pl.String), "count": pl.List(pl.Int64)})
+    return pl.DataFrame(rows, schema_overrides={"rank": pl.Float64, "emojis": emoji})
+
+
+@pytest.mark.parametrize("kind", ["polars", "lazy", "pandas", "datasets", "pyarrow"])
+def test_oasst_from_the_hubs_table_of_messages_gives_the_trees_result(
+    kind: str, shared_data: Path, tmp_path: Path
+) -> None:
     from prefdata.io.importers.oasst import import_oasst
 
-    trees = pl.read_ndjson(shared_data / "oasst_en_100" / "en_100_tree.jsonl")
+    path = shared_data / "oasst_en_100" / "en_100_tree.jsonl"
+    want = without_file(import_oasst(path))
+    messages = _hub_messages(path)
+    got = import_oasst(as_kind(messages, kind, tmp_path))
+    assert_same_result(without_file(got), want)
+    assert want.report["trees"] == 100 and want.tables["pairs"].height > 0
+    assert want.tables["kto"].height > 0  # the emojis were read from the Hub's lists
+
+
+def test_oasst_messages_with_a_parent_not_in_the_table_are_named(shared_data: Path) -> None:
+    from prefdata.io.importers.oasst import import_oasst
+
+    messages = _hub_messages(shared_data / "oasst_en_100" / "en_100_tree.jsonl")
+    orphan = messages.with_row_index().filter(pl.col("parent_id").is_not_null()).row(0)[0]
     with pytest.raises(InputError) as caught:
-        import_oasst(trees)
+        import_oasst(messages.filter(pl.int_range(pl.len()) != orphan - 1).to_pandas())
+    assert str(caught.value).startswith(f"argument 'path', row {orphan}, column 'parent_id': ")
+
+
+def test_a_table_given_where_a_stage_reads_a_file_itself_is_one_line() -> None:
+    # eval reads the model folder itself: a table there is refused before anything loads.
+    from prefdata.train.evaluation import evaluate
+
+    with pytest.raises(InputError) as caught:
+        evaluate(pd.DataFrame({"model": ["x"]}), pl.DataFrame())
     assert str(caught.value) == (
-        "path: got a polars.DataFrame; give the path of a file here (this stage reads the "
+        "model: got a pandas.DataFrame; give the path of a file here (this stage reads the "
         "file itself)"
     )

@@ -2,8 +2,12 @@
 
 Input: JSONL with one tree per line: `message_tree_id` and `prompt`, the root message.
 A message has `message_id`, `text`, `role` (`prompter` / `assistant`), `deleted`,
-optional `rank` (0 = best among its siblings), optional `emojis` ({"+1": n, "-1": n, ...}),
-optional `synthetic` / `model_name`, and `replies` (a list of messages).
+optional `rank` (0 = best among its siblings), optional `emojis` ({"+1": n, "-1": n, ...},
+or the Hub's {"name": [...], "count": [...]}), optional `synthetic` / `model_name`, and
+`replies` (a list of messages). From Python also a table: those trees one per row, or the
+messages one per row as the Hub's OpenAssistant/oasst1 and oasst2 hold them (`message_id`,
+`parent_id`, `message_tree_id` and the message's fields; a root has no parent), assembled
+into the same trees (replies in row order; errors name the row of the tree's root).
 
 Output tables:
 - `pairs`: sibling assistant replies that carry a `rank` are ranked together (one group
@@ -28,15 +32,14 @@ whole subtree (a reply to a deleted message has lost its context); both are coun
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.io.convert import rankings_to_pairs, thumbs_to_kto
-from prefdata.io.importers.common import Imported, finish, rejected_rows
-from prefdata.io.tables import iter_json_lines
+from prefdata.io.importers.common import Imported, Source, finish, json_lines, rejected_rows, where
 from prefdata.schema import MESSAGES
 from prefdata.stage import Input, stage
 
@@ -52,49 +55,98 @@ def _count_subtree(message: dict[str, Any]) -> int:
     return n
 
 
-def _check(message: Any, where: str, path: str | Path, line: int) -> dict[str, Any]:
+def _check(message: Any, at: str, path: Source, line: int) -> dict[str, Any]:
     """The message, or InputError naming the line and the message's place in the tree."""
     if not isinstance(message, dict):
         raise InputError(
             f"expected a message object, got {type(message).__name__}",
-            source=path,
+            source=where(path),
             row=line,
-            column=where,
+            column=at,
         )
     for key in ("message_id", "text"):
         if not isinstance(message.get(key), str):
             raise InputError(
-                f"expected a string in '{key}'", source=path, row=line, column=f"{where}.{key}"
+                f"expected a string in '{key}'", source=where(path), row=line, column=f"{at}.{key}"
             )
     if message.get("role") not in _ROLE:
         raise InputError(
             f"role must be one of {sorted(_ROLE)}, got {message.get('role')!r}",
-            source=path,
+            source=where(path),
             row=line,
-            column=f"{where}.role",
+            column=f"{at}.role",
         )
     rank = message.get("rank")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
         raise InputError(
-            f"expected an integer rank, got {rank!r}", source=path, row=line, column=f"{where}.rank"
+            f"expected an integer rank, got {rank!r}",
+            source=where(path),
+            row=line,
+            column=f"{at}.rank",
         )
     replies = message.get("replies") or []
     if not isinstance(replies, list):
         raise InputError(
-            "expected a list of replies", source=path, row=line, column=f"{where}.replies"
+            "expected a list of replies", source=where(path), row=line, column=f"{at}.replies"
         )
     return message
 
 
+def _trees(path: Source) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row, tree) of each tree: a file's lines, a table of trees' rows, or the trees
+    assembled from a table of messages (the Hub's form; the row of each tree's root)."""
+    if not isinstance(path, pl.DataFrame) or "prompt" in path.columns:
+        yield from json_lines(path)
+        return
+    for column in ("message_id", "parent_id", "message_tree_id"):
+        if column not in path.columns:
+            raise InputError(
+                "expected a table of trees (message_tree_id, prompt) or of messages "
+                f"(message_id, parent_id, message_tree_id); the table has {path.columns}",
+                source=where(path),
+                column=column,
+            )
+    messages = [_message_of(row) for row in path.iter_rows(named=True)]
+    by_id = {m["message_id"]: m for m in messages if isinstance(m["message_id"], str)}
+    roots: list[tuple[int, dict[str, Any]]] = []
+    for row, m in enumerate(messages, start=1):
+        parent = m.pop("parent_id")
+        if parent is None:
+            roots.append((row, m))
+        elif parent in by_id:
+            by_id[parent]["replies"].append(m)
+        else:
+            raise InputError(
+                f"parent {parent!r} is not a message of the table",
+                source=where(path),
+                row=row,
+                column="parent_id",
+            )
+    for row, root in roots:
+        yield row, {"message_tree_id": root.pop("message_tree_id"), "prompt": root}
+
+
+def _message_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A message row of the Hub's table as a tree's message: its rank an int (the Hub holds
+    ranks as floats, 0.0 = best), no replies yet."""
+    rank = row.get("rank")
+    if isinstance(rank, float) and rank.is_integer():
+        rank = int(rank)
+    return {**row, "rank": rank, "replies": []}
+
+
 def _votes(message: dict[str, Any], key: str) -> int:
     emojis = message.get("emojis") or {}
+    if isinstance(emojis, dict) and isinstance(emojis.get("name"), list):
+        # The Hub's form: parallel lists of emoji names and counts.
+        emojis = dict(zip(emojis["name"], emojis.get("count") or [], strict=False))
     value = emojis.get(key, 0) if isinstance(emojis, dict) else 0
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @stage("oasst", outputs=("pairs", "kto"))
 def import_oasst(
-    path: Annotated[str | Path, Input()],
+    path: Annotated[Source, Input(table=True)],
     *,
     mode: Literal["all", "best-vs-worst"] = "all",
     include_deleted: bool = False,
@@ -105,8 +157,8 @@ def import_oasst(
     Example: prefdata import oasst trees.jsonl -o oasst.parquet --mode best-vs-worst
 
     Args:
-        path: the OpenAssistant message-tree JSONL file (a file only: each tree nests its
-            replies to any depth, which is no table)
+        path: the OpenAssistant message-tree JSONL file (from Python also a table of
+            those trees, or of messages as the Hub's oasst1 / oasst2 hold them)
         mode: all ranked pairs, or each group's best against its worst
         include_deleted: keep messages marked deleted
         source: the `source` column
@@ -128,20 +180,20 @@ def import_oasst(
         "prompter_messages_with_thumbs_ignored": 0,
         "synthetic_messages": 0,
     }
-    for line, tree in iter_json_lines(path):
+    for line, tree in _trees(path):
         tree_id = tree.get("message_tree_id")
         if not isinstance(tree_id, str):
             raise InputError(
-                "expected a string tree id", source=path, row=line, column="message_tree_id"
+                "expected a string tree id", source=where(path), row=line, column="message_tree_id"
             )
         report["trees"] += 1
-        # Depth-first walk without recursion: (message, where, conversation up to its parent).
+        # Depth-first walk without recursion: (message, its place, conversation up to its parent).
         stack: list[tuple[Any, str, list[dict[str, str]], str | None]] = [
             (tree.get("prompt"), "prompt", [], None)
         ]
         while stack:
-            raw, where, context, parent_id = stack.pop()
-            m = _check(raw, where, path, line)
+            raw, at, context, parent_id = stack.pop()
+            m = _check(raw, at, path, line)
             if m.get("deleted") and not include_deleted:
                 report["deleted_messages"] += 1
                 report["messages_below_deleted"] += _count_subtree(m) - 1
@@ -182,7 +234,7 @@ def import_oasst(
                 report["prompter_messages_with_thumbs_ignored"] += 1
             here = [*context, {"role": role, "content": m["text"]}]
             replies = [
-                (_check(r, f"{where}.replies[{i}]", path, line), f"{where}.replies[{i}]")
+                (_check(r, f"{at}.replies[{i}]", path, line), f"{at}.replies[{i}]")
                 for i, r in enumerate(m.get("replies") or [])
             ]
             kept = [(r, w) for r, w in replies if include_deleted or not r.get("deleted")]
