@@ -83,6 +83,19 @@ def _tokenize_pair_side(
     return full, start
 
 
+def _padded(rows: Sequence[list[int]], pad: int) -> tuple[Any, Any]:
+    """A batch of token-id lists as right-padded input_ids and their attention mask."""
+    import torch
+
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+    return input_ids, attention
+
+
 def sequence_logps(
     model: Any,
     tokenizer: Any,
@@ -117,13 +130,9 @@ def sequence_logps(
     counts: list[int] = []
     for i in range(0, len(encoded), batch_size):
         chunk = encoded[i : i + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        input_ids, attention = _padded([ids for ids, _ in chunk], pad)
+        labels = torch.full_like(input_ids, -100)
         for row, (ids, start) in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
             labels[row, start : len(ids)] = torch.tensor(ids[start:], dtype=torch.long)
         with torch.no_grad():
             out = model(
@@ -166,12 +175,7 @@ def reward_scores(
         texts = [ids[:max_length] for ids in texts]
     for i in range(0, len(texts), batch_size):
         chunk = texts[i : i + batch_size]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
+        input_ids, attention = _padded(chunk, pad)
         with torch.no_grad():
             logits = model(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False

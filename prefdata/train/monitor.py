@@ -232,11 +232,25 @@ class RewardHackingMonitor:
         return statistics.fmean(v for _, v in values[:n])
 
     def _current(self, values: Sequence[tuple[int, float]]) -> float | None:
-        n = int(self.settings["baseline_steps"])
-        window = int(self.settings["window"])
-        if len(values) <= n:
+        if len(values) <= int(self.settings["baseline_steps"]):
             return None  # nothing after the baseline yet
-        return statistics.fmean(v for _, v in values[-window:])
+        return self._recent(values)
+
+    def _recent(self, values: Sequence[tuple[int, float]]) -> float:
+        """The mean of the last `window` values."""
+        return statistics.fmean(v for _, v in values[-int(self.settings["window"]) :])
+
+    def _track(
+        self, name: str, key: str, step: int, logs: Mapping[str, Any]
+    ) -> list[tuple[int, float]] | None:
+        """Signal `name`'s values after adding this log's figure (the setting `key` names it);
+        None when the log has no finite figure there (the signal is left as it was)."""
+        value = _finite(logs.get(self.settings[key]))
+        if value is None:
+            return None
+        values = self.signals[name].values
+        values.append((step, value))
+        return values
 
     def reward_gain(self) -> float | None:
         """Training reward now (mean of the last `window` logs) minus its baseline."""
@@ -273,11 +287,9 @@ class RewardHackingMonitor:
         reward = _finite(logs.get(s["reward_key"]))
         if reward is not None:
             self.rewards.append((step, reward))
-        length = _finite(logs.get(s["length_key"]))
-        if length is not None:
-            signal = self.signals["length"]
-            signal.values.append((step, length))
-            base, now = self._baseline(signal.values), self._current(signal.values)
+        lengths = self._track("length", "length_key", step, logs)
+        if lengths is not None:
+            base, now = self._baseline(lengths), self._current(lengths)
             if base is not None and now is not None and base > 0:
                 # Answers collapsing to nothing are the extreme of shrinking: an infinite ratio.
                 ratio = _length_ratio(now, base)
@@ -292,16 +304,12 @@ class RewardHackingMonitor:
                     f"{base:.1f} at the start; limit {{limit:g}}x): the policy may be exploiting "
                     "a length preference of the reward",
                 )
-        kl = _finite(logs.get(s["kl_key"]))
-        if kl is not None:
-            signal = self.signals["kl"]
-            signal.values.append((step, kl))
-            window = signal.values[-int(s["window"]) :]
-            mean_kl = statistics.fmean(v for _, v in window)
+        kls = self._track("kl", "kl_key", step, logs)
+        if kls is not None:
             alerts += self._check(
                 "kl",
                 step,
-                mean_kl,
+                self._recent(kls),
                 {"warn": s["kl_warn"], "stop": s["kl_stop"]},
                 "KL to the reference is {value:.3g} nats per token (limit {limit:g}): the policy "
                 "has moved far from the reference; raise beta or lower the learning rate",
@@ -312,17 +320,12 @@ class RewardHackingMonitor:
 
     def _check_cap(self, step: int, logs: Mapping[str, Any]) -> list[Alert]:
         """The reward rising while (nearly) every completion is cut at the length cap."""
-        s = self.settings
-        clipped = _finite(logs.get(s["clipped_key"]))
-        if clipped is None:
-            return []
-        signal = self.signals["length_cap"]
-        signal.values.append((step, clipped))
-        limit = s["clipped_warn"]
+        clipped = self._track("length_cap", "clipped_key", step, logs)
+        limit = self.settings["clipped_warn"]
         gain = self.reward_gain()
-        if limit is None or gain is None:
+        if clipped is None or limit is None or gain is None:
             return []
-        share = statistics.fmean(v for _, v in signal.values[-int(s["window"]) :])
+        share = self._recent(clipped)
         # The alert's value is the reward gain; it counts only while the share sits at the cap.
         at_cap = share >= float(limit)
         return self._check(
@@ -338,16 +341,11 @@ class RewardHackingMonitor:
 
     def _check_no_signal(self, step: int, logs: Mapping[str, Any]) -> list[Alert]:
         """Every (or nearly every) completion's advantage is zero: nothing to learn from."""
-        s = self.settings
-        frac = _finite(logs.get(s["no_signal_key"]))
-        if frac is None:
+        no_signal = self._track("no_signal", "no_signal_key", step, logs)
+        limit = self.settings["no_signal_warn"]
+        if no_signal is None or limit is None:
             return []
-        signal = self.signals["no_signal"]
-        signal.values.append((step, frac))
-        limit = s["no_signal_warn"]
-        if limit is None:
-            return []
-        share = statistics.fmean(v for _, v in signal.values[-int(s["window"]) :])
+        share = self._recent(no_signal)
         # _check counts values strictly above the limit; "at or above" is the contract here.
         return self._check(
             "no_signal",
