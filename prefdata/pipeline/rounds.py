@@ -16,6 +16,8 @@ the previous policy's weights count as one of its inputs.
 After the run, `RUN_DIR/rounds.json` compares the rounds: pairs and label balance, mean
 confidence, judge agreement, held-out accuracy, and the mean of a programmatic labeller's
 score (the true reward of the policy's own samples, when the labeller is the true reward).
+A `report` stage in the loop shows the same table for the rounds so far (its "Rounds"
+section), beside its QA report of that round's data.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from prefdata.errors import InputError
 
 POLICY_INPUT = "policy"
 """The input name under which a round's stages record the previous round's policy."""
+
+FILE = "rounds.json"
+"""RUN_DIR/rounds.json: every round's figures; RUN_DIR/round-k/rounds.json: rounds 1..k,
+written for a report stage in round k (its `rounds` input)."""
 
 
 def round_name(k: int, name: str) -> str:
@@ -87,6 +93,28 @@ def with_policy(spec: Any, policy: Path | None) -> Any:
     if spec.kind == "train":
         return replace(spec, options={**spec.options, "model": str(policy)})
     return spec
+
+
+def with_rounds_table(spec: Any, run_dir: Path, done: list[Any]) -> Any:
+    """A report stage in round k, set to compare rounds 1..k: their figures so far are
+    written to round-k/rounds.json and given as its `rounds` input (unless the file names
+    one). Re-run unchanged, the file is the same, so the report is skipped like any stage."""
+    if spec.round < 1 or spec.kind != "report" or "rounds" in spec.inputs:
+        return spec
+    path = run_dir / round_name(spec.round, FILE)
+    write_figures(path, done)
+    return replace(spec, inputs={**spec.inputs, "rounds": path})
+
+
+def write_figures(path: Path, outcomes: list[Any]) -> None:
+    """figures(outcomes) as JSON at `path`, written atomically."""
+    import json
+
+    from prefdata.io.tables import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(figures(outcomes), indent=1, default=str) + "\n")
 
 
 def _mean(values: list[float]) -> float | None:

@@ -38,7 +38,6 @@ from prefdata.pipeline.kinds import StageRun
 from prefdata.pipeline.spec import Pipeline, StageRef, StageSpec
 
 SUMMARY = "summary.json"
-ROUNDS = "rounds.json"
 
 
 class StageFailed(PrefdataError):
@@ -371,7 +370,7 @@ def run_pipeline(
         with open_engine(engine, address=address, scratch=scratch) as workers, display.show():
             for spec in pipeline.stages:
                 policy = policies.get(spec.round - 1)
-                spec = rounds.with_policy(spec, policy)
+                spec = rounds.with_rounds_table(rounds.with_policy(spec, policy), run_dir, done)
                 current = spec
                 display.start(spec)
                 inputs = resolve_inputs(spec, done)
@@ -434,6 +433,5 @@ def run_pipeline(
     with atomic_path(run_dir / SUMMARY) as tmp:
         tmp.write_text(json.dumps(result.as_dict(), indent=1) + "\n")
     if pipeline.rounds > 1:
-        with atomic_path(run_dir / ROUNDS) as tmp:
-            tmp.write_text(json.dumps(rounds.figures(done), indent=1, default=str) + "\n")
+        rounds.write_figures(run_dir / rounds.FILE, done)
     return result

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import polars as pl
 
 import prefdata
-from prefdata.errors import OptionError
+from prefdata.errors import InputError, OptionError
 from prefdata.io.tables import atomic_path, read_text, write_table
 from prefdata.report import card, html
 from prefdata.report.figures import as_data, comparison, dataset_figures, dumps, jsonable
@@ -51,9 +51,11 @@ def compute_report(
     bootstrap: int = 1000,
     seed: int = 0,
     names: Mapping[str, str | None] | None = None,
+    rounds: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report dict (what report.json holds); see `build_report` for the options.
-    `names`: the input file names to show (data, before, annotations, ...)."""
+    `names`: the input file names to show (data, before, annotations, ...); `rounds`: the
+    per-round figures of an iterative pipeline (prefdata.pipeline.rounds.figures)."""
     if max_length < 1:
         raise OptionError("must be >= 1", option="max_length")
     names = dict(names or {})
@@ -86,7 +88,9 @@ def compute_report(
         },
         "inputs": {
             k: names.get(k)
-            for k in ("data", "before", "annotations", "issues", "rejected", "sample", "filter")
+            for k in (
+                "data", "before", "annotations", "issues", "rejected", "sample", "filter", "rounds"
+            )
         },
         "license": license,
         "filter_settings": settings,
@@ -111,10 +115,28 @@ def compute_report(
         report["comparison"] = comparison(before_fig, after_fig)
         report["title"] = title or f"QA report: {before_name} before, {data_name} after"
     report["data_file"] = data_name
+    if rounds:
+        report["rounds"] = rounds
     about = card.about(report)
     report["content_warning"] = about["content_warning"]
     report["sources_known"] = about["sources"]
     return jsonable(report)
+
+
+def read_rounds(path: Path) -> list[dict[str, Any]]:
+    """The rows of a rounds.json (one object per round, each with its `round` number)."""
+    try:
+        rows = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not JSON: {exc.msg} (line {exc.lineno})", source=str(path)) from None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("round"), int) for r in rows
+    ):
+        raise InputError(
+            "not a rounds file: expected a list of objects, each with an integer `round`",
+            source=str(path),
+        )
+    return rows
 
 
 def _describe(table: pl.DataFrame) -> str:
@@ -179,6 +201,7 @@ def build_report(
     rejected: Annotated[pl.DataFrame | None, Table()] = None,
     sample: Annotated[pl.DataFrame | None, Table(auto=False)] = None,
     filter_settings: Annotated[Path | None, Input("filter")] = None,
+    rounds: Annotated[Path | None, Input("rounds")] = None,
     tokenizer: str | None = "smollm2",
     max_length: int = 1024,
     token_rows: int = 20_000,
@@ -213,6 +236,7 @@ def build_report(
         rejected: the rows `prefdata filter` dropped (with `reason`)
         sample: a reviewed audit sample (its `mislabeled` column filled in)
         filter_settings: the OUT-stem.filter.json that `prefdata filter` wrote
+        rounds: an iterative pipeline's rounds.json: the rounds compared in the page
         tokenizer: "smollm2" (embedded), a local tokenizer folder, or "none" (characters)
         max_length: TRL's max_length, for the truncation figures
         token_rows: tokenize at most this many rows (a seeded sample)
@@ -236,6 +260,7 @@ def build_report(
     names: dict[str, str | None] = {k: "given" for k, v in given.items() if v is not None}
     names["filter"] = filter_settings.name if filter_settings else None
     settings = json.loads(read_text(filter_settings)) if filter_settings is not None else None
+    names["rounds"] = rounds.name if rounds else None
     report = compute_report(
         data,
         before=before,
@@ -255,6 +280,7 @@ def build_report(
         bootstrap=bootstrap,
         seed=seed,
         names=names,
+        rounds=read_rounds(rounds) if rounds is not None else None,
     )
     splits = _split_files(as_data(data)[0]) if data_files else {}
     report["data_files"] = {name: f"{DATA_DIR}/{name}.parquet" for name in splits}
