@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from prefdata.io.importers.sources import source_info
+from prefdata.report import interpret
 from prefdata.report.markup import num, pct
 
 SIZE_CATEGORIES = (
@@ -410,8 +411,9 @@ def _limitations(data: dict[str, Any], info: dict[str, Any]) -> list[str]:
             "without warning them; train on it for harmlessness, not for style."
         )
     lb = (data.get("length_bias") or {}).get("overall") or {}
-    if lb.get("low") is not None and (lb["low"] > 0.5 or lb["high"] < 0.5):
-        direction = "longer" if lb["low"] > 0.5 else "shorter"
+    side = interpret.side_of_half(lb.get("low"), lb.get("high"))
+    if side in ("above", "below"):  # only when the whole interval lies on one side of 0.5
+        direction = "longer" if side == "above" else "shorter"
         items.append(
             f"- The labels prefer the {direction} response (P(chosen longer) "
             f"{num(lb['p_chosen_longer'])}, 95% interval {_ci([lb['low'], lb['high']])}): a "

@@ -272,3 +272,35 @@ def test_test_sets_are_published_as_test(
     (config,) = DatasetCard.load(tmp_path / "mixed" / "README.md").data.configs
     assert {f["split"] for f in config["data_files"]} == {"train", "test", "validation"}
     assert pl.read_parquet(tmp_path / "mixed" / "data" / "test.parquet").height == 2
+
+
+@pytest.mark.parametrize(
+    ("longer_chosen", "pairs", "bullet"),
+    [
+        (40, 40, "prefer the longer response"),  # every chosen longer: interval above 0.5
+        (0, 40, "prefer the shorter response"),  # every chosen shorter: below 0.5
+        (19, 30, None),  # 0.63 over 30 pairs: the interval holds 0.5, no claim
+    ],
+)
+def test_length_limitation_follows_the_interval(
+    longer_chosen: int, pairs: int, bullet: str | None, tmp_path: Path
+) -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    rows = [
+        {
+            "prompt": f"q {i}",
+            "chosen": f"answer {i}, said at length" if i < longer_chosen else f"no {i}",
+            "rejected": f"no {i}" if i < longer_chosen else f"answer {i}, said at length",
+        }
+        for i in range(pairs)
+    ]
+    write_report(make_pairs(rows), tmp_path, tokenizer=None)
+    _, body = _split((tmp_path / "README.md").read_text(encoding="utf-8"))
+    limitations = body.split("## Limitations", 1)[1]
+    low, high = proportion_confint(longer_chosen, pairs, method="wilson")
+    assert (low > 0.5 or high < 0.5) == (bullet is not None)  # the independent interval
+    if bullet is None:
+        assert "prefer the" not in limitations and "lean towards" not in limitations
+    else:
+        assert bullet in limitations
