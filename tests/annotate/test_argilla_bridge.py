@@ -99,6 +99,10 @@ def test_push_creates_records_with_random_order_and_judge_suggestions(
     with rest(argilla_server) as client:
         ds = client.get(f"/api/v1/datasets/{pushed['dataset_id']}").json()
         assert ds["distribution"] == {"strategy": "overlap", "min_submitted": 3}
+        # The panel opens with the annotator's task, not the curator's instructions.
+        assert ds["guidelines"].startswith(pa.guidelines("pairs"))
+        assert ds["guidelines"].startswith("# Which response is better?")
+        assert "prefdata" not in ds["guidelines"]
         questions = client.get(f"/api/v1/datasets/{pushed['dataset_id']}/questions").json()
         names = {q["name"]: q for q in questions["items"]}
         assert set(names) == {"label", "strength", "rationale"}
