@@ -1,44 +1,49 @@
 """Experiment: does curation give a measurably better model? A controlled run with a known
 true reward (the DPO paper's controlled-sentiment setting, on short chat answers).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/curation_effect.py --seed 0 --partial s0.json
-    .venv/bin/python bench/curation_effect.py --combine s0.json s1.json s2.json   # over seeds
-    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/curation_effect.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/curation_effect.py --partial bench/out/ce-40.json
+    .venv/bin/python bench/curation_effect.py --flip-rate 0.2 --partial bench/out/ce-20.json \\
+        --reuse-clean bench/out/ce-40.json      # the same clean runs serve every flip rate
+    .venv/bin/python bench/curation_effect.py --combine bench/out/ce-40.json   # the table
     .venv/bin/python bench/curation_effect.py --quick --seed 101   # clean, noisy, best curation
     .venv/bin/python bench/curation_effect.py --full                # the GPU size (bench/gpu.sh)
 
-The loop, through prefdata's own functions, as a user would run it:
+The loop, through prefdata's own functions, as a user would run it (parts in
+curation_effect_lib.py):
 1. prompts: prefdata/examples/sentiment_prompts.jsonl (60 everyday topics x 4 phrasings);
    whole topics are held out (every 4th), so held-out prompts share no topic with training.
-2. generate: the embedded SmolLM2 samples `--candidates` answers per training prompt and
-   4 per held-out prompt (temperature 1, `--max-new-tokens`, seed 0; call-cached in
-   .cache/curation_effect, so seeds and conditions reuse them and a re-run generates nothing).
-3. label: `rule_label(scorer="vader")`, best-vs-worst per prompt: the true reward is VADER's
-   compound sentiment of the answer (lexicon inside the vaderSentiment wheel; see
-   bench/README.md for why this reward).
-4. noise: `flip_labels` swaps exactly round(rate x n) training pairs, chosen with the seed.
-5. curate: `prefdata.quality.audit(model="embeddings")` on the noisy pairs gives each pair
-   p = P(label as given is right) out of fold, its flags and an estimated noise rate.
-6. train: LoRA DPO with `prefdata.train.train("dpo", recipe=<the built-in dpo recipe>)`, the same
-   steps, batch, learning rate, seed and pair order for every condition:
-   - clean: the true labels; noisy: the flipped ones;
-   - audit_drop: noisy less the pairs the audit flags (filter_pairs, drop model_disagrees);
-   - audit_relabel: noisy with the pairs whose p < 0.5 swapped back (only where the audit
-     thinks a flip more likely right than wrong, i.e. where its per-pair precision > 0.5);
-   - weighted: noisy with confidence = p and confidence_weighting "centered" (weight
-     max(0, 2p - 1): the expected sign of a pair's gradient under p);
-   - robust: the robust DPO loss with label_noise = the audit's *estimated* noise rate;
+2. generate: the embedded SmolLM2 samples `--candidates` answers of `--answer-tokens` per
+   prompt (temperature 1, seed 0) through the default call cache: the same requests as
+   bench_mislabel's controlled kind, so a re-run (or that bench) generates nothing.
+3. label: `rule_label(scorer="vader", pairing="all", min_margin=...)`: every pair of a
+   prompt's answers whose true reward (VADER compound sentiment) differs by more than the
+   margin: several pairs per prompt (the pool).
+4. noise: `flip_labels` swaps exactly round(rate x n) pairs of the pool, chosen with the seed.
+5. audit: `prefdata.quality.audit(model="embeddings")` on the whole noisy pool: the combined
+   audit (embedding classifier, consistency of pairs sharing an answer, rule checks) gives
+   each pair P(flipped) out of fold (issue rows `mislabeled`, `p_flipped`), its flags and a
+   calibrated noise rate (report["mislabel"]["noise_rate"]).
+6. train: LoRA DPO (`prefdata.train.train("dpo")`, the built-in recipe), the same steps,
+   batch, learning rate, seed and number of pairs seen (steps x batch, taken in the seed's
+   order of the pool) in every condition:
+   - clean: the true labels; noisy: the same pairs, flipped;
+   - audit_drop: the first pairs in that order that the audit does not flag;
+   - audit_relabel: the noisy pairs, those with P(flipped) > 0.5 swapped back (only where
+     the audit thinks a flip more likely than not: its per-pair precision > 0.5);
+   - weighted: the noisy pairs, confidence = 1 - P(flipped), confidence_weighting
+     "centered" (weight max(0, 2c - 1): a pair's expected gradient sign);
+   - robust: the robust DPO loss, label_noise = the audit's *estimated* noise rate;
    - ipo: the IPO loss on the noisy pairs.
-7. evaluate on the held-out prompts: each policy samples `--samples` answers per prompt
-   (temperature 1, the same sampling seeds in every condition); figures: mean true reward,
-   the KL to the base model (mean over samples of log pi(y) - log pi_ref(y), summed over the
-   answer's tokens: an unbiased estimate of the sequence KL), and the held-out preference
-   accuracy on clean held-out pairs (prefdata.train.evaluate, DPO implicit reward).
+7. evaluate on the held-out prompts (curation_effect_lib.Evaluator): each policy's samples
+   (`--samples` per prompt, temperature 1, the same sampling seeds in every run): mean true
+   reward; KL to the base model; implicit-reward accuracy on clean held-out pairs.
 
-Figures over seeds: mean and standard error per condition; clean - noisy (the gap) with its
-paired standard error; each curation's recovered share (curated - noisy) / (clean - noisy)
-with a delta-method standard error. `--quick` runs clean, noisy and the best curation
-(`QUICK_CURATION`, chosen on seeds 0-2) and prints as its last line one JSON object:
+Figures over seeds: mean and SE per condition; clean - noisy (the gap) with its SE; each
+curation's recovered share (curated - noisy) / (clean - noisy) with a delta-method SE.
+`--partial FILE` keeps every finished run (and the audit, and the base model's figures) in
+FILE as it finishes, and a re-run with the same FILE skips what is there: nothing is lost to
+a kill. `--quick` runs clean, noisy and the best curation (`QUICK_CURATION`, chosen from the
+audit's figures on seeds 0-2) and prints as its last line one JSON object:
 {"clean", "noisy", "curated", "recovered", "gap_se"} (gap_se: the standard error of
 clean - noisy from the samples' paired differences). Results are written to bench/out/.
 """
@@ -47,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -59,479 +63,167 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from prefdata.label.programmatic import flip_labels, rule_label, vader_compound  # noqa: E402
-from prefdata.train.recipe import builtin_recipe  # noqa: E402
+import curation_effect_lib as lib  # noqa: E402
+from curation_effect_lib import CONDITIONS, CURATIONS, load_prompts, overrides, summarize  # noqa: E402,F401
 
-PROMPTS = REPO / "prefdata" / "examples" / "sentiment_prompts.jsonl"
-RECIPE = builtin_recipe("dpo")
+from prefdata.label.programmatic import flip_labels  # noqa: E402
+
 OUT_DIR = REPO / "bench" / "out"
-CACHE = REPO / ".cache" / "curation_effect"
-CONDITIONS = ("clean", "noisy", "audit_relabel", "audit_drop", "weighted", "robust", "ipo")
-CURATIONS = CONDITIONS[2:]
-# The curation --quick runs, chosen from the audit's figures on seeds 0-2 (its relabel
-# precision was 0.42-0.51, so relabelling would add noise; dropping is the conservative use);
-# the training runs that would rank the curations did not finish on CPU (bench/README.md).
+EMBEDDINGS = REPO / ".cache" / "curation_effect" / "embeddings"
+# The curation --quick runs, chosen from the audit's figures on seeds 0-2 (bench/README.md):
+# at 40% flips dropping the flagged pairs leaves 19-24% flipped, relabelling those with
+# P(flipped) > 0.5 leaves 27-30%; at 20%, 4-5% against 7-8%.
 QUICK_CURATION = "audit_drop"
-HELDOUT_CANDIDATES = 4
+# What must match for a run in a --partial file to be reused (seeds, conditions and the
+# output folder may differ).
+RUN_KEYS = (
+    "topics", "candidates", "answer_tokens", "margin", "steps", "batch", "samples",
+    "heldout_pairs", "lr", "beta", "lora_r", "max_length", "model", "audit_model",
+)
 
 SIZES: dict[str, dict[str, Any]] = {
     # tiny: the test's smoke size (a tiny random model would make VADER meaningless, so it
-    # is SmolLM2 with a handful of prompts and one step)
+    # is SmolLM2 with a handful of prompts, one step and short held-out answers)
     "tiny": {
-        "topics": 8,
-        "candidates": 3,
-        "max_new_tokens": 8,
-        "steps": 1,
-        "batch": 2,
-        "samples": 1,
-        "heldout_pairs": 2,
-        "flip_rate": 0.4,
-        "seeds": [0],
+        "topics": 8, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 1,
+        "batch": 2, "samples": 1, "heldout_pairs": 2, "flip_rate": 0.4, "seeds": [0],
     },
-    # The CPU sizes: 40 pairs seen per run, the least the pilot suggests moves the reward by
-    # several standard errors. About 45 minutes for seeds 0-2 (one process per seed) on a
-    # mostly idle 2-core machine; hours at load 12-20 (bench/README.md says what it took).
+    # The CPU sizes: 180 training prompts x 8 answers of 32 tokens (2,894 pairs past a 0.3
+    # VADER gap), 48 pairs seen per run, 60 held-out prompts x 2 samples.
     "quick": {
-        "topics": 40,
-        "candidates": 4,
-        "max_new_tokens": 16,
-        "steps": 5,
-        "batch": 8,
-        "samples": 2,
-        "heldout_pairs": 12,
-        "flip_rate": 0.4,
-        "seeds": None,
+        "topics": 60, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 6,
+        "batch": 8, "samples": 2, "heldout_pairs": 30, "flip_rate": 0.4, "seeds": None,
     },
     "default": {
-        "topics": 40,
-        "candidates": 4,
-        "max_new_tokens": 16,
-        "steps": 5,
-        "batch": 8,
-        "samples": 2,
-        "heldout_pairs": 12,
-        "flip_rate": 0.4,
-        "seeds": [0, 1, 2],
+        "topics": 60, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 6,
+        "batch": 8, "samples": 2, "heldout_pairs": 30, "flip_rate": 0.4, "seeds": [0, 1, 2],
     },
-    # for a GPU: longer answers, 50x the pairs seen, both noise rates, five seeds
+    # for a GPU: 16 answers per prompt (a pool of ~12k pairs), 50x the pairs seen, more
+    # held-out samples and pairs, five seeds
     "full": {
-        "topics": 60,
-        "candidates": 8,
-        "max_new_tokens": 48,
-        "steps": 200,
-        "batch": 16,
-        "samples": 8,
-        "heldout_pairs": 60,
-        "flip_rate": 0.4,
+        "topics": 60, "candidates": 16, "answer_tokens": 48, "margin": 0.3, "steps": 200,
+        "batch": 16, "samples": 8, "heldout_pairs": 60, "flip_rate": 0.4,
         "seeds": [0, 1, 2, 3, 4],
     },
 }
 
 
-# --- data ----------------------------------------------------------------------------------
-
-
-def load_prompts(topics: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(training prompts, held-out prompts) from the first `topics` topics; every 4th topic
-    (in file order) is held out whole."""
-    table = pl.read_ndjson(PROMPTS)
-    names = table["topic"].unique(maintain_order=True).to_list()[:topics]
-    held = set(names[3::4]) if len(names) >= 4 else {names[-1]}
-    table = table.filter(pl.col("topic").is_in(names))
-    return (
-        table.filter(~pl.col("topic").is_in(list(held))),
-        table.filter(pl.col("topic").is_in(list(held))),
-    )
-
-
-def sample(
-    prompts: pl.DataFrame, model: str, *, n: int, max_new_tokens: int, seed: int, cache: Any
-) -> pl.DataFrame:
-    """N answers per prompt from `model` (temperature 1; seeded per sample)."""
-    from prefdata.llm.base import Params
-    from prefdata.llm.generate import generate
-    from prefdata.llm.local import LocalClient
-
-    result = generate(
-        prompts,
-        models=[LocalClient(model, device="auto", batch_size=48)],
-        n=n,
-        params=Params(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed),
-        cache=cache,
-        chunk_size=24,
-        progress=False,
-    )
-    candidates: pl.DataFrame = result.tables["candidates"]
-    return candidates
-
-
-def true_pairs(candidates: pl.DataFrame) -> pl.DataFrame:
-    """Best-vs-worst pairs by the true reward (VADER)."""
-    return rule_label(candidates, scorer="vader", pairing="best-vs-worst").tables["pairs"]
-
-
-def _swap(pairs: pl.DataFrame, mask: pl.Series) -> pl.DataFrame:
-    return pairs.with_columns(
-        chosen=pl.when(mask).then(pl.col("rejected")).otherwise(pl.col("chosen")),
-        rejected=pl.when(mask).then(pl.col("chosen")).otherwise(pl.col("rejected")),
-    )
-
-
-# --- curation -----------------------------------------------------------------------------
-
-
-def curate(
-    noisy: pl.DataFrame, flipped: np.ndarray, seed: int, audit_model: str = "embeddings"
-) -> tuple[dict[str, Any], dict]:
-    """The audit on the noisy pairs and the curated training sets (see the module doc)."""
-    from prefdata.quality.audit import audit
-    from prefdata.quality.filter import filter_pairs
-
-    start = time.perf_counter()
-    audited = audit(
-        noisy, model=audit_model, sample=0, seed=seed, cache_dir=str(CACHE / "embeddings")
-    )
-    issues, report = audited.tables["issues"], audited.report
-    seconds = time.perf_counter() - start
-    # The combined, calibrated mislabel probability when the audit gives one; else the
-    # embedding classifier's own flags.
-    name = "mislabeled" if (issues["issue"] == "mislabeled").any() else "model_disagrees"
-    model_rows = issues.filter(pl.col("issue") == name)
-    aligned = noisy.select("pair_id").join(
-        model_rows.select("item_id", "score", "is_issue"),
-        left_on="pair_id",
-        right_on="item_id",
-        how="left",
-        maintain_order="left",
-    )
-    p = aligned["score"].fill_null(0.5)
-    flags = aligned["is_issue"].fill_null(False)
-    kept = filter_pairs(noisy, issues=model_rows, drop_issues=[name]).tables["pairs"]
-    relabel = p < 0.5
-    estimated = (
-        (report.get("mislabel") or {}).get("noise_rate")
-        if name == "mislabeled"
-        else (report.get("model") or {}).get("estimated_noise_rate")
-    )
-    sets = {
-        "audit_drop": kept,
-        "audit_relabel": _swap(noisy, relabel),
-        "weighted": noisy.with_columns(confidence=p),
-    }
-    flag_np, relabel_np = flags.to_numpy(), relabel.to_numpy()
-    figures = {
-        "signal": name,
-        "seconds": seconds,
-        "estimated_noise_rate": estimated,
-        "true_noise_rate": float(flipped.mean()),
-        "flagged": int(flag_np.sum()),
-        "flag_precision": _ratio(flag_np & flipped, flag_np),
-        "flag_recall": _ratio(flag_np & flipped, flipped),
-        "relabelled": int(relabel_np.sum()),
-        "relabel_precision": _ratio(relabel_np & flipped, relabel_np),
-        "auroc": _auroc(-p.to_numpy(), flipped),
-    }
-    return sets, figures
+# --- persistence ----------------------------------------------------------------------------
 
 
 def _write_json(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(f"{path}.tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     tmp.replace(path)
 
 
-def _ratio(hits: np.ndarray, of: np.ndarray) -> float | None:
-    return float(hits.sum() / of.sum()) if of.sum() else None
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in RUN_KEYS}
 
 
-def _auroc(score: np.ndarray, truth: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(truth, score)) if 0 < truth.sum() < truth.size else None
-
-
-# --- training and evaluation --------------------------------------------------------------
-
-
-def overrides(
-    name: str, args: argparse.Namespace, seed: int, noise_rate: float | None
-) -> list[str]:
-    """The recipe overrides of one run: the same for every condition but the loss."""
-    common = [
-        f"max_steps={args.steps}",
-        f"per_device_train_batch_size={args.batch}",
-        "gradient_accumulation_steps=1",
-        f"max_length={args.max_length}",
-        f"learning_rate={args.lr}",
-        f"beta={args.beta}",
-        "warmup_steps=0",
-        "lr_scheduler_type=constant",
-        f"seed={seed}",
-        f"logging_steps={max(1, args.steps // 4)}",
-        "save_strategy=no",
-        f"peft.r={args.lora_r}",
-        f"peft.lora_alpha={2 * args.lora_r}",
-        # Only the top layers adapt: the backward pass stops there (a large part of a CPU step).
-        f"peft.layers_to_transform={list(range(30 - args.lora_layers, 30))}",
-        "peft.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
-        "prefdata.confidence_weighting=none",
-    ]
-    if name == "weighted":
-        common.append("prefdata.confidence_weighting=centered")
-    if name == "robust":
-        rate = min(float(noise_rate or 0.0), 0.45)
-        common += ["loss_type=[robust]", f"prefdata.label_noise={rate}"]
-    if name == "ipo":
-        common.append("loss_type=[ipo]")
-    return common
-
-
-def train_run(
-    name: str, table: pl.DataFrame, out: Path, args: argparse.Namespace, seed: int, rate: Any
-) -> dict[str, Any]:
-    from prefdata.train import train
-    from prefdata.train.outputs import remove_checkpoints
-
-    start = time.perf_counter()
-    report = train(
-        "dpo",
-        recipe=RECIPE,
-        data=table,
-        model=args.model,
-        out=out,
-        overrides=overrides(name, args, seed, rate),
-    )
-    remove_checkpoints(out)
-    return {"train_seconds": time.perf_counter() - start, "train_loss": report["train_loss"]}
-
-
-def policy_samples(
-    model_dir: Path | None, held: pl.DataFrame, args: argparse.Namespace, seed: int
-) -> pl.DataFrame:
-    """The policy's samples on the held-out prompts, with their true reward and the summed
-    log-probabilities under the policy and the base model (`model_dir` None: the base)."""
-    import torch
-
-    from prefdata.llm.cache import CallCache
-    from prefdata.models import load
-    from prefdata.train.evaluation import sequence_logps
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # prefdata's loader takes the LoRA output folder itself (the adapter merged onto its base)
-    policy = str(model_dir) if model_dir is not None else args.model
-    # Not cached: every run writes its model to a folder of the same name.
-    samples = sample(
-        held,
-        policy,
-        n=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        seed=10_000 + seed,
-        cache=CallCache(enabled=False),
-    )
-    texts = samples["completion"].to_list()
-    samples = samples.select("prompt_id", "prompt", "completion").with_columns(
-        pl.Series("reward", [vader_compound([], t) for t in texts], dtype=pl.Float64)
-    )
-    # The KL estimate reads one sample per prompt: two forward passes over every sample cost
-    # more than sampling them on a CPU, and the reward is the headline.
-    first = samples.unique("prompt_id", keep="first", maintain_order=True)
-    prompts, firsts = first["prompt"].to_list(), first["completion"].to_list()
-    logps = {}
-    for label, path in (("policy", policy), ("base", args.model)):
-        if label == "policy" and model_dir is None:
-            continue
-        model, tokenizer = load(path, device=device)
-        logps[label], _ = sequence_logps(model, tokenizer, prompts, firsts, batch_size=24)
-        del model
-    kl = pl.DataFrame(
-        {
-            "prompt_id": first["prompt_id"],
-            "logp_base": logps["base"],
-            "logp_policy": logps.get("policy", logps["base"]),
-        }
-    )
-    return samples.drop("prompt").join(kl, on="prompt_id", how="left", maintain_order="left")
-
-
-def evaluate_run(
-    model_dir: Path | None, held: pl.DataFrame, held_pairs: pl.DataFrame, args: Any, seed: int
-) -> tuple[dict[str, Any], pl.DataFrame]:
-    from prefdata.train import evaluate
-
-    start = time.perf_counter()
-    samples = policy_samples(model_dir, held, args, seed)
-    once = samples.unique("prompt_id", keep="first", maintain_order=True)
-    kl = (once["logp_policy"] - once["logp_base"]).to_numpy()
-    rewards = samples["reward"].to_numpy()
-    out: dict[str, Any] = {
-        "reward": float(rewards.mean()),
-        "reward_se": float(rewards.std(ddof=1) / math.sqrt(len(rewards))),
-        "kl": float(kl.mean()),
-        "samples": len(rewards),
-        "answer_chars": float(samples["completion"].str.len_chars().mean()),
-    }
-    if model_dir is not None:
-        scored = evaluate(model_dir, held_pairs, batch_size=24, progress=False).report
-        out["heldout_accuracy"] = scored["accuracy"]
-    out["eval_seconds"] = time.perf_counter() - start
-    return out, samples
-
-
-# --- figures ------------------------------------------------------------------------------
-
-
-def _mean_se(values: list[float]) -> tuple[float, float | None]:
-    arr = np.asarray(values, dtype=float)
-    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else None
-    return float(arr.mean()), se
-
-
-def summarize(runs: dict[int, dict[str, Any]], conditions: list[str]) -> dict[str, Any]:
-    """Per condition: mean and SE over seeds of reward, KL and held-out accuracy; the gap
-    clean - noisy and each curation's recovered share, with standard errors.
-
-    With one seed the SE of a difference comes from the held-out samples (paired by prompt and
-    sample seed: the same prompts and sampling seeds in every condition); with several seeds,
-    from the spread of the per-seed differences."""
-    seeds = sorted(runs)
-    table: dict[str, Any] = {}
-    for c in conditions:
-        row: dict[str, Any] = {}
-        for key in ("reward", "kl", "heldout_accuracy"):
-            values = [runs[s][c][key] for s in seeds if key in runs[s].get(c, {})]
-            if values:
-                row[key], row[f"{key}_se"] = _mean_se(values)
-        table[c] = row
-    out: dict[str, Any] = {"seeds": seeds, "conditions": table}
-    if "clean" not in table or "noisy" not in table:
-        return out
-    gaps = [runs[s]["clean"]["reward"] - runs[s]["noisy"]["reward"] for s in seeds]
-    gap, gap_se = _mean_se(gaps)
-    if gap_se is None:
-        gap_se = _paired_se(runs[seeds[0]], "clean", "noisy")
-    out["gap"], out["gap_se"] = gap, gap_se
-    recovered: dict[str, Any] = {}
-    for c in conditions:
-        if c in ("clean", "noisy"):
-            continue
-        wins = [runs[s][c]["reward"] - runs[s]["noisy"]["reward"] for s in seeds]
-        win, win_se = _mean_se(wins)
-        if win_se is None:
-            win_se = _paired_se(runs[seeds[0]], c, "noisy")
-        share = win / gap if gap else None
-        # delta method for a ratio of two means (their covariance left out: conservative
-        # when both move together, which they do through the shared noisy baseline)
-        share_se = (
-            abs(share) * math.sqrt((win_se / win) ** 2 + (gap_se / gap) ** 2)
-            if share is not None and win and win_se is not None and gap_se
-            else None
+def load_store(path: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The runs kept so far in `path` (empty when there is none); refuses one made with other
+    settings, whose runs would not be comparable."""
+    empty = {"config": _config(args), "flip_rate": args.flip_rate, "base": {}, "audit": {},
+             "runs": {}}
+    if path is None or not path.exists():
+        return empty
+    store = json.loads(path.read_text())
+    if store.get("config") != _config(args) or store.get("flip_rate") != args.flip_rate:
+        raise SystemExit(
+            f"{path}: made with other settings ({store.get('config')}, flip rate "
+            f"{store.get('flip_rate')}); use another --partial file"
         )
-        recovered[c] = {"win": win, "win_se": win_se, "recovered": share, "recovered_se": share_se}
-    out["recovered"] = recovered
-    return out
+    return store
 
 
-def _paired_se(run: dict[str, Any], a: str, b: str) -> float | None:
-    """SE of mean reward(a) - reward(b) over the held-out samples, paired by sample."""
-    left, right = run[a].get("per_sample"), run[b].get("per_sample")
-    if left is None or right is None or len(left) != len(right) or len(left) < 2:
-        return None
-    d = np.asarray(left) - np.asarray(right)
-    return float(d.std(ddof=1) / math.sqrt(d.size))
+def reuse_clean(store: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
+    """Copy the clean runs of another flip rate's file: the clean condition does not depend
+    on the flip rate (the same pairs in the same order, no flips)."""
+    other = json.loads(path.read_text())
+    if other.get("config") != _config(args):
+        raise SystemExit(f"{path}: made with other settings; its clean runs do not apply")
+    for seed, runs in other.get("runs", {}).items():
+        if "clean" in runs:
+            store["runs"].setdefault(seed, {}).setdefault("clean", runs["clean"])
+    if other.get("base"):
+        store["base"] = store["base"] or other["base"]
 
 
 # --- the run ------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from prefdata.llm.cache import CallCache
-
     load_before = os.getloadavg()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     train_prompts, held = load_prompts(args.topics)
-    cache = CallCache(CACHE / "calls.sqlite")
-    try:
-        candidates = sample(
-            train_prompts,
-            args.model,
-            n=args.candidates,
-            max_new_tokens=args.max_new_tokens,
-            seed=0,
-            cache=cache,
-        )
-        held_candidates = sample(
-            held,
-            args.model,
-            n=HELDOUT_CANDIDATES,
-            max_new_tokens=args.max_new_tokens,
-            seed=1,
-            cache=cache,
-        )
-    finally:
-        cache.close()
-    clean = true_pairs(candidates)
-    held_pairs = true_pairs(held_candidates).head(args.heldout_pairs)
+    clean = lib.pool_pairs(lib.candidates(train_prompts, args), args.margin)
+    held_pairs = lib.heldout_pairs(lib.candidates(held, args), args.heldout_pairs)
     print(
         f"{train_prompts.height} training prompts x {args.candidates} answers -> "
-        f"{clean.height} clean pairs; {held.height} held-out prompts, {held_pairs.height} "
-        f"held-out pairs ({time.perf_counter() - started:.0f} s)",
+        f"{clean.height} pairs (VADER gap > {args.margin}); {held.height} held-out prompts, "
+        f"{held_pairs.height} held-out pairs ({time.perf_counter() - started:.0f} s)",
         flush=True,
     )
-    runs: dict[int, dict[str, Any]] = {}
-    audits: dict[int, Any] = {}
+    store = load_store(args.partial, args)
+    if args.reuse_clean:
+        reuse_clean(store, args.reuse_clean, args)
+    n = args.steps * args.batch
+    evaluator = lib.Evaluator(held, held_pairs, args)
+    if not args.no_base and not store["base"]:
+        store["base"], _ = evaluator(None)
+        print(f"base model: reward {store['base']['reward']:+.3f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="curation_effect-") as tmp:
-        work = Path(args.workdir or tmp)
-        base: dict[str, Any] = {}
-        if not args.no_base:
-            base, _ = evaluate_run(None, held, held_pairs, args, seed=0)
-            print(f"base model: reward {base['reward']:+.3f} ({base['eval_seconds']:.0f} s)")
         for seed in args.seeds:
+            done = store["runs"].setdefault(str(seed), {})
+            todo = [c for c in args.conditions if c not in done]
+            if not todo:
+                continue
             noisy, flips = flip_labels(clean, rate=args.flip_rate, seed=seed)
             flipped = flips["flipped"].to_numpy()
-            sets: dict[str, pl.DataFrame] = {"clean": clean, "noisy": noisy}
-            rate = None
-            if set(args.conditions) & set(CURATIONS):
-                curated, audits[seed] = curate(noisy, flipped, seed, args.audit_model)
-                sets.update(curated)
-                rate = audits[seed]["estimated_noise_rate"]
-                a = audits[seed]
-                print(
-                    f"seed {seed}: audit flags {a['flagged']} (precision "
-                    f"{a['flag_precision'] or 0:.2f}, recall {a['flag_recall'] or 0:.2f}, AUROC "
-                    f"{a['auroc'] or 0:.2f}); relabels {a['relabelled']} (precision "
-                    f"{a['relabel_precision'] or 0:.2f}); noise rate estimated {rate} vs "
-                    f"{a['true_noise_rate']:.2f}",
-                    flush=True,
+            audit, rate = None, None
+            if set(todo) & set(CURATIONS):
+                audit, figures = lib.audit_pool(
+                    noisy, flipped, seed, args.audit_model, EMBEDDINGS
                 )
-            sets["robust"] = sets["ipo"] = noisy
-            runs[seed] = {}
-            for name in args.conditions:
-                out = work / f"seed{seed}" / name
-                trained = train_run(name, sets[name], out, args, seed, rate)
-                figures, samples = evaluate_run(out, held, held_pairs, args, seed)
-                runs[seed][name] = {
+                store["audit"][str(seed)] = figures
+                rate = audit["rate"]
+                _print_audit(seed, figures)
+            sets = lib.training_sets(clean, noisy, audit, seed, n, todo)
+            for name in todo:
+                out = Path(tmp) / f"seed{seed}-{name}"
+                trained = lib.train_run(name, sets[name], out, args, seed, rate)
+                figures, rewards = evaluator(out)
+                shutil.rmtree(out, ignore_errors=True)
+                kept = sets[name]
+                done[name] = {
                     **trained,
                     **figures,
-                    "pairs": sets[name].height,
-                    "per_sample": samples["reward"].to_list(),
+                    "pairs": kept.height,
+                    "unique_pairs": kept["pair_id"].n_unique(),
+                    "flipped_share": _flipped_share(kept, clean),
+                    "load_average": os.getloadavg()[0],
+                    "per_sample": rewards,
                 }
-                shutil.rmtree(out, ignore_errors=True)
                 if args.partial:
-                    # each finished run is kept, so a run cut short still has its figures
-                    _write_json({"runs": runs, "audit": audits, "base": base}, args.partial)
+                    _write_json(store, args.partial)  # every finished run is kept at once
                 print(
                     f"seed {seed} {name:13}: reward {figures['reward']:+.3f} "
-                    f"(+-{figures['reward_se']:.3f}), KL {figures['kl']:.2f}, held-out acc "
-                    f"{figures.get('heldout_accuracy', float('nan')):.2f}, train "
-                    f"{trained['train_seconds']:.0f} s, eval {figures['eval_seconds']:.0f} s",
+                    f"(+-{figures['reward_se']:.3f}), KL {figures.get('kl', 0):.2f}, held-out "
+                    f"acc {figures.get('heldout_accuracy', float('nan')):.2f}, wrong labels "
+                    f"{done[name]['flipped_share']:.2f}; train {trained['train_seconds']:.0f} s "
+                    f"(cpu {trained['train_cpu_seconds']:.0f}), eval "
+                    f"{figures['eval_seconds']:.0f} s (cpu {figures['eval_cpu_seconds']:.0f}), "
+                    f"load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
-    summary = summarize(runs, args.conditions)
+    runs = {int(s): r for s, r in store["runs"].items() if int(s) in args.seeds}
     return {
         "benchmark": "curation_effect",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -543,35 +235,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_after": os.getloadavg(),
         },
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "flip_rate": args.flip_rate,
         "data": {
             "train_prompts": train_prompts.height,
             "heldout_prompts": held.height,
-            "clean_pairs": clean.height,
+            "pool_pairs": clean.height,
+            "pairs_seen": n,
             "heldout_pairs": held_pairs.height,
         },
-        "base": base,
-        "audit": audits,
+        "base": store["base"],
+        "audit": {int(s): a for s, a in store["audit"].items() if int(s) in args.seeds},
         "runs": runs,
-        "summary": summary,
+        "summary": summarize(runs, [c for c in args.conditions if all(c in r for r in
+                                                                      runs.values())]),
     }
+
+
+def _flipped_share(kept: Any, clean: Any) -> float:
+    """Share of a training set whose label is not the true one (by the clean pool)."""
+    truth = dict(zip(clean["pair_id"].to_list(), clean["chosen"].to_list(), strict=True))
+    wrong = [truth[p] != c for p, c in zip(kept["pair_id"], kept["chosen"], strict=True)]
+    return float(np.mean(wrong))
+
+
+def _print_audit(seed: int, a: dict[str, Any]) -> None:
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    print(
+        f"seed {seed}: audit of {a['pairs']} pairs: AUROC {f(a['auroc'])}; flags "
+        f"{a['flagged']} (precision {f(a['flag_precision'])}, recall {f(a['flag_recall'])}; "
+        f"kept pairs {f(a['noise_after_drop'])} flipped); relabels {a['relabelled']} "
+        f"(precision {f(a['relabel_precision'])}; then {f(a['noise_after_relabel'])} "
+        f"flipped); noise rate {f(a['estimated_noise_rate'])} estimated "
+        f"({a['identification']}) vs {a['true_noise_rate']:.2f} ({a['seconds']:.0f} s)",
+        flush=True,
+    )
 
 
 def print_table(result: dict[str, Any]) -> None:
     s = result["summary"]
     base = result.get("base") or {}
-    print(f"\nseeds {s['seeds']}; base model reward {base.get('reward', float('nan')):+.3f}")
+    print(
+        f"\nflip rate {result.get('flip_rate')}; seeds {s['seeds']}; base model reward "
+        f"{base.get('reward', float('nan')):+.3f}"
+    )
     print(f"{'condition':14} {'reward':>16} {'KL':>14} {'held-out acc':>16}")
     for name, row in s["conditions"].items():
         cells = []
         for key, width in (("reward", 16), ("kl", 14), ("heldout_accuracy", 16)):
             if key in row:
                 se = row.get(f"{key}_se")
-                cells.append(
-                    f"{row[key]:+.3f} +- {se:.3f}".rjust(width)
-                    if se
-                    else f"{row[key]:+.3f}".rjust(width)
-                )
+                text = f"{row[key]:+.3f} +- {se:.3f}" if se else f"{row[key]:+.3f}"
+                cells.append(text.rjust(width))
             else:
                 cells.append("-".rjust(width))
         print(f"{name:14} " + " ".join(cells))
@@ -584,18 +302,17 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def combine(files: list[Path]) -> int:
-    """Print the table of several single-seed result files as one run over their seeds."""
+    """Print the table of result or --partial files as one run over their seeds."""
     results = [json.loads(f.read_text()) for f in files]
     runs: dict[int, dict[str, Any]] = {}
     for res in results:  # several files may hold conditions of the same seed
         for seed, r in res["runs"].items():
             runs.setdefault(int(seed), {}).update(r)
-    # Partial files (--partial) hold the runs finished so far: a condition counts where
-    # every seed has it.
+    # A condition counts where every seed has it (partial files hold what finished so far).
     done = [c for c in CONDITIONS if all(c in r for r in runs.values())]
     merged = {**results[0], "runs": runs, "summary": summarize(runs, done)}
     merged["combined_from"] = [str(f) for f in files]
-    merged["audit"] = {int(k): v for res in results for k, v in res["audit"].items()}
+    merged["audit"] = {int(k): v for res in results for k, v in res.get("audit", {}).items()}
     print_table(merged)
     print(json.dumps(merged["summary"], indent=1))
     return 0
@@ -609,38 +326,29 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--tiny", action="store_true", help="smoke size (tests)")
     parser.add_argument("--seed", type=int, action="append", dest="seeds", help="repeatable")
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=None)
-    for key in (
-        "topics",
-        "candidates",
-        "max_new_tokens",
-        "steps",
-        "batch",
-        "samples",
-        "heldout_pairs",
-    ):
+    for key in ("topics", "candidates", "answer_tokens", "steps", "batch", "samples",
+                "heldout_pairs"):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
+    parser.add_argument("--margin", type=float, default=None, help="pool: VADER gap above")
     parser.add_argument("--flip-rate", type=float, default=None)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--lora-layers", type=int, default=30, help="top layers adapted (of 30)")
-    parser.add_argument("--max-length", type=int, default=96)
+    parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument(
         "--audit-model",
         default="embeddings",
         help="prefdata audit's model signal (embeddings+reward adds the cross-fitted reward)",
     )
-    parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
-    parser.add_argument("--partial", type=Path, default=None, help="JSON rewritten after each run")
+    parser.add_argument("--partial", type=Path, default=None,
+                        help="JSON kept after each run; a re-run skips the runs in it")
+    parser.add_argument("--reuse-clean", type=Path, default=None,
+                        help="a --partial file of another flip rate: take its clean runs")
     parser.add_argument("--out", default=str(OUT_DIR))
-    parser.add_argument(
-        "--combine",
-        nargs="+",
-        default=None,
-        help="result files of single-seed runs (one process per seed): their table over seeds",
-    )
+    parser.add_argument("--combine", nargs="+", default=None,
+                        help="result or --partial files: their table over seeds")
     args = parser.parse_args(argv)
     if args.combine:
         return combine([Path(f) for f in args.combine])
@@ -658,17 +366,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.size in ("quick", "tiny")
             else list(CONDITIONS)
         )
+    if args.size in ("quick", "tiny") and not args.partial:
+        args.no_base = True  # the quick JSON needs no base model figures
     result = run(args)
     print_table(result)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     suffix = "" if args.size == "default" else f"-{args.size}"
-    path = out_dir / f"curation_effect{suffix}-{stamp}.json"
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    tmp_path.replace(path)
-    print(f"written: {path} ({result['seconds']:.0f} s)")
+    path = Path(args.out) / f"curation_effect{suffix}-{stamp}.json"
+    _write_json(result, path)
+    print(f"written: {path} ({result['seconds']:.0f} s, cpu {result['cpu_seconds']:.0f} s)")
     s = result["summary"]
     conditions = s["conditions"]
     curated = next((c for c in args.conditions if c in CURATIONS), None)

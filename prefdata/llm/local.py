@@ -141,6 +141,14 @@ class LocalClient:
                 _LOADED[key] = models.load(self.model, device=self.device, dtype=self.dtype)
             return _LOADED[key]
 
+    def unload(self) -> None:
+        """Drop this client's model from the process-wide cache, so its memory is freed once
+        nothing else holds it; the next call loads it again. A process that samples from
+        many models in turn (each trained policy of an experiment) would otherwise keep them
+        all."""
+        with _LOAD_LOCK:
+            _LOADED.pop((self.model, self.device, self.dtype), None)
+
     @property
     def context_length(self) -> int:
         model, tokenizer = self.load()

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import polars as pl
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,10 +74,11 @@ def test_summary_matches_an_independent_computation(bench: ModuleType) -> None:
     assert summary["gap_se"] == pytest.approx(gaps.std(ddof=1) / math.sqrt(3))
     rec = summary["recovered"]["audit_drop"]
     assert rec["recovered"] == pytest.approx(wins.mean() / gaps.mean())
-    expected_se = abs(wins.mean() / gaps.mean()) * math.sqrt(
-        (wins.std(ddof=1) / math.sqrt(3) / wins.mean()) ** 2
-        + (gaps.std(ddof=1) / math.sqrt(3) / gaps.mean()) ** 2
-    )
+    # delta method for a ratio of two correlated means (both share the noisy run)
+    r, n = wins.mean() / gaps.mean(), 3
+    var_w, var_g = wins.var(ddof=1) / n, gaps.var(ddof=1) / n
+    cov = np.cov(np.vstack([wins, gaps]))[0, 1] / n
+    expected_se = math.sqrt(var_w + r**2 * var_g - 2 * r * cov) / abs(gaps.mean())
     assert rec["recovered_se"] == pytest.approx(expected_se)
     clean = summary["conditions"]["clean"]
     values = [rewards[s]["clean"] for s in range(3)]
@@ -95,6 +97,84 @@ def test_one_seed_takes_the_gap_error_from_paired_samples(bench: ModuleType) -> 
     summary = bench.summarize(runs, ["clean", "noisy"])
     d = np.array(clean) - np.array(noisy)
     assert summary["gap_se"] == pytest.approx(d.std(ddof=1) / 2)
+
+
+def _pool(n: int) -> pl.DataFrame:
+    """A pairs table of n pairs over n // 4 prompts (the contract's columns)."""
+    from prefdata.io.importers.common import pairs_table
+
+    return pairs_table(
+        [
+            {
+                "prompt": [{"role": "user", "content": f"p{i // 4}"}],
+                "chosen": f"good {i}",
+                "rejected": f"bad {i}",
+            }
+            for i in range(n)
+        ],
+        source="test",
+    )
+
+
+def test_every_condition_sees_the_same_number_of_pairs_in_one_order(bench: ModuleType) -> None:
+    from prefdata.label.programmatic import flip_labels
+
+    clean = _pool(40)
+    noisy, flips = flip_labels(clean, rate=0.4, seed=3)
+    p = np.linspace(0.0, 1.0, 40)  # P(flipped) per pair, as the audit would give it
+    flags = p > 0.7
+    audit = {"p_flipped": p, "flags": flags, "relabel": p > 0.5, "rate": 0.4}
+    sets = bench.lib.training_sets(clean, noisy, audit, 3, 12, list(bench.CONDITIONS))
+    assert {t.height for t in sets.values()} == {12}
+    order = np.random.default_rng([3, 7]).permutation(40)  # the seed's own stream
+    ids = clean["pair_id"].to_numpy()
+    assert sets["clean"]["pair_id"].to_list() == ids[order[:12]].tolist()
+    for name in ("noisy", "audit_relabel", "weighted", "robust", "ipo"):
+        assert sets[name]["pair_id"].to_list() == sets["clean"]["pair_id"].to_list()
+    assert sets["noisy"]["chosen"].to_list() == noisy["chosen"].to_numpy()[order[:12]].tolist()
+    # drop: the first 12 unflagged pairs in the same order
+    kept = [i for i in order if not flags[i]][:12]
+    assert sets["audit_drop"]["pair_id"].to_list() == ids[kept].tolist()
+    # relabel: swapped back exactly where P(flipped) > 0.5
+    relabelled = sets["audit_relabel"]
+    rows = order[:12]
+    flipped = flips["flipped"].to_numpy()
+    right = [relabelled["chosen"][k] == clean["chosen"][int(i)] for k, i in enumerate(rows)]
+    # a pair's label is right when it was not flipped and not relabelled, or both
+    assert right == [bool(flipped[i] == (p[i] > 0.5)) for i in rows]
+    assert (p[rows] > 0.5).any() and flipped[rows].any()  # the check has cases to check
+    assert sets["weighted"]["confidence"].to_list() == pytest.approx((1 - p[rows]).tolist())
+
+
+def test_take_cycles_when_the_pool_is_short(bench: ModuleType) -> None:
+    pool = _pool(8)
+    keep = np.array([True, False] * 4)
+    order = np.arange(8)[::-1]
+    taken = bench.lib.take(pool, order, keep, 6)
+    expected = [i for i in order if keep[i]]  # 6, 4, 2, 0
+    ids = pool["pair_id"].to_list()
+    assert taken["pair_id"].to_list() == [ids[i] for i in (expected + expected)[:6]]
+
+
+def test_a_partial_file_is_resumed_only_with_the_same_settings(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    args = bench.main.__globals__["argparse"].Namespace(
+        **{k: 1 for k in bench.RUN_KEYS}, flip_rate=0.4
+    )
+    path = tmp_path / "p.json"
+    store = bench.load_store(path, args)
+    store["runs"]["0"] = {"clean": {"reward": 0.5}}
+    bench._write_json(store, path)
+    assert bench.load_store(path, args)["runs"] == {"0": {"clean": {"reward": 0.5}}}
+    args.lr = 2
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.load_store(path, args)
+    # another flip rate's file gives its clean runs (they do not depend on the rate)
+    args.lr, args.flip_rate = 1, 0.2
+    other = bench.load_store(tmp_path / "q.json", args)
+    bench.reuse_clean(other, path, args)
+    assert other["runs"] == {"0": {"clean": {"reward": 0.5}}}
 
 
 @pytest.mark.slow

@@ -271,3 +271,23 @@ def test_sampler_draws_from_the_softmax_distribution() -> None:
         assert observed.tolist() == pytest.approx(expected.tolist(), abs=0.025)
         if top_p < 1:
             assert int(observed[3:].sum() * 6000) == 0
+
+
+def test_unload_frees_the_shared_model_and_the_next_call_reloads_it() -> None:
+    import gc
+    import weakref
+
+    from prefdata.llm import local
+
+    first = LocalClient("smollm2", batch_size=2, dtype="float32")
+    loaded = weakref.ref(first.load()[0])
+    request = sampled(JOKE, seed=3, max_new_tokens=4)
+    before = run(first, [request])[0].text
+    first.unload()
+    gc.collect()
+    # nothing else held it: the weights are gone, not merely forgotten by the cache
+    assert loaded() is None
+    assert ("smollm2", first.device, "float32") not in local._LOADED
+    again = run(first, [request])[0].text  # loads a fresh copy
+    assert again == before
+    first.unload()
