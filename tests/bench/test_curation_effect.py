@@ -226,3 +226,50 @@ def test_combine_merges_partial_files_by_seed(
     assert summary["seeds"] == [0, 1]
     assert set(summary["conditions"]) == {"clean", "noisy"}  # seed 1 has no audit_drop
     assert summary["gap"] == pytest.approx(((0.6 - 0.2) + (0.5 - 0.3)) / 2)
+
+
+def _all_pairs_pool(prompts: int, answers: int) -> pl.DataFrame:
+    """Every pair of `answers` answers per prompt, the higher-numbered answer chosen: labels
+    that agree with one order per prompt, as a true reward gives them."""
+    from prefdata.io.importers.common import pairs_table
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"prompt {p}"}],
+            "chosen": f"answer {p}.{hi}",
+            "rejected": f"answer {p}.{lo}",
+        }
+        for p in range(prompts)
+        for hi in range(answers)
+        for lo in range(hi)
+    ]
+    return pairs_table(rows, source="test")
+
+
+def test_the_audit_of_an_all_pairs_pool_finds_the_flips_and_its_figures_add_up(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    """The premise of pairing=all: with no content model at all, the consistency of the pairs
+    that share an answer ranks flipped pairs above the others; and the figures the bench
+    reports are those of the per-pair probabilities and flags it trains on."""
+    from prefdata.label.programmatic import flip_labels
+
+    clean = _all_pairs_pool(40, 7)  # 40 x 21 pairs
+    noisy, flips = flip_labels(clean, rate=0.3, seed=2)
+    flipped = flips["flipped"].to_numpy()
+    audit, figures = bench.lib.audit_pool(noisy, flipped, 2, "none", tmp_path)
+    p, flags = audit["p_flipped"], audit["flags"]
+    assert p.shape == flags.shape == (clean.height,)
+    # AUROC by its definition: P(a flipped pair scores above an unflipped one), ties half
+    hi, lo = p[flipped][:, None], p[~flipped][None, :]
+    auroc = float(((hi > lo) + 0.5 * (hi == lo)).mean())
+    assert figures["auroc"] == pytest.approx(auroc)
+    assert auroc > 0.65  # 0.71-0.72 on seeds 2 and 5: adjacent answers share every third party
+    assert figures["flagged"] == int(flags.sum()) > 0
+    assert figures["flag_precision"] == pytest.approx(flipped[flags].mean())
+    assert figures["flag_recall"] == pytest.approx(flags[flipped].mean())
+    assert figures["noise_after_drop"] == pytest.approx(flipped[~flags].mean())
+    assert figures["flag_precision"] > flipped.mean()  # better than flagging at random
+    relabel = p > 0.5
+    assert figures["noise_after_relabel"] == pytest.approx(np.mean(flipped != relabel))
+    assert 0.0 < figures["estimated_noise_rate"] < 0.5
