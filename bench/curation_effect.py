@@ -94,10 +94,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "batch": 2, "samples": 1, "heldout_pairs": 2, "flip_rate": 0.4, "seeds": [0],
     },
     # The CPU sizes: 180 training prompts x 8 answers of 32 tokens (2,894 pairs past a 0.3
-    # VADER gap), 48 pairs seen per run, 60 held-out prompts x 2 samples.
+    # VADER gap), 48 pairs seen per run, 60 held-out prompts x 2 samples. A run (train +
+    # evaluation) took ~4.2 minutes at load 8-12 with this process at priority; --quick
+    # samples once per held-out prompt (evaluation ~1 minute instead of ~2) to fit 3 runs
+    # in 10 minutes.
     "quick": {
         "topics": 60, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 6,
-        "batch": 8, "samples": 2, "heldout_pairs": 30, "flip_rate": 0.4, "seeds": None,
+        "batch": 8, "samples": 1, "heldout_pairs": 30, "flip_rate": 0.4, "seeds": None,
     },
     "default": {
         "topics": 60, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 6,
