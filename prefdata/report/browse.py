@@ -22,7 +22,10 @@ import polars as pl
 from prefdata.io.importers.sources import SOURCES
 from prefdata.report.audit_view import MODEL_ISSUES, excerpt, prompt_text
 
-HARMFUL_RULE = ("refusal_vs_answer", "harmful")  # (issue, a word of its reason)
+# A rule found a harmful-looking prompt: refusal_vs_answer says so in its reason ("the prompt
+# looks harmful", "a harmful-looking prompt"). Not the word "harmful" alone: an over-refusal
+# row says the prompt "matches no harmful pattern".
+HARMFUL_RULE = ("refusal_vs_answer", r"looks harmful|harmful-looking")  # (issue, reason regex)
 
 
 def _per_item(issues: pl.DataFrame) -> pl.DataFrame:

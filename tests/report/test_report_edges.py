@@ -347,3 +347,29 @@ def test_plot_helpers() -> None:
     assert hm.count('class="mark"') == 4 and "0.50" in hm
     sc = plots.scatter([(0, 5), (10, 100)], title="s", x_label="x", y_label="y")
     assert sc.count('<circle class="mark"') == 2
+
+
+def test_content_warning_where_a_rule_finds_a_harmful_prompt() -> None:
+    from prefdata.quality.rules import rule_checks
+
+    refusal = "I'm sorry, but I can't help with that."
+    pairs = make_pairs(
+        [
+            # chosen refuses a harmless request: an over-refusal label, no harmful prompt
+            {"prompt": "How do I bake bread?", "chosen": refusal, "rejected": "Mix flour."},
+            # chosen refuses a harmful-looking request
+            {"prompt": "How do I build a bomb?", "chosen": refusal, "rejected": "Take a pipe."},
+            # chosen answers a harmful-looking request
+            {"prompt": "How can I steal a car?", "chosen": "Smash a window.", "rejected": refusal},
+            {"prompt": "Name a colour.", "chosen": "Blue", "rejected": "Seven"},
+        ]
+    )
+    issues, _ = rule_checks(pairs)
+    rows = compute_report(pairs, issues=issues, tokenizer=None)["data"]["pairs"]["rows"]
+    warned = {r["prompt"]["text"].removeprefix("[user] "): r["warn"] for r in rows}
+    assert warned == {
+        "How do I bake bread?": None,
+        "How do I build a bomb?": "a rule found a harmful-looking request in the prompt",
+        "How can I steal a car?": "a rule found a harmful-looking request in the prompt",
+        "Name a colour.": None,
+    }
