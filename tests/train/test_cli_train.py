@@ -48,7 +48,8 @@ def test_cli_train_then_eval(tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path)
 
     heldout = tmp_path / "heldout.parquet"
     hh_pairs.tail(4).write_parquet(heldout)
-    result = runner.invoke(app, ["train", "eval", "--model", str(out), "--data", str(heldout)])
+    # `train eval MODEL HELDOUT`: both positional since eval became a derived stage.
+    result = runner.invoke(app, ["train", "eval", str(out), str(heldout)])
     assert result.exit_code == 0, result.output
     report = last_json(result.stdout)
     assert 0.0 <= float(report["accuracy"]) <= 1.0  # type: ignore[arg-type]
