@@ -44,8 +44,6 @@ def round_name(k: int, name: str) -> str:
 def expand(stages: tuple[Any, ...], rounds: int, start: str | None) -> tuple[Any, ...]:
     """The stages with the loop repeated `rounds` times (StageSpec copies with `round` set,
     names round-k/<name>, references to loop stages pointed at the same round's copy)."""
-    from prefdata.pipeline.spec import StageRef
-
     if rounds == 1:
         return stages
     names = [s.name for s in stages]
@@ -63,9 +61,11 @@ def expand(stages: tuple[Any, ...], rounds: int, start: str | None) -> tuple[Any
     for k in range(1, rounds + 1):
         for spec in stages[first:]:
             inputs = {
+                # A reference to an earlier stage (a StageRef; a file is a Path) that names a
+                # loop stage points at the same round's copy of it.
                 slot: (
-                    StageRef(round_name(k, ref.stage), ref.names)
-                    if isinstance(ref, StageRef) and ref.stage in loop
+                    replace(ref, stage=round_name(k, ref.stage))
+                    if getattr(ref, "stage", None) in loop
                     else ref
                 )
                 for slot, ref in spec.inputs.items()
