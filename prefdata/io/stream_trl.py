@@ -20,7 +20,11 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.io.importers.common import REJECTED_SCHEMA, pairs_table, reason_key
-from prefdata.io.importers.trl import preference_record, provenance_of
+from prefdata.io.importers.trl import (
+    preference_record,
+    provenance_of,
+    refuse_text_without_prompt,
+)
 from prefdata.io.stream import (
     DEFAULT_BATCH_ROWS,
     SOURCE_ROW,
@@ -147,15 +151,7 @@ class _PairBatches:
                     source=self.path,
                     column=name,
                 )
-        if "prompt" not in columns and frame.schema["chosen"] == pl.String:
-            raise InputError(
-                "standard implicit-prompt preference data (chosen / rejected as whole texts, "
-                "no prompt column) cannot be split into prompt and answer without guessing; "
-                "add a 'prompt' column with chosen / rejected holding only the answers, or "
-                "use the conversational form (lists of {role, content} messages)",
-                source=self.path,
-                column="prompt",
-            )
+        refuse_text_without_prompt(frame, self.path)
 
     def convert(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str, Any]]]:
         """(pairs rows with `__source_row`, conformed; rows rejected before the contract)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from prefdata import ids
-from prefdata.errors import InputError
+from prefdata.errors import InputError, RowError
 from prefdata.io.frames import source_name
 from prefdata.io.tables import iter_json_lines, read_json_records
 from prefdata.schema import MESSAGES, conform, contract_of, split_problems, with_messages
@@ -68,6 +68,47 @@ def json_records(source: Source) -> list[dict[str, Any]]:
     if not source.height:
         raise InputError("the table is empty (no rows)", source=where(source))
     return source.to_dicts()
+
+
+def text_at(value: Any, source: Source, row: int, column: str) -> str:
+    """`value` when it is a string; else the InputError naming the source, row and column
+    (a field of the wrong type means the file is not this format, not one bad row)."""
+    if not isinstance(value, str):
+        raise InputError(
+            f"expected a string, got {type(value).__name__}",
+            source=where(source),
+            row=row,
+            column=column,
+        )
+    return value
+
+
+def import_per_line(
+    source: Source,
+    record_of: Callable[[dict[str, Any], int], dict[str, Any]],
+    contract: str,
+    table_of: Callable[[list[dict[str, Any]]], pl.DataFrame],
+    *,
+    dataset: str | None = None,
+) -> Imported:
+    """The importers whose every JSONL line (or table row) is one record of `contract`:
+    `record_of(line_object, line)` builds it, or raises RowError to set that line aside
+    with its reason (an InputError, the file is not this format, stops the import);
+    `table_of(records)` makes the table. `dataset`: as in `finish`."""
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, str, Any]] = []
+    for line, obj in json_lines(source):
+        try:
+            records.append(record_of(obj, line))
+        except RowError as exc:
+            bad.append((line, str(exc), obj))
+    return finish(
+        {contract: table_of(records)},
+        rejected_rows(bad),
+        {"source_rows": len(records) + len(bad)},
+        path=source,
+        dataset=dataset,
+    )
 
 
 def user(text: str) -> list[dict[str, str]]:

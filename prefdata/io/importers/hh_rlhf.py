@@ -10,6 +10,7 @@ its reason, never guessed.
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Annotated, Any
 
 from prefdata.errors import InputError, RowError
@@ -17,10 +18,8 @@ from prefdata.io.importers.common import (
     Imported,
     Source,
     file_of,
-    finish,
-    json_lines,
+    import_per_line,
     pairs_table,
-    rejected_rows,
     where,
 )
 from prefdata.stage import Input, stage
@@ -52,9 +51,8 @@ def import_hh_rlhf(
             rejected transcripts, e.g. the Hub's Anthropic/hh-rlhf as a datasets.Dataset)
         source: the `source` column of the pairs
     """
-    records: list[dict[str, Any]] = []
-    bad: list[tuple[int, str, Any]] = []
-    for line, obj in json_lines(path):
+
+    def record_of(obj: dict[str, Any], line: int) -> dict[str, Any]:
         for key in ("chosen", "rejected"):
             if not isinstance(obj.get(key), str):
                 raise InputError(
@@ -66,28 +64,18 @@ def import_hh_rlhf(
         try:
             chosen = parse_transcript(obj["chosen"])
             rejected = parse_transcript(obj["rejected"])
-        except ValueError as exc:
-            bad.append((line, f"unparseable transcript: {exc}", obj))
-            continue
+        except RowError as exc:
+            raise RowError(f"unparseable transcript: {exc}") from None
         if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
-            bad.append((line, "transcript does not end with an assistant turn", obj))
-            continue
+            raise RowError("transcript does not end with an assistant turn")
         if chosen[:-1] != rejected[:-1]:
-            bad.append((line, "transcripts differ before the last turn", obj))
-            continue
-        records.append(
-            {
-                "prompt": chosen[:-1],
-                "chosen": chosen[-1]["content"].strip(),
-                "rejected": rejected[-1]["content"].strip(),
-                "provenance": {**file_of(path), "line": line, "annotators": 1},
-            }
-        )
-    pairs = pairs_table(records, source=source)
-    return finish(
-        {"pairs": pairs},
-        rejected_rows(bad),
-        {"source_rows": len(records) + len(bad)},
-        path=path,
-        dataset="hh-rlhf",
-    )
+            raise RowError("transcripts differ before the last turn")
+        return {
+            "prompt": chosen[:-1],
+            "chosen": chosen[-1]["content"].strip(),
+            "rejected": rejected[-1]["content"].strip(),
+            "provenance": {**file_of(path), "line": line, "annotators": 1},
+        }
+
+    table_of = partial(pairs_table, source=source)
+    return import_per_line(path, record_of, "pairs", table_of, dataset="hh-rlhf")

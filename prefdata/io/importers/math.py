@@ -27,10 +27,12 @@ from prefdata.io.importers.common import (
     Source,
     file_of,
     finish,
+    import_per_line,
     json_lines,
     kto_table,
     pairs_table,
     rejected_rows,
+    text_at,
     user,
     where,
 )
@@ -40,18 +42,6 @@ from prefdata.stage import Input, stage
 _GSM8K_FINAL = "####"
 # Numbers as GSM8K writes them once thousands separators are gone: "18", "-3", "0.5".
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def _text_field(obj: dict[str, Any], key: str, path: Source, line: int) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise InputError(
-            f"expected a string, got {type(value).__name__}",
-            source=where(path),
-            row=line,
-            column=key,
-        )
-    return value
 
 
 def prompts_table(records: list[dict[str, Any]]) -> pl.DataFrame:
@@ -107,31 +97,18 @@ def import_gsm8k(path: Annotated[Source, Input(table=True)], *, source: str = "g
         path: the GSM8K JSONL file (from Python also a table with question and answer)
         source: the `source` column of the prompts
     """
-    records: list[dict[str, Any]] = []
-    bad: list[tuple[int, str, Any]] = []
-    for line, obj in json_lines(path):
-        question = _text_field(obj, "question", path, line)
-        solution = _text_field(obj, "answer", path, line)
-        try:
-            answer = gsm8k_final_answer(solution)
-        except ValueError as exc:
-            bad.append((line, str(exc), obj))
-            continue
-        records.append(
-            {
-                "prompt": user(question),
-                "answer": answer,
-                "metadata": {"solution": solution},
-                "source": source,
-            }
-        )
-    return finish(
-        {"prompts": prompts_table(records)},
-        rejected_rows(bad),
-        {"source_rows": len(records) + len(bad)},
-        path=path,
-        dataset="gsm8k",
-    )
+
+    def record_of(obj: dict[str, Any], line: int) -> dict[str, Any]:
+        question = text_at(obj.get("question"), path, line, "question")
+        solution = text_at(obj.get("answer"), path, line, "answer")
+        return {
+            "prompt": user(question),
+            "answer": gsm8k_final_answer(solution),
+            "metadata": {"solution": solution},
+            "source": source,
+        }
+
+    return import_per_line(path, record_of, "prompts", prompts_table, dataset="gsm8k")
 
 
 @stage("math500", outputs=("prompts",))
@@ -152,34 +129,25 @@ def import_math500(
         path: the MATH-500 JSONL file (from Python also a table of its records)
         source: the `source` column of the prompts
     """
-    records: list[dict[str, Any]] = []
-    bad: list[tuple[int, str, Any]] = []
-    for line, obj in json_lines(path):
-        problem = _text_field(obj, "problem", path, line)
-        answer = _text_field(obj, "answer", path, line)
+
+    def record_of(obj: dict[str, Any], line: int) -> dict[str, Any]:
+        problem = text_at(obj.get("problem"), path, line, "problem")
+        answer = text_at(obj.get("answer"), path, line, "answer")
         if not answer.strip():
-            bad.append((line, "missing answer", obj))
-            continue
-        records.append(
-            {
-                "prompt": user(problem),
-                "answer": answer,
-                "metadata": {
-                    "subject": obj.get("subject"),
-                    "level": obj.get("level"),
-                    "unique_id": obj.get("unique_id"),
-                    "solution": obj.get("solution"),
-                },
-                "source": source,
-            }
-        )
-    return finish(
-        {"prompts": prompts_table(records)},
-        rejected_rows(bad),
-        {"source_rows": len(records) + len(bad)},
-        path=path,
-        dataset="math500",
-    )
+            raise RowError("missing answer")
+        return {
+            "prompt": user(problem),
+            "answer": answer,
+            "metadata": {
+                "subject": obj.get("subject"),
+                "level": obj.get("level"),
+                "unique_id": obj.get("unique_id"),
+                "solution": obj.get("solution"),
+            },
+            "source": source,
+        }
+
+    return import_per_line(path, record_of, "prompts", prompts_table, dataset="math500")
 
 
 def _graded_solutions(obj: dict[str, Any], path: Source, line: int) -> list[tuple[str, bool, str]]:
@@ -252,7 +220,7 @@ def import_gsm8k_solutions(
     one_sided = 0
     for line, obj in json_lines(path):
         n_rows += 1
-        question = _text_field(obj, "question", path, line)
+        question = text_at(obj.get("question"), path, line, "question")
         prompt = user(question)
         try:
             graded = _graded_solutions(obj, path, line)

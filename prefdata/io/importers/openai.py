@@ -22,6 +22,7 @@ the single assistant message in `preferred_output` / `non_preferred_output`.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from prefdata.errors import InputError
@@ -29,10 +30,8 @@ from prefdata.io.importers.common import (
     Imported,
     Source,
     file_of,
-    finish,
-    json_lines,
+    import_per_line,
     pairs_table,
-    rejected_rows,
     where,
 )
 from prefdata.io.importers.trl import single_reply, to_messages
@@ -80,29 +79,19 @@ def import_openai_dpo(
         path: the OpenAI DPO fine-tuning JSONL file (from Python also a table of its records)
         source: the `source` column of the pairs
     """
-    records: list[dict[str, Any]] = []
-    bad: list[tuple[int, str, Any]] = []
-    for line, obj in json_lines(path):
+
+    def record_of(obj: dict[str, Any], line: int) -> dict[str, Any]:
         _check_shape(obj, path, line)
-        try:
-            prompt = [
-                {**m, "role": "system"} if m["role"] == "developer" else m
-                for m in to_messages(obj["input"]["messages"], what="input")
-            ]
-            chosen = single_reply(obj["preferred_output"], what="preferred_output")
-            rejected = single_reply(obj["non_preferred_output"], what="non_preferred_output")
-        except ValueError as exc:
-            bad.append((line, str(exc), obj))
-            continue
+        prompt = [
+            {**m, "role": "system"} if m["role"] == "developer" else m
+            for m in to_messages(obj["input"]["messages"], what="input")
+        ]
+        chosen = single_reply(obj["preferred_output"], what="preferred_output")
+        rejected = single_reply(obj["non_preferred_output"], what="non_preferred_output")
         provenance: dict[str, Any] = {**file_of(path), "line": line}
         if obj["input"].get("tools"):
             provenance["tools"] = obj["input"]["tools"]
-        records.append(
-            {"prompt": prompt, "chosen": chosen, "rejected": rejected, "provenance": provenance}
-        )
-    return finish(
-        {"pairs": pairs_table(records, source=source)},
-        rejected_rows(bad),
-        {"source_rows": len(records) + len(bad)},
-        path=path,
-    )
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "provenance": provenance}
+
+    table_of = partial(pairs_table, source=source)
+    return import_per_line(path, record_of, "pairs", table_of)

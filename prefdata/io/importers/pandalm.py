@@ -59,6 +59,7 @@ from prefdata.io.importers.common import (
     json_records,
     pairs_table,
     rejected_rows,
+    text_at,
     user,
     where,
 )
@@ -103,17 +104,6 @@ def _side(verdict: str, order: str) -> str:
         return "tie"
     first_is_a = order == "ab"
     return "a" if (verdict == "1") == first_is_a else "b"
-
-
-def _text(value: Any, path: Source, row: int, column: str) -> str:
-    if not isinstance(value, str):
-        raise InputError(
-            f"expected a string, got {type(value).__name__}",
-            source=where(path),
-            row=row,
-            column=column,
-        )
-    return value
 
 
 def _judge_name(path: Path) -> str:
@@ -213,9 +203,9 @@ def import_pandalm(
                 row=row,
                 column="idx",
             )
-        instruction = _text(rec.get("instruction"), path, row, "instruction")
+        instruction = text_at(rec.get("instruction"), path, row, "instruction")
         extra = rec.get("input")
-        extra = "" if extra is None else _text(extra, path, row, "input")
+        extra = "" if extra is None else text_at(extra, path, row, "input")
         prompt = user(instruction + ("\n\n" + extra if extra.strip() else ""))
         responses: list[str] = []
         non_text: list[str] = []

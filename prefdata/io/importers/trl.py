@@ -221,6 +221,20 @@ def _detect(columns: set[str], path: Source) -> Literal["preference", "unpaired"
     )
 
 
+def refuse_text_without_prompt(table: pl.DataFrame, source: str | Path) -> None:
+    """Standard implicit-prompt preference data (chosen / rejected as whole texts, no
+    prompt column) is refused: the prompt cannot be cut off without guessing."""
+    if "prompt" not in table.columns and table.schema["chosen"] == pl.String:
+        raise InputError(
+            "standard implicit-prompt preference data (chosen / rejected as whole texts, "
+            "no prompt column) cannot be split into prompt and answer without guessing; "
+            "add a 'prompt' column with chosen / rejected holding only the answers, or "
+            "use the conversational form (lists of {role, content} messages)",
+            source=source,
+            column="prompt",
+        )
+
+
 def _require(columns: set[str], needed: tuple[str, ...], kind: str, path: Source) -> None:
     for name in needed:
         if name not in columns:
@@ -283,15 +297,7 @@ def import_trl(
     resolved = _detect(columns, path) if kind == "auto" else kind
     if resolved == "preference":
         _require(columns, ("chosen", "rejected"), resolved, path)
-        if "prompt" not in columns and table.schema["chosen"] == pl.String:
-            raise InputError(
-                "standard implicit-prompt preference data (chosen / rejected as whole texts, "
-                "no prompt column) cannot be split into prompt and answer without guessing; "
-                "add a 'prompt' column with chosen / rejected holding only the answers, or "
-                "use the conversational form (lists of {role, content} messages)",
-                source=where(path),
-                column="prompt",
-            )
+        refuse_text_without_prompt(table, where(path))
     else:
         _require(columns, ("prompt", "completion", "label"), resolved, path)
 
