@@ -22,23 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from prefdata.errors import InputError, MissingExtraError
-from prefdata.llm.base import Capabilities, OnAnswer, Params, Request, Response
+from prefdata.errors import InputError
+from prefdata.llm.base import Capabilities, Params, Request, Response
 from prefdata.llm.prices import PriceTable, load_prices
-from prefdata.llm.retry import (
-    BackendError,
-    CallFailed,
-    Failure,
-    Gate,
-    Retrier,
-    RetryPolicy,
-    classify_sdk_error,
-    make_redactor,
-    run_requests,
-)
+from prefdata.llm.retry import BackendError, CallFailed, RetryPolicy, SDKClient
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -57,7 +47,7 @@ _FATAL = {
 }
 
 
-class AnthropicClient:
+class AnthropicClient(SDKClient):
     """Client for the Anthropic Messages API (see the module docstring).
 
     model: e.g. "claude-sonnet-4-6". base_url: another endpoint (tests: a local server).
@@ -70,6 +60,8 @@ class AnthropicClient:
     capabilities = Capabilities(
         structured_output=True, takes_sampling_params=False, message_batches=True, priced=True
     )
+    fatal_hints = _FATAL
+    sdk: AsyncAnthropic
 
     def __init__(
         self,
@@ -84,12 +76,6 @@ class AnthropicClient:
         rate_limit: float | None = None,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
-        try:
-            import anthropic
-        except ImportError:
-            raise MissingExtraError(
-                "the anthropic backend needs the `anthropic` package: pip install anthropic"
-            ) from None
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key:
             raise BackendError(
@@ -99,37 +85,24 @@ class AnthropicClient:
         self.model = model
         self.base_url = base_url
         self.endpoint = (base_url or DEFAULT_ENDPOINT).rstrip("/")
-        self._anthropic = anthropic
-        self._redact = make_redactor(key)
-        gate = Gate(max_concurrency, rate_limit)
-        self.sdk: AsyncAnthropic = anthropic.AsyncAnthropic(
-            api_key=key,
-            base_url=base_url,
-            max_retries=0,
-            # A host that does not answer at all is known within 10 s, not `timeout`.
-            timeout=anthropic.Timeout(timeout, connect=min(timeout, 10.0)),
-            http_client=anthropic.DefaultAsyncHttpxClient(event_hooks=gate.http_hooks()),
-        )
-        self.timeout = timeout
         self.prices = load_prices(prices)
-        policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self.retrier = Retrier(policy, gate, self.classify, redact=self._redact)
         self._warned_sampling = False
+        self._connect(
+            "anthropic",
+            "AsyncAnthropic",
+            api_key=key,
+            secret=key,
+            base_url=base_url,
+            where=base_url or "the Anthropic API",
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            retry_policy=retry_policy,
+            max_retries=max_retries,
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicClient(model={self.model!r}, base_url={self.base_url!r})"
-
-    # ---- errors ----------------------------------------------------------------------
-
-    def classify(self, err: BaseException) -> Failure:
-        """Turn an SDK exception into a retry decision (prefdata.llm.retry)."""
-        return classify_sdk_error(
-            err,
-            self._anthropic,
-            where=self.base_url or "the Anthropic API",
-            timeout=self.timeout,
-            fatal_hints=_FATAL,
-        )
 
     # ---- request / response mapping --------------------------------------------------
 
@@ -235,12 +208,3 @@ class AnthropicClient:
         except CallFailed as failed:
             return Response(error=failed.failure.message)
         return self.to_response(message, request)
-
-    async def complete(
-        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
-    ) -> list[Response]:
-        """One Response per request, in order; see prefdata.llm.retry.run_requests."""
-        return await run_requests(requests, self._one, self.retrier, BACKEND, on_answer)
-
-    async def aclose(self) -> None:
-        await self.sdk.close()

@@ -27,21 +27,11 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefdata.errors import InputError, MissingExtraError
-from prefdata.llm.base import Capabilities, OnAnswer, Request, Response
-from prefdata.llm.retry import (
-    CallFailed,
-    Failure,
-    Gate,
-    Retrier,
-    RetryPolicy,
-    classify_sdk_error,
-    make_redactor,
-    run_requests,
-)
+from prefdata.errors import InputError
+from prefdata.llm.base import Capabilities, Request, Response
+from prefdata.llm.retry import CallFailed, RetryPolicy, SDKClient
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -125,7 +115,7 @@ def parse_json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class OpenAICompatClient:
+class OpenAICompatClient(SDKClient):
     """Client for an OpenAI-compatible chat-completions server (see the module docstring).
 
     base_url: the server's API root, e.g. http://localhost:8000/v1 (vLLM),
@@ -138,6 +128,8 @@ class OpenAICompatClient:
     capabilities = Capabilities(
         structured_output=True, token_logprobs=True, priced=True, needs_base_url=True
     )
+    fatal_hints = _FATAL
+    sdk: AsyncOpenAI
 
     def __init__(
         self,
@@ -151,45 +143,34 @@ class OpenAICompatClient:
         rate_limit: float | None = None,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
-        try:
-            import openai
-        except ImportError:
-            raise MissingExtraError(
-                "the openai backend needs the `openai` package: pip install openai"
-            ) from None
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.model = model
         self.base_url = base_url
         # Part of every cache key: two servers may serve different weights under one model
         # name, and must never share cached answers.
         self.endpoint = base_url.rstrip("/")
-        self.timeout = timeout
-        self._openai = openai
-        self._redact = make_redactor(key if key != "EMPTY" else None)
-        gate = Gate(max_concurrency, rate_limit)
-        self.sdk: AsyncOpenAI = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
-            http_client=openai.DefaultAsyncHttpxClient(event_hooks=gate.http_hooks()),
-        )
         # How a tool's JSON is asked for: "vllm_regex" (a vLLM server), "json_schema", or
         # "json_object" after the server rejected json_schema once. None until the first
         # structured call has looked at the server.
         self.json_mode: str | None = None
         self._json_object_works = False
         self._detect_lock: asyncio.Lock | None = None
-        policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self.retrier = Retrier(policy, gate, self.classify, redact=self._redact)
+        self._connect(
+            "openai",
+            "AsyncOpenAI",
+            api_key=key,
+            secret=key if key != "EMPTY" else None,
+            base_url=base_url,
+            where=base_url,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            retry_policy=retry_policy,
+            max_retries=max_retries,
+        )
 
     def __repr__(self) -> str:
         return f"OpenAICompatClient(model={self.model!r}, base_url={self.base_url!r})"
-
-    def classify(self, err: BaseException) -> Failure:
-        return classify_sdk_error(
-            err, self._openai, where=self.base_url, timeout=self.timeout, fatal_hints=_FATAL
-        )
 
     # ---- request / response mapping --------------------------------------------------
 
@@ -337,12 +318,3 @@ class OpenAICompatClient:
         if sent[-1:] == ["json_object"]:
             self._json_object_works = True
         return self.to_response(completion, request)
-
-    async def complete(
-        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
-    ) -> list[Response]:
-        """One Response per request, in order; see prefdata.llm.retry.run_requests."""
-        return await run_requests(requests, self._one, self.retrier, BACKEND, on_answer)
-
-    async def aclose(self) -> None:
-        await self.sdk.close()

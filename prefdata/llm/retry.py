@@ -16,22 +16,27 @@ policy for both SDKs, and one that tests can observe. The policy:
 limit (requests/second, a token bucket, applied as an httpx request hook right before each
 request is sent); the semaphore is released while a call sleeps before its retry so other
 calls keep the connection slots busy.
+
+`SDKClient` is the part the SDK-backed clients share: the SDK's client wired to the Gate
+and the Retrier, its errors classified, a list of requests answered, closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import logging
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from prefdata.errors import OptionError, PrefdataError
-from prefdata.llm.base import Request, Response
+from prefdata.errors import MissingExtraError, OptionError, PrefdataError
+from prefdata.llm.base import OnAnswer, Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -331,3 +336,73 @@ async def run_requests(
     if retrier.fatal is not None and requests and not any(r.ok for r in responses):
         raise BackendError(f"{backend}: {retrier.fatal.message}")
     return responses
+
+
+class SDKClient(ABC):
+    """What the two SDK-backed clients (anthropic, openai) share: the SDK's async client with
+    its own retries off and the Gate on its HTTP client, the Retrier, the classification of
+    the SDK's errors, answering a list of requests, closing. A subclass sets `backend` and
+    `fatal_hints`, calls `_connect` in its constructor and answers one request in `_one`."""
+
+    backend: str
+    fatal_hints: Mapping[int, str]
+    sdk: Any
+    retrier: Retrier
+    timeout: float
+
+    def _connect(
+        self,
+        package: str,
+        client_class: str,
+        *,
+        api_key: str,
+        secret: str | None,
+        base_url: str | None,
+        where: str,
+        timeout: float,
+        max_concurrency: int,
+        rate_limit: float | None,
+        retry_policy: RetryPolicy | None,
+        max_retries: int,
+    ) -> None:
+        """Import the SDK `package` and set `sdk` (its `client_class`) and `retrier`.
+        `secret`: redacted from every error text. `where`: how errors name the server."""
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise MissingExtraError(
+                f"the {package} backend needs the `{package}` package: pip install {package}"
+            ) from None
+        self._module = module
+        self._where = where
+        self.timeout = timeout
+        gate = Gate(max_concurrency, rate_limit)
+        self.sdk = getattr(module, client_class)(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            # A host that does not answer at all is known within 10 s, not `timeout`.
+            timeout=module.Timeout(timeout, connect=min(timeout, 10.0)),
+            http_client=module.DefaultAsyncHttpxClient(event_hooks=gate.http_hooks()),
+        )
+        policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.retrier = Retrier(policy, gate, self.classify, redact=make_redactor(secret))
+
+    def classify(self, err: BaseException) -> Failure:
+        """Turn an SDK exception into a retry decision."""
+        return classify_sdk_error(
+            err, self._module, where=self._where, timeout=self.timeout, fatal_hints=self.fatal_hints
+        )
+
+    @abstractmethod
+    async def _one(self, request: Request) -> Response:
+        """The answer to one request (its error when it failed)."""
+
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
+        """One Response per request, in order; see run_requests."""
+        return await run_requests(requests, self._one, self.retrier, self.backend, on_answer)
+
+    async def aclose(self) -> None:
+        await self.sdk.close()

@@ -90,7 +90,8 @@ def test_the_one_list_of_backends_is_complete() -> None:
         module = importlib.import_module(f"prefdata.llm.{info.name}")
         for name, cls in inspect.getmembers(module, inspect.isclass):
             is_client = hasattr(cls, "complete") and hasattr(cls, "aclose")
-            protocol = getattr(cls, "_is_protocol", False)  # the interface, not a client
+            # The interface, or an abstract base (retry.SDKClient), is not a client.
+            protocol = getattr(cls, "_is_protocol", False) or inspect.isabstract(cls)
             if cls.__module__ == module.__name__ and is_client and not protocol:
                 found.add((module.__name__, name))
     assert found == set(factory._CLASSES.values())
