@@ -154,7 +154,7 @@ SLOTS: list[Slot] = [
                        "{d}/run", "--model", NO_MODEL), "pairs", "pairs", (7,), succeeds=False),
     Slot("train-kto", ("train", "kto", "--recipe", str(recipe("kto")), "--data", "{IN}", "-o",
                        "{d}/run", "--model", NO_MODEL), "kto", "kto", (7,), succeeds=False),
-    Slot("train-eval", ("train", "eval", "--model", NO_MODEL, "--data", "{IN}"), "pairs",
+    Slot("train-eval", ("train", "eval", NO_MODEL, "{IN}"), "pairs",
          "pairs", succeeds=False),
     Slot("annotate-push", ("annotate", "push", "{IN}", "--dataset", "bad-input", *OFFLINE),
          "pairs", "pairs", succeeds=False),
