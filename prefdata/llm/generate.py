@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -38,7 +38,7 @@ from prefdata.llm.base import Client, Message, Params, Request, Response
 from prefdata.llm.cache import CacheStats, CallCache, complete_cached
 from prefdata.llm.factory import Backend
 from prefdata.progress import progress_bar, synced
-from prefdata.schema import MESSAGES, conform, split_problems, with_messages
+from prefdata.schema import MESSAGES, conform, contract_of, split_problems, with_messages
 from prefdata.stage import Resource, StageResult, Table, stage
 
 __all__ = [
@@ -64,15 +64,6 @@ REJECTED_SCHEMA: dict[str, pl.DataType] = {
 """Columns of the rejected table `generate` returns beside the candidates."""
 
 _REJECT_REASONS = ("error", "empty", "duplicate", "invalid_prompt")
-
-_CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
-    "prompt_id": pl.String(),
-    "prompt": MESSAGES,
-    "completion_id": pl.String(),
-    "completion": pl.String(),
-    "generator": pl.String(),
-    "params": pl.String(),
-}
 
 # --- seeds and model assignment ---
 
@@ -348,7 +339,8 @@ async def agenerate(
         for client in owned:
             await client.aclose()
 
-    candidates = conform(pl.DataFrame(kept, schema=_CANDIDATE_SCHEMA), "candidates")
+    columns = contract_of("candidates").required
+    candidates = conform(pl.DataFrame(kept, schema=columns), "candidates")
     all_rejected = pl.concat([rejected_prompts, _rejected_frame(rejected)])
     stats = _stats_delta(before, cache.stats)
     reasons = all_rejected["reason"].value_counts()
@@ -414,17 +406,28 @@ async def _answer(
     clients: Sequence[Client], samples: Sequence[_Sample], cache: CallCache
 ) -> list[Response]:
     """Answers for `samples` in order: one cached call per model, the models concurrently."""
-    by_model: dict[int, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_model.setdefault(s.model, []).append(i)
+    by_model = _by_model(samples)
     results = await asyncio.gather(
         *(
             complete_cached(clients[m], [samples[i].request for i in idx], cache)
             for m, idx in by_model.items()
         )
     )
-    out: list[Response | None] = [None] * len(samples)
-    for idx, responses in zip(by_model.values(), results, strict=True):
+    return _in_order(len(samples), zip(by_model.values(), results, strict=True))
+
+
+def _by_model(samples: Sequence[_Sample]) -> dict[int, list[int]]:
+    """The positions of the samples of each model (one call or batch per model)."""
+    by_model: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_model.setdefault(s.model, []).append(i)
+    return by_model
+
+
+def _in_order(n: int, answered: Iterable[tuple[list[int], list[Response]]]) -> list[Response]:
+    """The answers of the models' (positions, responses) put back in sample order."""
+    out: list[Response | None] = [None] * n
+    for idx, responses in answered:
         for i, r in zip(idx, responses, strict=True):
             out[i] = r
     return [r if r is not None else Response(error="internal: no answer") for r in out]
@@ -453,21 +456,19 @@ def _batch_answerer(clients: Sequence[Client], state: Path, poll_interval: float
     async def answer(
         clients: Sequence[Client], samples: Sequence[_Sample], cache: CallCache
     ) -> list[Response]:
-        by_model: dict[int, list[int]] = {}
-        for i, s in enumerate(samples):
-            by_model.setdefault(s.model, []).append(i)
-        out: list[Response | None] = [None] * len(samples)
+        by_model = _by_model(samples)
+        results = []
         for m, idx in by_model.items():
-            responses = await run_batch(
-                cast(AnthropicClient, clients[m]),
-                [samples[i].request for i in idx],
-                cache=cache,
-                state_path=paths[m],
-                poll_interval=poll_interval,
+            results.append(
+                await run_batch(
+                    cast(AnthropicClient, clients[m]),
+                    [samples[i].request for i in idx],
+                    cache=cache,
+                    state_path=paths[m],
+                    poll_interval=poll_interval,
+                )
             )
-            for i, r in zip(idx, responses, strict=True):
-                out[i] = r
-        return [r if r is not None else Response(error="internal: no answer") for r in out]
+        return _in_order(len(samples), zip(by_model.values(), results, strict=True))
 
     return answer
 
