@@ -79,28 +79,6 @@ C_GRID = tuple(float(c) for c in np.logspace(-5, -1, 9))
 LENGTH_WEIGHT = 8.0
 
 
-def out_of_fold_probabilities(
-    e_prompt: np.ndarray,
-    e_chosen: np.ndarray,
-    e_rejected: np.ndarray,
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    C: float | Literal["auto"] = "auto",
-    max_iter: int = 2000,
-) -> np.ndarray:
-    """P(label as given is right) per pair from out-of-fold logistic regression.
-
-    Input: three float arrays (n, dim) of prompt, chosen and rejected embeddings, row i for
-    pair i. Output: float array (n,), P(chosen really is the better response). See
-    `fit_out_of_fold` for the method and options.
-    """
-    p, _ = fit_out_of_fold(
-        e_prompt, e_chosen, e_rejected, folds=folds, seed=seed, C=C, max_iter=max_iter
-    )
-    return p
-
-
 def fit_out_of_fold(
     e_prompt: np.ndarray,
     e_chosen: np.ndarray,
@@ -500,7 +478,7 @@ def model_audit(
     score_rejected; see `score_probabilities`, with `temperature`). Embedding options:
     cache_dir (on-disk embedding cache), batch_size, progress, model / model_id (another
     SentenceTransformer-like encoder and its cache name; default all-MiniLM-L6-v2).
-    Classifier options: folds, seed, C (see `out_of_fold_probabilities`). filter_by: see
+    Classifier options: folds, seed, C (see `fit_out_of_fold`). filter_by: see
     `confident_learning_flags`.
 
     Output: (issues, report). issues: one row per pair, worst first: item_id = pair_id,

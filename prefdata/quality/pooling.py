@@ -25,7 +25,7 @@ import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.quality.agreement import kappa_from_confusion
-from prefdata.schema import PAIR_LABELS, conform
+from prefdata.schema import PAIR_LABELS, conform, contract_of
 
 __all__ = [
     "ONE_ORDER_ONLY",
@@ -42,6 +42,23 @@ __all__ = [
 # The two orders a pair is shown in: "ab" shows canonical side a first as Response A.
 ORDERS: tuple[str, ...] = ("ab", "ba")
 Pooling = Literal["majority", "mean"]
+
+# What pooling measures beside the annotations contract's columns.
+_MEASURED: dict[str, pl.DataType] = {
+    "p_a": pl.Float64(),
+    "consistent": pl.Boolean(),
+    "n_orders": pl.Int64(),
+    "one_order_only": pl.Boolean(),
+    "n_judges": pl.Int64(),
+}
+
+
+def _pooled_table(rows: list[dict[str, Any]], extra: tuple[str, ...]) -> pl.DataFrame:
+    """Pooled votes as an annotations table: item_id, annotator, annotator_kind, label,
+    confidence, then the `extra` columns (contract or measured ones), in that order."""
+    types = {**contract_of("annotations").columns, **_MEASURED}
+    names = ("item_id", "annotator", "annotator_kind", "label", "confidence", *extra)
+    return conform(pl.DataFrame(rows, schema={k: types[k] for k in names}), "annotations")
 
 
 def _vote_p_a(label: str | None, confidence: float | None, p_a: float | None) -> float | None:
@@ -142,19 +159,7 @@ def pool_orders(annotations: pl.DataFrame) -> pl.DataFrame:
                 "one_order_only": lone,
             }
         )
-    schema = {
-        "item_id": pl.String,
-        "annotator": pl.String,
-        "annotator_kind": pl.String,
-        "label": pl.String,
-        "confidence": pl.Float64,
-        "error": pl.String,
-        "p_a": pl.Float64,
-        "consistent": pl.Boolean,
-        "n_orders": pl.Int64,
-        "one_order_only": pl.Boolean,
-    }
-    return conform(pl.DataFrame(rows, schema=schema), "annotations")
+    return _pooled_table(rows, ("error", "p_a", "consistent", "n_orders", "one_order_only"))
 
 
 ONE_ORDER_ONLY = "one_order_only"
@@ -271,16 +276,7 @@ def panel(
                 "n_judges": n,
             }
         )
-    schema = {
-        "item_id": pl.String,
-        "annotator": pl.String,
-        "annotator_kind": pl.String,
-        "label": pl.String,
-        "confidence": pl.Float64,
-        "p_a": pl.Float64,
-        "n_judges": pl.Int64,
-    }
-    pooled = conform(pl.DataFrame(rows, schema=schema), "annotations")
+    pooled = _pooled_table(rows, ("p_a", "n_judges"))
     report = {
         "method": method,
         "items": pooled.height,
