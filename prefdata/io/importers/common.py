@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -84,29 +84,30 @@ def text_at(value: Any, source: Source, row: int, column: str) -> str:
 
 
 def import_per_line(
-    source: Source,
+    path: Source,
     record_of: Callable[[dict[str, Any], int], dict[str, Any]],
-    contract: str,
-    table_of: Callable[[list[dict[str, Any]]], pl.DataFrame],
+    contract: Literal["pairs", "prompts"],
     *,
+    source: str,
     dataset: str | None = None,
 ) -> Imported:
     """The importers whose every JSONL line (or table row) is one record of `contract`:
     `record_of(line_object, line)` builds it, or raises RowError to set that line aside
-    with its reason (an InputError, the file is not this format, stops the import);
-    `table_of(records)` makes the table. `dataset`: as in `finish`."""
+    with its reason (an InputError, the file is not this format, stops the import).
+    `source`: the rows' `source` column; `dataset`: as in `finish`."""
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
-    for line, obj in json_lines(source):
+    for line, obj in json_lines(path):
         try:
             records.append(record_of(obj, line))
         except RowError as exc:
             bad.append((line, str(exc), obj))
+    table_of = pairs_table if contract == "pairs" else prompts_table
     return finish(
-        {contract: table_of(records)},
+        {contract: table_of(records, source=source)},
         rejected_rows(bad),
         {"source_rows": len(records) + len(bad)},
-        path=source,
+        path=path,
         dataset=dataset,
     )
 
@@ -177,6 +178,32 @@ def pairs_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
         schema["split"] = pl.String
     table = with_messages(pl.DataFrame(rows, schema=schema))
     return conform(ids.with_pair_ids(table), "pairs")
+
+
+def prompts_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:
+    """Prompts from records with `prompt` (messages), `answer`, `metadata` (dict) and an
+    optional `source` (default `source`).
+
+    Output: prompts contract (prompt_id, prompt, metadata as JSON, answer, source).
+    """
+    table = pl.DataFrame(
+        [
+            {
+                "prompt": r["prompt"],
+                "metadata": json.dumps(r["metadata"], ensure_ascii=False),
+                "answer": r["answer"],
+                "source": r.get("source", source),
+            }
+            for r in records
+        ],
+        schema={
+            "prompt": MESSAGES,
+            "metadata": pl.String,
+            "answer": pl.String,
+            "source": pl.String,
+        },
+    )
+    return conform(ids.with_prompt_ids(table), "prompts")
 
 
 def kto_table(records: list[dict[str, Any]], *, source: str) -> pl.DataFrame:

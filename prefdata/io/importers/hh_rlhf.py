@@ -10,7 +10,6 @@ its reason, never guessed.
 from __future__ import annotations
 
 import re
-from functools import partial
 from typing import Annotated, Any
 
 from prefdata.errors import InputError, RowError
@@ -19,7 +18,6 @@ from prefdata.io.importers.common import (
     Source,
     file_of,
     import_per_line,
-    pairs_table,
     where,
 )
 from prefdata.stage import Input, stage
@@ -77,5 +75,4 @@ def import_hh_rlhf(
             "provenance": {**file_of(path), "line": line, "annotators": 1},
         }
 
-    table_of = partial(pairs_table, source=source)
-    return import_per_line(path, record_of, "pairs", table_of, dataset="hh-rlhf")
+    return import_per_line(path, record_of, "pairs", source=source, dataset="hh-rlhf")

@@ -14,13 +14,9 @@ The prompts tables feed verifiable-reward training (GRPO accuracy rewards); thei
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
-import polars as pl
-
-from prefdata import ids
 from prefdata.errors import InputError, RowError
 from prefdata.io.importers.common import (
     Imported,
@@ -36,37 +32,11 @@ from prefdata.io.importers.common import (
     user,
     where,
 )
-from prefdata.schema import MESSAGES, conform
 from prefdata.stage import Input, stage
 
 _GSM8K_FINAL = "####"
 # Numbers as GSM8K writes them once thousands separators are gone: "18", "-3", "0.5".
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def prompts_table(records: list[dict[str, Any]]) -> pl.DataFrame:
-    """Prompts from records with `prompt` (messages), `answer`, `metadata` (dict), `source`.
-
-    Output: prompts contract (prompt_id, prompt, metadata as JSON, answer, source).
-    """
-    table = pl.DataFrame(
-        [
-            {
-                "prompt": r["prompt"],
-                "metadata": json.dumps(r["metadata"], ensure_ascii=False),
-                "answer": r["answer"],
-                "source": r["source"],
-            }
-            for r in records
-        ],
-        schema={
-            "prompt": MESSAGES,
-            "metadata": pl.String,
-            "answer": pl.String,
-            "source": pl.String,
-        },
-    )
-    return conform(ids.with_prompt_ids(table), "prompts")
 
 
 def gsm8k_final_answer(solution: str) -> str:
@@ -105,10 +75,9 @@ def import_gsm8k(path: Annotated[Source, Input(table=True)], *, source: str = "g
             "prompt": user(question),
             "answer": gsm8k_final_answer(solution),
             "metadata": {"solution": solution},
-            "source": source,
         }
 
-    return import_per_line(path, record_of, "prompts", prompts_table, dataset="gsm8k")
+    return import_per_line(path, record_of, "prompts", source=source, dataset="gsm8k")
 
 
 @stage("math500", outputs=("prompts",))
@@ -144,10 +113,9 @@ def import_math500(
                 "unique_id": obj.get("unique_id"),
                 "solution": obj.get("solution"),
             },
-            "source": source,
         }
 
-    return import_per_line(path, record_of, "prompts", prompts_table, dataset="math500")
+    return import_per_line(path, record_of, "prompts", source=source, dataset="math500")
 
 
 def _graded_solutions(obj: dict[str, Any], path: Source, line: int) -> list[tuple[str, bool, str]]:

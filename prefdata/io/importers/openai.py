@@ -22,7 +22,6 @@ the single assistant message in `preferred_output` / `non_preferred_output`.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any
 
 from prefdata.errors import InputError
@@ -31,7 +30,6 @@ from prefdata.io.importers.common import (
     Source,
     file_of,
     import_per_line,
-    pairs_table,
     where,
 )
 from prefdata.io.importers.trl import single_reply, to_messages
@@ -93,5 +91,4 @@ def import_openai_dpo(
             provenance["tools"] = obj["input"]["tools"]
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "provenance": provenance}
 
-    table_of = partial(pairs_table, source=source)
-    return import_per_line(path, record_of, "pairs", table_of)
+    return import_per_line(path, record_of, "pairs", source=source)
