@@ -47,6 +47,12 @@ def where(source: Source) -> str:
     return source_name(source, "path")
 
 
+def field_error(message: str, source: Source, row: int, column: str) -> InputError:
+    """The error for a field that shows the source is not this format: it names the
+    source, the row (or line) and the column."""
+    return InputError(message, source=where(source), row=row, column=column)
+
+
 def file_of(source: Source) -> dict[str, str]:
     """The provenance of a file: {"file": its name}; a table given in memory has none."""
     return {} if isinstance(source, pl.DataFrame) else {"file": Path(source).name}
@@ -74,12 +80,7 @@ def text_at(value: Any, source: Source, row: int, column: str) -> str:
     """`value` when it is a string; else the InputError naming the source, row and column
     (a field of the wrong type means the file is not this format, not one bad row)."""
     if not isinstance(value, str):
-        raise InputError(
-            f"expected a string, got {type(value).__name__}",
-            source=where(source),
-            row=row,
-            column=column,
-        )
+        raise field_error(f"expected a string, got {type(value).__name__}", source, row, column)
     return value
 
 

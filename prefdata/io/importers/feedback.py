@@ -46,6 +46,7 @@ from prefdata.io.importers.common import (
     REJECTED_SCHEMA,
     Imported,
     Source,
+    field_error,
     file_of,
     finish,
     json_lines,
@@ -107,12 +108,10 @@ def _rows(path: Source) -> Iterator[tuple[int, dict[str, Any], str | None]]:
         for line, obj in iter_json_lines(path):
             for column in REQUIRED:
                 if column not in obj:
-                    raise InputError(
+                    raise field_error(
                         "missing field of the feedback log format (see "
                         "docs/feedback-log-format.md)",
-                        source=where(path),
-                        row=line,
-                        column=column,
+                        path, line, column
                     )
             yield line, obj, None
         return
@@ -175,11 +174,8 @@ def _event(value: Any, path: Source, row: int) -> str | None:
         return None
     name = str(value).strip().lower()
     if name not in EVENTS:
-        raise InputError(
-            f"unknown event {value!r}; expected one of {', '.join(EVENTS)}",
-            source=where(path),
-            row=row,
-            column="event",
+        raise field_error(
+            f"unknown event {value!r}; expected one of {', '.join(EVENTS)}", path, row, "event"
         )
     return name
 

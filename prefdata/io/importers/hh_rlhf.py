@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from prefdata.errors import InputError, RowError
+from prefdata.errors import RowError
 from prefdata.io.importers.common import (
     Imported,
     Source,
+    field_error,
     file_of,
     import_per_line,
-    where,
 )
 from prefdata.stage import Input, stage
 
@@ -53,12 +53,7 @@ def import_hh_rlhf(
     def record_of(obj: dict[str, Any], line: int) -> dict[str, Any]:
         for key in ("chosen", "rejected"):
             if not isinstance(obj.get(key), str):
-                raise InputError(
-                    f"expected a transcript string in '{key}'",
-                    source=where(path),
-                    row=line,
-                    column=key,
-                )
+                raise field_error(f"expected a transcript string in '{key}'", path, line, key)
         try:
             chosen = parse_transcript(obj["chosen"])
             rejected = parse_transcript(obj["rejected"])

@@ -21,6 +21,7 @@ from prefdata.errors import InputError, RowError
 from prefdata.io.importers.common import (
     Imported,
     Source,
+    field_error,
     file_of,
     finish,
     import_per_line,
@@ -136,11 +137,8 @@ def _graded_solutions(obj: dict[str, Any], path: Source, line: int) -> list[tupl
         if not isinstance(value, dict):
             continue
         if not isinstance(value["is_correct"], bool):
-            raise InputError(
-                f"expected is_correct true/false, got {value['is_correct']!r}",
-                source=where(path),
-                row=line,
-                column=key,
+            raise field_error(
+                f"expected is_correct true/false, got {value['is_correct']!r}", path, line, key
             )
         if not isinstance(value.get("solution"), str):
             raise InputError("expected a solution string", source=where(path), row=line, column=key)

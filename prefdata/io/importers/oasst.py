@@ -39,7 +39,15 @@ import polars as pl
 
 from prefdata.errors import InputError
 from prefdata.io.convert import rankings_to_pairs, thumbs_to_kto
-from prefdata.io.importers.common import Imported, Source, finish, json_lines, rejected_rows, where
+from prefdata.io.importers.common import (
+    Imported,
+    Source,
+    field_error,
+    finish,
+    json_lines,
+    rejected_rows,
+    where,
+)
 from prefdata.schema import MESSAGES
 from prefdata.stage import Input, stage
 
@@ -58,11 +66,8 @@ def _count_subtree(message: dict[str, Any]) -> int:
 def _check(message: Any, at: str, path: Source, line: int) -> dict[str, Any]:
     """The message, or InputError naming the line and the message's place in the tree."""
     if not isinstance(message, dict):
-        raise InputError(
-            f"expected a message object, got {type(message).__name__}",
-            source=where(path),
-            row=line,
-            column=at,
+        raise field_error(
+            f"expected a message object, got {type(message).__name__}", path, line, at
         )
     for key in ("message_id", "text"):
         if not isinstance(message.get(key), str):
@@ -70,20 +75,13 @@ def _check(message: Any, at: str, path: Source, line: int) -> dict[str, Any]:
                 f"expected a string in '{key}'", source=where(path), row=line, column=f"{at}.{key}"
             )
     if message.get("role") not in _ROLE:
-        raise InputError(
+        raise field_error(
             f"role must be one of {sorted(_ROLE)}, got {message.get('role')!r}",
-            source=where(path),
-            row=line,
-            column=f"{at}.role",
+            path, line, f"{at}.role"
         )
     rank = message.get("rank")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
-        raise InputError(
-            f"expected an integer rank, got {rank!r}",
-            source=where(path),
-            row=line,
-            column=f"{at}.rank",
-        )
+        raise field_error(f"expected an integer rank, got {rank!r}", path, line, f"{at}.rank")
     replies = message.get("replies") or []
     if not isinstance(replies, list):
         raise InputError(
@@ -116,11 +114,8 @@ def _trees(path: Source) -> Iterator[tuple[int, dict[str, Any]]]:
         elif parent in by_id:
             by_id[parent]["replies"].append(m)
         else:
-            raise InputError(
-                f"parent {parent!r} is not a message of the table",
-                source=where(path),
-                row=row,
-                column="parent_id",
+            raise field_error(
+                f"parent {parent!r} is not a message of the table", path, row, "parent_id"
             )
     for row, root in roots:
         yield row, {"message_tree_id": root.pop("message_tree_id"), "prompt": root}

@@ -28,6 +28,7 @@ from prefdata.errors import InputError
 from prefdata.io.importers.common import (
     Imported,
     Source,
+    field_error,
     file_of,
     import_per_line,
     where,
@@ -41,23 +42,16 @@ _OUTPUTS = ("preferred_output", "non_preferred_output")
 def _check_shape(obj: dict[str, Any], path: Source, line: int) -> None:
     inp = obj.get("input")
     if not isinstance(inp, dict):
-        raise InputError(
-            "expected an 'input' object with 'messages'",
-            source=where(path),
-            row=line,
-            column="input",
-        )
+        raise field_error("expected an 'input' object with 'messages'", path, line, "input")
     if not isinstance(inp.get("messages"), list):
         raise InputError(
             "expected a list of messages", source=where(path), row=line, column="input.messages"
         )
     for key in _OUTPUTS:
         if not isinstance(obj.get(key), list):
-            raise InputError(
+            raise field_error(
                 f"expected a list of assistant messages, got {type(obj.get(key)).__name__}",
-                source=where(path),
-                row=line,
-                column=key,
+                path, line, key
             )
 
 

@@ -54,6 +54,7 @@ from prefdata.io.importers.common import (
     Imported,
     Source,
     annotations_table,
+    field_error,
     file_of,
     finish,
     json_records,
@@ -197,11 +198,8 @@ def import_pandalm(
             raise InputError("missing item id", source=where(path), row=row, column="idx")
         idx = str(rec["idx"])
         if idx in by_idx:
-            raise InputError(
-                f"idx {idx} appears twice; judge files could not be matched",
-                source=where(path),
-                row=row,
-                column="idx",
+            raise field_error(
+                f"idx {idx} appears twice; judge files could not be matched", path, row, "idx"
             )
         instruction = text_at(rec.get("instruction"), path, row, "instruction")
         extra = rec.get("input")
@@ -234,11 +232,8 @@ def import_pandalm(
             (k for k in rec if _ANNOTATOR.match(k)), key=lambda k: int(k[len("annotator") :])
         )
         if not annotators:
-            raise InputError(
-                "no annotator1, annotator2, ... vote columns",
-                source=where(path),
-                row=row,
-                column="annotator1",
+            raise field_error(
+                "no annotator1, annotator2, ... vote columns", path, row, "annotator1"
             )
         record_votes: dict[str, str] = {}
         for name in annotators:

@@ -52,6 +52,7 @@ from prefdata.io.convert import ratings_to_pairs
 from prefdata.io.importers.common import (
     Imported,
     Source,
+    field_error,
     file_of,
     finish,
     json_records,
@@ -125,12 +126,10 @@ def _pick(
     for name in options:
         if name in obj:
             return name
-    raise InputError(
+    raise field_error(
         f"no {what} field found (tried {', '.join(options)}; the record has "
         f"{', '.join(obj)}); name it with {what}_field=",
-        source=where(path),
-        row=1,
-        column=options[0],
+        path, 1, options[0]
     )
 
 
@@ -195,11 +194,8 @@ def import_rated(
         for row, rec in enumerate(records, start=1):
             rubric = _required(rec, fields["prompt"], path, row)
             if not isinstance(rubric, str):
-                raise InputError(
-                    "expected the scoring prompt as a string",
-                    source=where(path),
-                    row=row,
-                    column=fields["prompt"],
+                raise field_error(
+                    "expected the scoring prompt as a string", path, row, fields["prompt"]
                 )
             match = RUBRIC.search(rubric)
             if not match:
@@ -226,19 +222,11 @@ def import_rated(
             prompt = _required(rec, fields["prompt"], path, row)
             completions = _required(rec, "completions", path, row)
             if not isinstance(completions, list):
-                raise InputError(
-                    "expected a list of completions",
-                    source=where(path),
-                    row=row,
-                    column="completions",
-                )
+                raise field_error("expected a list of completions", path, row, "completions")
             for k, comp in enumerate(completions):
                 if not isinstance(comp, dict):
-                    raise InputError(
-                        "expected a completion object",
-                        source=where(path),
-                        row=row,
-                        column=f"completions[{k}]",
+                    raise field_error(
+                        "expected a completion object", path, row, f"completions[{k}]"
                     )
                 merged = {
                     **{key: v for key, v in rec.items() if key != "completions"},
@@ -287,11 +275,9 @@ def _add(
         completion = _required(rec, fields["completion"], path, row)
     for name, value in (("prompt", prompt), ("completion", completion)):
         if not isinstance(value, str):
-            raise InputError(
+            raise field_error(
                 f"expected a string, got {type(value).__name__}",
-                source=where(path),
-                row=row,
-                column=(prefix if name == "completion" else "") + fields.get(name, name),
+                path, row, (prefix if name == "completion" else "") + fields.get(name, name)
             )
     raw_score = _required(rec, fields["score"], path, row)
     try:

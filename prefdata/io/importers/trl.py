@@ -50,6 +50,7 @@ from prefdata.io.exporters import from_export_names
 from prefdata.io.importers.common import (
     Imported,
     Source,
+    field_error,
     file_of,
     finish,
     kto_table,
@@ -140,19 +141,12 @@ def provenance_of(value: Any, path: Source, row: int) -> dict[str, Any]:
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise InputError(
-                f"provenance is not JSON: {exc.msg}",
-                source=where(path),
-                row=row,
-                column="provenance",
-            ) from None
+            message = f"provenance is not JSON: {exc.msg}"
+            raise field_error(message, path, row, "provenance") from None
         if isinstance(parsed, dict):
             return parsed
-    raise InputError(
-        f"provenance must be a JSON object, got {type(value).__name__}",
-        source=where(path),
-        row=row,
-        column="provenance",
+    raise field_error(
+        f"provenance must be a JSON object, got {type(value).__name__}", path, row, "provenance"
     )
 
 
