@@ -77,7 +77,8 @@ OUT_DIR = REPO / "bench" / "out"
 EMBEDDINGS = REPO / ".cache" / "curation_effect" / "embeddings"
 # The curation --quick runs, chosen from the audit's figures on seeds 0-2 (bench/README.md):
 # at 40% flips dropping the flagged pairs leaves 19-24% flipped, relabelling those with
-# P(flipped) > 0.5 leaves 27-30%; at 20%, 4-5% against 7-8%.
+# P(flipped) > 0.5 leaves 27-31%. On those seeds it recovered 0.99 +- 0.28 of the gap; on
+# seed 7, never tried before, --quick gave 0.78.
 QUICK_CURATION = "audit_drop"
 # What must match for a run in a --partial file to be reused (seeds, conditions and the
 # output folder may differ).
