@@ -49,7 +49,7 @@ from prefdata.label.runner import (
 )
 from prefdata.label.selection import candidate_groups
 from prefdata.label.verdicts import read_score, valid_score
-from prefdata.llm.base import Client
+from prefdata.llm.base import CallUsage, Client
 from prefdata.llm.cache import CallCache
 from prefdata.progress import progress_bar, synced
 
@@ -57,25 +57,17 @@ __all__ = ["ascore_candidates", "score_candidates"]
 
 
 @dataclass
-class _JudgeFigures:
+class _JudgeFigures(CallUsage):
     calls: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
     scores: list[float] = field(default_factory=list)
     masses: list[float] = field(default_factory=list)
-    error_examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "calls": self.calls,
             "errors": self.errors,
             "mean_score": sum(self.scores) / len(self.scores) if self.scores else None,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "error_examples": self.error_examples,
+            **self.usage(),
         }
         if self.masses:
             # How much of the next-token probability the nine digits held: low means the
@@ -152,17 +144,15 @@ async def ascore_candidates(
                         score, raw, error = read_score(response)
                         results.setdefault(it["key"], {})[name] = (score, raw, error)
                         fig.calls += 1
-                        fig.input_tokens += (
+                        fig.add(
                             response.input_tokens
                             + response.cache_read_tokens
-                            + response.cache_write_tokens
+                            + response.cache_write_tokens,
+                            response.output_tokens,
+                            response.cost_usd,
                         )
-                        fig.output_tokens += response.output_tokens
-                        fig.cost_usd += response.cost_usd
                         if score is None:
-                            fig.errors += 1
-                            if len(fig.error_examples) < 3:
-                                fig.error_examples.append(str(error))
+                            fig.failed(error)
                         else:
                             fig.scores.append(score)
                         if response.choice_mass is not None:

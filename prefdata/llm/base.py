@@ -144,6 +144,37 @@ class Response:
         return cls(**data)
 
 
+@dataclass
+class CallUsage:
+    """Tokens, cost and failures summed over a judge's answers (its line in a report)."""
+
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error_examples: list[str] = field(default_factory=list)
+
+    def add(self, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost_usd += cost_usd
+
+    def failed(self, error: object) -> None:
+        """Count one failed answer; the first three errors are kept as examples."""
+        self.errors += 1
+        if len(self.error_examples) < 3:
+            self.error_examples.append(str(error))
+
+    def usage(self) -> dict[str, Any]:
+        """The tokens, cost (rounded to 1e-6 USD) and error examples, as a report shows them."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "error_examples": self.error_examples,
+        }
+
+
 # Called with (index in the call, response) as each answer arrives, before `complete` returns.
 OnAnswer = Callable[[int, Response], None]
 

@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import polars as pl
 
 from prefdata.errors import InputError
+from prefdata.llm.base import CallUsage
 from prefdata.quality.pooling import ORDERS, Pooling, kappa, order_pooled, panel
 from prefdata.schema import ANNOTATOR_KINDS, PAIR_LABELS, conform
 from prefdata.stage import StageResult, Table, stage
@@ -132,11 +133,10 @@ def gold_from_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
 
 
 @dataclass
-class JudgeStats:
+class JudgeStats(CallUsage):
     """Per-judge figures (shares are None when there is nothing to count)."""
 
     votes: int = 0
-    errors: int = 0
     ties: int = 0
     pairs_both_orders: int = 0
     consistent_pairs: int = 0
@@ -144,10 +144,6 @@ class JudgeStats:
     decided_with_order: int = 0
     longer_wins: int = 0
     decided_unequal_length: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    error_examples: list[str] = field(default_factory=list)
 
     @property
     def position_consistency(self) -> float | None:
@@ -176,10 +172,7 @@ class JudgeStats:
             "p_longer_wins": self.p_longer_wins,
             "decided_unequal_length": self.decided_unequal_length,
             "inconsistent_pairs": self.pairs_both_orders - self.consistent_pairs,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "error_examples": self.error_examples,
+            **self.usage(),
         }
 
 
@@ -210,13 +203,11 @@ def judge_stats(
     for row in annotations.to_dicts():
         s = out.setdefault(row["annotator"], JudgeStats())
         s.votes += 1
-        s.input_tokens += row.get("input_tokens") or 0
-        s.output_tokens += row.get("output_tokens") or 0
-        s.cost_usd += row.get("cost_usd") or 0.0
+        s.add(
+            row.get("input_tokens") or 0, row.get("output_tokens") or 0, row.get("cost_usd") or 0.0
+        )
         if row.get("error") is not None or row["label"] is None:
-            s.errors += 1
-            if len(s.error_examples) < 3:
-                s.error_examples.append(str(row.get("error")))
+            s.failed(row.get("error"))
             continue
         label = row["label"]
         if label == "tie":
