@@ -80,7 +80,7 @@ def write_shards(
 def read_shard(shard: Shard | Path, *, keep_row: bool = False) -> pl.DataFrame:
     """A shard as a frame (without its `_row` column unless `keep_row`)."""
     path = shard.path if isinstance(shard, Shard) else shard
-    frame = pl.read_parquet(path)
+    frame = pl.read_parquet(path).rechunk()  # one chunk per column, as one process has
     return frame if keep_row else frame.drop(ROW, strict=False)
 
 

@@ -248,6 +248,10 @@ def rule_checks(
     }
     if engine is not None and engine.distributed:
         return _on_shards(pairs, engine, options)
+    # One chunk per column: polars (1.x) panics ("assertion failed: i < self.len()") in the
+    # checks' collect_all on a frame of several chunks, e.g. one read from a multi-row-group
+    # Parquet file or concatenated without rechunking.
+    pairs = pairs.rechunk()
 
     refusal = "(?i)" + "|".join(f"(?:{p})" for p in refusal_patterns)
     harmful = "(?i)" + "|".join(f"(?:{p})" for p in harmful_patterns)
