@@ -60,9 +60,10 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.errors import InputError
+from prefdata.errors import InputError, MissingExtraError, TrainingError
 from prefdata.models.loader import load_tokenizer
 from prefdata.train.data import token_ids
+from prefdata.train.hardware import Hardware
 from prefdata.train.kl_control import KL_CONTROL_DEFAULTS
 from prefdata.train.method import Data, MethodRun, build_trainer, read_training_table
 from prefdata.train.outputs import Prepared
@@ -74,8 +75,10 @@ __all__ = [
     "MIN_GROUP",
     "PREFDATA_DEFAULTS",
     "SPEC",
+    "VLLM_MODES",
     "OnlineMethod",
     "check_group_size",
+    "check_vllm_generation",
     "drop_long_prompts",
     "grpo_rows",
     "grpo_trainer_class",
@@ -142,8 +145,42 @@ GRPO = OnlineMethod(
     "group's standard deviation; from {n} samples both are noisy, so the advantages are "
     "high-variance, and with 0/1 rewards small groups are often all-equal and teach nothing "
     "(with a 30% success rate a group of 4 is all-equal 25% of the time, a group of 8 6%).",
-    ("loss_type", "scale_rewards"),
+    ("loss_type", "scale_rewards", "use_vllm", "vllm_mode"),
 )
+
+VLLM_MODES = ("colocate", "server")
+
+
+def check_vllm_generation(recipe: Recipe, hardware: Hardware) -> None:
+    """Generation by vLLM instead of transformers `generate` (TRL's own recipe fields
+    `use_vllm: true` and `vllm_mode: colocate | server`, passed through to the config):
+    refused here, before any model loads, when it cannot run. colocate runs vLLM inside the
+    training processes, on their GPUs; server sends generation to `trl vllm-serve` on GPUs of
+    its own (train/README.md shows the launch). Both need vLLM installed where training runs
+    (TRL syncs the weights to vLLM after each step)."""
+    if not recipe.trl.get("use_vllm"):
+        return
+    mode = recipe.trl.get("vllm_mode", "colocate")
+    if mode not in VLLM_MODES:
+        raise RecipeError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {mode!r}")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise MissingExtraError(
+            "use_vllm: true needs vLLM where training runs: pip install 'prefdata[vllm]'"
+            + (
+                " (and `trl vllm-serve --model MODEL` on GPUs of its own first)"
+                if mode == "server"
+                else ""
+            )
+            + "; or use_vllm: false (generation by transformers)"
+        )
+    if mode == "colocate" and hardware.accelerator != "cuda":
+        raise TrainingError(
+            f"vllm_mode: colocate runs vLLM on the training GPUs, and this machine trains on "
+            f"{hardware.accelerator}; use a CUDA GPU, vllm_mode: server, or use_vllm: false"
+        )
+
 
 # Metrics collected per logged step into the report (prefixes of TRL's and our names).
 _TRACKED = (
@@ -353,6 +390,7 @@ def prepare_online(method: OnlineMethod, recipe: Recipe, data: Data, run: Method
     spec = method.spec
     recipe = recipe.copy()
     groups = check_group_size(recipe, method)
+    check_vllm_generation(recipe, run.hardware)
     limit = prompt_token_limit(recipe)
     rewards = build_rewards(recipe.prefdata["rewards"])
     settings = monitor_settings(recipe.prefdata["monitor"])

@@ -62,7 +62,7 @@ RLOO = OnlineMethod(
     "completion(s) of its prompt; from so few it is noisy, so the advantages are "
     "high-variance, and with 0/1 rewards small groups are often all-equal and teach nothing "
     "(the RLOO paper found k = 4 clearly better than k = 2).",
-    ("normalize_advantages", "reward_clip_range"),
+    ("normalize_advantages", "reward_clip_range", "use_vllm", "vllm_mode"),
 )
 
 

@@ -383,3 +383,48 @@ def test_prompt_token_limit_applies_to_training_and_eval_prompts(
             out=tmp_path,
             overrides=["prefdata.max_prompt_tokens=0"],
         )
+
+
+# ---- generation by vLLM (issue 18) -----------------------------------------------------------
+
+
+def test_vllm_generation_is_passed_to_trl_and_refused_where_it_cannot_run(
+    tiny: Path, gsm8k_prompts: pl.DataFrame, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from prefdata.errors import MissingExtraError, TrainingError
+    from prefdata.train.grpo import SPEC, check_vllm_generation
+    from prefdata.train.hardware import Hardware
+    from prefdata.train.recipe import build_config
+
+    served = load_recipe("grpo", grpo_recipe(use_vllm=True, vllm_mode="server"))
+    config = build_config(served, SPEC, tmp_path / "out")
+    # TRL's own fields, unchanged: TRL's trainer starts the vLLM client from them
+    assert config.use_vllm is True and config.vllm_mode == "server"
+    with pytest.raises(RecipeError, match="vllm_mode must be one of colocate, server"):
+        check_vllm_generation(
+            load_recipe("grpo", grpo_recipe(use_vllm=True, vllm_mode="remote")),
+            Hardware("cpu", "cpu", False, 1, None),
+        )
+    if importlib.util.find_spec("vllm") is None:  # the main venv: vLLM lives in .venv-vllm
+        with pytest.raises(MissingExtraError, match=r"pip install 'prefdata\[vllm\]'"):
+            prepare(
+                "grpo",
+                recipe=grpo_recipe(use_vllm=True),
+                data=gsm8k_prompts,
+                model=tiny,
+                out=tmp_path / "run",
+            )
+    else:
+        with pytest.raises(
+            TrainingError, match="vllm_mode: colocate runs vLLM on the training GPU"
+        ):
+            check_vllm_generation(
+                load_recipe("grpo", grpo_recipe(use_vllm=True)),
+                Hardware("cpu", "cpu", False, 1, None),
+            )
+    # without use_vllm nothing changes
+    check_vllm_generation(
+        load_recipe("grpo", grpo_recipe()), Hardware("cpu", "cpu", False, 1, None)
+    )
