@@ -31,6 +31,42 @@ if ! "$PY" -c "import liger_kernel" 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" bench/bench_train.py --part gpu --repeat "${REPEAT:-2}" "$@"
+# Scale checks (issue 18; SKIP_SCALE=1 leaves them out; about 10 minutes on one H100). They
+# need vLLM for CUDA in a venv of its own with prefdata's core: VLLM_PYTHON (default
+# .venv-vllm/bin/python; `bash scripts/vllm-env.sh` makes it, picking `vllm` when a GPU is
+# visible; the download needs a network, so build it before the machine goes offline).
+# 1. the vllm backend's tests on the GPU (engine, A/B log-probabilities, resume, structured
+#    verdicts), 2. generation tokens/s: transformers vs vLLM (target: 10x), 3. GRPO step time
+#    on SmolLM2 with and without vLLM generation (colocate), 10 steps each, from the reports.
+if [[ -z "${SKIP_SCALE:-}" ]]; then
+    VPY="${VLLM_PYTHON:-.venv-vllm/bin/python}"
+    if [[ -x "$VPY" ]] && "$VPY" -c "import vllm" 2>/dev/null; then
+        PREFDATA_VLLM_DEVICE=cuda "$PY" -m pytest tests/llm/test_vllm_engine.py -q \
+            -p no:cacheprovider -n 0 || echo "bench/gpu.sh: a vllm backend check failed (above)"
+        "$VPY" bench/bench_vllm_generate.py --prompts 256 --n 4 --max-new-tokens 256 \
+            || echo "bench/gpu.sh: the generation benchmark failed (above)"
+        scale_out=$(mktemp -d)
+        "$PY" -m prefdata import gsm8k "${PREFDATA_SHARED_DATA:-../shared/data}/gsm8k/test.jsonl" \
+            -o "$scale_out/gsm8k.parquet"
+        for vllm in false true; do
+            "$VPY" -m prefdata train grpo --data "$scale_out/gsm8k.parquet" \
+                -o "$scale_out/grpo-vllm-$vllm" max_steps=10 logging_steps=1 save_strategy=no \
+                use_vllm=$vllm vllm_mode=colocate vllm_gpu_memory_utilization=0.3 \
+                || echo "bench/gpu.sh: GRPO with use_vllm=$vllm failed (above)"
+        done
+        "$PY" - "$scale_out" <<'PYSTEP'
+import json, sys
+from pathlib import Path
+for vllm in ("false", "true"):
+    found = list(Path(sys.argv[1], f"grpo-vllm-{vllm}").rglob("prefdata-train.json"))
+    report = json.loads(found[0].read_text()) if found else {}
+    runtime = report.get("metrics", {}).get("train_runtime")
+    print(f"GRPO use_vllm={vllm}: train_runtime {runtime} s for 10 steps")
+PYSTEP
+    else
+        echo "bench/gpu.sh: no vLLM at $VPY (bash scripts/vllm-env.sh); the scale checks are skipped"
+    fi
+fi
 # Training checks (issue 15), each a test that asserts its report: DPO and GRPO on SmolLM2 in
 # the GPU's precision (bf16 where supported), QLoRA 4-bit (needs `pip install bitsandbytes`;
 # skipped without it), and with 2+ GPUs a 2-process DDP run through `--launcher accelerate`

@@ -166,8 +166,8 @@ def _engine_resource(spec: StageSpec) -> Param | None:
 def _engine_params() -> list[inspect.Parameter]:
     """--engine / --address of a stage that runs row-wise work on an engine."""
     engine = typer.Option(
-        help="local (this process) | ray (model calls on a Ray cluster's workers, same "
-        "outputs; pip install 'prefdata[ray]')"
+        help="local (this process) | ray (the row-wise work on a Ray cluster's workers, the "
+        "same outputs; docs/scale.md; pip install 'prefdata\\[ray]')"
     )
     address = typer.Option(help="--engine ray: a running cluster (default: start a local one)")
     return [

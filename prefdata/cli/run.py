@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 help="where row-wise work runs: local (this process) | ray (Ray Data over "
-                "Parquet shards; pip install 'prefdata[ray]'); same outputs either way"
+                "Parquet shards; pip install 'prefdata\\[ray]'); same outputs either way"
             ),
         ] = "local",
         address: Annotated[

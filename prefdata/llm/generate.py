@@ -198,7 +198,7 @@ async def agenerate(
         prompts: the prompts (or any table with a `prompt` column)
         models: model names for `backend` (repeat to mix generators); in Python a ready Client
             object may stand in (used as it is and not closed here)
-        backend: local | openai | anthropic
+        backend: local | openai | anthropic | vllm (vLLM in this process, on a GPU)
         n: samples per prompt ("spread": n in total over the models; "each": n per model)
         params: sampling parameters of every call; `seed` is the base seed (0 when unset)
             from which each sample's own seed is derived

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,12 +30,14 @@ CHOICE_PROMPTS = [
     "Which is a fruit: A) apple B) chair? Answer A or B.",
 ]
 GREEDY_PROMPTS = ["Tell me a joke about cats.", "What is 2 + 2?"]
+# bench/gpu.sh runs this on a GPU (PREFDATA_VLLM_DEVICE=cuda); the tests here on vLLM's CPU build
+DEVICE = os.environ.get("PREFDATA_VLLM_DEVICE", "cpu")
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Say hello.", "Count to three."]
 
 
 def main(out: Path, work: Path) -> None:
     started = time.perf_counter()
-    client = VllmClient("smollm2", device="cpu", dtype="float32")
+    client = VllmClient("smollm2", device=DEVICE, dtype="float32")
     seen: dict[str, object] = {"model_path": str(client.load()[0].llm_engine.model_config.model)}
     seen["engine_seconds"] = time.perf_counter() - started
 
@@ -78,7 +81,7 @@ def main(out: Path, work: Path) -> None:
         cache = CallCache(work / "calls.sqlite")
         result = generate(
             prompts, models=["smollm2"], backend="vllm", n=2, params=params, cache=cache,
-            device="cpu", client_options={"dtype": "float32"}, progress=False,
+            device=DEVICE, client_options={"dtype": "float32"}, progress=False,
         )
         cache.close()
         runs.append(result)
@@ -95,7 +98,7 @@ def main(out: Path, work: Path) -> None:
     verdict = judge(
         pairs, judges=["vllm:smollm2"], cache=cache,
         options=JudgeOptions(orders="ab", max_new_tokens=96),
-        client_options={"vllm": {"reading": "json", "device": "cpu", "dtype": "float32"}},
+        client_options={"vllm": {"reading": "json", "device": DEVICE, "dtype": "float32"}},
     )
     cache.close()
     verdict.tables["annotations"].write_parquet(work / "json-votes.parquet")

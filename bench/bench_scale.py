@@ -1,0 +1,188 @@
+"""Rule checks + dedup + train/test overlap on N synthetic pairs: one process vs the Ray engine
+with 2 local workers (`--engine ray`), in one run. Issue 18's benchmark.
+
+The pairs are bench_audit.py's synthetic pairs (same generator, same seed, same injected
+defects), written once to Parquet. Each engine runs in a child process of its own that reads
+the pairs and runs the three phases, so its peak RSS (ru_maxrss) is its own:
+
+- local: the three library calls in one process; peak RSS of that process.
+- ray: the same calls with `engine=` a RayEngine on `ray.init(num_cpus=2)` (2 workers); the
+  driver's peak RSS, and every Ray worker's peak RSS sampled every 0.2 s (psutil, processes
+  named ray::*): the figure that bounds what one machine of a cluster needs.
+
+Both children check their issues are the same rows (the parity the tests assert); the time
+ratio is ray / local. On 2 cores there is nothing to gain in time, only memory per worker;
+the per-shard figures printed (rows per shard, seconds per shard) are what scale out.
+
+Usage: python bench/bench_scale.py [--n 2000000] [--workdir DIR]
+Prints the figures and writes them as JSON to bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class WorkerMemory:
+    """Peak RSS of every Ray worker process (name ray::...), sampled in a thread."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.peak: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._every = every
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for proc in psutil.process_iter(["name", "memory_info"]):
+                name = proc.info.get("name") or ""
+                info = proc.info.get("memory_info")
+                if name.startswith("ray::") and info is not None:
+                    mib = info.rss / 2**20
+                    self.peak[proc.pid] = max(self.peak.get(proc.pid, 0.0), mib)
+            self._stop.wait(self._every)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_child(engine_name: str, work: Path) -> dict[str, Any]:
+    from prefdata.quality.dedup import dedup, split_overlap
+    from prefdata.quality.rules import rule_checks
+
+    pairs = pl.read_parquet(work / "pairs.parquet")
+    after_read = _rss_mib()
+    engine: Any = None
+    memory: WorkerMemory | None = None
+    start_engine = 0.0
+    if engine_name == "ray":
+        import ray
+
+        from prefdata.engine.ray import RayEngine
+
+        t0 = time.perf_counter()
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=256 * 2**20,
+        )
+        engine = RayEngine(scratch=work / f"shards-{engine_name}")
+        start_engine = time.perf_counter() - t0
+        memory = WorkerMemory().__enter__()
+    walls: dict[str, float] = {}
+    issues: list[pl.DataFrame] = []
+    t0 = time.perf_counter()
+    found, _ = rule_checks(pairs, engine=engine)
+    walls["rules"] = time.perf_counter() - t0
+    issues.append(found)
+    t0 = time.perf_counter()
+    found, report = dedup(pairs, engine=engine)
+    walls["dedup"] = time.perf_counter() - t0
+    issues.append(found)
+    train = pairs.filter(pl.col("split") == "train")
+    test = pairs.filter(pl.col("split") == "test")
+    t0 = time.perf_counter()
+    found, overlap = split_overlap(train, test, engine=engine)
+    walls["overlap"] = time.perf_counter() - t0
+    issues.append(found)
+    pl.concat(issues).write_parquet(work / f"issues-{engine_name}.parquet")
+    out: dict[str, Any] = {
+        "wall_s": walls,
+        "total_s": sum(walls.values()),
+        "rss_after_read_mib": round(after_read, 1),
+        "peak_rss_mib": round(_rss_mib(), 1),
+        "dedup": {k: report[k] for k in ("duplicate_pair", "near_duplicate_pair")},
+        "overlap": {k: overlap[k] for k in ("overlap_exact", "overlap_near")},
+    }
+    if engine is not None and memory is not None:
+        memory.__exit__(None, None, None)
+        out["engine_start_s"] = round(start_engine, 1)
+        out["workers"] = engine.workers
+        out["worker_peak_rss_mib"] = sorted(round(v, 1) for v in memory.peak.values())
+        engine.close()
+        import ray
+
+        ray.shutdown()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2_000_000)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child, args.workdir)))
+        return
+    from bench_audit import generate
+
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        info = generate(args.n, work / "pairs.parquet")
+        print(f"generated {info['rows']:,} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+        results: dict[str, Any] = {"pairs": info}
+        for name in ("local", "ray"):
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--workdir", str(work)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(name, json.dumps(results[name]), flush=True)
+        same = pl.read_parquet(work / "issues-local.parquet").equals(
+            pl.read_parquet(work / "issues-ray.parquet")
+        )
+    local, ray_ = results["local"], results["ray"]
+    worker_peak = max(ray_["worker_peak_rss_mib"] or [0.0])
+    results["same_issues"] = same
+    results["time_ratio_ray_over_local"] = round(ray_["total_s"] / local["total_s"], 2)
+    results["worker_peak_over_local_peak"] = round(worker_peak / local["peak_rss_mib"], 2)
+    results["machine"] = "2 cores shared with other jobs, no GPU"
+    results["date"] = dt.date.today().isoformat()
+    print(
+        json.dumps(
+            {
+                k: results[k]
+                for k in ("same_issues", "time_ratio_ray_over_local", "worker_peak_over_local_peak")
+            }
+        )
+    )
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"bench_scale-{args.n}.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
