@@ -106,13 +106,19 @@ def _run_job(job: _Job) -> dict[str, Any]:
 
 
 def _in_process_models(options: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    """Whether a model runs inside the worker (so a GPU and a long-lived actor help):
+    generate's `backend` names the backend; judges and critique models are BACKEND:MODEL
+    specs, a bare name being a local model."""
     for name in names:
         value = options.get(name)
         for spec in value if isinstance(value, list | tuple) else [value]:
-            if isinstance(spec, str) and (spec.partition(":")[0] if ":" in spec else "local") in (
-                *_IN_PROCESS,
-                spec,
-            ):
+            if not isinstance(spec, str):
+                continue
+            if name == "backend":
+                backend = spec
+            else:
+                backend = spec.partition(":")[0] if ":" in spec else "local"
+            if backend in _IN_PROCESS:
                 return True
     return False
 
@@ -142,7 +148,9 @@ def run_sharded(
         return None
     resources = {p.name for p in spec.params if p.role == "resource"}
     shared = {k: v for k, v in values.items() if k != how.table and k not in resources}
-    model = _in_process_models(values, how.model_options)
+    # the options as the stage sees them: the signature's defaults for those not given
+    given = {p.name: p.default for p in spec.options if not p.required} | dict(values)
+    model = _in_process_models(given, how.model_options)
     gpus = 1.0 if model and engine.gpus > 0 else 0.0
     folder = scratch / ".shards"
     try:

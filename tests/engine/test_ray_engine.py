@@ -105,12 +105,14 @@ def pairs(shared_data: Path) -> pl.DataFrame:
 
 @pytest.fixture
 def maps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """(what, items) of every map of any Ray engine, including one the CLI opens itself."""
+    """(what, items) of every map of any Ray engine, including one the CLI opens itself;
+    work on model actors is named "<what> on model actors"."""
     seen: list[tuple[str, int]] = []
     original = RayEngine.map
 
     def noting(self: RayEngine, fn: Any, items: Sequence[Any], **options: Any) -> list[Any]:
-        seen.append((options.get("what", ""), len(items)))
+        what = options.get("what", "")
+        seen.append((f"{what} on model actors" if options.get("model") else what, len(items)))
         return original(self, fn, items, **options)
 
     monkeypatch.setattr(RayEngine, "map", noting)
@@ -221,9 +223,7 @@ def test_pipeline_run_with_engine_ray(
     path.write_text(yaml.safe_dump({"stages": stages}))
     local = run_pipeline(load_pipeline(path), tmp_path / "local", progress=False)
     assert not maps
-    distributed = run_pipeline(
-        load_pipeline(path), tmp_path / "ray", progress=False, engine="ray"
-    )
+    distributed = run_pipeline(load_pipeline(path), tmp_path / "ray", progress=False, engine="ray")
     assert ("rule shards", 5) in maps and ("hash shards", 5) in maps
     for name in ("issues", "sample"):
         assert_frame_equal(
@@ -242,3 +242,38 @@ def test_unknown_engine_and_address_without_ray() -> None:
         open_engine("local", address="auto"),
     ):
         pass
+
+
+def test_generate_on_ray_workers_equals_one_process(
+    cluster: Recording, shared_data: Path, tmp_path: Path, maps: list[tuple[str, int]]
+) -> None:
+    """The model-call path (prefdata/engine/warm.py): two workers each load the embedded
+    model and generate for their shard into the run's call cache; a third pass assembles the
+    stage from the cache. Greedy, one prompt per forward pass: the same tokens in any
+    process, so the candidates must equal a one-process run's on a fresh cache."""
+    from prefdata.pipeline import load_pipeline, run_pipeline
+
+    stages = [
+        {
+            "kind": "import",
+            "name": "questions",
+            "format": "gsm8k",
+            "path": str(shared_data / "gsm8k" / "test.jsonl"),
+            "limit": 16,
+        },
+        {"kind": "generate", "n": 1, "max_new_tokens": 6, "temperature": 0.0, "batch_size": 1},
+    ]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    local = run_pipeline(load_pipeline(path), tmp_path / "local", progress=False)
+    assert not maps
+    distributed = run_pipeline(load_pipeline(path), tmp_path / "ray", progress=False, engine="ray")
+    # the embedded model runs in the workers: actors that keep it loaded between shards
+    assert ("generate shards on model actors", 2) in maps
+    assert ("generate on model actors", 1) in maps
+    got = read_table(distributed.stage("generate").outputs["candidates"])
+    want = read_table(local.stage("generate").outputs["candidates"])
+    assert got.height == 16
+    assert_frame_equal(got.drop("created_at", strict=False), want.drop("created_at", strict=False))
+    # every call was made once, by the workers: the assembling pass found them all cached
+    assert distributed.stage("generate").report.get("requests") == 16
