@@ -2,13 +2,15 @@
 with 2 local workers (`--engine ray`), in one run. Issue 18's benchmark.
 
 The pairs are bench_audit.py's synthetic pairs (same generator, same seed, same injected
-defects), written once to Parquet. Each engine runs in a child process of its own that reads
-the pairs and runs the three phases, so its peak RSS (ru_maxrss) is its own:
+defects), written once to Parquet by a child process (so the parent stays small: Linux
+children inherit the parent's ru_maxrss, so RSS is sampled instead). Each engine runs in a
+child process of its own that reads the pairs and runs the three phases:
 
-- local: the three library calls in one process; peak RSS of that process.
+- local: the three library calls in one process; that process's peak RSS (sampled every
+  0.2 s with psutil), and above the table it read.
 - ray: the same calls with `engine=` a RayEngine on `ray.init(num_cpus=2)` (2 workers); the
-  driver's peak RSS, and every Ray worker's peak RSS sampled every 0.2 s (psutil, processes
-  named ray::*): the figure that bounds what one machine of a cluster needs.
+  driver's peak RSS, and every Ray worker's peak RSS (processes named ray::*, sampled the
+  same way): the figure that bounds what one machine of a cluster needs.
 
 Both children check their issues are the same rows (the parity the tests assert); the time
 ratio is ray / local. On 2 cores there is nothing to gain in time, only memory per worker;
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,12 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 class WorkerMemory:
-    """Peak RSS of every Ray worker process (name ray::...), sampled in a thread."""
+    """Peak RSS of this process (key 0) and of each Ray worker process it started (name
+    ray::..., by pid), sampled in a thread."""
 
     def __init__(self, every: float = 0.2) -> None:
         self.peak: dict[int, float] = {}
@@ -54,13 +52,18 @@ class WorkerMemory:
     def _run(self) -> None:
         import psutil
 
+        me = psutil.Process()
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["name", "memory_info"]):
-                name = proc.info.get("name") or ""
-                info = proc.info.get("memory_info")
-                if name.startswith("ray::") and info is not None:
-                    mib = info.rss / 2**20
-                    self.peak[proc.pid] = max(self.peak.get(proc.pid, 0.0), mib)
+            self.peak[0] = max(self.peak.get(0, 0.0), me.memory_info().rss / 2**20)
+            # the local cluster's processes descend from this one (another job's Ray does not)
+            for proc in me.children(recursive=True):
+                try:
+                    if not proc.name().startswith("ray::"):
+                        continue
+                    mib = proc.memory_info().rss / 2**20
+                except psutil.Error:  # ended between the listing and the reading
+                    continue
+                self.peak[proc.pid] = max(self.peak.get(proc.pid, 0.0), mib)
             self._stop.wait(self._every)
 
     def __enter__(self) -> WorkerMemory:
@@ -73,13 +76,15 @@ class WorkerMemory:
 
 
 def run_child(engine_name: str, work: Path) -> dict[str, Any]:
+    import psutil
+
     from prefdata.quality.dedup import dedup, split_overlap
     from prefdata.quality.rules import rule_checks
 
+    memory = WorkerMemory().__enter__()
     pairs = pl.read_parquet(work / "pairs.parquet")
-    after_read = _rss_mib()
+    after_read = psutil.Process().memory_info().rss / 2**20
     engine: Any = None
-    memory: WorkerMemory | None = None
     start_engine = 0.0
     if engine_name == "ray":
         import ray
@@ -95,7 +100,6 @@ def run_child(engine_name: str, work: Path) -> dict[str, Any]:
         )
         engine = RayEngine(scratch=work / f"shards-{engine_name}")
         start_engine = time.perf_counter() - t0
-        memory = WorkerMemory().__enter__()
     walls: dict[str, float] = {}
     issues: list[pl.DataFrame] = []
     t0 = time.perf_counter()
@@ -117,15 +121,16 @@ def run_child(engine_name: str, work: Path) -> dict[str, Any]:
         "wall_s": walls,
         "total_s": sum(walls.values()),
         "rss_after_read_mib": round(after_read, 1),
-        "peak_rss_mib": round(_rss_mib(), 1),
         "dedup": {k: report[k] for k in ("duplicate_pair", "near_duplicate_pair")},
         "overlap": {k: overlap[k] for k in ("overlap_exact", "overlap_near")},
     }
-    if engine is not None and memory is not None:
-        memory.__exit__(None, None, None)
+    memory.__exit__(None, None, None)
+    out["peak_rss_mib"] = round(memory.peak[0], 1)
+    out["peak_above_table_mib"] = round(memory.peak[0] - after_read, 1)
+    if engine is not None:
         out["engine_start_s"] = round(start_engine, 1)
         out["workers"] = engine.workers
-        out["worker_peak_rss_mib"] = sorted(round(v, 1) for v in memory.peak.values())
+        out["worker_peak_rss_mib"] = sorted(round(v, 1) for k, v in memory.peak.items() if k)
         engine.close()
         import ray
 
@@ -139,20 +144,30 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "generate":
+        from bench_audit import generate
+
+        print(json.dumps(generate(args.n, args.workdir / "pairs.parquet")))
+        return
     if args.child:
         print(json.dumps(run_child(args.child, args.workdir)))
         return
-    from bench_audit import generate
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        t0 = time.perf_counter()
-        info = generate(args.n, work / "pairs.parquet")
-        print(f"generated {info['rows']:,} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
-        results: dict[str, Any] = {"pairs": info}
-        for name in ("local", "ray"):
+        results: dict[str, Any] = {}
+        for name in ("generate", "local", "ray"):
             done = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--workdir", str(work)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    "--workdir",
+                    str(work),
+                    "--n",
+                    str(args.n),
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
