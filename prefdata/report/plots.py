@@ -23,6 +23,12 @@ def _e(text: object) -> str:
     return escape(str(text), quote=True)
 
 
+def _label_margin(labels: Sequence[object]) -> int:
+    """The left margin (px) that fits the longest shortened category label."""
+    longest = max([len(_short(x)) for x in labels] + [4])
+    return min(14 + 6 * longest, 200)
+
+
 def _short(text: object, limit: int = 30) -> str:
     """A tick label that fits the margin; the full text stays in the mark's tooltip."""
     text = str(text)
@@ -168,6 +174,19 @@ class Canvas:
             f'text-anchor="middle" font-size="11" {_FONT}>{_e(label)}</text></g>'
         )
         self.add("".join(out))
+
+    def label_axis(self, names: Sequence[str], centers: Sequence[float]) -> None:
+        """A y axis of category names (bar chart, interval plot): one tick label per row,
+        centred at `centers`, no numeric scale."""
+        ticks = "".join(
+            f'<text class="tick" x="{self.x0 - 6}" y="{y + 3:.1f}" text-anchor="end" '
+            f'font-size="10" {_FONT}>{_e(_short(name))}</text>'
+            for name, y in zip(names, centers, strict=True)
+        )
+        self.add(
+            f'<g class="axis y"><line x1="{self.x0}" y1="{self.y0}" x2="{self.x0}" '
+            f'y2="{self.y1}" stroke="#333"/>{ticks}</g>'
+        )
 
     def y_axis(
         self,
@@ -389,14 +408,14 @@ def bar_chart(
 ) -> str:
     """Horizontal bars, one per label, with the value printed after each bar."""
     n = max(len(labels), 1)
-    longest = max([len(_short(x)) for x in labels] + [4])
-    left = min(14 + 6 * longest, 200)
+    left = _label_margin(labels)
     bar = 18
     c = Canvas(title, width=max(440, left + 260), height=40 + 46 + bar * n, left=left, right=56)
     top = max([*values, 0]) or 1
     xs = Scale(0, nice_ticks(0, top)[-1], c.x0, c.x1)
     band = (c.y0 - c.y1) / n
-    marks, ticks = [], []
+    marks: list[str] = []
+    centers: list[float] = []
     for i, (name, value) in enumerate(zip(labels, values, strict=True)):
         y = c.y1 + i * band
         w = xs(value) - c.x0
@@ -407,17 +426,10 @@ def bar_chart(
             f'<text x="{c.x0 + w + 4:.1f}" y="{y + band / 2 + 3:.1f}" font-size="10" {_FONT}>'
             f"{_e(value_format.format(value))}</text>"
         )
-        ticks.append(
-            f'<text class="tick" x="{c.x0 - 6}" y="{y + band / 2 + 3:.1f}" text-anchor="end" '
-            f'font-size="10" {_FONT}>{_e(_short(name))}</text>'
-        )
+        centers.append(y + band / 2)
     c.add("".join(marks))
     c.x_axis(xs, x_label)
-    c.add(
-        f'<g class="axis y"><line x1="{c.x0}" y1="{c.y0}" x2="{c.x0}" y2="{c.y1}" stroke="#333"/>'
-        + "".join(ticks)
-        + "</g>"
-    )
+    c.label_axis(labels, centers)
     return c.render()
 
 
@@ -435,13 +447,13 @@ def intervals(
     """One row per label: a dot at the value and a line over its interval (forest plot);
     `reference`: a dashed vertical line (e.g. 0.5 for "no preference")."""
     n = max(len(labels), 1)
-    longest = max([len(_short(x)) for x in labels] + [4])
-    left = min(14 + 6 * longest, 200)
+    left = _label_margin(labels)
     c = Canvas(title, width=max(440, left + 260), height=40 + 46 + 22 * n, left=left)
     lo = min([domain[0], *(v for v in lows if v is not None)])
     xs = Scale(lo, domain[1], c.x0, c.x1)
     band = (c.y0 - c.y1) / n
-    marks, ticks = [], []
+    marks: list[str] = []
+    centers: list[float] = []
     if reference is not None:
         marks.append(
             f'<line class="reference" x1="{xs(reference):.1f}" y1="{c.y1}" '
@@ -449,10 +461,7 @@ def intervals(
         )
     for i, name in enumerate(labels):
         y = c.y1 + (i + 0.5) * band
-        ticks.append(
-            f'<text class="tick" x="{c.x0 - 6}" y="{y + 3:.1f}" text-anchor="end" '
-            f'font-size="10" {_FONT}>{_e(_short(name))}</text>'
-        )
+        centers.append(y)
         value, low, high = values[i], lows[i], highs[i]
         if low is not None and high is not None:
             marks.append(
@@ -469,9 +478,5 @@ def intervals(
             )
     c.add("".join(marks))
     c.x_axis(xs, x_label)
-    c.add(
-        f'<g class="axis y"><line x1="{c.x0}" y1="{c.y0}" x2="{c.x0}" y2="{c.y1}" stroke="#333"/>'
-        + "".join(ticks)
-        + "</g>"
-    )
+    c.label_axis(labels, centers)
     return c.render()
