@@ -10,7 +10,7 @@ All text (labels, names that come from the data) is XML-escaped here.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -431,6 +431,11 @@ def bar_chart(
     c.x_axis(xs, x_label)
     c.label_axis(labels, centers)
     return c.render()
+
+
+def count_bars(counts: Mapping[str, float], *, title: str, x_label: str, color: str) -> str:
+    """`bar_chart` of a {label: count} mapping, one bar per key in the mapping's order."""
+    return bar_chart(list(counts), list(counts.values()), title=title, x_label=x_label, color=color)
 
 
 def intervals(

@@ -25,14 +25,9 @@ def overview(f: dict[str, Any], fig: dict[str, Any]) -> str:
     if o["rows"] == 0:
         parts.append('<p class="absent">The data set is empty: no other section applies.</p>')
     if o.get("sources"):
-        names = list(o["sources"])
         parts.append(
-            plots.bar_chart(
-                names,
-                [o["sources"][n] for n in names],
-                title="rows per source",
-                x_label="rows",
-                color=plots.PALETTE[2],
+            plots.count_bars(
+                o["sources"], title="rows per source", x_label="rows", color=plots.PALETTE[2]
             )
         )
     if o.get("problems"):
@@ -77,13 +72,11 @@ def overview(f: dict[str, Any], fig: dict[str, Any]) -> str:
         )
         labels = anns.get("labels") or {}
         if labels:
-            names = list(labels)
             # describe() counts votes without a label (unparsed judge replies) under "None".
-            shown = ["(no label)" if n == "None" else n for n in names]
+            shown = {("(no label)" if n == "None" else n): v for n, v in labels.items()}
             parts.append(
-                plots.bar_chart(
+                plots.count_bars(
                     shown,
-                    [labels[n] for n in names],
                     title="label balance (all votes)",
                     x_label="votes",
                     color=plots.PALETTE[1],

@@ -256,11 +256,10 @@ def flags(f: dict[str, Any], fig: dict[str, Any]) -> str:
         )
         counts = f["issue_counts"]
         if counts:
-            names = sorted(counts, key=lambda k: (-counts[k], k))
+            most_first = sorted(counts, key=lambda k: (-counts[k], k))
             parts.append(
-                plots.bar_chart(
-                    names,
-                    [counts[n] for n in names],
+                plots.count_bars(
+                    {n: counts[n] for n in most_first},
                     title="flagged rows by issue",
                     x_label="rows",
                     color=plots.PALETTE[3],
@@ -348,11 +347,9 @@ def filtering(f: dict[str, Any], fig: dict[str, Any]) -> str:
     ]
     by = f["dropped_by_reason"]
     if by:
-        names = list(by)
         parts.append(
-            plots.bar_chart(
-                names,
-                [by[n] for n in names],
+            plots.count_bars(
+                by,
                 title="dropped rows by first reason",
                 x_label="rows",
                 color=plots.PALETTE[1],
@@ -396,7 +393,6 @@ def _source_warning(texts: dict[str, Any] | None) -> str | None:
 
 def duplicates(f: dict[str, Any], fig: dict[str, Any]) -> str:
     counts = f["counts"]
-    names = list(counts)
     source = (
         "the issues table"
         if f["source"] == "issues"
@@ -407,9 +403,8 @@ def duplicates(f: dict[str, Any], fig: dict[str, Any]) -> str:
         f"{num(f['pairs'])} pairs; several pairs per prompt are normal (repeated prompts are "
         f"information, not issues). <b>{num(counts['conflicting_duplicate'])}</b> rows are "
         "duplicates labelled both ways (one row's chosen is the other's rejected).</p>",
-        plots.bar_chart(
-            names,
-            [counts[n] for n in names],
+        plots.count_bars(
+            counts,
             title="duplicate rows by kind",
             x_label="rows",
             color=plots.PALETTE[4],
