@@ -77,32 +77,23 @@ def judges(f: dict[str, Any], fig: dict[str, Any]) -> str:
         if readings:
             parts.append(f'<ul class="readings">{readings}</ul>')
         svgs = []
-        with_pos = [n for n in group if group[n]["position"]]
-        if with_pos:
-            svgs.append(
-                plots.intervals(
-                    with_pos,
-                    [group[n]["position"]["p_first_shown_wins"] for n in with_pos],
-                    [group[n]["position"]["low"] for n in with_pos],
-                    [group[n]["position"]["high"] for n in with_pos],
-                    title=f"{title}: P(first shown wins), 95% interval",
-                    x_label="probability",
-                    reference=0.5,
+        for key, p_key, what in (
+            ("position", "p_first_shown_wins", "P(first shown wins)"),
+            ("longer_wins", "p", "P(longer wins)"),
+        ):
+            shown = [n for n in group if group[n][key]]
+            if shown:
+                svgs.append(
+                    plots.intervals(
+                        shown,
+                        [group[n][key][p_key] for n in shown],
+                        [group[n][key]["low"] for n in shown],
+                        [group[n][key]["high"] for n in shown],
+                        title=f"{title}: {what}, 95% interval",
+                        x_label="probability",
+                        reference=0.5,
+                    )
                 )
-            )
-        with_len = [n for n in group if group[n]["longer_wins"]]
-        if with_len:
-            svgs.append(
-                plots.intervals(
-                    with_len,
-                    [group[n]["longer_wins"]["p"] for n in with_len],
-                    [group[n]["longer_wins"]["low"] for n in with_len],
-                    [group[n]["longer_wins"]["high"] for n in with_len],
-                    title=f"{title}: P(longer wins), 95% interval",
-                    x_label="probability",
-                    reference=0.5,
-                )
-            )
         parts.append(plots_row(*svgs))
     jh = f.get("judge_vs_human")
     if jh:
