@@ -53,29 +53,57 @@ def length_bias(p: float | None, low: float | None, high: float | None, pairs: i
     )
 
 
+def _vote_reading(
+    name: str,
+    p: float,
+    low: float,
+    high: float,
+    votes: int,
+    *,
+    first: str,
+    second: str,
+    quantity: str,
+    kind: str,
+) -> str:
+    """One annotator's reading of a P(...) over `votes` a/b votes: `first` / `second` say
+    which side it prefers when the interval lies wholly above / below 0.5."""
+    side = side_of_half(low, high)
+    figure = f"{quantity}{_figure(p, low, high)}"
+    if side == "above":
+        return f"{name} {first}: {figure}."
+    if side == "below":
+        return f"{name} {second}: {figure}."
+    return (
+        f"{name}: no clear {kind} preference ({figure} over {votes:,} votes; the interval "
+        "holds 0.5)."
+    )
+
+
 def position_bias(name: str, p: float, low: float, high: float, votes: int) -> str:
     """What one annotator's P(first shown wins) over `votes` a/b votes means."""
-    side = side_of_half(low, high)
-    figure = _figure(p, low, high)
-    if side == "above":
-        return f"{name} prefers the response shown first: P(first shown wins) = {figure}."
-    if side == "below":
-        return f"{name} prefers the response shown second: P(first shown wins) = {figure}."
-    return (
-        f"{name}: no clear position preference (P(first shown wins) = {figure} over "
-        f"{votes:,} votes; the interval holds 0.5)."
+    return _vote_reading(
+        name,
+        p,
+        low,
+        high,
+        votes,
+        first="prefers the response shown first",
+        second="prefers the response shown second",
+        quantity="P(first shown wins) = ",
+        kind="position",
     )
 
 
 def longer_wins(name: str, p: float, low: float, high: float, votes: int) -> str:
     """What one annotator's P(longer wins) over `votes` a/b votes means."""
-    side = side_of_half(low, high)
-    figure = _figure(p, low, high)
-    if side == "above":
-        return f"{name} votes for the longer response more often than chance: {figure}."
-    if side == "below":
-        return f"{name} votes for the shorter response more often than chance: {figure}."
-    return (
-        f"{name}: no clear length preference ({figure} over {votes:,} votes; the interval "
-        "holds 0.5)."
+    return _vote_reading(
+        name,
+        p,
+        low,
+        high,
+        votes,
+        first="votes for the longer response more often than chance",
+        second="votes for the shorter response more often than chance",
+        quantity="",
+        kind="length",
     )
