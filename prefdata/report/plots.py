@@ -119,6 +119,16 @@ def wrap_title(title: str, width: float) -> list[str]:
     return lines
 
 
+def _tick_marks(
+    scale: Scale, ticks: Sequence[float] | None, tick_labels: Sequence[str] | None
+) -> tuple[list[float], list[str]]:
+    """An axis's tick values (the scale's own unless given) and their texts (formatted
+    values unless given)."""
+    values = list(ticks) if ticks is not None else scale.ticks()
+    texts = list(tick_labels) if tick_labels is not None else [_fmt(v) for v in values]
+    return values, texts
+
+
 class Canvas:
     """An SVG being built: a plot area inside margins, with axes drawn from scales."""
 
@@ -156,8 +166,7 @@ class Canvas:
         ticks: Sequence[float] | None = None,
         tick_labels: Sequence[str] | None = None,
     ) -> None:
-        values = list(ticks) if ticks is not None else scale.ticks()
-        texts = list(tick_labels) if tick_labels is not None else [_fmt(v) for v in values]
+        values, texts = _tick_marks(scale, ticks, tick_labels)
         out = [
             '<g class="axis x">',
             f'<line x1="{self.x0}" y1="{self.y0}" x2="{self.x1}" y2="{self.y0}" stroke="#333"/>',
@@ -197,8 +206,7 @@ class Canvas:
         tick_labels: Sequence[str] | None = None,
         grid: bool = True,
     ) -> None:
-        values = list(ticks) if ticks is not None else scale.ticks()
-        texts = list(tick_labels) if tick_labels is not None else [_fmt(v) for v in values]
+        values, texts = _tick_marks(scale, ticks, tick_labels)
         out = [
             '<g class="axis y">',
             f'<line x1="{self.x0}" y1="{self.y0}" x2="{self.x0}" y2="{self.y1}" stroke="#333"/>',
