@@ -8,7 +8,10 @@ retries, unknown model) raise prefdata errors before or instead of any work.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -200,3 +203,37 @@ class Client(Protocol):
     ) -> list[Response]: ...
 
     async def aclose(self) -> None: ...
+
+
+class InProcessClient(ABC):
+    """A client whose model runs in this process (local transformers, vLLM's offline engine):
+    `complete` runs the blocking `_complete` in a worker thread, one request list at a time
+    (the model is not re-entrant), and closing releases nothing (the weights stay loaded for
+    other clients of this process)."""
+
+    def __init__(self) -> None:
+        self._run_lock = threading.Lock()
+
+    @abstractmethod
+    def _complete(self, requests: Sequence[Request], on_answer: OnAnswer) -> list[Response]:
+        """The answers to `requests`, in order; `on_answer(i, response)` as each is done."""
+
+    async def complete(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
+        """Answer `requests` in order; `on_answer` gets each answer as it is done (from the
+        worker thread)."""
+        if not requests:
+            return []
+        return await asyncio.to_thread(self.complete_sync, list(requests), on_answer)
+
+    async def aclose(self) -> None:
+        return None
+
+    def complete_sync(
+        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
+    ) -> list[Response]:
+        """The blocking version of `complete` (for scripts and benchmarks)."""
+        with self._run_lock:
+            return self._complete(requests, on_answer or (lambda _i, _r: None))
+

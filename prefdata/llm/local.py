@@ -42,7 +42,6 @@ model, so the event loop (progress bars, HTTP clients of other backends) stays r
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
 import threading
@@ -51,7 +50,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefdata.errors import OptionError
-from prefdata.llm.base import Capabilities, Message, OnAnswer, Params, Request, Response
+from prefdata.llm.base import (
+    Capabilities,
+    InProcessClient,
+    Message,
+    OnAnswer,
+    Params,
+    Request,
+    Response,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +103,7 @@ class _Item:
     choice_tokens: list[int] = field(default_factory=list)
 
 
-class LocalClient:
+class LocalClient(InProcessClient):
     """A transformers causal LM behind the `Client` interface.
 
     model: "smollm2" (the embedded model) or a local model folder (see prefdata.models.load).
@@ -127,7 +134,7 @@ class LocalClient:
         self.endpoint = f"{self.device}/{self.dtype}"
         # One batch at a time per client: torch already uses every core for one batch, and
         # two interleaved generate() calls on one model would only fight over them.
-        self._run_lock = threading.Lock()
+        super().__init__()
 
     # --- loading ---
 
@@ -159,29 +166,7 @@ class LocalClient:
             return limit
         return int(min(tokenizer.model_max_length, 1 << 20))
 
-    # --- the Client interface ---
-
-    async def complete(
-        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
-    ) -> list[Response]:
-        """Answer `requests` in order; see the module docstring for the modes. `on_answer`
-        gets each answer as its batch is done (from the worker thread)."""
-        if not requests:
-            return []
-        return await asyncio.to_thread(self.complete_sync, list(requests), on_answer)
-
-    async def aclose(self) -> None:
-        # The weights stay in the shared cache for other clients; nothing else to release.
-        return None
-
-    def complete_sync(
-        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
-    ) -> list[Response]:
-        """The blocking version of `complete` (for scripts and benchmarks)."""
-        with self._run_lock:
-            return self._complete(requests, on_answer or (lambda _i, _r: None))
-
-    # --- internals ---
+    # --- internals (the Client interface is InProcessClient's) ---
 
     def _complete(self, requests: Sequence[Request], on_answer: OnAnswer) -> list[Response]:
         model, tokenizer = self.load()

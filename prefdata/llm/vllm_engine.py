@@ -36,7 +36,6 @@ from transformers', so the two backends draw different texts from the same seed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefdata.errors import InputError
-from prefdata.llm.base import Capabilities, Request, Response
+from prefdata.llm.base import Capabilities, InProcessClient, OnAnswer, Request, Response
 
 __all__ = ["VllmClient"]
 
@@ -58,9 +57,6 @@ _ENGINE_LOCK = threading.Lock()
 # On a CPU the KV cache is plain memory that vLLM reserves up front; its default (a share of
 # all memory) fails on a machine others are using. 1 GiB holds about 20k tokens of SmolLM2.
 _CPU_KV_CACHE = 1 << 30
-
-OnAnswer = Callable[[int, Response], None]
-
 
 def _cuda() -> bool:
     try:
@@ -78,7 +74,7 @@ class _Pending:
     mode: str  # text | choices | tool
 
 
-class VllmClient:
+class VllmClient(InProcessClient):
     """vLLM's offline engine behind the `Client` interface (see the module doc).
 
     model: "smollm2" (the embedded model), a full model folder, or a hub id.
@@ -140,7 +136,7 @@ class VllmClient:
             self.capabilities = Capabilities(
                 structured_output=True, token_logprobs=True, whole_table=True
             )
-        self._run_lock = threading.Lock()
+        super().__init__()
 
     # --- the engine ---
 
@@ -239,29 +235,7 @@ class VllmClient:
         llm, _ = self.load()
         return int(llm.llm_engine.model_config.max_model_len)
 
-    # --- the Client interface ---
-
-    async def complete(
-        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
-    ) -> list[Response]:
-        """Answer `requests` in order (see the module doc); `on_answer` gets each answer as
-        it finishes (from the worker thread)."""
-        if not requests:
-            return []
-        return await asyncio.to_thread(self.complete_sync, list(requests), on_answer)
-
-    async def aclose(self) -> None:
-        # The engine stays loaded for other clients of this process.
-        return None
-
-    def complete_sync(
-        self, requests: Sequence[Request], on_answer: OnAnswer | None = None
-    ) -> list[Response]:
-        """The blocking version of `complete`."""
-        with self._run_lock:
-            return self._complete(requests, on_answer or (lambda _i, _r: None))
-
-    # --- internals ---
+    # --- internals (the Client interface is InProcessClient's) ---
 
     def _complete(self, requests: Sequence[Request], on_answer: OnAnswer) -> list[Response]:
         from prefdata.llm.local import choice_token_ids, request_token_ids
