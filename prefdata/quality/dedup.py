@@ -79,34 +79,11 @@ from prefdata.quality.dedup_shards import (
     hash_part,
     verify_part,
 )
-from prefdata.quality.minhash import (
-    Shingles,
-    candidates,
-    jaccard,
-    lsh_params,
-    minhash,
-    shingles,
-    signatures,
-    similar_pairs,
-    sorted_unique,
-    union,
-)
+from prefdata.quality.minhash import lsh_params
 from prefdata.quality.rules import ISSUE_SCHEMA
 
-__all__ = [
-    "Shingles",
-    "candidates",
-    "dedup",
-    "jaccard",
-    "lsh_params",
-    "minhash",
-    "shingles",
-    "signatures",
-    "similar_pairs",
-    "sorted_unique",
-    "split_overlap",
-    "union",
-]
+# The MinHash functions themselves are imported from prefdata.quality.minhash, their one home.
+__all__ = ["dedup", "split_overlap"]
 
 # Rows per shard on a distributed engine: a worker holds one shard's hashes and one chunk
 # of its texts at a time, so more, smaller shards than workers keep each worker's memory low.
@@ -135,12 +112,23 @@ def _issue_frame(item: Any, issue: str, score: Any, is_issue: Any, reason: Any) 
     )
 
 
-def _first_neighbour(pairs: pl.DataFrame) -> pl.DataFrame:
-    """For each row with an earlier neighbour: the earliest one and its Jaccard (cols j, i, J)."""
-    return (
-        pairs.sort("j", "i")
+def _near_issues(
+    ids: pl.Series, near: pl.DataFrame, issue: str, is_issue: bool, what: str
+) -> pl.DataFrame:
+    """One `issue` row per document j with an earlier near duplicate i (verified pairs i < j,
+    `jaccard`): the earliest i, score 1 - J, the reason naming i's id as "the `what` ID"."""
+    first = (
+        near.sort("j", "i")
         .group_by("j", maintain_order=True)
         .agg(pl.col("i").first(), pl.col("jaccard").first())
+    )
+    jac = first["jaccard"]
+    other = ids.gather(first["i"].to_numpy())
+    reason = ("Jaccard " + jac.round(3).cast(pl.String) + f" with the {what} " + other).cast(
+        pl.String
+    )
+    return _issue_frame(
+        ids.gather(first["j"].to_numpy()), issue, 1.0 - jac.to_numpy(), is_issue, reason
     )
 
 
@@ -220,10 +208,18 @@ def _verify(
     return pl.concat(engine.map(verify_part, jobs, what="verify chunks"))
 
 
-def _partitions(engine: Engine, parts: list[Part]) -> tuple[Path | None, int]:
+@contextlib.contextmanager
+def _band_shuffle(engine: Engine, parts: list[Part]) -> Iterator[tuple[Path | None, int]]:
+    """Where the band keys are shuffled to (a scratch folder, removed on exit; None for the
+    local engine, which shuffles in memory) and into how many partitions."""
     if not engine.distributed:
-        return None, 1
-    return scratch_folder(engine, "bands"), max(1, len(parts))
+        yield None, 1
+        return
+    folder = scratch_folder(engine, "bands")
+    try:
+        yield folder, max(1, len(parts))
+    finally:
+        remove_shards(folder)
 
 
 # ---- dedup ---------------------------------------------------------------------------------
@@ -283,18 +279,14 @@ def dedup(
 
         # Near duplicates: the pair's MinHash is the minimum of its prompt's, chosen's and
         # rejected's (the signature of the union of the sets); prompts searched on their own.
-        out, partitions = _partitions(engine, parts)
         searched = heads if repeated_prompts != "off" else np.zeros(0, dtype=np.int64)
-        jobs = [
-            BandJob(p, lsh, pair_rows=p.within(frow), prompt_rows=p.within(searched), out=out,
-                    partitions=partitions, name=f"shard{k}")
-            for k, p in enumerate(parts)
-        ]
-        try:
+        with _band_shuffle(engine, parts) as (out, partitions):
+            jobs = [
+                BandJob(p, lsh, pair_rows=p.within(frow), prompt_rows=p.within(searched),
+                        out=out, partitions=partitions, name=f"shard{k}")
+                for k, p in enumerate(parts)
+            ]
             found = _candidates(engine, jobs, lsh)
-        finally:
-            if out is not None:
-                remove_shards(out)
         near_pairs = _verify(engine, PAIRS, found.filter(pl.col("kind") == PAIRS), lsh, parts)
         near_prompts = _verify(
             engine, PROMPTS, found.filter(pl.col("kind") == PROMPTS), lsh, parts
@@ -311,16 +303,7 @@ def dedup(
     ]
     near = near_pairs.select(list(_NEAR))
     # J == 1 here means equal after tokenisation (differences in punctuation only)
-    nn = _first_neighbour(near)
-    parts_out.append(
-        _issue_frame(
-            ids.gather(nn["j"].to_numpy()),
-            "near_duplicate_pair",
-            1.0 - nn["jaccard"].to_numpy(),
-            True,
-            _near_reason(nn["jaccard"], ids.gather(nn["i"].to_numpy()), "pair"),
-        )
-    )
+    parts_out.append(_near_issues(ids, near, "near_duplicate_pair", True, "pair"))
 
     # Conflicting labels, from exact and near duplicates; both rows of each pair get a row.
     swapped = np.concatenate((swapped_exact, near_pairs["swapped"].to_numpy()))
@@ -356,15 +339,8 @@ def dedup(
                 "same prompt as pair " + ids.gather(prompt_first[later]),
             )
         )
-        pnn = _first_neighbour(near_prompts.select(list(_NEAR)))
         parts_out.append(
-            _issue_frame(
-                ids.gather(pnn["j"].to_numpy()),
-                "near_duplicate_prompt",
-                1.0 - pnn["jaccard"].to_numpy(),
-                flag,
-                _near_reason(pnn["jaccard"], ids.gather(pnn["i"].to_numpy()), "prompt of pair"),
-            )
+            _near_issues(ids, near_prompts, "near_duplicate_prompt", flag, "prompt of pair")
         )
     issues = pl.concat(parts_out)
     for name in (
@@ -376,12 +352,6 @@ def dedup(
     ):
         report[name] = int((issues["issue"] == name).sum())
     return issues, report
-
-
-def _near_reason(jac: pl.Series, other: pl.Series, what: str) -> pl.Series:
-    return ("Jaccard " + jac.round(3).cast(pl.String) + f" with the {what} " + other).cast(
-        pl.String
-    )
 
 
 # ---- train / test overlap ------------------------------------------------------------------
@@ -432,23 +402,19 @@ def split_overlap(
         # prompts without an exact match (documents n_tr..), pairs across the two kept.
         n_tr = tr_first.height
         tr_rows, te_rows = tr_first[ROW].to_numpy(), rest[ROW].to_numpy()
-        out, partitions = _partitions(engine, tr_parts + te_parts)
-        jobs = [
-            BandJob(p, lsh, overlap_rows=p.within(tr_rows),
-                    overlap_docs=np.searchsorted(tr_rows, p.within(tr_rows)), out=out,
-                    partitions=partitions, name=f"train{k}")
-            for k, p in enumerate(tr_parts)
-        ] + [
-            BandJob(p, lsh, overlap_rows=p.within(te_rows),
-                    overlap_docs=n_tr + np.searchsorted(te_rows, p.within(te_rows)), out=out,
-                    partitions=partitions, name=f"test{k}")
-            for k, p in enumerate(te_parts)
-        ]
-        try:
+        with _band_shuffle(engine, tr_parts + te_parts) as (out, partitions):
+            jobs = [
+                BandJob(p, lsh, overlap_rows=p.within(tr_rows),
+                        overlap_docs=np.searchsorted(tr_rows, p.within(tr_rows)), out=out,
+                        partitions=partitions, name=f"train{k}")
+                for k, p in enumerate(tr_parts)
+            ] + [
+                BandJob(p, lsh, overlap_rows=p.within(te_rows),
+                        overlap_docs=n_tr + np.searchsorted(te_rows, p.within(te_rows)),
+                        out=out, partitions=partitions, name=f"test{k}")
+                for k, p in enumerate(te_parts)
+            ]
             found = _candidates(engine, jobs, lsh)
-        finally:
-            if out is not None:
-                remove_shards(out)
         cross = found.filter(
             (pl.col("kind") == OVERLAP) & (pl.col("i") < n_tr) & (pl.col("j") >= n_tr)
         )

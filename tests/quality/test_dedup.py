@@ -14,14 +14,8 @@ import pytest
 from prefdata.errors import ContractError
 from prefdata.io.importers.common import pairs_table
 from prefdata.io.importers.hh_rlhf import import_hh_rlhf
-from prefdata.quality.dedup import (
-    dedup,
-    jaccard,
-    lsh_params,
-    shingles,
-    similar_pairs,
-    split_overlap,
-)
+from prefdata.quality.dedup import dedup, split_overlap
+from prefdata.quality.minhash import jaccard, lsh_params, shingles, similar_pairs
 from prefdata.schema import validate
 
 
