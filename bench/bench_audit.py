@@ -52,10 +52,8 @@ def _texts(
     )
 
 
-def generate(n: int, out: Path, seed: int = 0) -> dict[str, Any]:
-    from prefdata import ids
-
-    rng = np.random.default_rng(seed)
+def _sentences(rng: np.random.Generator) -> pl.Series:
+    """300,000 sentences of 5-15 pseudo-words from a Zipf-weighted vocabulary of 20,000."""
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     vocab = np.array(
         ["".join(letters[rng.integers(0, 26, int(m))]) for m in rng.integers(2, 10, 20_000)]
@@ -64,19 +62,31 @@ def generate(n: int, out: Path, seed: int = 0) -> dict[str, Any]:
     n_sent = 300_000
     lens = rng.integers(5, 16, n_sent)
     words = vocab[rng.choice(len(vocab), int(lens.sum()), p=zipf / zipf.sum())]
-    sentences = (
+    return (
         pl.DataFrame({"s": np.repeat(np.arange(n_sent), lens), "w": words})
         .group_by("s", maintain_order=True)
         .agg(pl.col("w").str.join(" "))
         .select(pl.col("w").str.to_titlecase() + ".")[:, 0]
     )
+
+
+Texts = tuple[np.ndarray, np.ndarray, np.ndarray]  # prompt, chosen, rejected (object arrays)
+
+
+def _pairs(
+    rng: np.random.Generator, sentences: pl.Series, n: int, before: Texts | None = None
+) -> tuple[pl.DataFrame, Texts]:
+    """n pairs with the module doc's defects (no ids yet) and their texts. `before`: the
+    previous chunk's texts, which this chunk's copies may also copy (so duplicates cross
+    chunk, and so shard, boundaries); without it, the single-table generator."""
     prompt = _texts(rng, sentences, n, 4, 0.6)
     chosen = _texts(rng, sentences, n, 7, 0.7)
     rejected = _texts(rng, sentences, n, 7, 0.7)
     table = pl.DataFrame({"p": prompt, "c": chosen, "r": rejected})
+    k = 0 if before is None else len(before[0])  # rows of the previous chunk, in front
 
     def pick(share: float) -> np.ndarray:
-        return rng.choice(np.arange(n // 10, n), int(n * share), replace=False)
+        return k + rng.choice(np.arange(n // 10, n), int(n * share), replace=False)
 
     def earlier(rows: np.ndarray) -> np.ndarray:
         return (rng.random(len(rows)) * rows).astype(np.int64)
@@ -91,6 +101,8 @@ def generate(n: int, out: Path, seed: int = 0) -> dict[str, Any]:
         "refuse": pick(0.02),
     }
     p, c, r = (table[col].to_numpy().astype(object) for col in ("p", "c", "r"))
+    if before is not None:
+        p, c, r = (np.concatenate((old, new)) for old, new in zip(before, (p, c, r), strict=True))
     for i, j in zip(edits["dup"], earlier(edits["dup"]), strict=True):
         p[i], c[i], r[i] = p[j].upper(), c[j].upper(), r[j]
     for i, j in zip(edits["near"], earlier(edits["near"]), strict=True):
@@ -105,6 +117,7 @@ def generate(n: int, out: Path, seed: int = 0) -> dict[str, Any]:
         c[i] = c[i][: max(1, int(len(c[i]) * 0.7))].rstrip(". ")
     for i in edits["refuse"]:
         c[i] = "I'm sorry, but I can't help with that request."
+    p, c, r = p[k:], c[k:], r[k:]
     n_null = int(n * 0.1)
     confidence = rng.beta(4, 1.5, n)
     confidence[rng.choice(n, n_null, replace=False)] = np.nan
@@ -126,16 +139,53 @@ def generate(n: int, out: Path, seed: int = 0) -> dict[str, Any]:
             pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content"))
         ).alias("prompt")
     )
-    pairs = ids.with_pair_ids(pairs)
-    pairs = pairs.unique("pair_id", keep="first", maintain_order=True)
-    pairs.write_parquet(out)
+    return pairs, (p, c, r)
+
+
+def generate(n: int, out: Path, seed: int = 0, chunk_rows: int | None = None) -> dict[str, Any]:
+    """n synthetic pairs written to `out`. `chunk_rows`: build and write them that many at a
+    time (memory bounded by a chunk, for millions of pairs; copies may reach back into the
+    previous chunk); None: the whole table at once, as the figures in bench/README were made."""
+    from prefdata import ids
+
+    rng = np.random.default_rng(seed)
+    sentences = _sentences(rng)
+    if chunk_rows is None or n <= chunk_rows:
+        pairs, _ = _pairs(rng, sentences, n)
+        pairs = ids.with_pair_ids(pairs)
+        pairs = pairs.unique("pair_id", keep="first", maintain_order=True)
+        pairs.write_parquet(out)
+        rows = pairs.height
+    else:
+        import pyarrow.parquet as pq
+
+        seen = pl.Series("pair_id", [], dtype=pl.String)  # a copy of a copy repeats an id
+        before: Texts | None = None
+        rows = 0
+        writer: pq.ParquetWriter | None = None
+        try:
+            for start in range(0, n, chunk_rows):
+                chunk, before = _pairs(rng, sentences, min(chunk_rows, n - start), before)
+                chunk = ids.with_pair_ids(chunk)
+                chunk = chunk.unique("pair_id", keep="first", maintain_order=True).filter(
+                    ~pl.col("pair_id").is_in(seen.implode())
+                )
+                seen = pl.concat([seen, chunk["pair_id"]])
+                arrow = chunk.to_arrow()
+                writer = writer or pq.ParquetWriter(out, arrow.schema)
+                writer.write_table(arrow)
+                rows += chunk.height
+        finally:
+            if writer is not None:
+                writer.close()
+        pairs = pl.read_parquet(out, columns=["prompt", "chosen", "rejected"], n_rows=200_000)
     lens_ = pairs.select(
         pl.col("prompt").list.first().struct.field("content").str.len_chars().median().alias("p"),
         pl.col("chosen").str.len_chars().median().alias("c"),
         pl.col("rejected").str.len_chars().mean().alias("r_mean"),
     ).row(0, named=True)
     return {
-        "rows": pairs.height,
+        "rows": rows,
         "median_chars": lens_,
         "file_mib": round(out.stat().st_size / 2**20, 1),
     }
