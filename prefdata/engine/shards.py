@@ -4,6 +4,10 @@ Shards are files (not objects in Ray's store), in a folder every worker can reac
 worker holds one shard in memory and the driver none: `write_shards` streams the input. Each
 shard keeps the input's row order and a `_row` column with each row's position in the whole
 table, so results computed on shards can be put back in the single-process order.
+
+The row-wise stages that shard (rule checks, dedup, train/test overlap) also take a LazyFrame
+(`pl.scan_parquet(...)`): on a distributed engine it stays lazy and its shards are written
+straight from the source, so the driver never holds the rows (`held_for`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,41 @@ from pathlib import Path
 
 import polars as pl
 
-__all__ = ["ROW", "Shard", "read_shard", "remove_shards", "write_shards"]
+__all__ = [
+    "ROW",
+    "Shard",
+    "Table",
+    "held_for",
+    "read_shard",
+    "remove_shards",
+    "table_columns",
+    "table_rows",
+    "write_shards",
+]
 
 ROW = "_row"  # each row's position in the whole table
+
+Table = pl.DataFrame | pl.LazyFrame
+
+
+def held_for(table: Table, distributed: bool) -> Table:
+    """`table` as a sharding stage keeps it: a LazyFrame stays lazy for a distributed engine
+    (its shards are written from the source); for one process it is read into memory."""
+    if isinstance(table, pl.LazyFrame) and not distributed:
+        return table.collect()
+    return table
+
+
+def table_columns(table: Table) -> list[str]:
+    """The column names, without reading a lazy table's rows."""
+    return table.collect_schema().names() if isinstance(table, pl.LazyFrame) else table.columns
+
+
+def table_rows(table: Table) -> int:
+    """The row count (a lazy table is counted, not read)."""
+    if isinstance(table, pl.LazyFrame):
+        return int(table.select(pl.len()).collect().item())
+    return table.height
 
 
 @dataclass(frozen=True)

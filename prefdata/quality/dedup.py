@@ -62,7 +62,15 @@ import numpy as np
 import polars as pl
 
 from prefdata.engine import Engine, LocalEngine, scratch_folder, shards_for
-from prefdata.engine.shards import ROW, remove_shards, write_shards
+from prefdata.engine.shards import (
+    ROW,
+    Table,
+    held_for,
+    remove_shards,
+    table_columns,
+    table_rows,
+    write_shards,
+)
 from prefdata.errors import ContractError
 from prefdata.quality.dedup_shards import (
     LSH,
@@ -91,11 +99,13 @@ SHARD_ROWS = 250_000
 _NEAR = {"i": pl.Int64, "j": pl.Int64, "jaccard": pl.Float64}
 
 
-def _check_ids(table: pl.DataFrame, name: str, needed: Sequence[str]) -> None:
-    missing = [c for c in needed if c not in table.columns]
+def _check_ids(table: Table, name: str, needed: Sequence[str]) -> None:
+    missing = [c for c in needed if c not in table_columns(table)]
     if missing:
         raise ContractError(f"{name} needs column(s) {missing}", column=missing[0])
-    repeated = table.filter(pl.col("pair_id").is_duplicated())
+    repeated = (
+        table.lazy().select("pair_id").filter(pl.col("pair_id").is_duplicated()).collect()
+    )
     if repeated.height:
         raise ContractError(
             f"pair_id {repeated['pair_id'][0]} appears more than once ({repeated.height} rows "
@@ -137,16 +147,18 @@ def _near_issues(
 
 @contextlib.contextmanager
 def _parts(
-    table: pl.DataFrame, engine: Engine, columns: list[str], name: str
+    table: Table, engine: Engine, columns: list[str], name: str
 ) -> Iterator[list[Part]]:
     """The table as Parts: itself in memory (local), or Parquet shards in the engine's
     scratch folder (removed on exit)."""
     if not engine.distributed:
+        assert isinstance(table, pl.DataFrame)  # held_for reads a lazy table for one process
         frame = table.select(columns).with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
         yield [Part(0, table.height, frame=frame)]
         return
     folder = scratch_folder(engine, name)
-    count = max(shards_for(engine, table.height), -(-table.height // SHARD_ROWS))
+    rows = table_rows(table)
+    count = max(shards_for(engine, rows), -(-rows // SHARD_ROWS))
     try:
         shards = write_shards(table, folder, count, columns=columns)
         yield [Part(s.first_row, s.rows, path=s.path) for s in shards]
@@ -226,7 +238,7 @@ def _band_shuffle(engine: Engine, parts: list[Part]) -> Iterator[tuple[Path | No
 
 
 def dedup(
-    pairs: pl.DataFrame,
+    pairs: pl.DataFrame | pl.LazyFrame,
     *,
     threshold: float = 0.8,
     ngram: int = 3,
@@ -242,11 +254,13 @@ def dedup(
     Output: (issues, report). Report: `pairs`, `duplicate_pair`, `near_duplicate_pair`,
     `conflicting_duplicate`, `duplicate_prompt`, `near_duplicate_prompt` (rows written),
     `distinct_prompts`, and the LSH `bands` / `rows` used. `engine`: where the phases run
-    (default: this process; the issues are the same either way).
+    (default: this process; the issues are the same either way). A LazyFrame stays lazy on a
+    distributed engine: the driver holds hashes (24 bytes a row) and ids, never the texts.
     """
-    _check_ids(pairs, "dedup", ("pair_id", "prompt", "chosen", "rejected"))
     engine = engine or LocalEngine()
-    n = pairs.height
+    pairs = held_for(pairs, engine.distributed)
+    _check_ids(pairs, "dedup", ("pair_id", "prompt", "chosen", "rejected"))
+    n = table_rows(pairs)
     bands, rows = lsh_params(threshold, num_perm)
     lsh = LSH(threshold, ngram, num_perm, seed, bands, rows, max_bucket)
     report: dict[str, Any] = {"pairs": n, "bands": bands, "rows": rows}
@@ -358,8 +372,8 @@ def dedup(
 
 
 def split_overlap(
-    train: pl.DataFrame,
-    test: pl.DataFrame,
+    train: pl.DataFrame | pl.LazyFrame,
+    test: pl.DataFrame | pl.LazyFrame,
     *,
     threshold: float = 0.8,
     ngram: int = 3,
@@ -375,15 +389,17 @@ def split_overlap(
     through 64-bit hashes, as dedup does), else 1 - J of its most similar train prompt;
     is_issue; `reason` names the train pair_id (the first train row with that prompt).
     Report: `train_pairs`, `test_pairs`, `overlap_exact`, `overlap_near`, `overlap_share` (of
-    test pairs). `engine`: where the phases run (same rows either way).
+    test pairs). `engine`: where the phases run (same rows either way; LazyFrames stay lazy
+    on a distributed engine).
     """
+    engine = engine or LocalEngine()
+    train, test = held_for(train, engine.distributed), held_for(test, engine.distributed)
     for name, table in (("train", train), ("test", test)):
-        missing = [c for c in ("pair_id", "prompt") if c not in table.columns]
+        missing = [c for c in ("pair_id", "prompt") if c not in table_columns(table)]
         if missing:
             raise ContractError(
                 f"split_overlap: the {name} table needs {missing}", column=missing[0]
             )
-    engine = engine or LocalEngine()
     bands, rows = lsh_params(threshold, num_perm)
     lsh = LSH(threshold, ngram, num_perm, seed, bands, rows, 64)
     with (
@@ -467,10 +483,10 @@ def split_overlap(
     )
     n_exact = int(hits["exact"].sum())
     report = {
-        "train_pairs": train.height,
-        "test_pairs": test.height,
+        "train_pairs": tr.height,
+        "test_pairs": te.height,
         "overlap_exact": n_exact,
         "overlap_near": hits.height - n_exact,
-        "overlap_share": hits.height / test.height if test.height else 0.0,
+        "overlap_share": hits.height / te.height if te.height else 0.0,
     }
     return issues.select([pl.col(k).cast(v) for k, v in ISSUE_SCHEMA.items()]), report

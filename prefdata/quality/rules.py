@@ -49,7 +49,16 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.engine import Engine
+from prefdata.engine import Engine, scratch_folder, shards_for
+from prefdata.engine.shards import (
+    Table,
+    held_for,
+    read_shard,
+    remove_shards,
+    table_columns,
+    table_rows,
+    write_shards,
+)
 from prefdata.errors import ContractError, OptionError
 
 ISSUE_SCHEMA: dict[str, pl.DataType] = {
@@ -207,7 +216,7 @@ def _rows(frame: pl.DataFrame, issue: str) -> pl.DataFrame:
 
 
 def rule_checks(
-    pairs: pl.DataFrame,
+    pairs: pl.DataFrame | pl.LazyFrame,
     *,
     max_length_ratio: float = 5.0,
     min_truncation_chars: int = 200,
@@ -227,9 +236,13 @@ def rule_checks(
     written) and `<check>` (rows with is_issue).
     Patterns are case-insensitive regexes; `checks` selects which checks run. `engine`: where
     they run (prefdata.engine; a distributed one runs them on Parquet shards, with the same
-    rows in the same order).
+    rows in the same order). A LazyFrame stays lazy on a distributed engine: the driver never
+    holds its rows.
     """
-    missing = [c for c in ("pair_id", "chosen", "rejected", "prompt") if c not in pairs.columns]
+    distributed = engine is not None and engine.distributed
+    pairs = held_for(pairs, distributed)
+    columns = table_columns(pairs)
+    missing = [c for c in ("pair_id", "chosen", "rejected", "prompt") if c not in columns]
     if missing:
         raise ContractError(f"rule checks need column(s) {missing}", column=missing[0])
     unknown = sorted(set(checks) - set(CHECKS))
@@ -246,8 +259,9 @@ def rule_checks(
         "harmful_patterns": tuple(harmful_patterns),
         "checks": tuple(checks),
     }
-    if engine is not None and engine.distributed:
+    if engine is not None and distributed:
         return _on_shards(pairs, engine, options)
+    assert isinstance(pairs, pl.DataFrame)  # held_for reads a lazy table for one process
     # One chunk per column: polars (1.x) panics ("assertion failed: i < self.len()") in the
     # checks' collect_all on a frame of several chunks, e.g. one read from a multi-row-group
     # Parquet file or concatenated without rechunking.
@@ -400,22 +414,18 @@ SHARD_ROWS = 250_000
 
 
 def _rules_on_shard(job: tuple[Path, dict[str, Any]]) -> tuple[pl.DataFrame, dict[str, Any]]:
-    from prefdata.engine.shards import read_shard
-
     path, options = job
     return rule_checks(read_shard(path), **options)
 
 
 def _on_shards(
-    pairs: pl.DataFrame, engine: Engine, options: dict[str, Any]
+    pairs: Table, engine: Engine, options: dict[str, Any]
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """rule_checks on contiguous shards: each check's rows in shard order are its rows in
     pair order, and every count adds up."""
-    from prefdata.engine import scratch_folder, shards_for
-    from prefdata.engine.shards import remove_shards, write_shards
-
     folder = scratch_folder(engine, "rules")
-    count = max(shards_for(engine, pairs.height), -(-pairs.height // SHARD_ROWS))
+    rows = table_rows(pairs)
+    count = max(shards_for(engine, rows), -(-rows // SHARD_ROWS))
     columns = ["pair_id", "chosen", "rejected", "prompt"]
     try:
         shards = write_shards(pairs, folder, count, columns=columns)
@@ -431,7 +441,7 @@ def _on_shards(
         if done
         else pl.DataFrame(schema=ISSUE_SCHEMA)
     )
-    report: dict[str, Any] = {"pairs": pairs.height}
+    report: dict[str, Any] = {"pairs": rows}
     for key in done[0][1] if done else ():
         if key != "pairs":
             report[key] = sum(int(d[1][key]) for d in done)

@@ -179,6 +179,28 @@ def test_rule_checks_on_shards_equal_one_process(
     assert local.filter(pl.col("is_issue"))["item_id"].unique().len() >= 4
 
 
+def test_lazy_tables_stay_on_disk_and_give_the_same_issues(
+    cluster: Recording, pairs: pl.DataFrame, small_shards: None, tmp_path: Path
+) -> None:
+    """A Parquet scan is sharded from the file on the cluster (the driver never reads the
+    rows) and read into memory for one process: the issues are those of the frame in memory."""
+    path = tmp_path / "pairs.parquet"
+    pairs.write_parquet(path, row_group_size=200)
+    scan = pl.scan_parquet(path)
+    for run in (
+        lambda table, **kw: rule_checks(table, **kw),
+        lambda table, **kw: dedup(table, **kw),
+        lambda table, **kw: split_overlap(table.head(900), table.tail(460), **kw),
+    ):
+        expected, expected_report = run(pairs)
+        for engine in (cluster, LocalEngine()):
+            found, report = run(scan, engine=engine)
+            assert report == expected_report
+            assert_frame_equal(found, expected)
+    with pytest.raises(ContractError, match="appears more than once"):
+        dedup(pl.concat([scan, scan.head(1)]), engine=cluster)
+
+
 def _cli(*args: str) -> str:
     from typer.testing import CliRunner
 
