@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -64,6 +65,17 @@ class Params:
     max_new_tokens: int = 256
     seed: int | None = None
     stop: tuple[str, ...] = ()
+
+    def problem(self) -> str | None:
+        """Why a model in this process cannot sample with these parameters (None: it can);
+        the in-process backends answer a request with it as the request's error."""
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            return f"temperature must be >= 0, got {self.temperature}"
+        if not (0 < self.top_p <= 1):
+            return f"top_p must be in (0, 1], got {self.top_p}"
+        if self.max_new_tokens < 1:
+            return f"max_new_tokens must be at least 1, got {self.max_new_tokens}"
+        return None
 
 
 @dataclass(frozen=True)

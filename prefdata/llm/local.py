@@ -55,7 +55,6 @@ from prefdata.llm.base import (
     InProcessClient,
     Message,
     OnAnswer,
-    Params,
     Request,
     Response,
 )
@@ -394,20 +393,13 @@ class _Sampler:
 
 
 def _check_request(request: Request) -> str | None:
-    p: Params = request.params
     if not request.messages:
         return "no messages"
     if request.tool is not None:
         return "the local backend cannot force a tool schema; use choices or text"
     if request.choices:
         return None
-    if not (p.temperature >= 0 and math.isfinite(p.temperature)):
-        return f"temperature must be >= 0, got {p.temperature}"
-    if not (0 < p.top_p <= 1):
-        return f"top_p must be in (0, 1], got {p.top_p}"
-    if p.max_new_tokens < 1:
-        return f"max_new_tokens must be at least 1, got {p.max_new_tokens}"
-    return None
+    return request.params.problem()
 
 
 def _chat(request: Request) -> list[Message]:

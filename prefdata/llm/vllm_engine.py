@@ -306,20 +306,13 @@ class VllmClient(InProcessClient):
 
 
 def _check(request: Request) -> str | None:
-    p = request.params
     if not request.messages:
         return "no messages"
     if request.choices and request.tool is not None:
         return "a request asks for choices or a tool, not both"
     if request.choices:
         return None
-    if not (p.temperature >= 0 and math.isfinite(p.temperature)):
-        return f"temperature must be >= 0, got {p.temperature}"
-    if not (0 < p.top_p <= 1):
-        return f"top_p must be in (0, 1], got {p.top_p}"
-    if p.max_new_tokens < 1:
-        return f"max_new_tokens must be at least 1, got {p.max_new_tokens}"
-    return None
+    return request.params.problem()
 
 
 def _sampling(request: Request, pending: _Pending) -> Any:
