@@ -48,6 +48,12 @@ def card(key: str, value: str, cls: str = "") -> str:
     )
 
 
+def count_card(key: str, count: Any, value: str | None = None) -> str:
+    """A card for a count of problems: "warn" when there is any, "ok" at zero. `value` is what
+    it shows (default: the count)."""
+    return card(key, num(count) if value is None else value, "warn" if count else "ok")
+
+
 def table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool] | None = None
 ) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefdata.report import plots
-from prefdata.report.markup import card, ci, esc, num, pct, plots_row, table
+from prefdata.report.markup import card, ci, count_card, esc, num, pct, plots_row, table
 
 
 def overview(f: dict[str, Any], fig: dict[str, Any]) -> str:
@@ -17,7 +17,7 @@ def overview(f: dict[str, Any], fig: dict[str, Any]) -> str:
         card("contract", esc(o.get("contract"))),
         card("distinct prompts", num(o.get("distinct_prompts"))),
         card("sources", num(len(o.get("sources") or {}))),
-        card("rows with contract problems", num(problems), "warn" if problems else "ok"),
+        count_card("rows with contract problems", problems),
     ]
     if "chosen_longer_share" in o:
         parts.append(card("chosen longer (chars)", pct(o["chosen_longer_share"])))
@@ -119,10 +119,10 @@ def lengths(f: dict[str, Any], fig: dict[str, Any]) -> str:
         share = trunc["rows_over_share"]
         parts.append('<div class="cards">')
         parts.append(
-            card(
+            count_card(
                 f"rows over max_length {trunc['max_length']}",
+                trunc["rows_over"],
                 f"{num(trunc['rows_over'])} ({pct(share)})",
-                "warn" if trunc["rows_over"] else "ok",
             )
         )
         if trunc.get("rows_over_share_interval"):
@@ -132,10 +132,8 @@ def lengths(f: dict[str, Any], fig: dict[str, Any]) -> str:
             if key in trunc:
                 parts.append(card(key.replace("_", " "), num(trunc[key])))
         parts.append(
-            card(
-                "prompt alone fills max_length (TRL drops these)",
-                num(trunc["prompt_fills_max_length"]),
-                "warn" if trunc["prompt_fills_max_length"] else "ok",
+            count_card(
+                "prompt alone fills max_length (TRL drops these)", trunc["prompt_fills_max_length"]
             )
         )
         parts.append("</div>")

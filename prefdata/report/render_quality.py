@@ -7,7 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from prefdata.report import plots
-from prefdata.report.markup import card, ci, esc, num, pct, plots_row, table, text_block
+from prefdata.report.markup import (
+    card,
+    ci,
+    count_card,
+    esc,
+    num,
+    pct,
+    plots_row,
+    table,
+    text_block,
+)
 
 
 def _bias_rows(group: dict[str, Any], *, judges: bool) -> list[list[str]]:
@@ -196,10 +206,10 @@ def mislabel(f: dict[str, Any], fig: dict[str, Any]) -> str:
         return f'<p class="reading">{esc(f.get("why"))}</p>'
     parts = [
         '<div class="cards">',
-        card(
+        count_card(
             "likely mislabels (flagged)",
+            f["flagged"],
             f"{num(f['flagged'])} ({pct(f['flagged_share'])})",
-            "warn" if f["flagged"] else "ok",
         ),
         card("expected mislabeled pairs (sum of P)", num(f["expected_mislabeled"])),
         card("mean P(swapped)", num(f["mean_p"])),
@@ -231,10 +241,10 @@ def flags(f: dict[str, Any], fig: dict[str, Any]) -> str:
     if "issue_counts" in f:
         parts.append('<div class="cards">')
         parts.append(
-            card(
+            count_card(
                 "pairs flagged by a heuristic",
+                f["items_flagged"],
                 f"{num(f['items_flagged'])} ({pct(f['items_flagged_share'])})",
-                "warn" if f["items_flagged"] else "ok",
             )
         )
         parts.append(card("issue rows", num(f["issue_rows"])))
@@ -404,20 +414,8 @@ def duplicates(f: dict[str, Any], fig: dict[str, Any]) -> str:
     ov = f.get("overlap")
     if ov:
         parts.append('<h3>Train/test overlap</h3><div class="cards">')
-        parts.append(
-            card(
-                "test prompts also in train (exact)",
-                num(ov["overlap_exact"]),
-                "warn" if ov["overlap_exact"] else "ok",
-            )
-        )
-        parts.append(
-            card(
-                "near (Jaccard ≥ 0.8)",
-                num(ov["overlap_near"]),
-                "warn" if ov["overlap_near"] else "ok",
-            )
-        )
+        parts.append(count_card("test prompts also in train (exact)", ov["overlap_exact"]))
+        parts.append(count_card("near (Jaccard ≥ 0.8)", ov["overlap_near"]))
         if "overlap_share" in ov:
             parts.append(card("share of test pairs", pct(ov["overlap_share"])))
         parts.append("</div>")
