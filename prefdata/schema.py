@@ -12,14 +12,14 @@ is accepted on input and becomes one user message, so every later stage sees one
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from prefdata.errors import ContractError, shorten
+from prefdata.errors import ContractError, InputError, shorten
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 MESSAGES = pl.List(MESSAGE)
@@ -348,6 +348,26 @@ def _to_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def require_columns(
+    columns: Sequence[str],
+    needed: Iterable[str],
+    what: str,
+    *,
+    source: str | Path | None = None,
+    error: type[InputError] = ContractError,
+) -> None:
+    """Raise `error` naming the first of the `needed` columns that `columns` lacks. `what`
+    says who needs them and leads the message: "<what> column(s) [...]; the table has [...]"
+    (e.g. what="rule checks need")."""
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise error(
+            f"{what} column(s) {missing}; the table has {list(columns)}",
+            source=source,
+            column=missing[0],
+        )
+
+
 def conform(
     table: pl.DataFrame,
     contract: str,
@@ -372,13 +392,7 @@ def conform(
         for name, value in spec.defaults.items()
         if name not in table.columns and (needs is None or name not in needs)
     )
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise ContractError(
-            f"missing column(s) {missing} for contract '{contract}'; the table has {table.columns}",
-            source=source,
-            column=missing[0],
-        )
+    require_columns(table.columns, required, f"contract '{contract}' is missing", source=source)
     columns = [
         _coerce_column(table, name, dtype, source)
         for name, dtype in spec.columns.items()

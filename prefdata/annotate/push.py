@@ -47,7 +47,7 @@ from prefdata.annotate.records import (
 from prefdata.annotate.records import guidelines as guidelines_of
 from prefdata.errors import ContractError, PrefdataError
 from prefdata.io.tables import read_text
-from prefdata.schema import with_messages
+from prefdata.schema import require_columns, with_messages
 from prefdata.stage import File, StageResult, Table, stage
 
 PUSH_BATCH = 256
@@ -212,9 +212,7 @@ def _batch(table: pl.DataFrame, *, review: bool, seed: int) -> Batch:
     """The records of a table: an audit sample, pairs, or candidates (see the module doc)."""
     table = with_messages(table) if "prompt" in table.columns else table
     if review:
-        missing = [c for c in ("prompt", "chosen", "rejected") if c not in table.columns]
-        if missing:
-            raise ContractError(f"an audit sample needs columns {missing}", column=missing[0])
+        require_columns(table.columns, ("prompt", "chosen", "rejected"), "an audit sample needs")
         batch = review_records(table)
     elif {"prompt", "chosen", "rejected"} <= set(table.columns):
         batch = pair_records(table, seed)

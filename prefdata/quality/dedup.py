@@ -89,6 +89,7 @@ from prefdata.quality.dedup_shards import (
 )
 from prefdata.quality.minhash import lsh_params
 from prefdata.quality.rules import ISSUE_SCHEMA
+from prefdata.schema import require_columns
 
 # The MinHash functions themselves are imported from prefdata.quality.minhash, their one home.
 __all__ = ["dedup", "split_overlap"]
@@ -100,9 +101,7 @@ _NEAR = {"i": pl.Int64, "j": pl.Int64, "jaccard": pl.Float64}
 
 
 def _check_ids(table: Table, name: str, needed: Sequence[str]) -> None:
-    missing = [c for c in needed if c not in table_columns(table)]
-    if missing:
-        raise ContractError(f"{name} needs column(s) {missing}", column=missing[0])
+    require_columns(table_columns(table), needed, f"{name} needs")
     repeated = (
         table.lazy().select("pair_id").filter(pl.col("pair_id").is_duplicated()).collect()
     )
@@ -395,11 +394,8 @@ def split_overlap(
     engine = engine or LocalEngine()
     train, test = held_for(train, engine.distributed), held_for(test, engine.distributed)
     for name, table in (("train", train), ("test", test)):
-        missing = [c for c in ("pair_id", "prompt") if c not in table_columns(table)]
-        if missing:
-            raise ContractError(
-                f"split_overlap: the {name} table needs {missing}", column=missing[0]
-            )
+        who = f"split_overlap: the {name} table needs"
+        require_columns(table_columns(table), ("pair_id", "prompt"), who)
     bands, rows = lsh_params(threshold, num_perm)
     lsh = LSH(threshold, ngram, num_perm, seed, bands, rows, 64)
     with (

@@ -41,7 +41,7 @@ from prefdata.errors import InputError
 from prefdata.quality.agreement import kappa_from_confusion
 from prefdata.quality.consensus import Method, consensus, consensus_codes, fit_votes
 from prefdata.quality.votes import encode_votes
-from prefdata.schema import conform
+from prefdata.schema import conform, require_columns
 
 ISSUE_COLUMNS = ("item_id", "issue", "score", "is_issue", "reason")
 
@@ -61,9 +61,8 @@ def low_consensus(
     `label`; report: items, flagged, no_consensus, threshold.
     """
     _check_threshold(threshold)
-    missing = [c for c in (item_column, "label", "confidence") if c not in posteriors.columns]
-    if missing:
-        raise InputError(f"posteriors lack column(s) {missing}", column=missing[0])
+    needed = (item_column, "label", "confidence")
+    require_columns(posteriors.columns, needed, "posteriors lack", error=InputError)
     no_label = pl.col("label").is_null()
     score = pl.col("confidence").cast(pl.Float64).clip(0.0, 1.0)
     issues = posteriors.select(

@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from prefdata.errors import ContractError, InputError
+from prefdata.schema import require_columns
 
 if TYPE_CHECKING:
     from prefdata.quality.embeddings import Encoder
@@ -236,13 +237,7 @@ def score_probabilities(
     Output: (float array aligned with `pairs` rows, T). Every pair needs exactly one score
     row; a missing, duplicate or non-finite score is an InputError naming the row.
     """
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
-    if missing:
-        raise ContractError(
-            f"scores need columns {list(SCORE_COLUMNS)}; missing {missing}",
-            source=source,
-            column=missing[0],
-        )
+    require_columns(scores.columns, SCORE_COLUMNS, "scores need", source=source)
     try:
         s = scores.select(
             pl.col("pair_id").cast(pl.String),

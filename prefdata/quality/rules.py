@@ -59,7 +59,8 @@ from prefdata.engine.shards import (
     table_rows,
     write_shards,
 )
-from prefdata.errors import ContractError, OptionError
+from prefdata.errors import OptionError
+from prefdata.schema import require_columns
 
 ISSUE_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.String(),
@@ -242,9 +243,7 @@ def rule_checks(
     distributed = engine is not None and engine.distributed
     pairs = held_for(pairs, distributed)
     columns = table_columns(pairs)
-    missing = [c for c in ("pair_id", "chosen", "rejected", "prompt") if c not in columns]
-    if missing:
-        raise ContractError(f"rule checks need column(s) {missing}", column=missing[0])
+    require_columns(columns, ("pair_id", "chosen", "rejected", "prompt"), "rule checks need")
     unknown = sorted(set(checks) - set(CHECKS))
     if unknown:
         raise OptionError(f"unknown check(s) {unknown}; known: {CHECKS}", option="checks")

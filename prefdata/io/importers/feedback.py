@@ -57,7 +57,7 @@ from prefdata.io.importers.common import (
 )
 from prefdata.io.importers.trl import to_messages
 from prefdata.io.tables import infer_format, iter_json_lines, read_table, read_text
-from prefdata.schema import MESSAGES
+from prefdata.schema import MESSAGES, require_columns
 from prefdata.stage import Input, stage
 
 POSITIVE = ("thumbs_up", "accepted")
@@ -125,14 +125,8 @@ def _rows(path: Source) -> Iterator[tuple[int, dict[str, Any], str | None]]:
 
 
 def _require_columns(columns: list[str], path: Source) -> None:
-    for column in REQUIRED:
-        if column not in columns:
-            raise InputError(
-                f"missing column of the feedback log format (see docs/feedback-log-format.md); "
-                f"the table has {columns}",
-                source=where(path),
-                column=column,
-            )
+    what = "the feedback log format (see docs/feedback-log-format.md) needs"
+    require_columns(columns, REQUIRED, what, source=where(path), error=InputError)
 
 
 def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:

@@ -60,6 +60,7 @@ from prefdata.io.importers.common import (
     where,
 )
 from prefdata.io.tables import sibling
+from prefdata.schema import require_columns
 from prefdata.stage import Input, Output, stage
 
 Kind = Literal["auto", "preference", "unpaired"]
@@ -229,16 +230,6 @@ def refuse_text_without_prompt(table: pl.DataFrame, source: str | Path) -> None:
         )
 
 
-def _require(columns: set[str], needed: tuple[str, ...], kind: str, path: Source) -> None:
-    for name in needed:
-        if name not in columns:
-            raise InputError(
-                f"missing column for kind '{kind}'; the table has {sorted(columns)}",
-                source=where(path),
-                column=name,
-            )
-
-
 @stage("trl", outputs=("pairs", "kto"))
 def import_trl(
     path: Annotated[Source, Input(table=True)],
@@ -289,11 +280,13 @@ def import_trl(
     table = from_export_names(whole_table(path))
     columns = set(table.columns)
     resolved = _detect(columns, path) if kind == "auto" else kind
-    if resolved == "preference":
-        _require(columns, ("chosen", "rejected"), resolved, path)
+    preference = resolved == "preference"
+    needed = ("chosen", "rejected") if preference else ("prompt", "completion", "label")
+    require_columns(
+        table.columns, needed, f"kind '{resolved}' needs", source=where(path), error=InputError
+    )
+    if preference:
         refuse_text_without_prompt(table, where(path))
-    else:
-        _require(columns, ("prompt", "completion", "label"), resolved, path)
 
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str, Any]] = []
