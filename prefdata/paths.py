@@ -12,14 +12,19 @@ from pathlib import Path
 from prefdata.errors import MissingExtraError
 
 
+def path_or_env(path: str | Path | None, env: str) -> Path | None:
+    """`path` when given, else the path in the environment variable `env` when it is set and
+    not empty, else None (the caller's default): an argument overrides the environment."""
+    if path is not None:
+        return Path(path)
+    value = os.environ.get(env)
+    return Path(value) if value else None
+
+
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     """The prefdata cache folder: `cache_dir`, else `$PREFDATA_CACHE`, else `~/.cache/prefdata`."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("PREFDATA_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "prefdata"
+    chosen = path_or_env(cache_dir, "PREFDATA_CACHE")
+    return chosen.expanduser() if chosen is not None else Path.home() / ".cache" / "prefdata"
 
 
 def require_modules(modules: Iterable[str], install: str) -> None:

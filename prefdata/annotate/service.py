@@ -20,13 +20,13 @@ this and set ARGILLA_API_URL and ARGILLA_API_KEY: prefdata.annotate.bridge reads
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from prefdata.errors import PrefdataError
+from prefdata.paths import path_or_env
 
 DEFAULT_PORT = 6900
 
@@ -37,9 +37,10 @@ class ServiceError(PrefdataError):
 
 def annotate_dir() -> Path:
     """The folder holding service.py, launch.py, setup.sh and the server's venv."""
-    env = os.environ.get("PREFDATA_ANNOTATE_DIR")
     # prefdata/annotate/service.py -> the repository root -> annotate/
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "annotate"
+    path = path_or_env(None, "PREFDATA_ANNOTATE_DIR") or (
+        Path(__file__).resolve().parents[2] / "annotate"
+    )
     if not (path / "service.py").is_file():
         raise ServiceError(
             f"the annotation service is not found at {path} (no service.py): it ships with the "
@@ -51,12 +52,8 @@ def annotate_dir() -> Path:
 
 def data_dir(path: str | Path | None = None) -> Path:
     """The service's data folder: `path`, $PREFDATA_ANNOTATE_DATA or annotate/data."""
-    if path is not None:
-        return Path(path).resolve()
-    env = os.environ.get("PREFDATA_ANNOTATE_DATA")
-    if env:
-        return Path(env).resolve()
-    return annotate_dir() / "data"
+    chosen = path_or_env(path, "PREFDATA_ANNOTATE_DATA")
+    return chosen.resolve() if chosen is not None else annotate_dir() / "data"
 
 
 def is_installed() -> bool:
@@ -65,8 +62,7 @@ def is_installed() -> bool:
         venv = annotate_dir() / ".venv" / "bin" / "python"
     except ServiceError:
         return False
-    override = os.environ.get("PREFDATA_ANNOTATE_PYTHON")
-    return Path(override).is_file() if override else venv.is_file()
+    return (path_or_env(None, "PREFDATA_ANNOTATE_PYTHON") or venv).is_file()
 
 
 def _run(args: list[str], timeout: float) -> dict[str, Any]:
