@@ -18,11 +18,11 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefdata.errors import PrefdataError
+from prefdata.engine import Engine
 from prefdata.paths import require_modules
 
 T = TypeVar("T")
@@ -62,13 +62,14 @@ class _Worker:
         return _apply(batch, self.fn)
 
 
-class RayEngine:
+class RayEngine(Engine):
     """See the module doc. `address`: a running cluster, or None to start a local one with
     `workers` CPUs (reusing the one this process already started, e.g. a test's
     `ray.init(num_cpus=2)`)."""
 
     name = "ray"
     distributed = True
+    scratch: Path
 
     def __init__(
         self,
@@ -101,18 +102,7 @@ class RayEngine:
         self.gpus = int(resources.get("GPU", 0))
         self.workers = max(1, workers or self.cpus)
 
-    def map(
-        self,
-        fn: Callable[[T], R],
-        items: Sequence[T],
-        *,
-        model: bool = False,
-        gpus: float = 0.0,
-        what: str = "",
-    ) -> list[R]:
-        """`fn(item)` for every item, in order (see prefdata.engine)."""
-        if not items:
-            return []
+    def _run(self, fn: Callable[[T], R], items: list[T], *, model: bool, gpus: float) -> list[R]:
         import ray.data
 
         size = min(len(items), self.workers)
@@ -144,11 +134,6 @@ class RayEngine:
             if status == "error":
                 raise value
             out.append(value)
-        if len(out) != len(items):
-            # Work lost on the cluster (a node gone): the stage cannot be assembled.
-            raise PrefdataError(
-                f"ray engine: {len(items)} {what or 'items'} sent, {len(out)} back"
-            )
         return out
 
     def close(self) -> None:
