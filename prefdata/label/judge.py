@@ -65,7 +65,6 @@ from prefdata.label.selection import (
     Selection,
     is_candidates,
     pair_items,
-    select_pairs,
     select_pairs_with_report,
 )
 from prefdata.label.verdicts import votes_frame
@@ -327,7 +326,7 @@ async def _judge_selected(
 
 def judged_pairs(candidates: pl.DataFrame, votes: pl.DataFrame, *, source: str) -> pl.DataFrame:
     """The pairs table behind judge votes on candidates: every pair of a prompt's distinct
-    completions (`select_pairs`), kept where a vote names its pair_id.
+    completions (`select_pairs_with_report`), kept where a vote names its pair_id.
 
     Input: candidates (`prompt_id`, `prompt`, `completion`) and the votes (`item_id`).
     Output: the pairs contract (confidence and margin unknown until consensus, n_votes 0),
@@ -335,7 +334,8 @@ def judged_pairs(candidates: pl.DataFrame, votes: pl.DataFrame, *, source: str) 
     """
     from prefdata.io.importers.common import pairs_table
 
-    rows = select_pairs(candidates, selection="all").to_dicts()
+    selected, _ = select_pairs_with_report(candidates, selection="all")
+    rows = selected.to_dicts()
     pairs = pairs_table(
         [{**r, "n_votes": 0, "provenance": {"from": "candidates"}} for r in rows], source=source
     )

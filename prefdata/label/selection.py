@@ -5,8 +5,8 @@
   one, `prefdata.label.judge.judge` first scores each candidate alone
   (`prefdata.label.pointwise`).
 - "tournament": the pairs are chosen while judging, round by round, within a budget of K
-  comparisons per prompt (`prefdata.label.tournament`); `select_pairs` cannot list them in
-  advance.
+  comparisons per prompt (`prefdata.label.tournament`); `select_pairs_with_report` cannot
+  list them in advance.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ __all__ = [
     "candidate_groups",
     "is_candidates",
     "pair_items",
-    "select_pairs",
     "select_pairs_with_report",
 ]
 
@@ -86,26 +85,6 @@ def candidate_groups(
 
 
 SKIP_REASONS: tuple[str, ...] = ("fewer_than_two_distinct", "fewer_than_two_scored", "all_equal")
-
-
-def select_pairs(
-    candidates: pl.DataFrame,
-    *,
-    selection: Selection = "all",
-    max_pairs_per_prompt: int | None = None,
-    score_column: str = "score",
-    seed: int = 0,
-) -> pl.DataFrame:
-    """Pairs to judge from N candidates per prompt: the pairs of `select_pairs_with_report`
-    (same arguments, input and output columns), without its counts."""
-    pairs, _ = select_pairs_with_report(
-        candidates,
-        selection=selection,
-        max_pairs_per_prompt=max_pairs_per_prompt,
-        score_column=score_column,
-        seed=seed,
-    )
-    return pairs
 
 
 def select_pairs_with_report(
@@ -218,7 +197,7 @@ def pair_items(table: pl.DataFrame, **selection: Any) -> pl.DataFrame:
     """The pairs to judge: `item_id` (pair_id), `prompt`, `a`, `b` (canonical sides),
     `reference` (null unless the input has `answer`). Input: pairs or candidates (see module)."""
     if "completion" in table.columns and "chosen" not in table.columns:
-        table = select_pairs(table, **selection)
+        table, _ = select_pairs_with_report(table, **selection)
     for col in ("prompt", "chosen", "rejected"):
         if col not in table.columns:
             raise InputError(

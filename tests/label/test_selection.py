@@ -26,7 +26,7 @@ from prefdata.label.estimate import estimate
 from prefdata.label.pointwise import score_candidates
 from prefdata.label.requests import build_score_request
 from prefdata.label.rubric import RATINGS, load_pointwise_rubric
-from prefdata.label.selection import pair_items, select_pairs, select_pairs_with_report
+from prefdata.label.selection import pair_items, select_pairs_with_report
 from prefdata.label.tournament import max_comparisons, tournament
 from prefdata.llm.base import OnAnswer, Request, Response
 from prefdata.llm.cache import CallCache
@@ -670,7 +670,6 @@ def test_select_pairs_counts_the_prompts_that_give_no_pair(
         "fewer_than_two_scored": 0,
         "all_equal": 0,
     }
-    assert select_pairs(cands, selection="all").equals(every)
 
     # Through judge(): the same counts in report["selection"], only the one pair judged.
     votes, jreport = judge_votes(
