@@ -25,12 +25,11 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from prefdata.errors import InputError, PrefdataError
 
 __all__ = [
-    "ENGINES",
     "Engine",
     "EngineName",
     "LocalEngine",
@@ -40,7 +39,6 @@ __all__ = [
 ]
 
 EngineName = Literal["local", "ray"]
-ENGINES: tuple[str, ...] = ("local", "ray")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -135,7 +133,7 @@ def open_engine(
         yield LocalEngine()
         return
     if name != "ray":
-        raise InputError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
+        raise InputError(f"unknown engine {name!r}; use one of {', '.join(get_args(EngineName))}")
     from prefdata.engine.ray import RayEngine
 
     engine = RayEngine(address=address, workers=workers, scratch=scratch)

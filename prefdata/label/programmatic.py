@@ -41,7 +41,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -54,7 +54,6 @@ from prefdata.stage import StageResult, Table, stage
 
 __all__ = [
     "BUILTIN_SCORERS",
-    "PAIRINGS",
     "flip_labels",
     "label_with",
     "length_chars",
@@ -65,7 +64,6 @@ __all__ = [
 ]
 
 Pairing = Literal["best-vs-worst", "all"]
-PAIRINGS: tuple[str, ...] = ("best-vs-worst", "all")
 ScoreFn = Callable[[Sequence[Message], str], float | None]
 
 _VADER: Any = None
@@ -228,8 +226,8 @@ def label_with(
     of its name; `name` is recorded as the annotator (default: the object's name)."""
     from prefdata.io.convert import ratings_to_pairs
 
-    if pairing not in PAIRINGS:
-        raise InputError(f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
+    if pairing not in get_args(Pairing):
+        raise InputError(f"pairing must be one of {', '.join(get_args(Pairing))}, got {pairing!r}")
     if confidence_scale is not None and not confidence_scale > 0:
         raise InputError(f"confidence_scale must be positive, got {confidence_scale}")
     table = conform(candidates, "candidates")
