@@ -4,7 +4,6 @@ plain-Python EM as reference, PandaLM's real votes, and re-orienting pairs."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from prefdata.io.importers.common import Imported
 from prefdata.io.importers.pandalm import import_pandalm
 from prefdata.quality.consensus import consensus, pairs_from_consensus
 from prefdata.schema import validate
+from tests.reference_em import dawid_skene_em, posterior
 
 LABELS = ["a", "b", "tie"]
 
@@ -97,46 +97,13 @@ def test_dawid_skene_recovers_confusion_and_beats_majority(
 def _reference_em(
     votes: list[tuple[str, str, str]], labels: list[str], iterations: int, smoothing: float
 ) -> dict[str, list[float]]:
-    """Dawid-Skene as in the paper, item by item in plain Python."""
-    items = sorted({i for i, _, _ in votes})
-    annotators = sorted({a for _, a, _ in votes})
-    k = len(labels)
-    by_item: dict[str, list[tuple[str, int]]] = {i: [] for i in items}
+    """Posteriors after `iterations` rounds of the plain-Python EM, then one more E-step
+    (as consensus reports them)."""
+    by_item: dict[str, list[tuple[str, int]]] = {i: [] for i in sorted({i for i, _, _ in votes})}
     for i, a, lab in votes:
         by_item[i].append((a, labels.index(lab)))
-    post = {}
-    for i in items:
-        n = [0.0] * k
-        for _, c in by_item[i]:
-            n[c] += 1
-        post[i] = [x / sum(n) for x in n]
-
-    def m_step() -> tuple[list[float], dict[str, list[list[float]]]]:
-        prior = [sum(post[i][t] for i in items) + smoothing for t in range(k)]
-        prior = [p / sum(prior) for p in prior]
-        conf = {a: [[smoothing] * k for _ in range(k)] for a in annotators}
-        for i in items:
-            for a, c in by_item[i]:
-                for t in range(k):
-                    conf[a][t][c] += post[i][t]
-        for a in annotators:
-            conf[a] = [[x / sum(row) for x in row] for row in conf[a]]
-        return prior, conf
-
-    def e_step(prior: list[float], conf: dict[str, list[list[float]]]) -> None:
-        for i in items:
-            logs = [math.log(prior[t]) + sum(math.log(conf[a][t][c]) for a, c in by_item[i])
-                    for t in range(k)]
-            top = max(logs)
-            w = [math.exp(x - top) for x in logs]
-            post[i] = [x / sum(w) for x in w]
-
-    prior, conf = m_step()
-    for _ in range(iterations):
-        e_step(prior, conf)
-        prior, conf = m_step()
-    e_step(prior, conf)
-    return post
+    _, prior, conf = dawid_skene_em(by_item, len(labels), smoothing=smoothing, max_iter=iterations)
+    return {i: posterior(item_votes, prior, conf) for i, item_votes in by_item.items()}
 
 
 def test_dawid_skene_equals_plain_python_em(

@@ -7,7 +7,6 @@ for Dawid-Skene, and bootstrap intervals recomputed with numpy. The shared helpe
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -20,6 +19,7 @@ from statsmodels.stats.inter_rater import fleiss_kappa
 
 from prefdata import ids
 from prefdata.report import interpret
+from tests.reference_em import dawid_skene_em
 from tests.report.reference import BOOT, Approx, Boot, Row, boot, nan_none, wilson
 
 # --------------------------------------------------------------------------------- votes
@@ -335,48 +335,16 @@ def dawid_skene_accuracy(
     tol: float = 1e-6,
     max_iter: int = 500,
 ) -> dict[str, Approx]:
-    """Dawid and Skene's EM in plain Python, run to convergence; accuracy = sum over true
-    labels of prior x P(annotator gives that label | true label)."""
+    """Dawid and Skene's EM (tests.reference_em), run to convergence; accuracy = sum over
+    true labels of prior x P(annotator gives that label | true label)."""
     k = len(labels)
-    items = list(dict.fromkeys(v["item_id"] for v in votes))
-    names = sorted({v["annotator"] for v in votes})
     by_item: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for v in votes:
         by_item[v["item_id"]].append((v["annotator"], labels.index(v["label"])))
-    post = {}
-    for i in items:
-        n = [0.0] * k
-        for _, c in by_item[i]:
-            n[c] += 1
-        post[i] = [x / sum(n) for x in n]
-
-    def m_step() -> tuple[list[float], dict[str, list[list[float]]]]:
-        prior = [sum(post[i][t] for i in items) + smoothing for t in range(k)]
-        prior = [p / sum(prior) for p in prior]
-        conf = {a: [[smoothing] * k for _ in range(k)] for a in names}
-        for i in items:
-            for a, c in by_item[i]:
-                for t in range(k):
-                    conf[a][t][c] += post[i][t]
-        return prior, {a: [[x / sum(r) for x in r] for r in conf[a]] for a in names}
-
-    prior, conf = m_step()
-    for _ in range(max_iter):
-        change = 0.0
-        for i in items:
-            logs = [
-                math.log(prior[t]) + sum(math.log(conf[a][t][c]) for a, c in by_item[i])
-                for t in range(k)
-            ]
-            top = max(logs)
-            w = [math.exp(x - top) for x in logs]
-            new = [x / sum(w) for x in w]
-            change = max(change, max(abs(x - y) for x, y in zip(new, post[i], strict=True)))
-            post[i] = new
-        prior, conf = m_step()
-        if change < tol:
-            break
-    return {a: Approx(sum(prior[t] * conf[a][t][t] for t in range(k)), 1e-4) for a in names}
+    _, prior, conf = dawid_skene_em(
+        dict(by_item), k, smoothing=smoothing, max_iter=max_iter, tol=tol
+    )
+    return {a: Approx(sum(prior[t] * conf[a][t][t] for t in range(k)), 1e-4) for a in conf}
 
 
 def heatmap(cohen: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
