@@ -90,7 +90,6 @@ def write_shards(
     )
     if columns is not None:
         lazy = lazy.select(columns)
-    lazy = lazy.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
     rows = int(lazy.select(pl.len()).collect().item())
     count = max(1, min(count, rows))
     shards: list[Shard] = []
@@ -99,12 +98,14 @@ def write_shards(
         if key is None:
             start = rows * index // count
             stop = rows * (index + 1) // count
-            part = lazy.slice(start, stop - start)
+            # slice first, then number the rows: a row index before the slice makes polars
+            # read the whole table into memory for every shard
+            part = lazy.slice(start, stop - start).with_row_index(ROW, offset=start)
             first = start
         else:
-            part = lazy.filter(pl.col(key).hash(seed=0) % count == index)
+            part = lazy.with_row_index(ROW).filter(pl.col(key).hash(seed=0) % count == index)
             first = -1
-        part.sink_parquet(path)
+        part.with_columns(pl.col(ROW).cast(pl.Int64)).sink_parquet(path)
         n = int(pl.scan_parquet(path).select(pl.len()).collect().item())
         if n:
             shards.append(Shard(path, len(shards), first, n))

@@ -1,0 +1,51 @@
+"""Parquet shards (prefdata.engine.shards), without a cluster: every row lands in exactly one
+shard, with its position in the whole table, whether the table is a frame in memory or a
+(filtered) Parquet scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from prefdata.engine.shards import ROW, read_shard, write_shards
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Path:
+    path = tmp_path / "t.parquet"
+    pl.DataFrame(
+        {"id": [f"r{k}" for k in range(1000)], "group": [k % 7 for k in range(1000)]}
+    ).write_parquet(path, row_group_size=64)
+    return path
+
+
+@pytest.mark.parametrize("source", ["frame", "scan", "filtered scan"])
+def test_contiguous_shards_number_rows_as_the_whole_table(
+    table: Path, tmp_path: Path, source: str
+) -> None:
+    whole = pl.read_parquet(table)
+    lazy = pl.scan_parquet(table)
+    if source == "filtered scan":
+        whole = whole.filter(pl.col("group") != 3)
+        lazy = lazy.filter(pl.col("group") != 3)
+    given = whole if source == "frame" else lazy
+    shards = write_shards(given, tmp_path / "out", 3, columns=["id"])
+    assert [s.first_row for s in shards] == [0, whole.height // 3, 2 * whole.height // 3]
+    parts = [read_shard(s, keep_row=True) for s in shards]
+    assert [p.height for p in parts] == [s.rows for s in shards]
+    merged = pl.concat(parts)
+    assert merged.columns == ["_row", "id"]
+    assert merged[ROW].to_list() == list(range(whole.height))
+    assert merged["id"].to_list() == whole["id"].to_list()
+
+
+def test_key_shards_keep_a_key_together(table: Path, tmp_path: Path) -> None:
+    shards = write_shards(pl.scan_parquet(table), tmp_path / "out", 3, key="group")
+    parts = [read_shard(s, keep_row=True) for s in shards]
+    groups = [set(p["group"].to_list()) for p in parts]
+    assert sum(len(g) for g in groups) == 7  # each group in one shard only
+    merged = pl.concat(parts).sort(ROW)
+    assert merged[ROW].to_list() == list(range(1000))
+    assert all(s.first_row == -1 for s in shards)
