@@ -127,21 +127,10 @@ def test_the_checker_sees_cycles_and_private_imports(tmp_path: Path) -> None:
     assert found == [("pkg.other", "_hidden", 2), ("pkg.other", "shown", 2), ("pkg.third", None, 6)]
 
 
-# Cycles in other engineers' areas, listed so that no new one slips in; delete a line once
-# its cycle is gone. label/programmatic.py imports synthetic.RewardModelScorer and
-# synthetic.py imports programmatic.label_with; io/importers/trl.py imports
-# stream_trl.stream_import_trl (lazily) and io/stream_trl.py imports the TRL importer's row
-# parsers.
-KNOWN_CYCLES = [
-    ["prefdata.label.programmatic", "prefdata.label.synthetic"],
-    ["prefdata.io.importers.trl", "prefdata.io.stream_trl"],
-]
-
-
 def test_no_import_cycles_in_prefdata() -> None:
     edges, _ = graph()
     assert len(edges) > 50  # every module was read
-    assert [c for c in cycles(edges) if c not in KNOWN_CYCLES] == []
+    assert cycles(edges) == []
 
 
 def test_no_module_imports_another_modules_private_names() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefdata.engine import Engine
+from prefdata.engine.base import Engine
 from prefdata.paths import require_modules
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ import polars as pl
 from prefdata import ids
 from prefdata.errors import InputError
 from prefdata.io.importers.common import REJECTED_SCHEMA, pairs_table, reason_key
-from prefdata.io.importers.trl import (
+from prefdata.io.importers.trl_rows import (
     preference_record,
     provenance_of,
     refuse_text_without_prompt,

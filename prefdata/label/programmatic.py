@@ -17,7 +17,7 @@ Scorers (`scorer=`), each `(prompt_messages, completion) -> float`, higher is be
 - `length`: the completion's length in characters (a baseline, and the length bias a rule
   check looks for).
 - `reward-model:PATH`: a sequence-classification reward model folder
-  (prefdata.label.synthetic.RewardModelScorer; e.g. `prefdata train reward`'s output).
+  (prefdata.label.scorers.RewardModelScorer; e.g. `prefdata train reward`'s output).
 - `module:function` or `path/to/file.py:function`: any callable of one's own, imported by
   path. An object with `score_batch(prompts, completions) -> list[float]` is called once for
   all candidates instead (a model). A None or NaN score means "no score".
@@ -129,7 +129,7 @@ def resolve_scorer(scorer: str | Callable[..., Any]) -> tuple[Any, str]:
     if scorer in BUILTIN_SCORERS:
         return BUILTIN_SCORERS[scorer], scorer
     if scorer.startswith("reward-model:"):
-        from prefdata.label.synthetic import RewardModelScorer
+        from prefdata.label.scorers import RewardModelScorer
 
         model = RewardModelScorer(scorer.split(":", 1)[1])
         return model, model.name

@@ -19,12 +19,20 @@ texts = st.text(alphabet="abc xyz", min_size=1, max_size=6).filter(lambda s: s.s
 def pair_records(draw: st.DrawFn) -> list[dict[str, object]]:
     n = draw(st.integers(1, 12))
     out = []
+    seen: set[tuple[str, frozenset[str]]] = set()
     for _ in range(n):
         chosen = draw(texts)
         rejected = draw(texts.filter(lambda t, c=chosen: t != c))
+        prompt = draw(texts)
+        # distinct pairs: a repeated pair (either order) is one pair_id, which the contract
+        # refuses as a duplicate before any conversion
+        key = (prompt, frozenset((chosen, rejected)))
+        if key in seen:
+            continue
+        seen.add(key)
         out.append(
             {
-                "prompt": [{"role": "user", "content": draw(texts)}],
+                "prompt": [{"role": "user", "content": prompt}],
                 "chosen": chosen,
                 "rejected": rejected,
                 "confidence": draw(st.none() | st.floats(0, 1)),

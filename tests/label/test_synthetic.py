@@ -12,7 +12,8 @@ import pytest
 
 from prefdata import ids
 from prefdata.errors import InputError
-from prefdata.label.synthetic import RewardModelScorer, synthetic_pairs
+from prefdata.label.scorers import RewardModelScorer
+from prefdata.label.synthetic import synthetic_pairs
 from prefdata.llm.base import Message
 from prefdata.schema import validate
 

@@ -233,7 +233,7 @@ def test_the_chains_models_work_wherever_a_model_is_taken(chain: Any, tmp_path: 
     """synthetic-pairs scores with the chain's reward model (the folder, or the run); generate
     samples from its policy (the run folder gives the RL policy)."""
     from prefdata.cli import app
-    from prefdata.label.synthetic import RewardModelScorer
+    from prefdata.label.scorers import RewardModelScorer
 
     out = chain["out"]
     prompt = [{"role": "user", "content": "Say hi."}]

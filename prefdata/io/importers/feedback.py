@@ -55,7 +55,7 @@ from prefdata.io.importers.common import (
     user,
     where,
 )
-from prefdata.io.importers.trl import to_messages
+from prefdata.io.importers.trl_rows import to_messages
 from prefdata.io.tables import infer_format, iter_json_lines, read_table, read_text
 from prefdata.schema import MESSAGES, require_columns
 from prefdata.stage import Input, stage

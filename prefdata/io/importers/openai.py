@@ -33,7 +33,7 @@ from prefdata.io.importers.common import (
     import_per_line,
     where,
 )
-from prefdata.io.importers.trl import single_reply, to_messages
+from prefdata.io.importers.trl_rows import single_reply, to_messages
 from prefdata.stage import Input, stage
 
 _OUTPUTS = ("preferred_output", "non_preferred_output")
