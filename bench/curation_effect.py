@@ -28,6 +28,8 @@ curation_effect_lib.py):
    order of the pool) in every condition:
    - clean: the true labels; noisy: the same pairs, flipped;
    - audit_drop: the first pairs in that order that the audit does not flag;
+   - kept_clean (a control, only with --conditions): audit_drop's pairs with their true
+     labels, which tells the audit's choice of pairs apart from its removal of flips;
    - audit_relabel: the noisy pairs, those with P(flipped) > 0.5 swapped back (only where
      the audit thinks a flip more likely than not: its per-pair precision > 0.5);
    - weighted: the noisy pairs, confidence = 1 - P(flipped), confidence_weighting
@@ -69,7 +71,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import curation_effect_lib as lib  # noqa: E402
-from curation_effect_lib import CONDITIONS, CURATIONS, load_prompts, overrides, summarize  # noqa: E402,F401
+from curation_effect_lib import (  # noqa: E402,F401
+    CONDITIONS,
+    CONTROLS,
+    CURATIONS,
+    load_prompts,
+    overrides,
+    summarize,
+)
 
 from prefdata.label.programmatic import flip_labels  # noqa: E402
 
@@ -192,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             noisy, flips = flip_labels(clean, rate=args.flip_rate, seed=seed)
             flipped = flips["flipped"].to_numpy()
             audit, rate = None, None
-            if set(todo) & set(CURATIONS):
+            if set(todo) & set(CURATIONS + CONTROLS):
                 audit, figures = lib.audit_pool(
                     noisy, flipped, seed, args.audit_model, EMBEDDINGS
                 )
@@ -313,7 +322,7 @@ def combine(files: list[Path]) -> int:
         for seed, r in res["runs"].items():
             runs.setdefault(int(seed), {}).update(r)
     # A condition counts where every seed has it (partial files hold what finished so far).
-    done = [c for c in CONDITIONS if all(c in r for r in runs.values())]
+    done = [c for c in CONDITIONS + CONTROLS if all(c in r for r in runs.values())]
     merged = {**results[0], "runs": runs, "summary": summarize(runs, done)}
     merged["combined_from"] = [str(f) for f in files]
     merged["audit"] = {int(k): v for res in results for k, v in res.get("audit", {}).items()}
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="the GPU size")
     size.add_argument("--tiny", action="store_true", help="smoke size (tests)")
     parser.add_argument("--seed", type=int, action="append", dest="seeds", help="repeatable")
-    parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=None)
+    parser.add_argument("--conditions", nargs="+", choices=CONDITIONS + CONTROLS, default=None)
     for key in ("topics", "candidates", "answer_tokens", "steps", "batch", "samples",
                 "heldout_pairs"):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)

@@ -24,6 +24,11 @@ PROMPTS = REPO / "prefdata" / "examples" / "sentiment_prompts.jsonl"
 RECIPE = builtin_recipe("dpo")
 CONDITIONS = ("clean", "noisy", "audit_drop", "audit_relabel", "weighted", "robust", "ipo")
 CURATIONS = CONDITIONS[2:]
+# A control, run on request (--conditions): the pairs audit_drop keeps with their true labels.
+# audit_drop - kept_clean is what the flips the audit misses still cost; kept_clean - clean is
+# what choosing the pairs the audit keeps does by itself (its flags are not random: it may
+# prefer pairs with a wide reward gap).
+CONTROLS = ("kept_clean",)
 EVAL_SEED = 10_000  # the held-out samples' base seed: the same in every condition and seed
 ROBUST_MAX_RATE = 0.45  # the robust loss divides by 1 - 2 rate: keep it away from 0.5
 
@@ -213,11 +218,13 @@ def training_sets(
 ) -> dict[str, pl.DataFrame]:
     """Each condition's `n` training pairs (see `take`): clean and noisy are the same pairs,
     with the seed's flips in noisy; relabel, weighted, robust and ipo see those same noisy
-    pairs; audit_drop sees the first `n` of the pairs the audit does not flag."""
+    pairs; audit_drop sees the first `n` of the pairs the audit does not flag, kept_clean the
+    same pairs with their true labels."""
     order = order_of(clean, seed)
     sets = {"clean": take(clean, order, None, n), "noisy": take(noisy, order, None, n)}
     if audit is not None:
         sets["audit_drop"] = take(noisy, order, ~audit["flags"], n)
+        sets["kept_clean"] = take(clean, order, ~audit["flags"], n)
         sets["audit_relabel"] = take(swap(noisy, pl.Series(audit["relabel"])), order, None, n)
         confidence = pl.Series("confidence", 1.0 - audit["p_flipped"], dtype=pl.Float64)
         sets["weighted"] = take(noisy.with_columns(confidence), order, None, n)

@@ -124,7 +124,8 @@ def test_every_condition_sees_the_same_number_of_pairs_in_one_order(bench: Modul
     p = np.linspace(0.0, 1.0, 40)  # P(flipped) per pair, as the audit would give it
     flags = p > 0.7
     audit = {"p_flipped": p, "flags": flags, "relabel": p > 0.5, "rate": 0.4}
-    sets = bench.lib.training_sets(clean, noisy, audit, 3, 12, list(bench.CONDITIONS))
+    conditions = list(bench.CONDITIONS + bench.CONTROLS)
+    sets = bench.lib.training_sets(clean, noisy, audit, 3, 12, conditions)
     assert {t.height for t in sets.values()} == {12}
     order = np.random.default_rng([3, 7]).permutation(40)  # the seed's own stream
     ids = clean["pair_id"].to_numpy()
@@ -135,6 +136,10 @@ def test_every_condition_sees_the_same_number_of_pairs_in_one_order(bench: Modul
     # drop: the first 12 unflagged pairs in the same order
     kept = [i for i in order if not flags[i]][:12]
     assert sets["audit_drop"]["pair_id"].to_list() == ids[kept].tolist()
+    # the control: the same pairs, with their true labels
+    assert sets["kept_clean"]["pair_id"].to_list() == ids[kept].tolist()
+    assert sets["kept_clean"]["chosen"].to_list() == clean["chosen"].to_numpy()[kept].tolist()
+    assert sets["kept_clean"]["chosen"].to_list() != sets["audit_drop"]["chosen"].to_list()
     # relabel: swapped back exactly where P(flipped) > 0.5
     relabelled = sets["audit_relabel"]
     rows = order[:12]
