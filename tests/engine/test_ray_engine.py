@@ -9,9 +9,9 @@ Skipped when Ray is not installed (pip install 'prefdata[ray]'; the dev extra in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,32 +33,9 @@ from prefdata.quality.rules import rule_checks  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group("ray")]
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class Recording(RayEngine):
-    """The Ray engine, noting how many items each map got (to see that work was sharded)."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.seen: list[tuple[str, int]] = []
-
-    def map(
-        self,
-        fn: Callable[[T], R],
-        items: Sequence[T],
-        *,
-        model: bool = False,
-        gpus: float = 0.0,
-        what: str = "",
-    ) -> list[R]:
-        self.seen.append((what, len(items)))
-        return super().map(fn, items, model=model, gpus=gpus, what=what)
-
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayEngine]:
     """One local cluster of 2 CPUs for the module (starting one takes ~10 s here)."""
     ray.init(
         num_cpus=2,
@@ -66,7 +43,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
         log_to_driver=False,
         object_store_memory=256 * 1024 * 1024,
     )
-    engine = Recording(scratch=tmp_path_factory.mktemp("shards"))
+    engine = RayEngine(scratch=tmp_path_factory.mktemp("shards"))
     try:
         yield engine
     finally:
@@ -126,7 +103,7 @@ def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rules_module, "SHARD_ROWS", 300)
 
 
-def test_map_keeps_order_and_raises_the_workers_error(cluster: Recording) -> None:
+def test_map_keeps_order_and_raises_the_workers_error(cluster: RayEngine) -> None:
     assert cluster.map(abs, list(range(-7, 0))) == list(range(7, 0, -1))
     assert cluster.map(abs, [-3, 4], model=True) == [3, 4]
     with pytest.raises(ContractError, match="rule checks need column"):
@@ -134,13 +111,15 @@ def test_map_keeps_order_and_raises_the_workers_error(cluster: Recording) -> Non
 
 
 def test_dedup_on_shards_equals_one_process(
-    cluster: Recording, pairs: pl.DataFrame, small_shards: None
+    cluster: RayEngine,
+    pairs: pl.DataFrame,
+    small_shards: None,
+    maps: list[tuple[str, int]],
 ) -> None:
     local, local_report = dedup(pairs, engine=LocalEngine())
-    cluster.seen.clear()
     sharded, sharded_report = dedup(pairs, engine=cluster)
-    assert ("hash shards", 5) in cluster.seen  # 1360 rows in shards of <= 300
-    assert ("bucket partitions", 5) in cluster.seen
+    assert ("hash shards", 5) in maps  # 1360 rows in shards of <= 300
+    assert ("bucket partitions", 5) in maps
     assert sharded_report == local_report
     assert_frame_equal(sharded, local)
     # every kind of issue is there, so the equality covers each path
@@ -150,7 +129,7 @@ def test_dedup_on_shards_equals_one_process(
 
 
 def test_split_overlap_on_shards_equals_one_process(
-    cluster: Recording, pairs: pl.DataFrame, small_shards: None
+    cluster: RayEngine, pairs: pl.DataFrame, small_shards: None
 ) -> None:
     train, test = pairs.head(900), pairs.tail(460)
     local, local_report = split_overlap(train, test)
@@ -161,7 +140,10 @@ def test_split_overlap_on_shards_equals_one_process(
 
 
 def test_rule_checks_on_shards_equal_one_process(
-    cluster: Recording, pairs: pl.DataFrame, small_shards: None
+    cluster: RayEngine,
+    pairs: pl.DataFrame,
+    small_shards: None,
+    maps: list[tuple[str, int]],
 ) -> None:
     # a few rows every check fires on, in the middle shards
     odd = pairs.head(4).with_columns(
@@ -171,16 +153,15 @@ def test_rule_checks_on_shards_equal_one_process(
     )
     table = pl.concat([pairs.head(700), odd, pairs.tail(600)])
     local, local_report = rule_checks(table)
-    cluster.seen.clear()
     sharded, sharded_report = rule_checks(table, engine=cluster)
-    assert cluster.seen == [("rule shards", 5)]
+    assert maps == [("rule shards", 5)]
     assert sharded_report == local_report
     assert_frame_equal(sharded, local)
     assert local.filter(pl.col("is_issue"))["item_id"].unique().len() >= 4
 
 
 def test_lazy_tables_stay_on_disk_and_give_the_same_issues(
-    cluster: Recording, pairs: pl.DataFrame, small_shards: None, tmp_path: Path
+    cluster: RayEngine, pairs: pl.DataFrame, small_shards: None, tmp_path: Path
 ) -> None:
     """A Parquet scan is sharded from the file on the cluster (the driver never reads the
     rows) and read into memory for one process: the issues are those of the frame in memory."""
@@ -212,7 +193,7 @@ def _cli(*args: str) -> str:
 
 
 def test_audit_command_with_engine_ray(
-    cluster: Recording,
+    cluster: RayEngine,
     pairs: pl.DataFrame,
     tmp_path: Path,
     small_shards: None,
@@ -231,7 +212,7 @@ def test_audit_command_with_engine_ray(
 
 
 def test_pipeline_run_with_engine_ray(
-    cluster: Recording,
+    cluster: RayEngine,
     pairs: pl.DataFrame,
     tmp_path: Path,
     small_shards: None,
@@ -267,7 +248,7 @@ def test_unknown_engine_and_address_without_ray() -> None:
 
 
 def test_generate_on_ray_workers_equals_one_process(
-    cluster: Recording, shared_data: Path, tmp_path: Path, maps: list[tuple[str, int]]
+    cluster: RayEngine, shared_data: Path, tmp_path: Path, maps: list[tuple[str, int]]
 ) -> None:
     """The model-call path (prefdata/engine/warm.py): two workers each load the embedded
     model and generate for their shard into the run's call cache; a third pass assembles the
