@@ -49,12 +49,17 @@ def scratch_folder(engine: Engine, name: str) -> Path:
     return Path(engine.scratch) / f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def shards_for(engine: Engine | None, rows: int, *, min_rows: int = 1) -> int:
+def shards_for(
+    engine: Engine | None, rows: int, *, min_rows: int = 1, max_rows: int | None = None
+) -> int:
     """How many shards to cut `rows` rows into for `engine`: one per worker (each worker keeps
-    one shard in memory at a time), never shards of fewer than `min_rows` rows, at least 1."""
+    one shard in memory at a time), never shards of fewer than `min_rows` rows, at least 1;
+    with `max_rows`, more shards than workers where needed so none has more rows than that
+    (a worker's memory is then bounded by the shard size, whatever the table's)."""
     if engine is None or not engine.distributed or rows <= 0:
         return 1
-    return max(1, min(engine.workers, rows // max(1, min_rows)))
+    count = max(1, min(engine.workers, rows // max(1, min_rows)))
+    return count if max_rows is None else max(count, -(-rows // max_rows))
 
 
 @contextlib.contextmanager

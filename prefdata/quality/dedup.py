@@ -157,7 +157,7 @@ def _parts(
         return
     folder = scratch_folder(engine, name)
     rows = table_rows(table)
-    count = max(shards_for(engine, rows), -(-rows // SHARD_ROWS))
+    count = shards_for(engine, rows, max_rows=SHARD_ROWS)
     try:
         shards = write_shards(table, folder, count, columns=columns)
         yield [Part(s.first_row, s.rows, path=s.path) for s in shards]

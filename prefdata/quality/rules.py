@@ -424,7 +424,7 @@ def _on_shards(
     pair order, and every count adds up."""
     folder = scratch_folder(engine, "rules")
     rows = table_rows(pairs)
-    count = max(shards_for(engine, rows), -(-rows // SHARD_ROWS))
+    count = shards_for(engine, rows, max_rows=SHARD_ROWS)
     columns = ["pair_id", "chosen", "rejected", "prompt"]
     try:
         shards = write_shards(pairs, folder, count, columns=columns)

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from prefdata.engine import LocalEngine, shards_for
 from prefdata.engine.shards import ROW, read_shard, write_shards
 
 
@@ -49,3 +50,17 @@ def test_key_shards_keep_a_key_together(table: Path, tmp_path: Path) -> None:
     merged = pl.concat(parts).sort(ROW)
     assert merged[ROW].to_list() == list(range(1000))
     assert all(s.first_row == -1 for s in shards)
+
+
+def test_shard_count_is_one_per_worker_unless_shards_would_exceed_max_rows() -> None:
+    class TwoWorkers(LocalEngine):
+        distributed = True
+        workers = 2
+
+    engine = TwoWorkers()
+    assert shards_for(None, 10_000) == 1
+    assert shards_for(LocalEngine(), 10_000, max_rows=10) == 1  # one process: no shards
+    assert shards_for(engine, 10_000) == 2
+    assert shards_for(engine, 10_000, max_rows=3_000) == 4  # ceil(10,000 / 3,000)
+    assert shards_for(engine, 10_000, max_rows=50_000) == 2
+    assert shards_for(engine, 3, min_rows=8) == 1
