@@ -246,6 +246,23 @@ def run_phase(phase: str, work: Path, n: int) -> dict[str, Any]:
     return {"wall_s": wall, "rss_after_read_mib": after_read, **info}
 
 
+def run_child(script: str, child: str, work: Path, n: int) -> dict[str, Any]:
+    """Run `script --child CHILD` in a process of its own (its memory figures are its own) and
+    return the JSON of its last `RESULT ` line; exit with its output when it fails."""
+    proc = subprocess.run(
+        [sys.executable, script, "--child", child, "--workdir", str(work), "--n", str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{Path(script).name}: child {child} failed")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -266,26 +283,7 @@ def main() -> None:
     )
     results = {}
     for phase in args.phases:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                phase,
-                "--workdir",
-                str(work),
-                "--n",
-                str(args.n),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-            raise SystemExit(f"phase {phase} failed")
-        results[phase] = json.loads(lines[-1][len("RESULT ") :])
+        results[phase] = run_child(__file__, phase, work, args.n)
         r = results[phase]
         extra = {k: v for k, v in r.items() if k not in ("wall_s", "peak_rss_mib")}
         print(

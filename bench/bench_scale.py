@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +38,8 @@ import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+
+from bench_audit import generate, run_child  # noqa: E402
 
 
 class WorkerMemory:
@@ -77,7 +78,7 @@ class WorkerMemory:
         self._thread.join()
 
 
-def run_child(engine_name: str, work: Path) -> dict[str, Any]:
+def run_engine(engine_name: str, work: Path) -> dict[str, Any]:
     import psutil
 
     from prefdata.quality.dedup import dedup, split_overlap
@@ -152,37 +153,19 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "generate":
-        from bench_audit import generate
-
         # in chunks: building 2M pairs at once took 12.6 GB in the generator alone
-        print(json.dumps(generate(args.n, args.workdir / "pairs.parquet", chunk_rows=250_000)))
+        made = generate(args.n, args.workdir / "pairs.parquet", chunk_rows=250_000)
+        print("RESULT " + json.dumps(made))
         return
     if args.child:
-        print(json.dumps(run_child(args.child, args.workdir)))
+        print("RESULT " + json.dumps(run_engine(args.child, args.workdir)))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.workdir) as tmp:
         work = Path(tmp)
         results: dict[str, Any] = {}
         for name in ("generate", "local", "ray"):
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    name,
-                    "--workdir",
-                    str(work),
-                    "--n",
-                    str(args.n),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            results[name] = run_child(__file__, name, work, args.n)
             print(name, json.dumps(results[name]), flush=True)
         same = pl.read_parquet(work / "issues-local.parquet").equals(
             pl.read_parquet(work / "issues-ray.parquet")
