@@ -164,7 +164,10 @@ def test_overloaded_and_timeouts_are_retried(fake_server: FakeLLMServer, api_key
     assert [e.status for e in fake_server.entries("messages")] == [529, 529, 200]
 
     fake_server.fail_next("messages", "hang")
-    (response,) = run(client_for(fake_server, timeout=0.3), [ask("slow?")])
+    # The hung call is held 30 s; the timeout leaves the retry (answered at once) room for a
+    # loaded machine's pauses: one over the timeout would time the retry out too (a third
+    # call; 0.3 s was that tight).
+    (response,) = run(client_for(fake_server, timeout=1.0), [ask("slow?")])
     assert response.ok
     statuses = [e.status for e in fake_server.entries("messages")][3:]
     assert statuses == [-1, 200] or statuses == [0, 200]  # the hung one is still held

@@ -130,7 +130,9 @@ def test_logprobs_are_returned(fake_server: FakeLLMServer, api_key: str) -> None
 def test_retry_after_and_timeouts(fake_server: FakeLLMServer, api_key: str) -> None:
     fake_server.fail_next("chat.completions", status=429, retry_after=0.4)
     fake_server.fail_next("chat.completions", "hang")
-    (response,) = run(fake_server, [ask("hello")], timeout=0.3)
+    # The hung call is held 30 s; the timeout leaves the retry (answered at once) room for a
+    # loaded machine's pauses (0.3 s could time the retry out too: a fourth call).
+    (response,) = run(fake_server, [ask("hello")], timeout=1.0)
     entries = fake_server.entries("chat.completions")
     assert response.ok and len(entries) == 3
     assert entries[0].status == 429 and entries[2].status == 200
