@@ -316,14 +316,28 @@ def test_api_key_appears_in_no_file_log_or_message(
 
 def test_client_side_rate_limit_spaces_requests(fake_server: FakeLLMServer, api_key: str) -> None:
     # The client sends at most 2 back to back; the server bucket allows 3 (arrival jitter).
-    fake_server.rate_limit, fake_server.rate_burst = 20.0, 3.0
-    responses = run(client_for(fake_server, rate_limit=20.0), [ask(f"r{i}") for i in range(8)])
+    async def go() -> list[Response]:
+        client = client_for(fake_server, rate_limit=20.0)
+        try:
+            # Two calls first open the two connections the paced ones then reuse: a new
+            # connection's first request reaches the server only once a fresh server thread
+            # runs, on a loaded machine tens of ms late, which bunches the arrivals after it
+            # (a 429, or a span under its bound) although the client spaced them right.
+            await client.complete([ask("warm-a"), ask("warm-b")])
+            await asyncio.sleep(0.2)  # the client's bucket is full again
+            fake_server.rate_limit, fake_server.rate_burst = 20.0, 3.0
+            return await client.complete([ask(f"r{i}") for i in range(8)])
+        finally:
+            await client.aclose()
+
+    responses = asyncio.run(go())
     assert all(r.ok for r in responses)
-    entries = fake_server.entries("messages")
+    entries = fake_server.entries("messages")[2:]
     assert [e.status for e in entries] == [200] * 8  # never over the server's limit
-    # 8 requests at 20/s: the first two may leave together, then one every 50 ms.
+    # 8 requests at 20/s: the first two may leave together, then one every 50 ms. The upper
+    # bound is loose: a loaded machine's pauses only lengthen the span.
     span = entries[-1].received - entries[0].received
-    assert 6 / 20 * 0.9 <= span < 1.0
+    assert 6 / 20 * 0.9 <= span < 3.0
 
 
 def test_rate_limiter_spaces_requests_evenly() -> None:
@@ -340,9 +354,10 @@ def test_rate_limiter_spaces_requests_evenly() -> None:
 
     times = asyncio.run(go())
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # Never closer than the interval (a busy machine only makes the gaps longer).
+    # Never closer than the interval (a busy machine only makes the gaps longer, so the upper
+    # bound is loose: it rules out a limiter several times too slow, not a paused machine).
     assert min(gaps) >= 0.02 * 0.95
-    assert 0.2 * 0.95 <= times[-1] - times[0] < 0.6
+    assert 0.2 * 0.95 <= times[-1] - times[0] < 2.0
 
 
 def test_retry_after_header_forms() -> None:
