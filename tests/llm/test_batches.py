@@ -108,10 +108,14 @@ def test_interrupted_batch_is_collected_not_resubmitted(
 
     async def interrupted(client: AnthropicClient) -> list[Response]:
         if how == "timeout":  # like Ctrl-C while polling: the task is cancelled
-            job = run_batch(
-                client, requests, cache=call_cache, state_path=state, poll_interval=0.05
+            job = asyncio.ensure_future(
+                run_batch(client, requests, cache=call_cache, state_path=state, poll_interval=0.05)
             )
-            return await asyncio.wait_for(job, timeout=0.3)
+            # Cancelled once it polls, not after a fixed time: on a loaded machine the first
+            # submission (the SDK's first call) can take longer than any short timeout.
+            while fake_server.count("batches.retrieve") == 0 and not job.done():
+                await asyncio.sleep(0.01)
+            return await asyncio.wait_for(job, timeout=0)
         return await run_batch(
             client,
             requests,
