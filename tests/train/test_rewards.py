@@ -145,6 +145,9 @@ def test_different_answers_do_not_match(candidate: str | None, reference: str) -
 
 
 def test_model_output_never_reaches_eval_and_towers_do_not_hang() -> None:
+    # sympy is imported on first use (0.5 s cold on an idle machine, several times that on a
+    # loaded one): imported before the clock starts, so only the towers are timed.
+    assert answers_match("x + 1", "1 + x")
     start = time.perf_counter()
     assert not answers_match("__import__('os').system('true')", "0")
     assert not answers_match("exec(1)", "1")
