@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,10 +211,15 @@ def test_converted_folder_contents(embedded_dir: Path) -> None:
     assert 538_000_000 < (embedded_dir / "model.safetensors").stat().st_size < 538_200_000
 
 
-def test_cached_embedded_model_path_is_fast(embedded_dir: Path) -> None:
-    start = time.perf_counter()
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file's (inode, mtime in ns): a conversion writes files anew, a check reads them."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_a_converted_embedded_model_is_not_converted_again(embedded_dir: Path) -> None:
+    before = folder_state(embedded_dir)
     assert models.embedded_model_path() == embedded_dir
-    assert time.perf_counter() - start < 0.5
+    assert folder_state(embedded_dir) == before
 
 
 def test_loaded_tokenizer_and_model(smollm2: tuple[Any, Any]) -> None:
@@ -372,6 +376,6 @@ def test_fresh_conversion_with_two_racing_processes(tmp_path: Path, embedded_dir
     assert len(fresh) == 272
     assert all(torch.equal(fresh[k], cached[k]) for k in fresh)
     # A later call finds the folder and converts nothing.
-    start = time.perf_counter()
+    before = folder_state(folder)
     assert models.embedded_model_path(cache_dir=cache) == folder
-    assert time.perf_counter() - start < 0.5
+    assert folder_state(folder) == before
