@@ -92,9 +92,7 @@ def generate(path: str, rows: int, seed: int = 0) -> dict[str, Any]:
         c + v + e for c in consonants[:8] for v in vowels for e in "nrst"
     ]
     vocabulary = 20_000
-    words = pa.array(
-        ["".join(rng.choice(syllables, k)) for k in rng.integers(1, 4, vocabulary)]
-    )
+    words = pa.array(["".join(rng.choice(syllables, k)) for k in rng.integers(1, 4, vocabulary)])
     weights = 1.0 / (np.arange(vocabulary) + 2.7)
     sentence_lengths = rng.integers(6, 19, 300_000)
     word_picks = rng.choice(vocabulary, int(sentence_lengths.sum()), p=weights / weights.sum())
@@ -161,9 +159,14 @@ def phase_baseline(src: str, work: str) -> dict[str, Any]:
     read = time.perf_counter() - start
     table.write_parquet(Path(work) / "baseline.parquet")
     total = time.perf_counter() - start
-    return {"seconds": total, "read_seconds": read, "write_seconds": total - read,
-            "cpu_seconds": _cpu_seconds() - cpu, "rows": table.height,
-            "peak_rss": _peak_rss()}
+    return {
+        "seconds": total,
+        "read_seconds": read,
+        "write_seconds": total - read,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "rows": table.height,
+        "peak_rss": _peak_rss(),
+    }
 
 
 def phase_prefdata(src: str, work: str, batch_rows: int) -> dict[str, Any]:
@@ -217,12 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="50,000 rows (smoke run)")
-    parser.add_argument("--batch-rows", type=int, default=None,
-                        help="rows per batch for the streaming path (default: the library's)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of each phase, alternating; the fastest counts (default 2)")
-    parser.add_argument("--workdir", default=None,
-                        help="folder for the data (default: a temporary folder, removed after)")
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help="rows per batch for the streaming path (default: the library's)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs of each phase, alternating; the fastest counts (default 2)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="folder for the data (default: a temporary folder, removed after)",
+    )
     parser.add_argument("--out", default=str(OUT_DIR), help="folder for the JSON results")
     args = parser.parse_args(argv)
     rows = 50_000 if args.quick else args.rows
@@ -242,29 +256,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generating {rows:,} pairs in {work} ...", flush=True)
             generated = _in_child(generate, str(src), rows)
         size = src.stat().st_size
-        print(f"  {generated['seconds']:.1f} s; Parquet {_mib(size)}, text "
-              f"{_mib(generated['text_bytes'])}; mean words "
-              + ", ".join(f"{k} {v:.0f}" for k, v in generated["mean_words"].items()),
-              flush=True)
+        print(
+            f"  {generated['seconds']:.1f} s; Parquet {_mib(size)}, text "
+            f"{_mib(generated['text_bytes'])}; mean words "
+            + ", ".join(f"{k} {v:.0f}" for k, v in generated["mean_words"].items()),
+            flush=True,
+        )
         baselines: list[dict[str, Any]] = []
         runs: list[dict[str, Any]] = []
         for attempt in range(1, args.repeat + 1):
             # Alternating the two phases spreads any load from other processes over both.
-            print(f"[{attempt}/{args.repeat}] baseline: polars read_parquet + write_parquet ...",
-                  flush=True)
+            print(
+                f"[{attempt}/{args.repeat}] baseline: polars read_parquet + write_parquet ...",
+                flush=True,
+            )
             baseline = _in_child(phase_baseline, str(src), str(work))
             baselines.append(baseline)
-            print(f"  {baseline['seconds']:.2f} s (read {baseline['read_seconds']:.2f}, write "
-                  f"{baseline['write_seconds']:.2f}; CPU {baseline['cpu_seconds']:.2f}); "
-                  f"peak RSS {_mib(baseline['peak_rss'])}", flush=True)
-            print(f"[{attempt}/{args.repeat}] prefdata: stream import -> validate -> export trl "
-                  f"(batch_rows={batch_rows:,}) ...", flush=True)
+            print(
+                f"  {baseline['seconds']:.2f} s (read {baseline['read_seconds']:.2f}, write "
+                f"{baseline['write_seconds']:.2f}; CPU {baseline['cpu_seconds']:.2f}); "
+                f"peak RSS {_mib(baseline['peak_rss'])}",
+                flush=True,
+            )
+            print(
+                f"[{attempt}/{args.repeat}] prefdata: stream import -> validate -> export trl "
+                f"(batch_rows={batch_rows:,}) ...",
+                flush=True,
+            )
             run = _in_child(phase_prefdata, str(src), str(work), batch_rows)
             runs.append(run)
             steps = run["step_seconds"]
-            print(f"  {run['seconds']:.2f} s (" + ", ".join(
-                f"{k} {v:.2f}" for k, v in steps.items()) + f"; CPU {run['cpu_seconds']:.2f}); "
-                f"peak RSS {_mib(run['peak_rss'])}", flush=True)
+            print(
+                f"  {run['seconds']:.2f} s ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+                + f"; CPU {run['cpu_seconds']:.2f}); "
+                f"peak RSS {_mib(run['peak_rss'])}",
+                flush=True,
+            )
             if not run["rows_pairs"] == run["rows_validated"] == run["rows_exported"] == rows:
                 print(f"  ERROR: rows differ: {run}", flush=True)
                 return 1
@@ -278,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     baseline_peak = max(r["peak_rss"] for r in baselines)
     prefdata_peak = max(r["peak_rss"] for r in runs)
     time_ratio = prefdata["seconds"] / baseline["seconds"]
-    cpu_ratio = (min(r["cpu_seconds"] for r in runs)
-                 / min(r["cpu_seconds"] for r in baselines))
+    cpu_ratio = min(r["cpu_seconds"] for r in runs) / min(r["cpu_seconds"] for r in baselines)
     memory_ratio = prefdata_peak / size
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "rows": rows,
         "batch_rows": batch_rows,
         "parquet_bytes": size,
@@ -313,17 +343,27 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"rows                    {rows:,}")
     print(f"Parquet size            {_mib(size)}")
-    print(f"baseline                {baseline['seconds']:.2f} s (best of {args.repeat}), "
-          f"peak {_mib(baseline_peak)}")
-    print(f"prefdata                {prefdata['seconds']:.2f} s (best of {args.repeat}), "
-          f"peak {_mib(prefdata_peak)}")
-    print(f"time ratio              {time_ratio:.2f}x  (target <= {TIME_TARGET:g}x: "
-          f"{'met' if result['targets']['time_met'] else 'NOT met'})")
+    print(
+        f"baseline                {baseline['seconds']:.2f} s (best of {args.repeat}), "
+        f"peak {_mib(baseline_peak)}"
+    )
+    print(
+        f"prefdata                {prefdata['seconds']:.2f} s (best of {args.repeat}), "
+        f"peak {_mib(prefdata_peak)}"
+    )
+    print(
+        f"time ratio              {time_ratio:.2f}x  (target <= {TIME_TARGET:g}x: "
+        f"{'met' if result['targets']['time_met'] else 'NOT met'})"
+    )
     print(f"CPU time ratio          {cpu_ratio:.2f}x  (for reference: user + system time)")
-    print(f"load average (1 min)    {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-          "(other jobs on the machine disturb the wall times)")
-    print(f"peak memory / Parquet   {memory_ratio:.2f}x  (target < {MEMORY_TARGET:g}x: "
-          f"{'met' if result['targets']['memory_met'] else 'NOT met'})")
+    print(
+        f"load average (1 min)    {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(other jobs on the machine disturb the wall times)"
+    )
+    print(
+        f"peak memory / Parquet   {memory_ratio:.2f}x  (target < {MEMORY_TARGET:g}x: "
+        f"{'met' if result['targets']['memory_met'] else 'NOT met'})"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -107,9 +107,7 @@ class KindData:
 def verifiable(size: int | None) -> KindData:
     from prefdata.io.importers.math import import_gsm8k, import_gsm8k_solutions
 
-    pairs = import_gsm8k_solutions(DATA / "gsm8k" / "example_model_solutions.jsonl").tables[
-        "pairs"
-    ]
+    pairs = import_gsm8k_solutions(DATA / "gsm8k" / "example_model_solutions.jsonl").tables["pairs"]
     if size is not None:  # the first `size` questions, all their pairs
         first = pairs["prompt_id"].unique(maintain_order=True).head(size)
         pairs = pairs.filter(pl.col("prompt_id").is_in(first.implode()))
@@ -179,8 +177,12 @@ def natural(size: int | None) -> KindData:
     return KindData("natural", pairs, False)
 
 
-LOADERS = {"verifiable": verifiable, "consensus": consensus, "controlled": controlled,
-           "natural": natural}
+LOADERS = {
+    "verifiable": verifiable,
+    "consensus": consensus,
+    "controlled": controlled,
+    "natural": natural,
+}
 
 
 # --- detectors ----------------------------------------------------------------------------
@@ -232,17 +234,23 @@ def run_one(
     r2 = np.where(flip[:, None], ec, er)
     start = time.perf_counter()
     # the audit's content reading: folds grouped by prompt (prefdata.quality.model_audit)
-    lengths = (flipped["chosen"].str.len_chars().to_numpy(),
-               flipped["rejected"].str.len_chars().to_numpy())
-    p, fit = ma.fit_out_of_fold(ep, c2, r2, seed=seed, groups=flipped["prompt_id"].to_numpy(),
-                                lengths=lengths)
+    lengths = (
+        flipped["chosen"].str.len_chars().to_numpy(),
+        flipped["rejected"].str.len_chars().to_numpy(),
+    )
+    p, fit = ma.fit_out_of_fold(
+        ep, c2, r2, seed=seed, groups=flipped["prompt_id"].to_numpy(), lengths=lengths
+    )
     p = np.clip(p, 1e-9, 1 - 1e-9)
     # the classifier as confident learning alone uses it: folds by pair, so it also learns a
     # response's worth from the other pairs of its prompt (stronger on data with siblings)
     p_pair, _ = ma.fit_out_of_fold(ep, c2, r2, seed=seed)
     scores = pl.DataFrame(
-        {"pair_id": flipped["pair_id"], "score_chosen": np.log(p / (1 - p)),
-         "score_rejected": np.zeros(flipped.height)}
+        {
+            "pair_id": flipped["pair_id"],
+            "score_chosen": np.log(p / (1 - p)),
+            "score_rejected": np.zeros(flipped.height),
+        }
     )
     model = "embeddings+scores" if reward else "scores"
     if reward:
@@ -250,11 +258,19 @@ def run_one(
         from prefdata.quality.crossfit_reward import crossfit_reward_scores
 
         scores, reward_report = crossfit_reward_scores(
-            flipped, seed=seed, max_pairs_per_fold=reward_opts.get("max_pairs"),
-            overrides=reward_opts.get("overrides", ()), progress=False,
+            flipped,
+            seed=seed,
+            max_pairs_per_fold=reward_opts.get("max_pairs"),
+            overrides=reward_opts.get("overrides", ()),
+            progress=False,
         )
-    row: dict[str, Any] = {"rate": rate, "seed": seed, "flips": int(flip.sum()),
-                           "true_rate": float(flip.mean()), "pairs": flipped.height}
+    row: dict[str, Any] = {
+        "rate": rate,
+        "seed": seed,
+        "flips": int(flip.sum()),
+        "true_rate": float(flip.mean()),
+        "pairs": flipped.height,
+    }
     variants = {"ours": data.annotations}
     if data.annotations is not None:
         variants["ours_content_only"] = None
@@ -273,7 +289,10 @@ def run_one(
         issues, report = audited.tables["issues"], audited.report
         rows = flipped.select("pair_id").join(
             issues.filter(pl.col("issue") == "mislabeled"),
-            left_on="pair_id", right_on="item_id", how="left", maintain_order="left",
+            left_on="pair_id",
+            right_on="item_id",
+            how="left",
+            maintain_order="left",
         )
         part = report["mislabel"]
         q = rows["p_flipped"].fill_null(0.0).to_numpy()
@@ -295,9 +314,7 @@ def run_one(
         -get_label_quality_scores(labels, probs_pair), find_label_issues(labels, probs_pair), flip
     )
     swap = ma.side_swap(flipped.height, seed)
-    x = ma.pair_features(
-        ep, np.where(swap[:, None], r2, c2), np.where(swap[:, None], c2, r2)
-    )
+    x = ma.pair_features(ep, np.where(swap[:, None], r2, c2), np.where(swap[:, None], c2, r2))
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     probs_default = cross_val_predict(
         LogisticRegression(max_iter=2000), x, labels, cv=cv, method="predict_proba"
@@ -323,8 +340,15 @@ def run_one(
     return row
 
 
-DETECTORS = ("ours", "ours_content_only", "cleanlab_same_probs", "cleanlab_pair_folds",
-             "cleanlab_default_lr", "length", "random")
+DETECTORS = (
+    "ours",
+    "ours_content_only",
+    "cleanlab_same_probs",
+    "cleanlab_pair_folds",
+    "cleanlab_default_lr",
+    "length",
+    "random",
+)
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -341,8 +365,10 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         per_rate: dict[str, Any] = {}
         for rate in sorted({r["rate"] for r in rows}):
             here = [r for r in rows if r["rate"] == rate]
-            entry: dict[str, Any] = {"seeds": [r["seed"] for r in here],
-                                     "true_rate": _mean_se([r["true_rate"] for r in here])}
+            entry: dict[str, Any] = {
+                "seeds": [r["seed"] for r in here],
+                "true_rate": _mean_se([r["true_rate"] for r in here]),
+            }
             for det in DETECTORS:
                 if det not in here[0]:
                     continue
@@ -365,8 +391,10 @@ def print_table(summary: dict[str, Any]) -> None:
         m, se = ms
         return f"{m:.3f}" + (f"±{se:.3f}" if np.isfinite(se) else "")
 
-    print(f"\n{'kind':11} {'rate':>4} {'detector':22} {'AUROC':>12} {'AP':>12} {'F1':>12} "
-          f"{'flagged':>12} {'est. rate':>12}")
+    print(
+        f"\n{'kind':11} {'rate':>4} {'detector':22} {'AUROC':>12} {'AP':>12} {'F1':>12} "
+        f"{'flagged':>12} {'est. rate':>12}"
+    )
     for kind, per_rate in summary.items():
         for rate, entry in per_rate.items():
             for det in DETECTORS:
@@ -374,8 +402,10 @@ def print_table(summary: dict[str, Any]) -> None:
                     continue
                 e = entry[det]
                 est = fmt(e["noise_rate"]) if "noise_rate" in e else "-"
-                print(f"{kind:11} {rate:>4} {det:22} {fmt(e['auroc']):>12} {fmt(e['ap']):>12} "
-                      f"{fmt(e['f1']):>12} {fmt(e['flagged']):>12} {est:>12}")
+                print(
+                    f"{kind:11} {rate:>4} {det:22} {fmt(e['auroc']):>12} {fmt(e['ap']):>12} "
+                    f"{fmt(e['f1']):>12} {fmt(e['flagged']):>12} {est:>12}"
+                )
 
 
 def headline(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -407,14 +437,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--rates", type=float, nargs="+", default=list(RATES))
-    parser.add_argument("--size", type=int, default=None,
-                        help="override every kind's size (questions, items, prompts or pairs)")
-    parser.add_argument("--reward", action="store_true",
-                        help="add the cross-fitted reward model (on by default with --full)")
-    parser.add_argument("--reward-pairs", type=int, default=100,
-                        help="CPU: train each reward fold on at most this many pairs")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="embedding cache (default: the prefdata cache)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="override every kind's size (questions, items, prompts or pairs)",
+    )
+    parser.add_argument(
+        "--reward",
+        action="store_true",
+        help="add the cross-fitted reward model (on by default with --full)",
+    )
+    parser.add_argument(
+        "--reward-pairs",
+        type=int,
+        default=100,
+        help="CPU: train each reward fold on at most this many pairs",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="embedding cache (default: the prefdata cache)"
+    )
     args = parser.parse_args(argv)
     from prefdata.paths import cache_root
 
@@ -425,8 +467,14 @@ def main(argv: list[str] | None = None) -> None:
     reward = args.reward or args.full
     # GPU: every pair in training, full-length sequences; CPU: small folds, short sequences
     reward_opts: dict[str, Any] = (
-        {"max_pairs": None, "overrides": ("max_length=1024", "per_device_train_batch_size=8",
-                                          "gradient_accumulation_steps=1")}
+        {
+            "max_pairs": None,
+            "overrides": (
+                "max_length=1024",
+                "per_device_train_batch_size=8",
+                "gradient_accumulation_steps=1",
+            ),
+        }
         if args.full
         else {"max_pairs": args.reward_pairs, "overrides": ("max_length=256",)}
     )
@@ -434,7 +482,11 @@ def main(argv: list[str] | None = None) -> None:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
         "load_before": os.getloadavg()[0],
-        "mode": mode, "seeds": seeds, "rates": args.rates, "reward": reward, "kinds": {},
+        "mode": mode,
+        "seeds": seeds,
+        "rates": args.rates,
+        "reward": reward,
+        "kinds": {},
     }
     runs: dict[str, list[dict[str, Any]]] = {}
     for kind in args.kinds:
@@ -442,21 +494,37 @@ def main(argv: list[str] | None = None) -> None:
         data = LOADERS[kind](args.size if args.size is not None else SIZES[mode][kind])
         emb = embed_pairs(data.pairs, cache_dir=cache_dir, progress=False)
         load_s = time.perf_counter() - t0
-        print(f"{kind}: {data.pairs.height} pairs (loaded and embedded in {load_s:.0f} s)"
-              + ("; " + "; ".join(data.notes) if data.notes else ""), flush=True)
+        print(
+            f"{kind}: {data.pairs.height} pairs (loaded and embedded in {load_s:.0f} s)"
+            + ("; " + "; ".join(data.notes) if data.notes else ""),
+            flush=True,
+        )
         runs[kind] = []
         for rate in args.rates:
             for seed in seeds:
-                row = run_one(data, emb, rate, seed, cache_dir=cache_dir, reward=reward,
-                              reward_opts=reward_opts)
+                row = run_one(
+                    data,
+                    emb,
+                    rate,
+                    seed,
+                    cache_dir=cache_dir,
+                    reward=reward,
+                    reward_opts=reward_opts,
+                )
                 runs[kind].append(row)
                 o, c = row["ours"], row["cleanlab_same_probs"]
-                print(f"  rate {rate:g} seed {seed}: ours F1 {o['f1']:.3f} AUROC {o['auroc']:.3f}"
-                      f" rate {o['noise_rate']:.3f} ({o['identification']}) vs true "
-                      f"{row['true_rate']:.3f}; cleanlab F1 {c['f1']:.3f}; {row['seconds']:.0f} s",
-                      flush=True)
-        result["kinds"][kind] = {"pairs": data.pairs.height, "clean_base": data.clean_base,
-                                 "notes": data.notes, "runs": runs[kind]}
+                print(
+                    f"  rate {rate:g} seed {seed}: ours F1 {o['f1']:.3f} AUROC {o['auroc']:.3f}"
+                    f" rate {o['noise_rate']:.3f} ({o['identification']}) vs true "
+                    f"{row['true_rate']:.3f}; cleanlab F1 {c['f1']:.3f}; {row['seconds']:.0f} s",
+                    flush=True,
+                )
+        result["kinds"][kind] = {
+            "pairs": data.pairs.height,
+            "clean_base": data.clean_base,
+            "notes": data.notes,
+            "runs": runs[kind],
+        }
     result["summary"] = summarise(runs)
     result["headline"] = headline(runs)
     result["load_after"] = os.getloadavg()[0]
@@ -467,8 +535,10 @@ def main(argv: list[str] | None = None) -> None:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1, default=str))
     tmp.replace(out)
-    print(f"\nwritten {out.relative_to(REPO)}; load average {result['load_before']:.1f} before, "
-          f"{result['load_after']:.1f} after")
+    print(
+        f"\nwritten {out.relative_to(REPO)}; load average {result['load_before']:.1f} before, "
+        f"{result['load_after']:.1f} after"
+    )
     print(json.dumps(result["headline"]))
 
 

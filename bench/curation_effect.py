@@ -92,16 +92,36 @@ QUICK_CURATION = "audit_drop"
 # What must match for a run in a --partial file to be reused (seeds, conditions and the
 # output folder may differ).
 RUN_KEYS = (
-    "topics", "candidates", "answer_tokens", "margin", "steps", "batch", "samples",
-    "heldout_pairs", "lr", "beta", "lora_r", "max_length", "model", "audit_model",
+    "topics",
+    "candidates",
+    "answer_tokens",
+    "margin",
+    "steps",
+    "batch",
+    "samples",
+    "heldout_pairs",
+    "lr",
+    "beta",
+    "lora_r",
+    "max_length",
+    "model",
+    "audit_model",
 )
 
 SIZES: dict[str, dict[str, Any]] = {
     # tiny: the test's smoke size (a tiny random model would make VADER meaningless, so it
     # is SmolLM2 with a handful of prompts, one step and short held-out answers)
     "tiny": {
-        "topics": 8, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 1,
-        "batch": 2, "samples": 1, "heldout_pairs": 2, "flip_rate": 0.4, "seeds": [0],
+        "topics": 8,
+        "candidates": 8,
+        "answer_tokens": 32,
+        "margin": 0.3,
+        "steps": 1,
+        "batch": 2,
+        "samples": 1,
+        "heldout_pairs": 2,
+        "flip_rate": 0.4,
+        "seeds": [0],
     },
     # The CPU sizes: 180 training prompts x 8 answers of 32 tokens (2,894 pairs past a 0.3
     # VADER gap), 48 pairs seen per run, 60 held-out prompts x 2 samples. A run (train +
@@ -109,18 +129,41 @@ SIZES: dict[str, dict[str, Any]] = {
     # samples once per held-out prompt (evaluation ~1 minute instead of ~2) to fit 3 runs
     # in 10 minutes.
     "quick": {
-        "topics": 60, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 6,
-        "batch": 8, "samples": 1, "heldout_pairs": 30, "flip_rate": 0.4, "seeds": None,
+        "topics": 60,
+        "candidates": 8,
+        "answer_tokens": 32,
+        "margin": 0.3,
+        "steps": 6,
+        "batch": 8,
+        "samples": 1,
+        "heldout_pairs": 30,
+        "flip_rate": 0.4,
+        "seeds": None,
     },
     "default": {
-        "topics": 60, "candidates": 8, "answer_tokens": 32, "margin": 0.3, "steps": 6,
-        "batch": 8, "samples": 2, "heldout_pairs": 30, "flip_rate": 0.4, "seeds": [0, 1, 2],
+        "topics": 60,
+        "candidates": 8,
+        "answer_tokens": 32,
+        "margin": 0.3,
+        "steps": 6,
+        "batch": 8,
+        "samples": 2,
+        "heldout_pairs": 30,
+        "flip_rate": 0.4,
+        "seeds": [0, 1, 2],
     },
     # for a GPU: 16 answers per prompt (a pool of ~12k pairs), 50x the pairs seen, more
     # held-out samples and pairs, five seeds
     "full": {
-        "topics": 60, "candidates": 16, "answer_tokens": 48, "margin": 0.3, "steps": 200,
-        "batch": 16, "samples": 8, "heldout_pairs": 60, "flip_rate": 0.4,
+        "topics": 60,
+        "candidates": 16,
+        "answer_tokens": 48,
+        "margin": 0.3,
+        "steps": 200,
+        "batch": 16,
+        "samples": 8,
+        "heldout_pairs": 60,
+        "flip_rate": 0.4,
         "seeds": [0, 1, 2, 3, 4],
     },
 }
@@ -143,8 +186,13 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 def load_store(path: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     """The runs kept so far in `path` (empty when there is none); refuses one made with other
     settings, whose runs would not be comparable."""
-    empty = {"config": _config(args), "flip_rate": args.flip_rate, "base": {}, "audit": {},
-             "runs": {}}
+    empty = {
+        "config": _config(args),
+        "flip_rate": args.flip_rate,
+        "base": {},
+        "audit": {},
+        "runs": {},
+    }
     if path is None or not path.exists():
         return empty
     store = json.loads(path.read_text())
@@ -202,9 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flipped = flips["flipped"].to_numpy()
             audit, rate = None, None
             if set(todo) & set(CURATIONS + CONTROLS):
-                audit, figures = lib.audit_pool(
-                    noisy, flipped, seed, args.audit_model, EMBEDDINGS
-                )
+                audit, figures = lib.audit_pool(noisy, flipped, seed, args.audit_model, EMBEDDINGS)
                 store["audit"][str(seed)] = figures
                 rate = audit["rate"]
                 _print_audit(seed, figures)
@@ -261,8 +307,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "base": store["base"],
         "audit": {int(s): a for s, a in store["audit"].items() if int(s) in args.seeds},
         "runs": runs,
-        "summary": summarize(runs, [c for c in args.conditions if all(c in r for r in
-                                                                      runs.values())]),
+        "summary": summarize(
+            runs, [c for c in args.conditions if all(c in r for r in runs.values())]
+        ),
     }
 
 
@@ -339,8 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--tiny", action="store_true", help="smoke size (tests)")
     parser.add_argument("--seed", type=int, action="append", dest="seeds", help="repeatable")
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS + CONTROLS, default=None)
-    for key in ("topics", "candidates", "answer_tokens", "steps", "batch", "samples",
-                "heldout_pairs"):
+    for key in (
+        "topics",
+        "candidates",
+        "answer_tokens",
+        "steps",
+        "batch",
+        "samples",
+        "heldout_pairs",
+    ):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     parser.add_argument("--margin", type=float, default=None, help="pool: VADER gap above")
     parser.add_argument("--flip-rate", type=float, default=None)
@@ -355,13 +409,25 @@ def main(argv: list[str] | None = None) -> int:
         help="prefdata audit's model signal (embeddings+reward adds the cross-fitted reward)",
     )
     parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
-    parser.add_argument("--partial", type=Path, default=None,
-                        help="JSON kept after each run; a re-run skips the runs in it")
-    parser.add_argument("--reuse-clean", type=Path, default=None,
-                        help="a --partial file of another flip rate: take its clean runs")
+    parser.add_argument(
+        "--partial",
+        type=Path,
+        default=None,
+        help="JSON kept after each run; a re-run skips the runs in it",
+    )
+    parser.add_argument(
+        "--reuse-clean",
+        type=Path,
+        default=None,
+        help="a --partial file of another flip rate: take its clean runs",
+    )
     parser.add_argument("--out", default=str(OUT_DIR))
-    parser.add_argument("--combine", nargs="+", default=None,
-                        help="result or --partial files: their table over seeds")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        help="result or --partial files: their table over seeds",
+    )
     args = parser.parse_args(argv)
     if args.combine:
         return combine([Path(f) for f in args.combine])

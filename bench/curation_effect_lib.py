@@ -88,8 +88,12 @@ def every_sample(result: Any) -> pl.DataFrame:
         if (rejected["reason"] == "error").any():
             raise RuntimeError(f"sampling failed: {rejected['error'].drop_nulls()[0]}")
         kept = pl.concat(
-            [kept, rejected.select("prompt_id", "prompt", "sample", pl.col("completion")
-                                   .fill_null(""))],
+            [
+                kept,
+                rejected.select(
+                    "prompt_id", "prompt", "sample", pl.col("completion").fill_null("")
+                ),
+            ],
             how="vertical_relaxed",
         )
     return kept.sort("prompt_id", "sample")
@@ -104,7 +108,11 @@ def candidates(prompts: pl.DataFrame, args: Any) -> pl.DataFrame:
     cache = CallCache(default_cache_path())
     try:
         result, client = sample(
-            prompts, args.model, n=args.candidates, max_new_tokens=args.answer_tokens, seed=0,
+            prompts,
+            args.model,
+            n=args.candidates,
+            max_new_tokens=args.answer_tokens,
+            seed=0,
             cache=cache,
         )
     finally:
@@ -235,9 +243,7 @@ def training_sets(
 # --- training -----------------------------------------------------------------------------
 
 
-def overrides(
-    name: str, args: Any, seed: int, noise_rate: float | None
-) -> list[str]:
+def overrides(name: str, args: Any, seed: int, noise_rate: float | None) -> list[str]:
     """The recipe overrides of one run: the same for every condition but the loss."""
     common = [
         f"max_steps={args.steps}",

@@ -534,9 +534,7 @@ def _group_params(group: str, cls: type) -> list[Param]:
 _SPEC_ATTR = "__prefdata_stage__"
 
 
-def stage(
-    name: str, *, outputs: Sequence[str] = (), external: bool = False
-) -> Callable[[F], F]:
+def stage(name: str, *, outputs: Sequence[str] = (), external: bool = False) -> Callable[[F], F]:
     """Declare a library function as a stage (see the module docstring).
 
     `outputs`: the names of the tables and documents it can return, main product first (a

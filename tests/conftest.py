@@ -30,9 +30,7 @@ def smollm2_tokenizer_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_causal_lm(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path
-) -> Path:
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
     """A 2-layer random Llama with the SmolLM2 tokenizer: a second, different local model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig

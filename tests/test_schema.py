@@ -118,10 +118,17 @@ def test_unreadable_vote_keeps_its_row_with_error() -> None:
 
 def _pairs(**change: list[object]) -> pl.DataFrame:
     base: dict[str, list[object]] = {
-        "pair_id": ["p1", "p2"], "prompt_id": ["q", "q"], "prompt": ["Q?", "Q?"],
-        "chosen": ["yes", "sure"], "rejected": ["no", "nah"], "confidence": [0.9, 0.8],
-        "margin": [None, None], "n_votes": [1, 1], "agreement": [None, None],
-        "source": ["s", "s"], "provenance": ["{}", "{}"],
+        "pair_id": ["p1", "p2"],
+        "prompt_id": ["q", "q"],
+        "prompt": ["Q?", "Q?"],
+        "chosen": ["yes", "sure"],
+        "rejected": ["no", "nah"],
+        "confidence": [0.9, 0.8],
+        "margin": [None, None],
+        "n_votes": [1, 1],
+        "agreement": [None, None],
+        "source": ["s", "s"],
+        "provenance": ["{}", "{}"],
     }
     return pl.DataFrame({**base, **change}, strict=False)
 

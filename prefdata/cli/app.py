@@ -49,7 +49,6 @@ register_train_commands(app)
 register_run_command(app)
 
 
-
 def _show_version(value: bool) -> None:
     if value:
         from prefdata import __version__

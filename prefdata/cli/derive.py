@@ -199,7 +199,11 @@ def _call(spec: StageSpec, values: dict[str, Any], given: dict[str, Any]) -> Sta
         )
     with open_engine(name, address=given.get(ADDRESS)) as engine:
         sharded = run_sharded(
-            engine, spec.name, spec.func, values, cache=cache.path,
+            engine,
+            spec.name,
+            spec.func,
+            values,
+            cache=cache.path,
             scratch=engine.scratch or cache.path.parent,
         )
     return sharded[0] if sharded is not None else spec.call(values)
@@ -346,6 +350,4 @@ def add_stage_command(
     app: typer.Typer, spec: StageSpec, *, name: str | None = None, cls: Any = None
 ) -> None:
     """Register a stage's derived command on `app` (`cls`: a TyperCommand subclass)."""
-    app.command(name or spec.name, help=command_help(spec.description), cls=cls)(
-        make_command(spec)
-    )
+    app.command(name or spec.name, help=command_help(spec.description), cls=cls)(make_command(spec))

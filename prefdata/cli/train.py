@@ -128,9 +128,7 @@ def _train_command(method: str) -> Any:
         from prefdata.io.tables import check_outputs
 
         model_folder = Path(model) if Path(model).exists() else None
-        check_outputs(
-            [], inputs=[data, eval_data, recipe, model_folder], whole_folders=[out]
-        )
+        check_outputs([], inputs=[data, eval_data, recipe, model_folder], whole_folders=[out])
         extra = list(overrides or ())
         if allow_small_groups:
             prefix = "rl." if method == "rlhf" else ""

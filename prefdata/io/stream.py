@@ -106,8 +106,9 @@ def _check_source(path: str | Path) -> str:
     return fmt
 
 
-def iter_batches(path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS
-                 ) -> Generator[pl.DataFrame, None, None]:
+def iter_batches(
+    path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Generator[pl.DataFrame, None, None]:
     """Yield the file's rows as tables of at most `batch_rows` rows, each with a first column
     `__source_row` (global 1-based record number; blank JSONL lines are not records).
 
@@ -117,8 +118,9 @@ def iter_batches(path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS
     if batch_rows < 1:
         raise InputError(f"batch_rows must be at least 1, got {batch_rows}", source=path)
     fmt = _check_source(path)
-    batches = _parquet_batches(path, batch_rows) if fmt == "parquet" else _jsonl_batches(
-        path, batch_rows)
+    batches = (
+        _parquet_batches(path, batch_rows) if fmt == "parquet" else _jsonl_batches(path, batch_rows)
+    )
     offset = 0
     for frame in _read_ahead(batches):
         rows = pl.int_range(offset + 1, offset + frame.height + 1, dtype=pl.Int64, eager=True)
@@ -360,8 +362,9 @@ def stream_validate(
     return rows
 
 
-def _check_unique(values: pl.Series, numbers: pl.Series, seen: SeenIds, column: str,
-                  path: str | Path) -> None:
+def _check_unique(
+    values: pl.Series, numbers: pl.Series, seen: SeenIds, column: str, path: str | Path
+) -> None:
     again = seen.add(values)
     if again.any():
         first = int(again.arg_true()[0])
@@ -401,8 +404,9 @@ def stream_export(
         raise InputError(f"unknown streaming export format '{fmt}'{hint}; choose one of {known}")
     out = Path(out)
     if fmt == "openai" and not str(out).endswith(".jsonl"):
-        raise InputError("the OpenAI format is JSONL: give an output path ending in .jsonl",
-                         source=str(out))
+        raise InputError(
+            "the OpenAI format is JSONL: give an output path ending in .jsonl", source=str(out)
+        )
     report: dict[str, Any] = {"format": fmt, "path": str(out)}
     label_counts = [0, 0]  # desirable, undesirable
     pairs_in = 0
@@ -416,13 +420,23 @@ def stream_export(
             table = frame.drop(SOURCE_ROW)
             try:
                 if fmt in ("trl", "trl-conversational"):
-                    rows = to_trl(table, conversational=fmt == "trl-conversational",
-                                  flatten=flatten, minimal=minimal, source=name)
+                    rows = to_trl(
+                        table,
+                        conversational=fmt == "trl-conversational",
+                        flatten=flatten,
+                        minimal=minimal,
+                        source=name,
+                    )
                 elif fmt == "openai":
                     rows = to_openai(table, source=name)
                 else:
-                    rows, balance = to_kto(table, conversational=fmt == "kto-conversational",
-                                           flatten=flatten, minimal=minimal, source=name)
+                    rows, balance = to_kto(
+                        table,
+                        conversational=fmt == "kto-conversational",
+                        flatten=flatten,
+                        minimal=minimal,
+                        source=name,
+                    )
                     label_counts[0] += balance["desirable"]
                     label_counts[1] += balance["undesirable"]
                     pairs_in += balance.get("pairs", 0)
@@ -436,13 +450,20 @@ def stream_export(
         sink.close()
         report["rows"] = sink.rows
     if fmt.startswith("kto"):
-        labels = np.concatenate([np.ones(label_counts[0], dtype=bool),
-                                 np.zeros(label_counts[1], dtype=bool)])
+        labels = np.concatenate(
+            [np.ones(label_counts[0], dtype=bool), np.zeros(label_counts[1], dtype=bool)]
+        )
         report.update(kto_balance(pl.DataFrame({"label": labels})))
         if pairs_in:
             report["pairs"] = pairs_in
     return report
 
 
-__all__ = ["DEFAULT_BATCH_ROWS", "STREAM_EXPORT_FORMATS", "SeenIds", "iter_batches",
-           "stream_export", "stream_validate"]
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "STREAM_EXPORT_FORMATS",
+    "SeenIds",
+    "iter_batches",
+    "stream_export",
+    "stream_validate",
+]

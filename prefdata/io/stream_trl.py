@@ -161,7 +161,8 @@ class _PairBatches:
         tables = [t for t in (fast, slow) if t is not None and t.height]
         if not tables:
             empty = pairs_table([], source=self.source).with_columns(
-                pl.lit(None, pl.Int64).alias(SOURCE_ROW))
+                pl.lit(None, pl.Int64).alias(SOURCE_ROW)
+            )
             return empty, bad
         if len(tables) == 1:
             return tables[0], bad
@@ -178,8 +179,12 @@ class _PairBatches:
             return None, None
         votes_ok, votes = _votes_expr(frame)
         checks = [prompt[0], chosen[0], rejected[0], votes_ok]
-        columns: list[pl.Expr] = [pl.col(SOURCE_ROW), prompt[1].alias("prompt"),
-                                  chosen[1].alias("chosen"), rejected[1].alias("rejected")]
+        columns: list[pl.Expr] = [
+            pl.col(SOURCE_ROW),
+            prompt[1].alias("prompt"),
+            chosen[1].alias("chosen"),
+            rejected[1].alias("rejected"),
+        ]
         for name in _PAIR_ESTIMATES:
             if name in frame.columns:
                 ok, value = _number_expr(frame, name)
@@ -195,8 +200,11 @@ class _PairBatches:
         if "provenance" not in frame.columns:
             # json.dumps({"file": name, "row": n}), as import_trl writes it, built as text.
             columns.append(
-                pl.concat_str(pl.lit('{"file": ' + self._file_json + ', "row": '),
-                              pl.col(SOURCE_ROW).cast(pl.String), pl.lit("}")).alias("provenance")
+                pl.concat_str(
+                    pl.lit('{"file": ' + self._file_json + ', "row": '),
+                    pl.col(SOURCE_ROW).cast(pl.String),
+                    pl.lit("}"),
+                ).alias("provenance")
             )
         if "split" in frame.columns:
             columns.append(pl.col("split").cast(pl.String))
@@ -328,8 +336,10 @@ def _split_with_seen(table: pl.DataFrame, seen: SeenIds) -> tuple[pl.DataFrame, 
         # The in-memory check lists the duplicate last, after the row's other problems.
         add = pl.col(_SEEN) & ~pl.col("reason").str.contains(_DUPLICATE, literal=True)
         bad = bad.with_columns(
-            pl.when(add).then(pl.col("reason") + "; " + _DUPLICATE)
-            .otherwise(pl.col("reason")).alias("reason")
+            pl.when(add)
+            .then(pl.col("reason") + "; " + _DUPLICATE)
+            .otherwise(pl.col("reason"))
+            .alias("reason")
         )
     return good.drop(_SEEN), bad.drop(_SEEN)
 
@@ -339,25 +349,32 @@ def _rejected_table(early: list[tuple[int, str, Any]], late: pl.DataFrame) -> pl
     rows with 'pairs: <contract problem>' (here with their source row, not null)."""
     parts = []
     if early:
-        parts.append(pl.DataFrame(
-            {
-                "row": [r for r, _, _ in early],
-                "reason": [reason for _, reason, _ in early],
-                "record": [json.dumps(rec, ensure_ascii=False, default=str)
-                           for _, _, rec in early],
-            },
-            schema=REJECTED_SCHEMA,
-        ))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "row": [r for r, _, _ in early],
+                    "reason": [reason for _, reason, _ in early],
+                    "record": [
+                        json.dumps(rec, ensure_ascii=False, default=str) for _, _, rec in early
+                    ],
+                },
+                schema=REJECTED_SCHEMA,
+            )
+        )
     if late.height:
-        parts.append(pl.DataFrame(
-            {
-                "row": late[SOURCE_ROW],
-                "reason": "pairs: " + late["reason"],
-                "record": [json.dumps(r, ensure_ascii=False, default=str)
-                           for r in late.drop(SOURCE_ROW, "reason").to_dicts()],
-            },
-            schema=REJECTED_SCHEMA,
-        ))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "row": late[SOURCE_ROW],
+                    "reason": "pairs: " + late["reason"],
+                    "record": [
+                        json.dumps(r, ensure_ascii=False, default=str)
+                        for r in late.drop(SOURCE_ROW, "reason").to_dicts()
+                    ],
+                },
+                schema=REJECTED_SCHEMA,
+            )
+        )
     if not parts:
         return pl.DataFrame(schema=REJECTED_SCHEMA)
     return pl.concat(parts).sort("row", maintain_order=True)

@@ -190,9 +190,7 @@ def records_frame(
         # polars cannot infer past a mixture even when told the column is Object: those
         # columns are built on their own.
         plain = pl.DataFrame(
-            [{k: v for k, v in r.items() if k not in mixed} for r in records]
-            if mixed
-            else records,
+            [{k: v for k, v in r.items() if k not in mixed} for r in records] if mixed else records,
             infer_schema_length=None,
         )
     except Exception as exc:  # polars raises several types for rows it cannot unify

@@ -338,14 +338,11 @@ async def acritique(
     }
     # Close what we opened (a client passed in is the caller's), each once.
     opened = {
-        id(c): c
-        for c, spec in ((generator, model), (judge_client, judge))
-        if isinstance(spec, str)
+        id(c): c for c, spec in ((generator, model), (judge_client, judge)) if isinstance(spec, str)
     }
     for client in opened.values():
         await client.aclose()
     return StageResult(tables={"pairs": pairs, "annotations": votes_all}, report=report)
-
 
 
 critique = synced(acritique)

@@ -371,5 +371,4 @@ async def atournament(
     return votes, standings, report
 
 
-
 tournament = synced(atournament)

@@ -248,4 +248,3 @@ class InProcessClient(ABC):
         """The blocking version of `complete` (for scripts and benchmarks)."""
         with self._run_lock:
             return self._complete(requests, on_answer or (lambda _i, _r: None))
-

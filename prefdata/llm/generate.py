@@ -365,9 +365,7 @@ async def agenerate(
         "error_examples": dict(sorted(errors_seen.items(), key=lambda kv: -kv[1])[:3]),
         "seconds": round(time.monotonic() - started, 3),
     }
-    return StageResult(
-        tables={"candidates": candidates}, rejected=all_rejected, report=report
-    )
+    return StageResult(tables={"candidates": candidates}, rejected=all_rejected, report=report)
 
 
 def _batch_state(cache: CallCache, clients: Sequence[Client]) -> Path:

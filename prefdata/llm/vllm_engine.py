@@ -58,6 +58,7 @@ _ENGINE_LOCK = threading.Lock()
 # all memory) fails on a machine others are using. 1 GiB holds about 20k tokens of SmolLM2.
 _CPU_KV_CACHE = 1 << 30
 
+
 def _cuda() -> bool:
     try:
         import torch
@@ -212,7 +213,8 @@ class VllmClient(InProcessClient):
             # whose choices are the digits 1-9.
             "max_logprobs": 20,
             "seed": 0,
-            "enforce_eager": self.enforce_eager if self.enforce_eager is not None
+            "enforce_eager": self.enforce_eager
+            if self.enforce_eager is not None
             else device == "cpu",
             # Compact JSON for structured outputs: a small model otherwise spends its budget
             # on blank lines between tokens (SmolLM2 ran out of 48 tokens before the verdict).

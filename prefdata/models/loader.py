@@ -72,11 +72,7 @@ def load_tokenizer(
     require_modules(_LOAD_MODULES, _MODELS_INSTALL)
     from transformers import AutoTokenizer
 
-    found = (
-        name_or_path
-        if isinstance(name_or_path, ModelFolder)
-        else inspect_model(name_or_path)
-    )
+    found = name_or_path if isinstance(name_or_path, ModelFolder) else inspect_model(name_or_path)
     source = found.path
     if found.adapter and not (Path(found.path) / "tokenizer_config.json").is_file():
         source = str(found.base)

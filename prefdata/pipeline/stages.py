@@ -8,10 +8,7 @@ from prefdata.pipeline.kinds import StageKind
 from prefdata.pipeline.stages_data import IMPORT
 from prefdata.pipeline.stages_train import TRAIN
 
-_WRITTEN: dict[str, StageKind] = {
-    k.kind: k
-    for k in (IMPORT, TRAIN)
-}
+_WRITTEN: dict[str, StageKind] = {k.kind: k for k in (IMPORT, TRAIN)}
 # The order data usually flows in (the order `prefdata run --help` lists them).
 _ORDER = (
     "import",

@@ -473,9 +473,7 @@ def code_matrix(votes: Votes, cells: _Cells | None = None) -> IntArray:
     return x
 
 
-def _confusion_boot(
-    confusion: FloatArray, rng: np.random.Generator, bootstrap: int
-) -> FloatArray:
+def _confusion_boot(confusion: FloatArray, rng: np.random.Generator, bootstrap: int) -> FloatArray:
     k = confusion.shape[0]
     flat = confusion.reshape(-1).astype(np.int64)
     return _draws(rng, flat, bootstrap).reshape(-1, k, k)
@@ -499,8 +497,9 @@ def _cohen_pairs(
                     "annotators": [votes.annotators[a], votes.annotators[b]],
                     "items": n,
                     "percent_agreement": _num(np.trace(conf_f) / n) if n else None,
-                    **_stat(kappa_from_confusion(conf_f) if n else np.nan,
-                            kappa_from_confusion(boot)),
+                    **_stat(
+                        kappa_from_confusion(conf_f) if n else np.nan, kappa_from_confusion(boot)
+                    ),
                 }
             )
     return out
@@ -517,9 +516,11 @@ def _per_annotator(
     out = []
     for j, name in enumerate(votes.annotators):
         mine = usable & (cells.annotator == j)
-        conf = np.bincount(
-            cells.code[mine] * k + loo[mine], minlength=k * k
-        ).reshape(k, k).astype(np.float64)
+        conf = (
+            np.bincount(cells.code[mine] * k + loo[mine], minlength=k * k)
+            .reshape(k, k)
+            .astype(np.float64)
+        )
         n = int(mine.sum())
         boot = _confusion_boot(conf, rng, bootstrap)
         with np.errstate(divide="ignore", invalid="ignore"):

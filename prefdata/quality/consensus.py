@@ -236,9 +236,7 @@ class Fit:
             "smoothing": self.smoothing if self.method == "dawid-skene" else None,
             "class_priors": dict(zip(votes.labels, self.priors.tolist(), strict=True)),
             "items_no_consensus": int((label < 0).sum()),
-            "label_counts": {
-                name: int((label == c).sum()) for c, name in enumerate(votes.labels)
-            },
+            "label_counts": {name: int((label == c).sum()) for c, name in enumerate(votes.labels)},
             "annotators": {
                 name: {
                     "annotator_kind": votes.kinds[j],
@@ -283,8 +281,9 @@ def fit_votes(
             break
     # Report posteriors consistent with the returned matrices.
     posterior, log_likelihood = e_step(votes, priors, confusion)
-    return Fit(method, posterior, priors, confusion, iterations, converged, log_likelihood,
-               smoothing)
+    return Fit(
+        method, posterior, priors, confusion, iterations, converged, log_likelihood, smoothing
+    )
 
 
 def _m_step(votes: Votes, posterior: FloatArray, smoothing: float) -> tuple[FloatArray, FloatArray]:
@@ -462,9 +461,13 @@ def pairs_from_consensus(
         pl.col("__n_votes").cast(pl.Int64).alias("n_votes"),
         pl.col("__agreement").alias("agreement"),
     ).with_columns(
-        pl.when(pl.col("__swap")).then(pl.col("rejected")).otherwise(pl.col("chosen"))
+        pl.when(pl.col("__swap"))
+        .then(pl.col("rejected"))
+        .otherwise(pl.col("chosen"))
         .alias("chosen"),
-        pl.when(pl.col("__swap")).then(pl.col("chosen")).otherwise(pl.col("rejected"))
+        pl.when(pl.col("__swap"))
+        .then(pl.col("chosen"))
+        .otherwise(pl.col("rejected"))
         .alias("rejected"),
     )
     provenance = [
@@ -486,9 +489,7 @@ def pairs_from_consensus(
         "pairs_in": pairs.height,
         "pairs_out": kept.height,
         "swapped": swapped,
-        **{
-            f"set_aside_{r}": int((set_aside["reason"] == r).sum()) for r in SET_ASIDE_REASONS
-        },
+        **{f"set_aside_{r}": int((set_aside["reason"] == r).sum()) for r in SET_ASIDE_REASONS},
     }
     return conform(kept, "pairs"), set_aside, report
 

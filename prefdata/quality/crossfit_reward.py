@@ -157,8 +157,13 @@ def crossfit_reward_scores(
         raise InputError(f"cross-fitting needs at least {2 * folds} pairs, got {pairs.height}")
     fold = fold_of(pairs["prompt_id"], folds, seed)
     recipe = {**BASE_RECIPES[method], "seed": seed}
-    settings = {"method": method, "model": str(model), "overrides": list(overrides),
-                "recipe": recipe, "seed": seed}
+    settings = {
+        "method": method,
+        "model": str(model),
+        "overrides": list(overrides),
+        "recipe": recipe,
+        "seed": seed,
+    }
     report: dict[str, Any] = {"method": method, "folds": folds, "seed": seed, "per_fold": []}
     with tempfile.TemporaryDirectory(prefix="prefdata-crossfit-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
@@ -170,8 +175,17 @@ def crossfit_reward_scores(
             if max_pairs_per_fold is not None and train.height > max_pairs_per_fold:
                 train = train.sample(max_pairs_per_fold, seed=seed + k, shuffle=False)
             part, info = _fold_scores(
-                train, held, root, k, settings, recipe, method, model, overrides,
-                batch_size, progress,
+                train,
+                held,
+                root,
+                k,
+                settings,
+                recipe,
+                method,
+                model,
+                overrides,
+                batch_size,
+                progress,
             )
             parts.append(part.with_columns(pl.lit(k, dtype=pl.Int64).alias("fold")))
             report["per_fold"].append(info)
@@ -213,14 +227,23 @@ def _fold_scores(
     trained = out / "prefdata-train.json"
     if not (stamp.is_file() and stamp.read_text() == key and trained.is_file()):
         stamp.unlink(missing_ok=True)
-        run_training(method, recipe={"method": method, **recipe}, data=train, model=model,
-                     out=out, overrides=overrides)
+        run_training(
+            method,
+            recipe={"method": method, **recipe},
+            data=train,
+            model=model,
+            out=out,
+            overrides=overrides,
+        )
         # The stamp is written after the model: a crash mid-training leaves no stamp.
         stamp.write_text(key)
     info["train_seconds"] = time.perf_counter() - start
     table, _ = score_pairs(out, held, batch_size=batch_size, progress=progress)
     table = table.select("pair_id", "score_chosen", "score_rejected", "margin")
     write_table(table, cached)
-    info.update(resumed=False, seconds=time.perf_counter() - start,
-                held_out_accuracy=float((table["margin"] > 0).mean()))  # type: ignore[arg-type]
+    info.update(
+        resumed=False,
+        seconds=time.perf_counter() - start,
+        held_out_accuracy=float((table["margin"] > 0).mean()),  # type: ignore[arg-type]
+    )
     return table, info

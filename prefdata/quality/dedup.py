@@ -102,9 +102,7 @@ _NEAR = {"i": pl.Int64, "j": pl.Int64, "jaccard": pl.Float64}
 
 def _check_ids(table: Table, name: str, needed: Sequence[str]) -> None:
     require_columns(table_columns(table), needed, f"{name} needs")
-    repeated = (
-        table.lazy().select("pair_id").filter(pl.col("pair_id").is_duplicated()).collect()
-    )
+    repeated = table.lazy().select("pair_id").filter(pl.col("pair_id").is_duplicated()).collect()
     if repeated.height:
         raise ContractError(
             f"pair_id {repeated['pair_id'][0]} appears more than once ({repeated.height} rows "
@@ -145,9 +143,7 @@ def _near_issues(
 
 
 @contextlib.contextmanager
-def _parts(
-    table: Table, engine: Engine, columns: list[str], name: str
-) -> Iterator[list[Part]]:
+def _parts(table: Table, engine: Engine, columns: list[str], name: str) -> Iterator[list[Part]]:
     """The table as Parts: itself in memory (local), or Parquet shards in the engine's
     scratch folder (removed on exit)."""
     if not engine.distributed:
@@ -295,15 +291,20 @@ def dedup(
         searched = heads if repeated_prompts != "off" else np.zeros(0, dtype=np.int64)
         with _band_shuffle(engine, parts) as (out, partitions):
             jobs = [
-                BandJob(p, lsh, pair_rows=p.within(frow), prompt_rows=p.within(searched),
-                        out=out, partitions=partitions, name=f"shard{k}")
+                BandJob(
+                    p,
+                    lsh,
+                    pair_rows=p.within(frow),
+                    prompt_rows=p.within(searched),
+                    out=out,
+                    partitions=partitions,
+                    name=f"shard{k}",
+                )
                 for k, p in enumerate(parts)
             ]
             found = _candidates(engine, jobs, lsh)
         near_pairs = _verify(engine, PAIRS, found.filter(pl.col("kind") == PAIRS), lsh, parts)
-        near_prompts = _verify(
-            engine, PROMPTS, found.filter(pl.col("kind") == PROMPTS), lsh, parts
-        )
+        near_prompts = _verify(engine, PROMPTS, found.filter(pl.col("kind") == PROMPTS), lsh, parts)
 
     parts_out: list[pl.DataFrame] = [
         _issue_frame(
@@ -416,14 +417,26 @@ def split_overlap(
         tr_rows, te_rows = tr_first[ROW].to_numpy(), rest[ROW].to_numpy()
         with _band_shuffle(engine, tr_parts + te_parts) as (out, partitions):
             jobs = [
-                BandJob(p, lsh, overlap_rows=p.within(tr_rows),
-                        overlap_docs=np.searchsorted(tr_rows, p.within(tr_rows)), out=out,
-                        partitions=partitions, name=f"train{k}")
+                BandJob(
+                    p,
+                    lsh,
+                    overlap_rows=p.within(tr_rows),
+                    overlap_docs=np.searchsorted(tr_rows, p.within(tr_rows)),
+                    out=out,
+                    partitions=partitions,
+                    name=f"train{k}",
+                )
                 for k, p in enumerate(tr_parts)
             ] + [
-                BandJob(p, lsh, overlap_rows=p.within(te_rows),
-                        overlap_docs=n_tr + np.searchsorted(te_rows, p.within(te_rows)),
-                        out=out, partitions=partitions, name=f"test{k}")
+                BandJob(
+                    p,
+                    lsh,
+                    overlap_rows=p.within(te_rows),
+                    overlap_docs=n_tr + np.searchsorted(te_rows, p.within(te_rows)),
+                    out=out,
+                    partitions=partitions,
+                    name=f"test{k}",
+                )
                 for k, p in enumerate(te_parts)
             ]
             found = _candidates(engine, jobs, lsh)

@@ -273,8 +273,11 @@ def bucket_part(job: BucketJob) -> pl.DataFrame:
         n = len(ids)
         out.append(
             pl.DataFrame(
-                {"kind": np.full(len(codes), kind, dtype=np.int8), "i": ids[codes // n],
-                 "j": ids[codes % n]}
+                {
+                    "kind": np.full(len(codes), kind, dtype=np.int8),
+                    "i": ids[codes // n],
+                    "j": ids[codes % n],
+                }
             )
         )
     schema = {"kind": pl.Int8, "i": pl.Int64, "j": pl.Int64}

@@ -131,9 +131,7 @@ def annotator_disagreement(
             "score": score,
             "__checked": checked,
         },
-        schema_overrides={
-            "annotator": pl.String, "label": pl.String, "consensus_label": pl.String
-        },
+        schema_overrides={"annotator": pl.String, "label": pl.String, "consensus_label": pl.String},
     ).with_columns(pl.col("consensus_label").replace("", None))
     unchecked = int((~checked).sum())
     table = table.filter(pl.col("__checked")).drop("__checked")

@@ -93,9 +93,9 @@ class Block:
         return Block(self.name, self.level[rows], self.levels, score)
 
 
-def quantile_levels(score: np.ndarray, bins: int, edges: np.ndarray | None = None) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def quantile_levels(
+    score: np.ndarray, bins: int, edges: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Levels 0..2*bins-1 of an oriented continuous score, and the |score| edges used.
 
     |score| is cut at its quantiles into `bins` bins (or at the given `edges`); a positive
@@ -163,9 +163,7 @@ def _smooth_llr(lam: np.ndarray, block: Block, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _histograms(
-    blocks: Sequence[Block], w: np.ndarray, smoothing: float
-) -> dict[str, np.ndarray]:
+def _histograms(blocks: Sequence[Block], w: np.ndarray, smoothing: float) -> dict[str, np.ndarray]:
     theta = {}
     for b in blocks:
         ok = b.present
@@ -176,9 +174,9 @@ def _histograms(
     return theta
 
 
-def _log_odds(rho: float, theta: dict[str, np.ndarray], blocks: Sequence[Block]) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def _log_odds(
+    rho: float, theta: dict[str, np.ndarray], blocks: Sequence[Block]
+) -> tuple[np.ndarray, np.ndarray]:
     """(logit P(flip | readings), log P(readings)) per pair under rho and theta."""
     n = blocks[0].level.shape[0]
     log_clean = np.full(n, math.log(1.0 - rho))
@@ -327,7 +325,9 @@ def crossfit_posterior(
         train = np.flatnonzero(fold != k)
         test = np.flatnonzero(fold == k)
         fit = fit_flip_model(
-            [b.subset(train) for b in blocks], mode=mode, smoothing=smoothing,
+            [b.subset(train) for b in blocks],
+            mode=mode,
+            smoothing=smoothing,
             rate_blocks=rate_blocks,
         )
         q[test] = flip_posterior(fit, [b.subset(test) for b in blocks])
@@ -355,7 +355,10 @@ def bootstrap_rho(
     for d in range(draws):
         rows = np.asarray(rng.integers(0, n, n))
         fit = fit_flip_model(
-            [b.subset(rows) for b in blocks], mode=mode, smoothing=smoothing, starts=starts,
+            [b.subset(rows) for b in blocks],
+            mode=mode,
+            smoothing=smoothing,
+            starts=starts,
             rate_blocks=rate_blocks,
         )
         out[d] = fit.rho

@@ -309,9 +309,7 @@ def judge_eval(
             needs={"annotations": VOTE_COLUMNS, "pairs": PAIR_COLUMNS},
         ),
     ],
-    pairs: Annotated[
-        pl.DataFrame | None, Table("pairs", auto=False, needs=PAIR_COLUMNS)
-    ] = None,
+    pairs: Annotated[pl.DataFrame | None, Table("pairs", auto=False, needs=PAIR_COLUMNS)] = None,
     min_human_agreement: float | None = None,
     item_column: str = "item_id",
     panel_method: Pooling = "mean",

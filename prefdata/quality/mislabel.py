@@ -88,8 +88,12 @@ def mislabel_audit(
     rate = LABEL_BLOCKS
     fit = fm.fit_flip_model(blocks, rate_blocks=rate)
     if fit.identification == "none":
-        empty = _issue_rows(pairs.head(0), [b.subset(np.zeros(0, dtype=np.int64)) for b in blocks],
-                            np.zeros(0), np.zeros(0, dtype=bool))
+        empty = _issue_rows(
+            pairs.head(0),
+            [b.subset(np.zeros(0, dtype=np.int64)) for b in blocks],
+            np.zeros(0),
+            np.zeros(0, dtype=bool),
+        )
         return empty, {
             "noise_rate": None,
             "identification": "none",

@@ -109,16 +109,22 @@ def annotator_readings(
     if not names:
         return out, names
     side = pl.DataFrame(
-        {"item_id": pairs["pair_id"].cast(pl.String), "__side": chosen_side_labels(pairs),
-         "__row": np.arange(pairs.height)}
+        {
+            "item_id": pairs["pair_id"].cast(pl.String),
+            "__side": chosen_side_labels(pairs),
+            "__row": np.arange(pairs.height),
+        }
     )
     scored = (
         votes.select(pl.col("item_id").cast(pl.String), "annotator", "label")
         .join(side, on="item_id", how="inner")
         .with_columns(
-            pl.when(pl.col("label") == pl.col("__side")).then(1.0)
-            .when(pl.col("label") == "tie").then(0.0)
-            .otherwise(-1.0).alias("__v")
+            pl.when(pl.col("label") == pl.col("__side"))
+            .then(1.0)
+            .when(pl.col("label") == "tie")
+            .then(0.0)
+            .otherwise(-1.0)
+            .alias("__v")
         )
         .group_by("__row", "annotator")
         .agg(pl.col("__v").mean())
@@ -169,8 +175,9 @@ def rule_sides(pairs: pl.DataFrame, rule_issues: pl.DataFrame) -> np.ndarray:
         .select(
             pl.col("item_id").cast(pl.String),
             (reason.str.starts_with("chosen") | both_named).alias("c"),
-            (reason.str.starts_with("rejected") | reason.str.contains("; rejected:") | both_named)
-            .alias("r"),
+            (
+                reason.str.starts_with("rejected") | reason.str.contains("; rejected:") | both_named
+            ).alias("r"),
         )
         .group_by("item_id")
         .agg(pl.col("c").any(), pl.col("r").any())
@@ -216,8 +223,9 @@ def consistency_block(readings: np.ndarray) -> Block | None:
         return None
     r = np.clip(np.nan_to_num(readings), -CONSISTENCY_CLIP, CONSISTENCY_CLIP)
     level = np.where(np.isfinite(readings), r + CONSISTENCY_CLIP, -1).astype(np.int64)
-    return Block("consistency", level, 2 * CONSISTENCY_CLIP + 1, np.where(
-        np.isfinite(readings), r, np.nan))
+    return Block(
+        "consistency", level, 2 * CONSISTENCY_CLIP + 1, np.where(np.isfinite(readings), r, np.nan)
+    )
 
 
 def rule_block(sides: np.ndarray) -> Block:

@@ -31,9 +31,7 @@ ISSUE = "wrong_answer_chosen"
 ANSWER_COLUMN = "answer"
 
 
-def reference_answers(
-    pairs: pl.DataFrame, answers: pl.DataFrame | None = None
-) -> pl.Series:
+def reference_answers(pairs: pl.DataFrame, answers: pl.DataFrame | None = None) -> pl.Series:
     """The reference answer of each pair's prompt (String, null where there is none).
 
     answers: a prompts table with `prompt_id` and `answer` (import_gsm8k, import_math500),

@@ -168,9 +168,12 @@ def _label_domain(
                 column="label",
             )
         # Labels are numbers here: "1" and "1.0" are one value, named by its shortest text.
-        table = pl.DataFrame({"v": numbers, "t": labels}).group_by("v").agg(
-            pl.col("t").sort_by(pl.col("t").str.len_chars(), "t").first()
-        ).sort("v")
+        table = (
+            pl.DataFrame({"v": numbers, "t": labels})
+            .group_by("v")
+            .agg(pl.col("t").sort_by(pl.col("t").str.len_chars(), "t").first())
+            .sort("v")
+        )
         values = table["v"].to_numpy().astype(np.float64)
         return table["t"].to_list(), values, (table["v"], pl.Series(np.arange(table.height)))
     names = distinct.to_list()

@@ -89,7 +89,14 @@ def compute_report(
         "inputs": {
             k: names.get(k)
             for k in (
-                "data", "before", "annotations", "issues", "rejected", "sample", "filter", "rounds"
+                "data",
+                "before",
+                "annotations",
+                "issues",
+                "rejected",
+                "sample",
+                "filter",
+                "rounds",
             )
         },
         "license": license,
@@ -309,7 +316,7 @@ def build_report(
             "sections": [k for k in shown if k not in ("name", "contract")],
             "rows_in_table": len((shown.get("pairs") or {}).get("rows") or []),
             "license": card.front_matter(report)["license"],
-        }
+        },
     )
 
 

@@ -113,9 +113,7 @@ def dpo_loss_types() -> tuple[str, ...]:
 class ConfidenceWeights:
     """Maps a pair's confidence (or None) to its loss weight; see the module doc."""
 
-    def __init__(
-        self, mode: str = "centered", *, missing: float = 1.0, scale: float = 1.0
-    ) -> None:
+    def __init__(self, mode: str = "centered", *, missing: float = 1.0, scale: float = 1.0) -> None:
         if mode not in WEIGHTING_MODES:
             raise RecipeError(
                 f"prefdata.confidence_weighting must be one of {', '.join(WEIGHTING_MODES)}, "

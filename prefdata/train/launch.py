@@ -77,9 +77,9 @@ def check_launch(
     deepspeed = kind == "DEEPSPEED" or bool(config.get("deepspeed_config"))
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise MissingExtraError(
-                f"{path} is a DeepSpeed config and DeepSpeed is not installed: pip install "
-                "deepspeed (or use train/accelerate/fsdp.yaml, which needs only PyTorch)"
-            )
+            f"{path} is a DeepSpeed config and DeepSpeed is not installed: pip install "
+            "deepspeed (or use train/accelerate/fsdp.yaml, which needs only PyTorch)"
+        )
     if kind in _GPU_TYPES and not config.get("use_cpu"):
         if gpus is None:
             import torch

@@ -94,4 +94,3 @@ def build_trainer(
         peft_config=models.peft_config,
         **extra,
     )
-

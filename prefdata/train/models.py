@@ -224,4 +224,3 @@ def load_models(
     if quantized is not None:
         loaded += f", quantised {settings['quantization']} (QLoRA)"
     return Models(found.path, policy, reference, peft, tokenizer, dtype, loaded)
-

@@ -498,7 +498,6 @@ def load_recipe(
     )
 
 
-
 def recipe_comments(path: str | Path) -> dict[str, str]:
     """`key` (`peft.r`, `prefdata.split` for keys in a section) -> the comment beside it in a
     recipe file, continuation lines joined; keys of deeper mappings are left out."""

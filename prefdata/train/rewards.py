@@ -80,7 +80,6 @@ __all__ = [
 ]
 
 
-
 # ---- accuracy ----------------------------------------------------------------------------
 
 
@@ -183,7 +182,6 @@ class FormatReward(NamedReward):
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float | None]:
         return [self.score(c) for c in completions]
-
 
 
 # ---- recipes -----------------------------------------------------------------------------
@@ -351,4 +349,3 @@ def build_rewards(specs: Sequence[Mapping[str, Any] | str]) -> Rewards:
         out.names.append(func.__name__)
         out.specs.append(dict(spec) if isinstance(spec, Mapping) else {"name": spec})
     return out
-

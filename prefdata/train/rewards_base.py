@@ -51,4 +51,3 @@ class NamedReward:
     """TRL names a reward function by its `__name__` (metrics `rewards/<name>/mean`)."""
 
     __name__: str
-

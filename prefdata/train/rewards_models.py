@@ -265,5 +265,3 @@ class RewardModelReward(NamedReward):
             max_length=self.max_length,
         )
         return [float(s) for s in scores]
-
-

@@ -395,8 +395,6 @@ def read_rlhf_data(
     return RLHFData(source, pairs, heldout, heldout_from, notes=notes)
 
 
-
-
 def content_hash(path: str | Path) -> str:
     """Content hash of a file or folder; a name that is no local path (a hub id) as itself."""
     from prefdata.manifest import hash_path
@@ -437,4 +435,3 @@ def model_hash(path: str | Path) -> str:
         digest.update(rel.as_posix().encode() + b"\0")
         digest.update(hash_path(file).encode() + b"\0")
     return "model:" + digest.hexdigest()
-

@@ -323,9 +323,7 @@ class RLHFRun:
             merged, _ = export_model(out / "rl" / "model", out / "rl" / "merged", overwrite=True)
             summary["outputs"]["merged_policy"] = str(merged)
         if sync.main:
-            write_text(
-                out / "rlhf-summary.json", json.dumps(summary, indent=1, default=str) + "\n"
-            )
+            write_text(out / "rlhf-summary.json", json.dumps(summary, indent=1, default=str) + "\n")
         sync.barrier()
         return summary
 
@@ -464,5 +462,3 @@ def _summary(
         "warnings": [w for s in stages.values() for w in s["report"].get("warnings", [])],
     }
     return summary
-
-

@@ -63,8 +63,13 @@ OFFLINE = ("--url", "http://127.0.0.1:9", "--api-key", "not-a-key")
 
 
 def _import(fmt: str, good: str, reader: Literal["table", "json", "csv"] = "json") -> Slot:
-    return Slot(f"import-{fmt}", ("import", fmt, "{IN}", "-o", "{d}/out.parquet"), good,
-                outputs=(4,), reader=reader)
+    return Slot(
+        f"import-{fmt}",
+        ("import", fmt, "{IN}", "-o", "{d}/out.parquet"),
+        good,
+        outputs=(4,),
+        reader=reader,
+    )
 
 
 SLOTS: list[Slot] = [
@@ -78,90 +83,271 @@ SLOTS: list[Slot] = [
     _import("trl", "src_trl", reader="table"),
     _import("feedback", "src_feedback", reader="csv"),
     Slot("validate", ("validate", "{IN}", "--contract", "pairs"), "pairs", "pairs"),
-    Slot("validate-annotations", ("validate", "{IN}", "--contract", "annotations"),
-         "annotations", "annotations"),
+    Slot(
+        "validate-annotations",
+        ("validate", "{IN}", "--contract", "annotations"),
+        "annotations",
+        "annotations",
+    ),
     Slot("validate-kto", ("validate", "{IN}", "--contract", "kto"), "kto", "kto"),
     Slot("info", ("info", "{IN}"), "pairs"),
-    Slot("convert-pairs-to-kto", ("convert", "pairs-to-kto", "{IN}", "-o", "{d}/o.parquet"),
-         "pairs", "pairs", (4,)),
-    *(
-        Slot(f"convert-{name}", ("convert", name, "{IN}", "-o", "{d}/o.parquet"), good,
-             outputs=(4,))
-        for name, good in (("ratings-to-pairs", "ratings"), ("rankings-to-pairs", "rankings"),
-                           ("thumbs-to-kto", "thumbs"))
+    Slot(
+        "convert-pairs-to-kto",
+        ("convert", "pairs-to-kto", "{IN}", "-o", "{d}/o.parquet"),
+        "pairs",
+        "pairs",
+        (4,),
     ),
     *(
-        Slot(f"export-{fmt}", ("export", "{IN}", "--format", fmt, "-o", f"{{d}}/o{suffix}"),
-             "pairs", "pairs", (5,))
-        for fmt, suffix in (("trl", ".jsonl"), ("trl-conversational", ".parquet"),
-                            ("kto", ".jsonl"), ("openai", ".jsonl"), ("hf", "_hf"))
+        Slot(
+            f"convert-{name}", ("convert", name, "{IN}", "-o", "{d}/o.parquet"), good, outputs=(4,)
+        )
+        for name, good in (
+            ("ratings-to-pairs", "ratings"),
+            ("rankings-to-pairs", "rankings"),
+            ("thumbs-to-kto", "thumbs"),
+        )
     ),
-    Slot("export-kto-table", ("export", "{IN}", "--format", "kto", "-o", "{d}/o.jsonl"),
-         "kto", "kto", (5,)),
-    Slot("agree", ("agree", "{IN}", "-o", "{d}/a.json", "--bootstrap", "0"), "annotations",
-         "annotations", (3,)),
-    Slot("consensus", ("consensus", "{IN}", "-o", "{d}/post.parquet"), "annotations",
-         "annotations", (3,)),
-    Slot("consensus-votes-with-pairs",
-         ("consensus", "{IN}", "--pairs", "{fx[pairs]}", "-o", "{d}/kept.parquet"),
-         "annotations", "annotations", (5,)),
-    Slot("consensus-pairs",
-         ("consensus", "{fx[annotations]}", "--pairs", "{IN}", "-o", "{d}/kept.parquet"),
-         "pairs", "pairs", (5,)),
-    Slot("audit", ("audit", "{IN}", "-o", "{d}/issues.parquet", "--sample", "2"), "pairs",
-         "pairs", (3,)),
-    Slot("audit-annotations",
-         ("audit", "{fx[pairs]}", "--annotations", "{IN}", "-o", "{d}/issues.parquet"),
-         "annotations", "annotations", (5,)),
-    Slot("audit-test", ("audit", "{fx[pairs]}", "--test", "{IN}", "-o", "{d}/issues.parquet"),
-         "pairs", "pairs", (5,)),
+    *(
+        Slot(
+            f"export-{fmt}",
+            ("export", "{IN}", "--format", fmt, "-o", f"{{d}}/o{suffix}"),
+            "pairs",
+            "pairs",
+            (5,),
+        )
+        for fmt, suffix in (
+            ("trl", ".jsonl"),
+            ("trl-conversational", ".parquet"),
+            ("kto", ".jsonl"),
+            ("openai", ".jsonl"),
+            ("hf", "_hf"),
+        )
+    ),
+    Slot(
+        "export-kto-table",
+        ("export", "{IN}", "--format", "kto", "-o", "{d}/o.jsonl"),
+        "kto",
+        "kto",
+        (5,),
+    ),
+    Slot(
+        "agree",
+        ("agree", "{IN}", "-o", "{d}/a.json", "--bootstrap", "0"),
+        "annotations",
+        "annotations",
+        (3,),
+    ),
+    Slot(
+        "consensus",
+        ("consensus", "{IN}", "-o", "{d}/post.parquet"),
+        "annotations",
+        "annotations",
+        (3,),
+    ),
+    Slot(
+        "consensus-votes-with-pairs",
+        ("consensus", "{IN}", "--pairs", "{fx[pairs]}", "-o", "{d}/kept.parquet"),
+        "annotations",
+        "annotations",
+        (5,),
+    ),
+    Slot(
+        "consensus-pairs",
+        ("consensus", "{fx[annotations]}", "--pairs", "{IN}", "-o", "{d}/kept.parquet"),
+        "pairs",
+        "pairs",
+        (5,),
+    ),
+    Slot(
+        "audit",
+        ("audit", "{IN}", "-o", "{d}/issues.parquet", "--sample", "2"),
+        "pairs",
+        "pairs",
+        (3,),
+    ),
+    Slot(
+        "audit-annotations",
+        ("audit", "{fx[pairs]}", "--annotations", "{IN}", "-o", "{d}/issues.parquet"),
+        "annotations",
+        "annotations",
+        (5,),
+    ),
+    Slot(
+        "audit-test",
+        ("audit", "{fx[pairs]}", "--test", "{IN}", "-o", "{d}/issues.parquet"),
+        "pairs",
+        "pairs",
+        (5,),
+    ),
     Slot("audit-rate", ("audit-rate", "{IN}"), "sample"),
-    Slot("filter", ("filter", "{IN}", "-o", "{d}/kept.parquet", "--rejected",
-                    "{d}/dropped.parquet"), "pairs", "pairs", (3, 5)),
-    Slot("filter-issues", ("filter", "{fx[pairs]}", "--issues", "{IN}", "--drop-issues", "all",
-                           "-o", "{d}/kept.parquet", "--rejected", "{d}/dropped.parquet"),
-         "issues", "issues", (7, 9)),
+    Slot(
+        "filter",
+        ("filter", "{IN}", "-o", "{d}/kept.parquet", "--rejected", "{d}/dropped.parquet"),
+        "pairs",
+        "pairs",
+        (3, 5),
+    ),
+    Slot(
+        "filter-issues",
+        (
+            "filter",
+            "{fx[pairs]}",
+            "--issues",
+            "{IN}",
+            "--drop-issues",
+            "all",
+            "-o",
+            "{d}/kept.parquet",
+            "--rejected",
+            "{d}/dropped.parquet",
+        ),
+        "issues",
+        "issues",
+        (7, 9),
+    ),
     Slot("bias", ("bias", "{IN}"), "pairs", "pairs"),
-    Slot("bias-annotations", ("bias", "{fx[pairs]}", "--annotations", "{IN}"), "annotations",
-         "annotations"),
-    Slot("report", ("report", "{IN}", "-o", "{d}/qa", "--tokenizer", "none"), "pairs", "pairs",
-         (3,)),
-    Slot("report-kto", ("report", "{IN}", "-o", "{d}/qa", "--tokenizer", "none"), "kto", "kto",
-         (3,)),
-    Slot("report-annotations", ("report", "{fx[pairs]}", "--annotations", "{IN}", "-o",
-                                "{d}/qa", "--tokenizer", "none"), "annotations", "annotations",
-         (5,)),
+    Slot(
+        "bias-annotations",
+        ("bias", "{fx[pairs]}", "--annotations", "{IN}"),
+        "annotations",
+        "annotations",
+    ),
+    Slot(
+        "report", ("report", "{IN}", "-o", "{d}/qa", "--tokenizer", "none"), "pairs", "pairs", (3,)
+    ),
+    Slot(
+        "report-kto", ("report", "{IN}", "-o", "{d}/qa", "--tokenizer", "none"), "kto", "kto", (3,)
+    ),
+    Slot(
+        "report-annotations",
+        ("report", "{fx[pairs]}", "--annotations", "{IN}", "-o", "{d}/qa", "--tokenizer", "none"),
+        "annotations",
+        "annotations",
+        (5,),
+    ),
     # Commands that would load a model or call a server: the bad input must be caught first
     # (the model and server named here do not exist, so reaching them fails differently).
-    Slot("judge", ("judge", "{IN}", "-o", "{d}/votes.parquet", "--judge", f"local:{NO_MODEL}",
-                   "--no-cache"), "pairs", "pairs", (3,), succeeds=False),
-    Slot("judge-candidates", ("judge", "{IN}", "-o", "{d}/votes.parquet", "--judge",
-                              f"local:{NO_MODEL}", "--no-cache"), "candidates", "candidates",
-         (3,), succeeds=False),
-    Slot("judge-eval", ("judge-eval", "{IN}", "--gold", "{fx[annotations]}"), "annotations",
-         "annotations"),
-    Slot("judge-eval-gold", ("judge-eval", "{fx[annotations]}", "--gold", "{IN}"),
-         "annotations", "annotations"),
-    Slot("critique", ("critique", "{IN}", "-o", "{d}/rev.parquet", "--model",
-                      f"local:{NO_MODEL}"), "candidates", "candidates", (3,), succeeds=False),
-    Slot("generate", ("generate", "{IN}", "-o", "{d}/cands.parquet", "--model", NO_MODEL,
-                      "--no-cache", "--no-progress"), "prompts", "prompts", (3,),
-         succeeds=False),
-    Slot("synthetic-pairs", ("synthetic-pairs", "{IN}", "--reward-model", NO_MODEL, "-o",
-                             "{d}/pairs.parquet"), "candidates", "candidates", (5,),
-         succeeds=False),
-    Slot("train-dpo", ("train", "dpo", "--recipe", str(recipe("dpo")), "--data", "{IN}", "-o",
-                       "{d}/run", "--model", NO_MODEL), "pairs", "pairs", (7,), succeeds=False),
-    Slot("train-kto", ("train", "kto", "--recipe", str(recipe("kto")), "--data", "{IN}", "-o",
-                       "{d}/run", "--model", NO_MODEL), "kto", "kto", (7,), succeeds=False),
-    Slot("train-eval", ("train", "eval", NO_MODEL, "{IN}"), "pairs",
-         "pairs", succeeds=False),
-    Slot("annotate-push", ("annotate", "push", "{IN}", "--dataset", "bad-input", *OFFLINE),
-         "pairs", "pairs", succeeds=False),
-    Slot("run-import", ("run", "{fx[pipeline]}", "-o", "{d}/run", "--set", "import.path={IN}",
-                        "--no-progress"), "src_trl", outputs=(3,)),
-    Slot("run", ("run", "{IN}", "-o", "{d}/run", "--no-progress"), "pipeline", outputs=(3,),
-         reader="yaml"),
+    Slot(
+        "judge",
+        ("judge", "{IN}", "-o", "{d}/votes.parquet", "--judge", f"local:{NO_MODEL}", "--no-cache"),
+        "pairs",
+        "pairs",
+        (3,),
+        succeeds=False,
+    ),
+    Slot(
+        "judge-candidates",
+        ("judge", "{IN}", "-o", "{d}/votes.parquet", "--judge", f"local:{NO_MODEL}", "--no-cache"),
+        "candidates",
+        "candidates",
+        (3,),
+        succeeds=False,
+    ),
+    Slot(
+        "judge-eval",
+        ("judge-eval", "{IN}", "--gold", "{fx[annotations]}"),
+        "annotations",
+        "annotations",
+    ),
+    Slot(
+        "judge-eval-gold",
+        ("judge-eval", "{fx[annotations]}", "--gold", "{IN}"),
+        "annotations",
+        "annotations",
+    ),
+    Slot(
+        "critique",
+        ("critique", "{IN}", "-o", "{d}/rev.parquet", "--model", f"local:{NO_MODEL}"),
+        "candidates",
+        "candidates",
+        (3,),
+        succeeds=False,
+    ),
+    Slot(
+        "generate",
+        (
+            "generate",
+            "{IN}",
+            "-o",
+            "{d}/cands.parquet",
+            "--model",
+            NO_MODEL,
+            "--no-cache",
+            "--no-progress",
+        ),
+        "prompts",
+        "prompts",
+        (3,),
+        succeeds=False,
+    ),
+    Slot(
+        "synthetic-pairs",
+        ("synthetic-pairs", "{IN}", "--reward-model", NO_MODEL, "-o", "{d}/pairs.parquet"),
+        "candidates",
+        "candidates",
+        (5,),
+        succeeds=False,
+    ),
+    Slot(
+        "train-dpo",
+        (
+            "train",
+            "dpo",
+            "--recipe",
+            str(recipe("dpo")),
+            "--data",
+            "{IN}",
+            "-o",
+            "{d}/run",
+            "--model",
+            NO_MODEL,
+        ),
+        "pairs",
+        "pairs",
+        (7,),
+        succeeds=False,
+    ),
+    Slot(
+        "train-kto",
+        (
+            "train",
+            "kto",
+            "--recipe",
+            str(recipe("kto")),
+            "--data",
+            "{IN}",
+            "-o",
+            "{d}/run",
+            "--model",
+            NO_MODEL,
+        ),
+        "kto",
+        "kto",
+        (7,),
+        succeeds=False,
+    ),
+    Slot("train-eval", ("train", "eval", NO_MODEL, "{IN}"), "pairs", "pairs", succeeds=False),
+    Slot(
+        "annotate-push",
+        ("annotate", "push", "{IN}", "--dataset", "bad-input", *OFFLINE),
+        "pairs",
+        "pairs",
+        succeeds=False,
+    ),
+    Slot(
+        "run-import",
+        ("run", "{fx[pipeline]}", "-o", "{d}/run", "--set", "import.path={IN}", "--no-progress"),
+        "src_trl",
+        outputs=(3,),
+    ),
+    Slot(
+        "run",
+        ("run", "{IN}", "-o", "{d}/run", "--no-progress"),
+        "pipeline",
+        outputs=(3,),
+        reader="yaml",
+    ),
 ]
 
 
@@ -186,8 +372,10 @@ def _good_text(slot: Slot, fx: Fixtures) -> str:
     if src.suffix in (".jsonl", ".yaml"):
         return src.read_text(encoding="utf-8")
     if src.suffix == ".json":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in json.loads(
-            src.read_text(encoding="utf-8")))
+        return "".join(
+            json.dumps(r, ensure_ascii=False) + "\n"
+            for r in json.loads(src.read_text(encoding="utf-8"))
+        )
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in read_table(src).to_dicts())
 
 
@@ -233,8 +421,17 @@ def _truncated_gz(slot: Slot, d: Path, fx: Fixtures) -> Path:
 
 
 # Where the characters go: a column of written text, so they must come out unchanged.
-TEXT_KEYS = ("chosen", "completion", "prompt", "question", "problem", "instruction", "text",
-             "input", "label")
+TEXT_KEYS = (
+    "chosen",
+    "completion",
+    "prompt",
+    "question",
+    "problem",
+    "instruction",
+    "text",
+    "input",
+    "label",
+)
 
 
 def _insert_text(row: dict[str, Any]) -> dict[str, Any]:
@@ -304,12 +501,24 @@ GENERIC: list[Breakage] = [
     Breakage("empty", _file("empty.jsonl", b""), ("{IN}", "empty")),
     Breakage("blank-lines", _file("blank.jsonl", "\n  \n\n"), ("{IN}", "empty")),
     Breakage("folder", _folder),
-    Breakage("not-utf8", _lines("latin1.jsonl", '{"x": "caf\xe9"}'.encode("latin-1")),
-              ("{IN}", "row 2", "UTF-8"), readers=("table", "json")),
-    Breakage("malformed-line", _lines("broken.jsonl", b'{"oops": '), ("{IN}", "row 2"),
-              readers=("table", "json")),
-    Breakage("line-not-object", _lines("array.jsonl", b"[1, 2]"), ("{IN}", "row 2"),
-              readers=("table", "json")),
+    Breakage(
+        "not-utf8",
+        _lines("latin1.jsonl", '{"x": "caf\xe9"}'.encode("latin-1")),
+        ("{IN}", "row 2", "UTF-8"),
+        readers=("table", "json"),
+    ),
+    Breakage(
+        "malformed-line",
+        _lines("broken.jsonl", b'{"oops": '),
+        ("{IN}", "row 2"),
+        readers=("table", "json"),
+    ),
+    Breakage(
+        "line-not-object",
+        _lines("array.jsonl", b"[1, 2]"),
+        ("{IN}", "row 2"),
+        readers=("table", "json"),
+    ),
     Breakage("unknown-suffix", _file("data.txt", "hello\n")),
     Breakage("corrupt-parquet", _file("corrupt.parquet", b"PAR1 this is not parquet")),
     Breakage("truncated-gzip", _truncated_gz, readers=("table", "json")),
@@ -320,8 +529,14 @@ GENERIC: list[Breakage] = [
     Breakage("markup-in-name", _lines("a[/]b.jsonl", b"{oops")),
     Breakage("markup-folder", _lines("brk/[red]x.jsonl", b"{oops")),
     Breakage("redacted-name", _lines("[redacted].jsonl", b"{oops")),
-    Breakage("bom-u2028-u0085", _unicode, (), readers=("table", "json", "csv"), expect="ok",
-              check=_unicode_kept),
+    Breakage(
+        "bom-u2028-u0085",
+        _unicode,
+        (),
+        readers=("table", "json", "csv"),
+        expect="ok",
+        check=_unicode_kept,
+    ),
 ]
 # A YAML pipeline file is read by the pipeline loader: only the classes that make sense there.
 YAML_CLASSES = {"missing", "empty", "folder", "unknown-suffix", "markup-in-name"}
@@ -355,11 +570,19 @@ def _case(
 
     checked: Check | None = None
     if check is not None:
+
         def checked(d: Path, out: str, check: Any = check) -> None:
             check(slot, d, out)
 
-    return Case(f"{slot.name}:{name}", slot.argv, made, expect, says, checked,
-                run_folder_ok=slot.name.startswith("run"))
+    return Case(
+        f"{slot.name}:{name}",
+        slot.argv,
+        made,
+        expect,
+        says,
+        checked,
+        run_folder_ok=slot.name.startswith("run"),
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,8 +614,9 @@ def _set_raw(slot: Slot, d: Path, fx: Fixtures, literal: str) -> Path:
     return path
 
 
-def _with(slot: Slot, d: Path, fx: Fixtures, change: Callable[[pl.DataFrame], pl.DataFrame]
-          ) -> Path:
+def _with(
+    slot: Slot, d: Path, fx: Fixtures, change: Callable[[pl.DataFrame], pl.DataFrame]
+) -> Path:
     return write_table(change(_table(slot, fx)), d / "broken.parquet")
 
 
@@ -420,50 +644,91 @@ def _key(slot: Slot) -> str:
 CONTRACT_BREAKS: list[ContractBreak] = [
     # Without its key column a table may look like another contract: the error must name
     # the file and talk about columns, not necessarily this one.
-    ContractBreak("missing-column",
-                  lambda s, d, fx: _with(s, d, fx, lambda t: t.drop(_key(s))),
-                  ("{IN}", "column")),
-    ContractBreak("null-cell",
-                  lambda s, d, fx: _with(s, d, fx, _row2(_key(s), None)),
-                  ("{IN}", "row 2", "column '{KEY}'")),
-    ContractBreak("nan-literal", lambda s, d, fx: _set_raw(s, d, fx, "NaN"),
-                  ("{IN}", "row 2", "column '{KEY}'")),
-    ContractBreak("number-in-text", lambda s, d, fx: _set_raw(s, d, fx, "12345"),
-                  ("{IN}", "row 2", "column '{KEY}'"),
-                  ("pairs", "kto", "prompts", "candidates")),
-    ContractBreak("bool-in-text", lambda s, d, fx: _set_raw(s, d, fx, "true"),
-                  ("{IN}", "row 2", "column '{KEY}'"),
-                  ("pairs", "kto", "prompts", "candidates")),
-    ContractBreak("list-in-text", lambda s, d, fx: _set_raw(s, d, fx, "[1, 2]"),
-                  ("{IN}", "row 2", "column '{KEY}'"), ("pairs", "kto", "candidates")),
-    ContractBreak("nan-column",
-                  lambda s, d, fx: _with(s, d, fx, lambda t: t.with_columns(
-                      pl.lit(float("nan")).alias(_key(s)))),
-                  ("{IN}", "row 1", "column '{KEY}'"), ("pairs", "kto", "candidates")),
-    ContractBreak("number-column",
-                  lambda s, d, fx: _with(s, d, fx, lambda t: t.with_columns(
-                      pl.int_range(pl.len()).alias(_key(s)))),
-                  ("{IN}", "row 1", "column '{KEY}'"), ("pairs", "kto", "candidates")),
-    ContractBreak("blank-text", lambda s, d, fx: _with(s, d, fx, _row2(_key(s), "   ")),
-                  ("{IN}", "row 2", "column '{KEY}'"), ("pairs", "kto", "candidates")),
-    ContractBreak("chosen-equals-rejected",
-                  lambda s, d, fx: _with(s, d, fx, lambda t: _row2(
-                      "rejected", t["chosen"][1])(t)),
-                  ("{IN}", "row 2", "column 'rejected'"), ("pairs",)),
-    ContractBreak("confidence-above-1",
-                  lambda s, d, fx: _with(s, d, fx, _row2("confidence", 1.5, pl.Float64)),
-                  ("{IN}", "row 2", "column 'confidence'"), ("pairs",)),
-    ContractBreak("confidence-nan",
-                  lambda s, d, fx: _with(s, d, fx, _row2("confidence", float("nan"),
-                                                         pl.Float64)),
-                  ("{IN}", "row 2", "column 'confidence'"), ("pairs", "kto")),
-    ContractBreak("duplicate-id",
-                  lambda s, d, fx: _with(s, d, fx, lambda t: _row2("pair_id",
-                                                                   t["pair_id"][0])(t)),
-                  ("{IN}", "row 2", "column 'pair_id'"), ("pairs",)),
-    ContractBreak("unknown-annotator-kind",
-                  lambda s, d, fx: _with(s, d, fx, _row2("annotator_kind", "robot")),
-                  ("{IN}", "row 2", "column 'annotator_kind'", "human"), ("annotations",)),
+    ContractBreak(
+        "missing-column",
+        lambda s, d, fx: _with(s, d, fx, lambda t: t.drop(_key(s))),
+        ("{IN}", "column"),
+    ),
+    ContractBreak(
+        "null-cell",
+        lambda s, d, fx: _with(s, d, fx, _row2(_key(s), None)),
+        ("{IN}", "row 2", "column '{KEY}'"),
+    ),
+    ContractBreak(
+        "nan-literal",
+        lambda s, d, fx: _set_raw(s, d, fx, "NaN"),
+        ("{IN}", "row 2", "column '{KEY}'"),
+    ),
+    ContractBreak(
+        "number-in-text",
+        lambda s, d, fx: _set_raw(s, d, fx, "12345"),
+        ("{IN}", "row 2", "column '{KEY}'"),
+        ("pairs", "kto", "prompts", "candidates"),
+    ),
+    ContractBreak(
+        "bool-in-text",
+        lambda s, d, fx: _set_raw(s, d, fx, "true"),
+        ("{IN}", "row 2", "column '{KEY}'"),
+        ("pairs", "kto", "prompts", "candidates"),
+    ),
+    ContractBreak(
+        "list-in-text",
+        lambda s, d, fx: _set_raw(s, d, fx, "[1, 2]"),
+        ("{IN}", "row 2", "column '{KEY}'"),
+        ("pairs", "kto", "candidates"),
+    ),
+    ContractBreak(
+        "nan-column",
+        lambda s, d, fx: _with(
+            s, d, fx, lambda t: t.with_columns(pl.lit(float("nan")).alias(_key(s)))
+        ),
+        ("{IN}", "row 1", "column '{KEY}'"),
+        ("pairs", "kto", "candidates"),
+    ),
+    ContractBreak(
+        "number-column",
+        lambda s, d, fx: _with(
+            s, d, fx, lambda t: t.with_columns(pl.int_range(pl.len()).alias(_key(s)))
+        ),
+        ("{IN}", "row 1", "column '{KEY}'"),
+        ("pairs", "kto", "candidates"),
+    ),
+    ContractBreak(
+        "blank-text",
+        lambda s, d, fx: _with(s, d, fx, _row2(_key(s), "   ")),
+        ("{IN}", "row 2", "column '{KEY}'"),
+        ("pairs", "kto", "candidates"),
+    ),
+    ContractBreak(
+        "chosen-equals-rejected",
+        lambda s, d, fx: _with(s, d, fx, lambda t: _row2("rejected", t["chosen"][1])(t)),
+        ("{IN}", "row 2", "column 'rejected'"),
+        ("pairs",),
+    ),
+    ContractBreak(
+        "confidence-above-1",
+        lambda s, d, fx: _with(s, d, fx, _row2("confidence", 1.5, pl.Float64)),
+        ("{IN}", "row 2", "column 'confidence'"),
+        ("pairs",),
+    ),
+    ContractBreak(
+        "confidence-nan",
+        lambda s, d, fx: _with(s, d, fx, _row2("confidence", float("nan"), pl.Float64)),
+        ("{IN}", "row 2", "column 'confidence'"),
+        ("pairs", "kto"),
+    ),
+    ContractBreak(
+        "duplicate-id",
+        lambda s, d, fx: _with(s, d, fx, lambda t: _row2("pair_id", t["pair_id"][0])(t)),
+        ("{IN}", "row 2", "column 'pair_id'"),
+        ("pairs",),
+    ),
+    ContractBreak(
+        "unknown-annotator-kind",
+        lambda s, d, fx: _with(s, d, fx, _row2("annotator_kind", "robot")),
+        ("{IN}", "row 2", "column 'annotator_kind'", "human"),
+        ("annotations",),
+    ),
 ]
 
 
@@ -478,8 +743,14 @@ def _skipped_one(slot: Slot, d: Path, out: str) -> None:
 
 # Row problems (as opposed to a wrong type: NaN, a number for text) that the QA report takes on
 # purpose and shows, counted, in its overview.
-ROW_PROBLEMS = ("null-cell", "blank-text", "chosen-equals-rejected", "confidence-above-1",
-                "confidence-nan", "duplicate-id")
+ROW_PROBLEMS = (
+    "null-cell",
+    "blank-text",
+    "chosen-equals-rejected",
+    "confidence-above-1",
+    "confidence-nan",
+    "duplicate-id",
+)
 # Rows the stage sets aside and counts itself, by design: the judge's candidates with a blank
 # completion (prompts that give no pair; tests/label/test_selection.py) and generate's prompts
 # that break the contract (`invalid_prompt` in its rejected table; tests/llm/test_generate.py).
@@ -534,10 +805,15 @@ def _copy_in(slot: Slot, d: Path, fx: Fixtures) -> Path:
     return dest
 
 
-def _output_case(slot: Slot, name: str, outputs: Callable[[Path, Path], list[str]],
-                 says: tuple[str, ...], expect: Literal["error", "ok"] = "error",
-                 check: Check | None = None, prepare: Callable[[Path, list[str]], None] | None
-                 = None) -> Case:
+def _output_case(
+    slot: Slot,
+    name: str,
+    outputs: Callable[[Path, Path], list[str]],
+    says: tuple[str, ...],
+    expect: Literal["error", "ok"] = "error",
+    check: Check | None = None,
+    prepare: Callable[[Path, list[str]], None] | None = None,
+) -> Case:
     """A case that puts `outputs(d, input)` at the slot's first output positions (the other
     outputs keep their usual paths)."""
     argv = list(slot.argv)
@@ -557,8 +833,15 @@ def _output_case(slot: Slot, name: str, outputs: Callable[[Path, Path], list[str
     if slot.name.startswith("run"):
         # A run folder is not one file: the pipeline names whichever path it cannot write.
         says = ()
-    return Case(f"{slot.name}:{name}", tuple(argv), made, expect, says, check,
-                run_folder_ok=slot.name.startswith("run"))
+    return Case(
+        f"{slot.name}:{name}",
+        tuple(argv),
+        made,
+        expect,
+        says,
+        check,
+        run_folder_ok=slot.name.startswith("run"),
+    )
 
 
 def _width(outputs: Callable[[Path, Path], list[str]]) -> int:
@@ -639,13 +922,13 @@ def output_cases() -> list[Case]:
         if os.geteuid() != 0:  # root writes into read-only folders
             cases.append(_output_case(slot, "output-read-only", _read_only_folder, first_says))
         if len(slot.outputs) > 1:
-            cases.append(
-                _output_case(slot, "two-outputs-one-path", _both_same, ("same.parquet",))
-            )
+            cases.append(_output_case(slot, "two-outputs-one-path", _both_same, ("same.parquet",)))
         if slot.succeeds and not slot.name.startswith(("report", "run", "export-hf")):
+
             def usual(d: Path, src: Path, slot: Slot = slot) -> list[str]:
                 return [slot.argv[slot.outputs[0]].format(d=d)]
 
-            cases.append(_output_case(slot, "stale-temp-files", usual, (), "ok",
-                                      _stale_gone, _stale))
+            cases.append(
+                _output_case(slot, "stale-temp-files", usual, (), "ok", _stale_gone, _stale)
+            )
     return cases

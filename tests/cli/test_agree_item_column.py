@@ -36,9 +36,7 @@ def test_agree_by_record_reproduces_pandalm(shared_data: Path, tmp_path: Path) -
     )
     assert by_record.exit_code == 0, by_record.output
     report = json.loads(by_record.stdout)
-    by_item = json.loads(
-        runner.invoke(app, ["agree", str(votes), "--bootstrap", "0"]).stdout
-    )
+    by_item = json.loads(runner.invoke(app, ["agree", str(votes), "--bootstrap", "0"]).stdout)
 
     # The reference, from the source file alone: each record's three votes, as shown
     # (0 tie, 1 response1, 2 response2) and as prefdata's sides a / b (by content digest).
@@ -47,8 +45,9 @@ def test_agree_by_record_reproduces_pandalm(shared_data: Path, tmp_path: Path) -
     for r in records:
         votes_shown = [str(r[f"annotator{i}"]) for i in (1, 2, 3)]
         # A response that is not text (a few are JSON `true`) is its JSON form, as imported.
-        one, two = (v if isinstance(v, str) else json.dumps(v) for v in (r["response1"],
-                                                                           r["response2"]))
+        one, two = (
+            v if isinstance(v, str) else json.dumps(v) for v in (r["response1"], r["response2"])
+        )
         first_is_a = canonical_sides(one, two)[0] == one
         to_side = {"0": "tie", "1": "a" if first_is_a else "b", "2": "b" if first_is_a else "a"}
         shown.append(votes_shown)

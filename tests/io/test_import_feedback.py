@@ -35,10 +35,26 @@ LOG = [
     ("s2", "Capital of France?", "Lyon.", "regenerated", "2024-05-02T09:00:00", "u2"),
     ("s2", "Capital of France?", "Paris.", "accepted", "2024-05-02T09:00:09", "u2"),
     # session 3: a second thumbs pair on a chat prompt given as JSON messages
-    ("s3", json.dumps([{"role": "system", "content": "Be terse."},
-                       {"role": "user", "content": "2+2?"}]), "4", "thumbs_up", "", ""),
-    ("s3", json.dumps([{"role": "system", "content": "Be terse."},
-                       {"role": "user", "content": "2+2?"}]), "5", "thumbs_down", "", ""),
+    (
+        "s3",
+        json.dumps(
+            [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}]
+        ),
+        "4",
+        "thumbs_up",
+        "",
+        "",
+    ),
+    (
+        "s3",
+        json.dumps(
+            [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}]
+        ),
+        "5",
+        "thumbs_down",
+        "",
+        "",
+    ),
 ]
 
 
@@ -83,8 +99,10 @@ def test_jsonl_log_gives_the_same_tables(tmp_path: Path) -> None:
     from_csv = import_feedback(_csv(tmp_path / "log.csv", LOG))
     from_jsonl = import_feedback(_jsonl(tmp_path / "log.jsonl", LOG))
     for name in ("kto", "pairs"):
-        assert from_jsonl.tables[name].drop("provenance", strict=False).equals(
-            from_csv.tables[name].drop("provenance", strict=False)
+        assert (
+            from_jsonl.tables[name]
+            .drop("provenance", strict=False)
+            .equals(from_csv.tables[name].drop("provenance", strict=False))
         )
 
 
@@ -105,15 +123,23 @@ def test_regenerate_is_a_weak_negative(tmp_path: Path) -> None:
 
 def test_sessions_that_disagree(tmp_path: Path) -> None:
     rows = []
-    for session, (up, down) in {"s1": ("A", "B"), "s2": ("A", "B"), "s3": ("B", "A"),
-                                "s4": ("C", "D"), "s5": ("D", "C")}.items():
+    for session, (up, down) in {
+        "s1": ("A", "B"),
+        "s2": ("A", "B"),
+        "s3": ("B", "A"),
+        "s4": ("C", "D"),
+        "s5": ("D", "C"),
+    }.items():
         rows += [
             (session, "q", up, "thumbs_up", "", ""),
             (session, "q", down, "thumbs_down", "", ""),
         ]
     # s6 thumbs A both up and down: its votes on A make no pair.
-    rows += [("s6", "q", "A", "thumbs_up", "", ""), ("s6", "q", "A", "thumbs_down", "", ""),
-             ("s6", "q", "B", "thumbs_down", "", "")]
+    rows += [
+        ("s6", "q", "A", "thumbs_up", "", ""),
+        ("s6", "q", "A", "thumbs_down", "", ""),
+        ("s6", "q", "B", "thumbs_down", "", ""),
+    ]
     result = import_feedback(_csv(tmp_path / "log.csv", rows))
     pairs = validate(result.tables["pairs"], "pairs")
     assert pairs.select("chosen", "rejected").rows() == [("A", "B")]
@@ -128,8 +154,11 @@ def test_sessions_that_disagree(tmp_path: Path) -> None:
 def test_unknown_event_names_file_row_and_column(tmp_path: Path) -> None:
     src = _csv(
         tmp_path / "log.csv",
-        [("s1", "q", "a", "thumbs_up", "", ""), ("s1", "q", "b", "Thumbs_Down ", "", ""),
-         ("s1", "q", "c", "copied", "", "")],
+        [
+            ("s1", "q", "a", "thumbs_up", "", ""),
+            ("s1", "q", "b", "Thumbs_Down ", "", ""),
+            ("s1", "q", "c", "copied", "", ""),
+        ],
     )
     with pytest.raises(InputError) as err:
         import_feedback(src)
@@ -146,14 +175,20 @@ def test_missing_column_and_missing_values(tmp_path: Path) -> None:
 
     src = _csv(
         tmp_path / "b.csv",
-        [("s1", "q", "a", "thumbs_up", "", ""), ("", "q", "b", "thumbs_up", "", ""),
-         ("s1", "q", "", "thumbs_down", "", ""), ("s1", "", "c", "accepted", "", "")],
+        [
+            ("s1", "q", "a", "thumbs_up", "", ""),
+            ("", "q", "b", "thumbs_up", "", ""),
+            ("s1", "q", "", "thumbs_down", "", ""),
+            ("s1", "", "c", "accepted", "", ""),
+        ],
     )
     result = import_feedback(src)
     assert result.tables["kto"].height == 1
     assert result.rejected["row"].to_list() == [2, 3, 4]
     assert result.rejected["reason"].to_list() == [
-        "missing session_id", "missing completion", "missing prompt"
+        "missing session_id",
+        "missing completion",
+        "missing prompt",
     ]
 
 
@@ -178,16 +213,23 @@ def test_csv_cells_stay_text(tmp_path: Path) -> None:
 
 
 def test_jsonl_prompt_as_message_list(tmp_path: Path) -> None:
-    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-            {"role": "user", "content": "joke?"}]
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "joke?"},
+    ]
     src = tmp_path / "log.jsonl"
     src.write_text(
-        json.dumps({"session_id": 7, "prompt": chat, "completion": "good one",
-                    "event": "thumbs_up"}) + "\n\n"
-        + json.dumps({"session_id": 7, "prompt": chat, "completion": "bad one",
-                      "event": "thumbs_down"}) + "\n"
-        + json.dumps({"session_id": 7, "prompt": 42, "completion": "x",
-                      "event": "thumbs_down"}) + "\n"
+        json.dumps(
+            {"session_id": 7, "prompt": chat, "completion": "good one", "event": "thumbs_up"}
+        )
+        + "\n\n"
+        + json.dumps(
+            {"session_id": 7, "prompt": chat, "completion": "bad one", "event": "thumbs_down"}
+        )
+        + "\n"
+        + json.dumps({"session_id": 7, "prompt": 42, "completion": "x", "event": "thumbs_down"})
+        + "\n"
     )
     result = import_feedback(src)
     pairs = validate(result.tables["pairs"], "pairs")

@@ -137,8 +137,10 @@ def test_final_answer_takes_the_last_marker() -> None:
 
 
 def test_gsm8k_wrong_type_names_row_and_column(tmp_path: Path) -> None:
-    src = _write(tmp_path / "gsm.jsonl", [{"question": "q", "answer": "#### 1"},
-                                          {"question": "q2", "answer": 3}])
+    src = _write(
+        tmp_path / "gsm.jsonl",
+        [{"question": "q", "answer": "#### 1"}, {"question": "q2", "answer": 3}],
+    )
     with pytest.raises(InputError) as err:
         import_gsm8k(src)
     assert "gsm.jsonl" in str(err.value) and "row 2" in str(err.value)
@@ -149,10 +151,22 @@ def test_math500_blank_answer_is_rejected(tmp_path: Path) -> None:
     src = _write(
         tmp_path / "m.jsonl",
         [
-            {"problem": "p1", "solution": "s", "answer": "\\frac12", "subject": "Algebra",
-             "level": 1, "unique_id": "a/1"},
-            {"problem": "p2", "solution": "s", "answer": " ", "subject": "Algebra",
-             "level": 1, "unique_id": "a/2"},
+            {
+                "problem": "p1",
+                "solution": "s",
+                "answer": "\\frac12",
+                "subject": "Algebra",
+                "level": 1,
+                "unique_id": "a/1",
+            },
+            {
+                "problem": "p2",
+                "solution": "s",
+                "answer": " ",
+                "subject": "Algebra",
+                "level": 1,
+                "unique_id": "a/2",
+            },
         ],
     )
     result = import_math500(src)

@@ -78,15 +78,26 @@ def test_outputs_that_are_not_one_text_reply_are_rejected(tmp_path: Path) -> Non
             _row(user, [*_out("part 1"), *_out("part 2")], _out("x")),
             _row(
                 user,
-                [{"role": "assistant", "content": None,
-                  "tool_calls": [{"id": "1", "type": "function"}]}],
+                [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "1", "type": "function"}],
+                    }
+                ],
                 _out("y"),
             ),
-            _row(user, _out("a"), [{"role": "assistant",
-                                    "content": [{"type": "text", "text": "b"}]}]),
-            _row([{"role": "user", "content": "q"},
-                  {"role": "assistant", "content": None, "tool_calls": [{"id": "2"}]}],
-                 _out("c"), _out("d")),
+            _row(
+                user, _out("a"), [{"role": "assistant", "content": [{"type": "text", "text": "b"}]}]
+            ),
+            _row(
+                [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": None, "tool_calls": [{"id": "2"}]},
+                ],
+                _out("c"),
+                _out("d"),
+            ),
         ],
     )
     result = import_openai_dpo(src)
@@ -117,8 +128,12 @@ def test_line_not_in_the_format_names_line_and_field(tmp_path: Path) -> None:
 
     missing_output = _jsonl(
         tmp_path / "dpo2.jsonl",
-        [{"input": {"messages": [{"role": "user", "content": "q"}]},
-          "preferred_output": _out("a")}],
+        [
+            {
+                "input": {"messages": [{"role": "user", "content": "q"}]},
+                "preferred_output": _out("a"),
+            }
+        ],
     )
     with pytest.raises(InputError) as err:
         import_openai_dpo(missing_output)

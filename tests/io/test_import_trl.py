@@ -124,10 +124,18 @@ def test_unpaired_standard_and_conversational(tmp_path: Path) -> None:
     conv = _jsonl(
         tmp_path / "kto_conv.jsonl",
         [
-            {"prompt": [_u("Sky colour?")], "completion": [_a("Blue")], "label": True,
-             "confidence": 0.9},
-            {"prompt": [_u("Sky colour?")], "completion": [_a("Green")], "label": False,
-             "confidence": 0.6},
+            {
+                "prompt": [_u("Sky colour?")],
+                "completion": [_a("Blue")],
+                "label": True,
+                "confidence": 0.9,
+            },
+            {
+                "prompt": [_u("Sky colour?")],
+                "completion": [_a("Green")],
+                "label": False,
+                "confidence": 0.6,
+            },
         ],
     )
     result = import_trl(conv, kind="unpaired")
@@ -209,9 +217,7 @@ def test_kind_that_does_not_fit_the_columns(tmp_path: Path) -> None:
         import_trl(other)
 
 
-def test_hh_rlhf_round_trip_through_trl_conversational(
-    shared_data: Path, tmp_path: Path
-) -> None:
+def test_hh_rlhf_round_trip_through_trl_conversational(shared_data: Path, tmp_path: Path) -> None:
     original = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz")
     pairs = original.tables["pairs"]
     assert pairs.height > 2290

@@ -14,8 +14,19 @@ from prefdata.io.importers.pandalm import import_pandalm
 from prefdata.io.importers.trl import import_trl
 from prefdata.io.tables import read_table, write_table
 
-PAIR_COLUMNS = ["pair_id", "prompt_id", "prompt", "chosen", "rejected", "confidence", "margin",
-                "n_votes", "agreement", "source", "provenance"]
+PAIR_COLUMNS = [
+    "pair_id",
+    "prompt_id",
+    "prompt",
+    "chosen",
+    "rejected",
+    "confidence",
+    "margin",
+    "n_votes",
+    "agreement",
+    "source",
+    "provenance",
+]
 
 
 @pytest.fixture(scope="module")

@@ -96,9 +96,7 @@ def test_export_gives_the_in_memory_rows(tmp_path: Path) -> None:
     export(pairs, tmp_path / "conv_whole.jsonl", "trl-conversational")
     assert (tmp_path / "conv.jsonl").read_text() == (tmp_path / "conv_whole.jsonl").read_text()
     stream_export(src, tmp_path / "conv.jsonl.gz", "trl-conversational", batch_rows=7)
-    assert read_table(tmp_path / "conv.jsonl.gz").equals(
-        read_table(tmp_path / "conv_whole.jsonl")
-    )
+    assert read_table(tmp_path / "conv.jsonl.gz").equals(read_table(tmp_path / "conv_whole.jsonl"))
 
     stream_export(src, tmp_path / "openai.jsonl", "openai", batch_rows=7)
     assert read_table(tmp_path / "openai.jsonl").equals(
@@ -119,8 +117,10 @@ def test_conversational_jsonl_with_bad_rows_matches_import_trl(tmp_path: Path) -
 
     rows: list[dict[str, Any]] = [
         {
-            "prompt": [{"role": "system", "content": "Be brief."},
-                       {"role": "user", "content": f"Name a number above {i}."}],
+            "prompt": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": f"Name a number above {i}."},
+            ],
             "chosen": [a(str(i + 1))],
             "rejected": [a(f"{i - 1}")],
         }
@@ -158,21 +158,27 @@ def test_conversational_implicit_prompt_and_text_columns_take_the_per_row_path(
 
     rows: list[dict[str, Any]] = []
     for i in range(25):
-        history = [turn("user", f"hi {i % 4}"), turn("assistant", "hello"),
-                   turn("user", f"count to {i}")]
-        rows.append({
-            "chosen": [*history, turn("assistant", " ".join(map(str, range(i + 1))))],
-            "rejected": [*history, turn("assistant", "no")],
-            # As text (a CSV-made file): the per-row path parses it, as import_trl does.
-            "n_votes": str(1 + i % 3),
-        })
+        history = [
+            turn("user", f"hi {i % 4}"),
+            turn("assistant", "hello"),
+            turn("user", f"count to {i}"),
+        ]
+        rows.append(
+            {
+                "chosen": [*history, turn("assistant", " ".join(map(str, range(i + 1))))],
+                "rejected": [*history, turn("assistant", "no")],
+                # As text (a CSV-made file): the per-row path parses it, as import_trl does.
+                "n_votes": str(1 + i % 3),
+            }
+        )
     rows[17]["rejected"][0] = turn("user", "something else")  # differs before the last turn
     src = _jsonl(tmp_path / "implicit.jsonl", rows)
     out = tmp_path / "pairs.jsonl"
     report = stream_import_trl(src, out, batch_rows=7)
     whole = import_trl(src)
-    assert read_table(out).equals(read_table(write_table(whole.tables["pairs"],
-                                                         tmp_path / "whole.jsonl")))
+    assert read_table(out).equals(
+        read_table(write_table(whole.tables["pairs"], tmp_path / "whole.jsonl"))
+    )
     assert read_table(out)["n_votes"].to_list()[:4] == [1, 2, 3, 1]
     rejected = read_table(sibling(out, "rejected"))
     assert rejected.select("row", "reason").rows() == [
@@ -244,8 +250,10 @@ def test_validate_names_the_global_row(tmp_path: Path) -> None:
     pairs = import_trl(_parquet(tmp_path / "std.parquet", _rows(40))).tables["pairs"]
     # A contract problem in batch 4 (row 26), written without the importer's checks.
     bad = pairs.with_columns(
-        pl.when(pl.int_range(pl.len()) == 25).then(pl.col("chosen"))
-        .otherwise(pl.col("rejected")).alias("rejected")
+        pl.when(pl.int_range(pl.len()) == 25)
+        .then(pl.col("chosen"))
+        .otherwise(pl.col("rejected"))
+        .alias("rejected")
     )
     bad.write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ContractError) as err:
@@ -265,8 +273,10 @@ def test_validate_names_the_global_row(tmp_path: Path) -> None:
 
     # A wrong type in a late batch: the conversion error names the global row too.
     typed = pairs.with_columns(
-        pl.when(pl.int_range(pl.len()) == 32).then(pl.lit("many"))
-        .otherwise(pl.col("n_votes").cast(pl.String)).alias("n_votes")
+        pl.when(pl.int_range(pl.len()) == 32)
+        .then(pl.lit("many"))
+        .otherwise(pl.col("n_votes").cast(pl.String))
+        .alias("n_votes")
     )
     _jsonl(tmp_path / "typed.jsonl", typed.to_dicts())
     with pytest.raises(ContractError) as err:
@@ -306,14 +316,17 @@ def test_jsonl_parse_error_names_the_line(tmp_path: Path) -> None:
 
 def test_empty_input_gives_an_empty_valid_output(tmp_path: Path) -> None:
     src = tmp_path / "empty.parquet"
-    pl.DataFrame(schema={"prompt": pl.String, "chosen": pl.String,
-                         "rejected": pl.String}).write_parquet(src)
+    pl.DataFrame(
+        schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String}
+    ).write_parquet(src)
     out = tmp_path / "pairs.parquet"
     report = stream_import_trl(src, out, batch_rows=7)
     assert report["rows_pairs"] == 0
     assert stream_validate(out, "pairs") == 0
-    assert read_table(out).schema == import_trl(
-        _jsonl(tmp_path / "one.jsonl", _rows(1))).tables["pairs"].schema
+    assert (
+        read_table(out).schema
+        == import_trl(_jsonl(tmp_path / "one.jsonl", _rows(1))).tables["pairs"].schema
+    )
 
 
 def test_unsupported_inputs_are_refused(tmp_path: Path) -> None:
@@ -330,9 +343,7 @@ def test_unsupported_inputs_are_refused(tmp_path: Path) -> None:
         stream_export(csv, tmp_path / "out.parquet", "openai")
 
 
-def test_hh_rlhf_through_trl_conversational_in_batches(
-    shared_data: Path, tmp_path: Path
-) -> None:
+def test_hh_rlhf_through_trl_conversational_in_batches(shared_data: Path, tmp_path: Path) -> None:
     original = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz")
     pairs = original.tables["pairs"]
     # MANIFEST: 2,312 records; 5 have transcripts that differ before the last turn and 4 an

@@ -37,9 +37,17 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("vllm")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [str(VLLM_PYTHON), str(REPO / "tests" / "llm" / "vllm_run.py"), str(work / "seen.json"),
-         str(work)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            str(VLLM_PYTHON),
+            str(REPO / "tests" / "llm" / "vllm_run.py"),
+            str(work / "seen.json"),
+            str(work),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     if done.returncode != 0:
         pytest.fail(f"vllm_run.py failed ({done.returncode}):\n{done.stderr[-4000:]}")

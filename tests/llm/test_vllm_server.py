@@ -135,5 +135,5 @@ def test_the_judge_gets_a_verdict_from_every_vllm_call(
     assert report["failures"]["failed"] == 0
     # Asked as the whitespace-free regex (not the JSON-schema fallback): no request failed.
     text = log.read_text()
-    assert "POST /v1/chat/completions HTTP/1.1\" 200" in text
+    assert 'POST /v1/chat/completions HTTP/1.1" 200' in text
     assert "Internal Server Error" not in text and "400 Bad Request" not in text

@@ -80,8 +80,15 @@ def main(out: Path, work: Path) -> None:
     for _ in range(2):
         cache = CallCache(work / "calls.sqlite")
         result = generate(
-            prompts, models=["smollm2"], backend="vllm", n=2, params=params, cache=cache,
-            device=DEVICE, client_options={"dtype": "float32"}, progress=False,
+            prompts,
+            models=["smollm2"],
+            backend="vllm",
+            n=2,
+            params=params,
+            cache=cache,
+            device=DEVICE,
+            client_options={"dtype": "float32"},
+            progress=False,
         )
         cache.close()
         runs.append(result)
@@ -90,13 +97,21 @@ def main(out: Path, work: Path) -> None:
     seen["generate_reports"] = [r.report for r in runs]
 
     # the judge reading JSON verdicts through structured outputs
-    pairs = runs[0].main.group_by("prompt_id", maintain_order=True).agg(
-        pl.col("prompt").first(), pl.col("completion").first().alias("chosen"),
-        pl.col("completion").last().alias("rejected"),
-    ).filter(pl.col("chosen") != pl.col("rejected"))
+    pairs = (
+        runs[0]
+        .main.group_by("prompt_id", maintain_order=True)
+        .agg(
+            pl.col("prompt").first(),
+            pl.col("completion").first().alias("chosen"),
+            pl.col("completion").last().alias("rejected"),
+        )
+        .filter(pl.col("chosen") != pl.col("rejected"))
+    )
     cache = CallCache(work / "calls.sqlite")
     verdict = judge(
-        pairs, judges=["vllm:smollm2"], cache=cache,
+        pairs,
+        judges=["vllm:smollm2"],
+        cache=cache,
         options=JudgeOptions(orders="ab", max_new_tokens=96),
         client_options={"vllm": {"reading": "json", "device": DEVICE, "dtype": "float32"}},
     )

@@ -241,6 +241,7 @@ def _synthetic_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str,
     inputs, _, out = _rule_label_case(shared, tmp)
     return inputs, {"scorer": "length", "min_margin": 5.0}, out
 
+
 def _argilla_pairs(shared: Path, tmp: Path, n: int) -> tuple[Path, pl.DataFrame]:
     from prefdata.io.importers.pandalm import import_pandalm
 
@@ -308,6 +309,7 @@ def _same_folders(cli: Path, pipeline: Path) -> None:
 
 # Cases that need the session's Argilla server (tests.annotate.conftest).
 ARGILLA_CASES = ("annotate-push", "annotate-pull")
+
 
 def _eval_case(shared: Path, tmp: Path) -> tuple[dict[str, Path], dict[str, Any], str]:
     from prefdata.models.tiny import tiny_model

@@ -49,12 +49,14 @@ def test_two_rounds_the_second_samples_from_the_first_policy(tmp_path: Path) -> 
     policy = run_dir / "round-1" / "train" / "model"
     assert set(first["generator"]) == {"smollm2"}
     assert set(second["generator"]) == {str(policy)}
+
     # Same prompts, same per-sample seeds: the base model would answer exactly as round 1
     # did, so answers that differ are the trained policy's.
     def keyed(table: pl.DataFrame) -> dict[tuple[str, int], str]:
         samples = table["params"].map_elements(lambda p: json.loads(p)["sample"], pl.Int64)
-        return dict(zip(zip(table["prompt_id"], samples, strict=True), table["completion"],
-                        strict=True))
+        return dict(
+            zip(zip(table["prompt_id"], samples, strict=True), table["completion"], strict=True)
+        )
 
     a, b = keyed(first), keyed(second)
     shared = set(a) & set(b)

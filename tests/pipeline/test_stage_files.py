@@ -67,8 +67,11 @@ def test_editing_a_rubric_file_reruns_the_judge(
     stages[1]["rubric"] = "honesty"
     assert load_pipeline(write_pipeline(stages)).stage("judge").options["rubric"] == "honesty"
     stages[1]["rubric"] = "helpfulnes"
-    with pytest.raises(InputError, match=r"key 'rubric': not a built-in \(helpfulness, .*"
-                                         r"file not found: .*helpfulnes"):
+    with pytest.raises(
+        InputError,
+        match=r"key 'rubric': not a built-in \(helpfulness, .*"
+        r"file not found: .*helpfulnes",
+    ):
         load_pipeline(write_pipeline(stages))
 
 
@@ -87,4 +90,3 @@ def test_a_corrupt_input_file_names_the_pipeline_and_stage(
     # The original error stays attached, for a traceback.
     assert type(err.value.__cause__).__name__ == "InputError"
     assert not (tmp_path / "run" / "split" / "manifest.json").exists()
-

@@ -92,9 +92,12 @@ def test_pandalm_records_match_references_and_manifest(
     notes = _manifest(shared_data, "pandalm_testset_v1")["notes"]
     assert "Fleiss kappa 0.864" in notes and "0.852/0.879/0.862" in notes
     shown = humans.with_columns(
-        pl.when(pl.col("label") == "tie").then(pl.lit("0"))
-        .when((pl.col("label") == "a") == (pl.col("order") == "ab")).then(pl.lit("1"))
-        .otherwise(pl.lit("2")).alias("label")
+        pl.when(pl.col("label") == "tie")
+        .then(pl.lit("0"))
+        .when((pl.col("label") == "a") == (pl.col("order") == "ab"))
+        .then(pl.lit("1"))
+        .otherwise(pl.lit("2"))
+        .alias("label")
     )
     assert (shown["label"] == shown["raw"]).all()
     as_shown = agreement(shown, item_column="record_id", bootstrap=0).report
@@ -150,13 +153,20 @@ def test_pooled_items_with_repeat_votes_and_judges(pandalm: pl.DataFrame) -> Non
     assert report["skipped_error"] == pandalm.filter(pl.col("error").is_not_null()).height
     # Every vote is a value: repeat votes go to extra reliability rows ("annotator1#2").
     ranked = votes.with_columns(
-        (pl.col("annotator") + "#" + pl.int_range(pl.len()).over("item_id", "annotator")
-         .cast(pl.String)).alias("coder")
+        (
+            pl.col("annotator")
+            + "#"
+            + pl.int_range(pl.len()).over("item_id", "annotator").cast(pl.String)
+        ).alias("coder")
     )
     coders = sorted(set(ranked["coder"].to_list()))
     assert len(coders) > 5  # repeats exist
-    m = _matrix(ranked.drop("annotator").rename({"coder": "annotator"}), "item_id", coders,
-                {x: float(i) for i, x in enumerate(PAIR_ORDER)})
+    m = _matrix(
+        ranked.drop("annotator").rename({"coder": "annotator"}),
+        "item_id",
+        coders,
+        {x: float(i) for i, x in enumerate(PAIR_ORDER)},
+    )
     for level in ("nominal", "ordinal"):
         ref = krippendorff.alpha(m, level_of_measurement=level)
         assert report["krippendorff_alpha"][level]["value"] == pytest.approx(ref, abs=TOL)
@@ -233,8 +243,12 @@ def test_synthetic_missing_votes_match_references(seed: int) -> None:
     assert report["fleiss_kappa"]["value"] == pytest.approx(fleiss_kappa(table), abs=TOL)
     assert report["items_single_vote"] == int((n == 1).sum())
     assert per_item["pairwise_agreement"].null_count() == int((n < 2).sum())
-    for stat in [report["percent_agreement"], report["fleiss_kappa"],
-                 *report["krippendorff_alpha"].values(), *report["cohen_kappa"]]:
+    for stat in [
+        report["percent_agreement"],
+        report["fleiss_kappa"],
+        *report["krippendorff_alpha"].values(),
+        *report["cohen_kappa"],
+    ]:
         lo, hi = stat["ci"]
         assert lo < stat["value"] < hi
 
@@ -248,9 +262,7 @@ def test_bootstrap_interval_matches_a_naive_bootstrap(
     m = _matrix(humans, "record_id", HUMANS, {x: float(i) for i, x in enumerate(PAIR_ORDER)})
     table = np.stack([(m == c).sum(axis=0) for c in range(3)], axis=1)
     rng = np.random.default_rng(123)
-    naive = [
-        fleiss_kappa(table[rng.integers(0, len(table), len(table))]) for _ in range(4000)
-    ]
+    naive = [fleiss_kappa(table[rng.integers(0, len(table), len(table))]) for _ in range(4000)]
     lo, hi = np.percentile(naive, [2.5, 97.5])
     got = report["fleiss_kappa"]["ci"]
     assert got[0] == pytest.approx(lo, abs=0.006) and got[1] == pytest.approx(hi, abs=0.006)
@@ -296,10 +308,15 @@ def test_raw_matrix_alpha_matches_package() -> None:
 
 def test_labels_ties_and_bad_input() -> None:
     rows = [
-        ("i1", "x", "a"), ("i1", "y", "a"), ("i1", "z", "b"),
-        ("i2", "x", "a"), ("i2", "y", "b"),  # 1-1: no majority
+        ("i1", "x", "a"),
+        ("i1", "y", "a"),
+        ("i1", "z", "b"),
+        ("i2", "x", "a"),
+        ("i2", "y", "b"),  # 1-1: no majority
         ("i3", "x", "tie"),  # one vote: no pairs
-        ("i4", "x", None), ("i4", "y", "b"), ("i4", "z", "b"),
+        ("i4", "x", None),
+        ("i4", "y", "b"),
+        ("i4", "z", "b"),
     ]
     votes = pl.DataFrame(
         [(i, a, "human", lab) for i, a, lab in rows],

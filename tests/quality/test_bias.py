@@ -53,9 +53,7 @@ def test_position_and_label_balance_on_pandalm(shared_data: Path) -> None:
         folder / "testset-v1.json",
         judges=[folder / "gpt-3.5-turbo-testset-v1.json", folder / "pandalm-7b-testset-v1.json"],
     )
-    report = bias_stats(
-        imported.tables["pairs"], annotations=imported.tables["annotations"]
-    ).report
+    report = bias_stats(imported.tables["pairs"], annotations=imported.tables["annotations"]).report
     raw = json.loads((folder / "testset-v1.json").read_text())
     # PandaLM showed response1 first: "first shown wins" is a vote of 1 among votes of 1 or 2
     for name in ("annotator1", "annotator2", "annotator3"):

@@ -121,7 +121,9 @@ def test_dawid_skene_equals_plain_python_em(
         assert report["iterations"] == 7 and not report["converged"]
         ref = _reference_em(
             [tuple(r) for r in small.select("item_id", "annotator", "label").iter_rows()],
-            LABELS, 7, smoothing,
+            LABELS,
+            7,
+            smoothing,
         )
         got = {r["item_id"]: [r[f"p_{x}"] for x in LABELS] for r in ds.iter_rows(named=True)}
         assert got.keys() == ref.keys()
@@ -141,8 +143,10 @@ def test_pandalm_dawid_skene_agrees_with_majority(pandalm: Imported) -> None:
     assert majority.height == ds.height == pandalm.report["items"] == 863
     joined = majority.join(ds, on="item_id", suffix="_ds")
     same = (joined["label"] == joined["label_ds"]).fill_null(False).mean()
-    print(f"\nPandaLM: DS and majority agree on {same:.3%} of {joined.height} items; "
-          f"DS took {d_report['iterations']} iterations")
+    print(
+        f"\nPandaLM: DS and majority agree on {same:.3%} of {joined.height} items; "
+        f"DS took {d_report['iterations']} iterations"
+    )
     assert same > 0.95
     assert d_report["converged"]
     # Majority posteriors are the vote shares; the label is the strict plurality.
@@ -167,15 +171,19 @@ def test_pairs_from_consensus_orients_and_sets_aside(pandalm: Imported) -> None:
     ds, _ = consensus(votes, method="dawid-skene")
     kept, aside, report = pairs_from_consensus(pairs, ds, method="dawid-skene")
     # The importer already picked the plurality side: nothing moves.
-    assert report == {"pairs_in": 760, "pairs_out": 760, "swapped": 0, "set_aside_tie": 0,
-                      "set_aside_no_consensus": 0, "set_aside_no_votes": 0,
-                      "set_aside_one_order_only": 0}
+    assert report == {
+        "pairs_in": 760,
+        "pairs_out": 760,
+        "swapped": 0,
+        "set_aside_tie": 0,
+        "set_aside_no_consensus": 0,
+        "set_aside_no_votes": 0,
+        "set_aside_one_order_only": 0,
+    }
     assert (kept["chosen"] == pairs["chosen"]).all()
 
     # Invert every vote: every pair must swap, with the confidence of the new winner.
-    flipped = votes.with_columns(
-        pl.col("label").replace({"a": "b", "b": "a"})
-    )
+    flipped = votes.with_columns(pl.col("label").replace({"a": "b", "b": "a"}))
     post, _ = consensus(flipped, method="dawid-skene")
     # Add a pair nobody voted on, and turn one item's consensus into a tie and one into a split.
     extra = pairs.head(1).with_columns(
@@ -183,16 +191,21 @@ def test_pairs_from_consensus_orients_and_sets_aside(pandalm: Imported) -> None:
     )
     some = pairs["pair_id"].to_list()
     post = post.with_columns(
-        pl.when(pl.col("item_id") == some[1]).then(pl.lit("tie"))
-        .when(pl.col("item_id") == some[2]).then(pl.lit(None))
-        .otherwise(pl.col("label")).alias("label")
+        pl.when(pl.col("item_id") == some[1])
+        .then(pl.lit("tie"))
+        .when(pl.col("item_id") == some[2])
+        .then(pl.lit(None))
+        .otherwise(pl.col("label"))
+        .alias("label")
     )
     kept, aside, report = pairs_from_consensus(pl.concat([pairs, extra]), post)
     validate(kept, "pairs")
     assert report["pairs_in"] == 761 == report["pairs_out"] + aside.height
     assert report["swapped"] == 758 == kept.height
     assert dict(aside.select("pair_id", "reason").iter_rows()) == {
-        some[1]: "tie", some[2]: "no_consensus", "no-votes-pair": "no_votes"
+        some[1]: "tie",
+        some[2]: "no_consensus",
+        "no-votes-pair": "no_votes",
     }
     before = {r["pair_id"]: r for r in pairs.iter_rows(named=True)}
     p = {r["item_id"]: r for r in post.iter_rows(named=True)}
@@ -221,26 +234,47 @@ def test_bad_input() -> None:
         pairs_from_consensus(pl.DataFrame(), post)
 
 
-def _vote(item: str, judge: str, order: str, label: str | None, p_a: float | None,
-          error: str | None = None) -> dict[str, Any]:
-    return {"item_id": item, "annotator": judge, "annotator_kind": "llm", "order": order,
-            "label": label, "p_a": p_a, "error": error}
+def _vote(
+    item: str,
+    judge: str,
+    order: str,
+    label: str | None,
+    p_a: float | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "item_id": item,
+        "annotator": judge,
+        "annotator_kind": "llm",
+        "order": order,
+        "label": label,
+        "p_a": p_a,
+        "error": error,
+    }
 
 
 def test_mean_pools_each_judges_orders_then_the_judges(tmp_path: Path) -> None:
-    votes = pl.DataFrame([
-        # x: judge 1 says 0.8 and 0.6 (mean 0.7), judge 2 says 0.3 and 0.5 (mean 0.4).
-        _vote("x", "j1", "ab", "a", 0.8), _vote("x", "j1", "ba", "a", 0.6),
-        _vote("x", "j2", "ab", "b", 0.3), _vote("x", "j2", "ba", "tie", 0.5),
-        # y: judge 1 follows the position (a first, then b) yet leans a: mean 0.55; judge 2's
-        # first vote failed, so its one order counts with the missing one as 0.5 (kept on
-        # request; by default such a vote is set aside, below).
-        _vote("y", "j1", "ab", "a", 0.9), _vote("y", "j1", "ba", "b", 0.2),
-        _vote("y", "j2", "ab", None, None, "timeout"), _vote("y", "j2", "ba", "b", 0.35),
-        # z: both judges average to exactly 0.5.
-        _vote("z", "j1", "ab", "tie", 0.5), _vote("z", "j1", "ba", "tie", 0.5),
-        _vote("z", "j2", "ab", "a", 0.6), _vote("z", "j2", "ba", "b", 0.4),
-    ])
+    votes = pl.DataFrame(
+        [
+            # x: judge 1 says 0.8 and 0.6 (mean 0.7), judge 2 says 0.3 and 0.5 (mean 0.4).
+            _vote("x", "j1", "ab", "a", 0.8),
+            _vote("x", "j1", "ba", "a", 0.6),
+            _vote("x", "j2", "ab", "b", 0.3),
+            _vote("x", "j2", "ba", "tie", 0.5),
+            # y: judge 1 follows the position (a first, then b) yet leans a: mean 0.55; judge 2's
+            # first vote failed, so its one order counts with the missing one as 0.5 (kept on
+            # request; by default such a vote is set aside, below).
+            _vote("y", "j1", "ab", "a", 0.9),
+            _vote("y", "j1", "ba", "b", 0.2),
+            _vote("y", "j2", "ab", None, None, "timeout"),
+            _vote("y", "j2", "ba", "b", 0.35),
+            # z: both judges average to exactly 0.5.
+            _vote("z", "j1", "ab", "tie", 0.5),
+            _vote("z", "j1", "ba", "tie", 0.5),
+            _vote("z", "j2", "ab", "a", 0.6),
+            _vote("z", "j2", "ba", "b", 0.4),
+        ]
+    )
     post, report = consensus(votes, method="mean", one_order="keep")
     got = {r["item_id"]: r for r in post.iter_rows(named=True)}
     # By hand: P(a) = mean over judges of (mean over that judge's valid orders).

@@ -55,7 +55,12 @@ FAST = ("max_length=96", "per_device_train_batch_size=4", "gradient_accumulation
 def test_scores_are_out_of_fold(short_pairs: pl.DataFrame, tiny: Path, tmp_path: Path) -> None:
     pairs = short_pairs
     scores, report = crossfit_reward_scores(
-        pairs, folds=3, seed=0, model=tiny, overrides=FAST, work_dir=tmp_path / "a",
+        pairs,
+        folds=3,
+        seed=0,
+        model=tiny,
+        overrides=FAST,
+        work_dir=tmp_path / "a",
         progress=False,
     )
     assert scores["pair_id"].to_list() == pairs["pair_id"].to_list()
@@ -78,13 +83,19 @@ def test_scores_are_out_of_fold(short_pairs: pl.DataFrame, tiny: Path, tmp_path:
         rejected=pl.when(mask).then(pl.col("chosen")).otherwise(pl.col("rejected")),
     )
     again, _ = crossfit_reward_scores(
-        swapped, folds=3, seed=0, model=tiny, overrides=FAST, work_dir=tmp_path / "b",
+        swapped,
+        folds=3,
+        seed=0,
+        model=tiny,
+        overrides=FAST,
+        work_dir=tmp_path / "b",
         progress=False,
     )
     fold = scores["fold"].to_numpy()
     same = (fold == fold[i]) & (np.arange(pairs.height) != i)
-    np.testing.assert_allclose(again["margin"].to_numpy()[same], scores["margin"].to_numpy()[same],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        again["margin"].to_numpy()[same], scores["margin"].to_numpy()[same], atol=1e-6
+    )
     assert again["margin"][i] == pytest.approx(-scores["margin"][i], abs=1e-6)
     other = fold != fold[i]
     moved = again["margin"].to_numpy()[other] - scores["margin"].to_numpy()[other]
@@ -92,7 +103,12 @@ def test_scores_are_out_of_fold(short_pairs: pl.DataFrame, tiny: Path, tmp_path:
 
     # a second run over the same work folder trains nothing
     third, report3 = crossfit_reward_scores(
-        pairs, folds=3, seed=0, model=tiny, overrides=FAST, work_dir=tmp_path / "a",
+        pairs,
+        folds=3,
+        seed=0,
+        model=tiny,
+        overrides=FAST,
+        work_dir=tmp_path / "a",
         progress=False,
     )
     assert all(f["resumed"] for f in report3["per_fold"])

@@ -38,8 +38,10 @@ def _flip(humans: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
     mask = np.zeros(humans.height, dtype=bool)
     mask[flipped] = True
     out = humans.with_columns(
-        pl.when(pl.Series(mask)).then(pl.col("label").replace({"a": "b", "b": "a"}))
-        .otherwise(pl.col("label")).alias("label")
+        pl.when(pl.Series(mask))
+        .then(pl.col("label").replace({"a": "b", "b": "a"}))
+        .otherwise(pl.col("label"))
+        .alias("label")
     )
     return out, mask
 
@@ -141,8 +143,10 @@ def test_judge_vs_human_on_pandalm(pandalm: pl.DataFrame) -> None:
     assert flagged.height == report["flagged"] == int((issues["score"] < 0.5).sum()) > 100
     print(
         "\njudges vs human majority: "
-        + ", ".join(f"{k} agreement {v['agreement']:.3f} kappa {v['kappa']:.3f}"
-                    for k, v in report["per_judge"].items())
+        + ", ".join(
+            f"{k} agreement {v['agreement']:.3f} kappa {v['kappa']:.3f}"
+            for k, v in report["per_judge"].items()
+        )
         + f"; {flagged.height} of {issues.height} items flagged"
     )
     assert report["per_judge"]["gpt-3.5-turbo"]["agreement"] > 0.6
@@ -150,9 +154,14 @@ def test_judge_vs_human_on_pandalm(pandalm: pl.DataFrame) -> None:
 
 def test_low_consensus_threshold_and_ties() -> None:
     rows = [
-        ("i1", "x", "a"), ("i1", "y", "a"), ("i1", "z", "a"),
-        ("i2", "x", "a"), ("i2", "y", "a"), ("i2", "z", "b"),
-        ("i3", "x", "a"), ("i3", "y", "b"),
+        ("i1", "x", "a"),
+        ("i1", "y", "a"),
+        ("i1", "z", "a"),
+        ("i2", "x", "a"),
+        ("i2", "y", "a"),
+        ("i2", "z", "b"),
+        ("i3", "x", "a"),
+        ("i3", "y", "b"),
     ]
     votes = pl.DataFrame(
         [(i, a, "human", lab) for i, a, lab in rows],
@@ -166,8 +175,13 @@ def test_low_consensus_threshold_and_ties() -> None:
     assert got["i2"]["score"] == pytest.approx(2 / 3) and got["i2"]["is_issue"]
     assert "0.667" in got["i2"]["reason"]
     assert got["i3"]["is_issue"] and "no consensus" in got["i3"]["reason"]
-    assert report == {"issue": "low_consensus", "threshold": 0.7, "items": 3, "flagged": 2,
-                      "no_consensus": 1}
+    assert report == {
+        "issue": "low_consensus",
+        "threshold": 0.7,
+        "items": 3,
+        "flagged": 2,
+        "no_consensus": 1,
+    }
     with pytest.raises(InputError, match="threshold"):
         low_consensus(post, threshold=1.5)
     # A vote on an item nobody else labelled cannot be checked: counted, not a row.

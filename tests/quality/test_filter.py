@@ -211,9 +211,7 @@ def test_inconsistent_pairs_become_kto_only_when_confident() -> None:
             (ids[3], "truncated_response", True),
         ]
     )
-    _, rejected, report = _kept_rejected_report(
-        pairs, issues=issues, ties="kto", drop_issues="all"
-    )
+    _, rejected, report = _kept_rejected_report(pairs, issues=issues, ties="kto", drop_issues="all")
     reasons = dict(zip(rejected["pair_id"].to_list(), rejected["reason"].to_list(), strict=True))
     # confident and only inconsistent -> KTO; not confident -> dropped; a tie (margin 0)
     # never becomes KTO; another failing rule wins over the KTO route

@@ -18,9 +18,9 @@ from prefdata.quality.crossfit_reward import fold_of
 from prefdata.quality.verifiable import answer_checks
 
 
-def _draw(n: int, rho: float, thetas: list[np.ndarray], seed: int) -> tuple[
-    list[fm.Block], np.ndarray
-]:
+def _draw(
+    n: int, rho: float, thetas: list[np.ndarray], seed: int
+) -> tuple[list[fm.Block], np.ndarray]:
     """Readings drawn from the flip model itself: z ~ Bernoulli(rho), each block's level
     from theta, reflected where z = 1."""
     rng = np.random.default_rng(seed)
@@ -112,9 +112,9 @@ def test_expected_f1_flags_match_brute_force() -> None:
 
 @pytest.fixture(scope="module")
 def gsm8k(shared_data: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    pairs = import_gsm8k_solutions(
-        shared_data / "gsm8k" / "example_model_solutions.jsonl"
-    ).tables["pairs"]
+    pairs = import_gsm8k_solutions(shared_data / "gsm8k" / "example_model_solutions.jsonl").tables[
+        "pairs"
+    ]
     prompts = import_gsm8k(shared_data / "gsm8k" / "test.jsonl").tables["prompts"]
     return pairs, prompts
 

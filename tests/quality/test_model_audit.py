@@ -328,9 +328,7 @@ def test_grouped_folds_are_out_of_fold(
     ec2[i], er2[i] = er[i], ec[i]
     swapped_lengths = (lengths[0].copy(), lengths[1].copy())
     swapped_lengths[0][i], swapped_lengths[1][i] = lengths[1][i], lengths[0][i]
-    p2, _ = ma.fit_out_of_fold(
-        ep, ec2, er2, seed=1, C=1e-3, groups=groups, lengths=swapped_lengths
-    )
+    p2, _ = ma.fit_out_of_fold(ep, ec2, er2, seed=1, C=1e-3, groups=groups, lengths=swapped_lengths)
     assert p2[i] == pytest.approx(1.0 - p[i], abs=1e-6)
     moved = np.abs(p2 - p) > 1e-6
     moved[i] = False

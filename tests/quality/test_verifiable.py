@@ -99,9 +99,7 @@ def test_answer_column_latex_and_ties() -> None:
         # chosen wrong, rejected right
         {"prompt": user("q3"), "chosen": "#### 10", "rejected": "#### 12"},
     ]
-    pairs = pairs_table(records, source="t").with_columns(
-        pl.Series("answer", ["0.75", "7", "12"])
-    )
+    pairs = pairs_table(records, source="t").with_columns(pl.Series("answer", ["0.75", "7", "12"]))
     checks = answer_checks(pairs)  # the pairs' own answer column
     assert checks["verdict"].to_list() == [1, 0, -1]
     assert checks["rejected_answer"].to_list()[2] == "12"
@@ -109,8 +107,6 @@ def test_answer_column_latex_and_ties() -> None:
 
 def test_conflicting_answers_are_refused() -> None:
     pairs = pairs_table([{"prompt": user("q"), "chosen": "1", "rejected": "2"}], source="t")
-    answers = pl.DataFrame(
-        {"prompt_id": [pairs["prompt_id"][0]] * 2, "answer": ["1", "2"]}
-    )
+    answers = pl.DataFrame({"prompt_id": [pairs["prompt_id"][0]] * 2, "answer": ["1", "2"]})
     with pytest.raises(ContractError, match="more than one answer"):
         answer_checks(pairs, answers)

@@ -358,9 +358,7 @@ def test_long_and_harmful_text_open_on_request(
 @pytest.fixture(scope="module")
 def hh_page(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole HH-RLHF harmless test set (2,303 pairs) after a rule-based audit."""
-    pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables[
-        "pairs"
-    ]
+    pairs = import_hh_rlhf(shared_data / "hh_rlhf" / "harmless-base_test.jsonl.gz").tables["pairs"]
     issues = audit(pairs, sample=0).tables["issues"]
     out = tmp_path_factory.mktemp("hh") / "qa"
     write_report(pairs, out, issues=issues, tokenizer=None, bootstrap=200)

@@ -31,9 +31,7 @@ def short_oasst_pairs(shared_data: Path, limit: int = 400) -> pl.DataFrame:
 
 def rloo_recipe(**changes: Any) -> dict[str, Any]:
     """Two cheap steps: two prompts of 4 completions of 12 tokens per step."""
-    return recipe(
-        ONLINE_RECIPE, **{"num_generations": 4, "max_completion_length": 12, **changes}
-    )
+    return recipe(ONLINE_RECIPE, **{"num_generations": 4, "max_completion_length": 12, **changes})
 
 
 @pytest.fixture(scope="module")

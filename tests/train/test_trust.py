@@ -205,9 +205,7 @@ def test_max_length_below_every_prompt_is_one_clear_line(
         assert "100.0% of the" in errors[0] and "prompt_fills_context" in errors[0]
 
 
-def test_dropping_most_pairs_is_loud(
-    tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path
-) -> None:
+def test_dropping_most_pairs_is_loud(tiny: Path, hh_pairs: pl.DataFrame, tmp_path: Path) -> None:
     from prefdata.models import load_tokenizer
     from prefdata.train.data import token_ids
 

@@ -111,7 +111,9 @@ def _rows(path: Source) -> Iterator[tuple[int, dict[str, Any], str | None]]:
                     raise field_error(
                         "missing field of the feedback log format (see "
                         "docs/feedback-log-format.md)",
-                        path, line, column
+                        path,
+                        line,
+                        column,
                     )
             yield line, obj, None
         return
@@ -152,9 +154,8 @@ def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], str | Non
             problem = None
             if len(cells) != len(header):
                 record["cells"] = cells
-                problem = (
-                    f"{len(cells)} cells where the header has {len(header)}"
-                    + ("; the extra cells would be lost" if len(cells) > len(header) else "")
+                problem = f"{len(cells)} cells where the header has {len(header)}" + (
+                    "; the extra cells would be lost" if len(cells) > len(header) else ""
                 )
             yield row, record, problem
     except csv.Error as exc:

@@ -77,7 +77,9 @@ def _check(message: Any, at: str, path: Source, line: int) -> dict[str, Any]:
     if message.get("role") not in _ROLE:
         raise field_error(
             f"role must be one of {sorted(_ROLE)}, got {message.get('role')!r}",
-            path, line, f"{at}.role"
+            path,
+            line,
+            f"{at}.role",
         )
     rank = message.get("rank")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):

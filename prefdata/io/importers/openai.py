@@ -51,7 +51,9 @@ def _check_shape(obj: dict[str, Any], path: Source, line: int) -> None:
         if not isinstance(obj.get(key), list):
             raise field_error(
                 f"expected a list of assistant messages, got {type(obj.get(key)).__name__}",
-                path, line, key
+                path,
+                line,
+                key,
             )
 
 

@@ -129,7 +129,9 @@ def _pick(
     raise field_error(
         f"no {what} field found (tried {', '.join(options)}; the record has "
         f"{', '.join(obj)}); name it with {what}_field=",
-        path, 1, options[0]
+        path,
+        1,
+        options[0],
     )
 
 
@@ -277,7 +279,9 @@ def _add(
         if not isinstance(value, str):
             raise field_error(
                 f"expected a string, got {type(value).__name__}",
-                path, row, (prefix if name == "completion" else "") + fields.get(name, name)
+                path,
+                row,
+                (prefix if name == "completion" else "") + fields.get(name, name),
             )
     raw_score = _required(rec, fields["score"], path, row)
     try:

@@ -77,7 +77,7 @@ SOURCES: dict[str, SourceInfo] = {
             "@article{kopf2023openassistant,\n"
             "  title={OpenAssistant Conversations -- Democratizing Large Language Model "
             "Alignment},\n"
-            "  author={K{\\\"o}pf, Andreas and Kilcher, Yannic and von R{\\\"u}tte, Dimitri "
+            '  author={K{\\"o}pf, Andreas and Kilcher, Yannic and von R{\\"u}tte, Dimitri '
             "and others},\n"
             "  journal={arXiv preprint arXiv:2304.07327},\n"
             "  year={2023}\n}"

@@ -66,6 +66,7 @@ from prefdata.stage import Input, Output, stage
 
 Kind = Literal["auto", "preference", "unpaired"]
 
+
 def _detect(columns: set[str], path: Source) -> Literal["preference", "unpaired"]:
     if {"chosen", "rejected"} <= columns:
         return "preference"

@@ -39,9 +39,7 @@ def to_messages(value: Any, *, what: str) -> list[dict[str, str]]:
             raise RowError(f"{what} has a message with tool calls (message {number}, {role})")
         content = message.get("content")
         if not isinstance(content, str):
-            raise RowError(
-                f"{what} has a message without text content (message {number}, {role})"
-            )
+            raise RowError(f"{what} has a message without text content (message {number}, {role})")
         out.append({"role": role, "content": content})
     return out
 
