@@ -187,6 +187,47 @@ def parse_format(name: str) -> ExportFormat:
     return cast(ExportFormat, name)
 
 
+def check_export_path(fmt: str, path: str | Path) -> None:
+    """Refuse, before any work, an output path the format cannot be written to."""
+    if fmt == "openai" and not str(path).endswith(".jsonl"):
+        raise InputError(
+            "the OpenAI format is JSONL: give an output path ending in .jsonl", source=str(path)
+        )
+
+
+def export_rows(
+    table: pl.DataFrame,
+    fmt: str,
+    *,
+    flatten: bool = False,
+    minimal: bool = False,
+    source: str | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The rows of a row format (every export format but `hf`, a folder) and, for KTO, the
+    desirable:undesirable balance (empty for the others): what `export` and the streaming
+    export (one batch at a time) both write."""
+    if fmt in ("trl", "trl-conversational"):
+        rows = to_trl(
+            table,
+            conversational=fmt == "trl-conversational",
+            flatten=flatten,
+            minimal=minimal,
+            source=source,
+        )
+        return rows, {}
+    if fmt in ("kto", "kto-conversational"):
+        return to_kto(
+            table,
+            conversational=fmt == "kto-conversational",
+            flatten=flatten,
+            minimal=minimal,
+            source=source,
+        )
+    if fmt == "openai":
+        return to_openai(table, source=source), {}
+    raise InputError(f"unknown export format '{fmt}'; choose one of {EXPORT_FORMATS}")
+
+
 def export(
     table: pl.DataFrame,
     path: str | Path,
@@ -203,32 +244,9 @@ def export(
     report: rows written and, for KTO, the desirable:undesirable balance.
     """
     report: dict[str, Any] = {"format": fmt, "path": str(path)}
-    out: pl.DataFrame
+    check_export_path(fmt, path)
     file_format: Format | None = None
-    if fmt in ("trl", "trl-conversational"):
-        out = to_trl(
-            table,
-            conversational=fmt == "trl-conversational",
-            flatten=flatten,
-            minimal=minimal,
-            source=source,
-        )
-    elif fmt in ("kto", "kto-conversational"):
-        out, balance = to_kto(
-            table,
-            conversational=fmt == "kto-conversational",
-            flatten=flatten,
-            minimal=minimal,
-            source=source,
-        )
-        report.update(balance)
-    elif fmt == "openai":
-        if not str(path).endswith(".jsonl"):
-            raise InputError(
-                "the OpenAI format is JSONL: give an output path ending in .jsonl", source=str(path)
-            )
-        out = to_openai(table, source=source)
-    elif fmt == "hf":
+    if fmt == "hf":
         out = (
             to_kto(table, conversational=True, minimal=minimal, source=source)[0]
             if guess_contract(table) == "kto"
@@ -236,7 +254,8 @@ def export(
         )
         file_format = "hf"
     else:
-        raise InputError(f"unknown export format '{fmt}'; choose one of {EXPORT_FORMATS}")
+        out, balance = export_rows(table, fmt, flatten=flatten, minimal=minimal, source=source)
+        report.update(balance)
     write_table(out, path, fmt=file_format)
     report["rows"] = out.height
     return report
@@ -253,7 +272,9 @@ def push_to_hub(
 __all__ = [
     "EXPORT_FORMATS",
     "atomic_path",
+    "check_export_path",
     "export",
+    "export_rows",
     "push_to_hub",
     "to_kto",
     "to_openai",

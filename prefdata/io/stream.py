@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from prefdata.errors import ContractError, InputError
 from prefdata.io.convert import kto_balance
-from prefdata.io.exporters import from_export_names, to_kto, to_openai, to_trl
+from prefdata.io.exporters import check_export_path, export_rows, from_export_names
 from prefdata.io.tables import (
     atomic_path,
     infer_format,
@@ -403,10 +403,7 @@ def stream_export(
         hint = " (hf writes a datasets folder: use exporters.export)" if fmt == "hf" else ""
         raise InputError(f"unknown streaming export format '{fmt}'{hint}; choose one of {known}")
     out = Path(out)
-    if fmt == "openai" and not str(out).endswith(".jsonl"):
-        raise InputError(
-            "the OpenAI format is JSONL: give an output path ending in .jsonl", source=str(out)
-        )
+    check_export_path(fmt, out)
     report: dict[str, Any] = {"format": fmt, "path": str(out)}
     label_counts = [0, 0]  # desirable, undesirable
     pairs_in = 0
@@ -419,24 +416,10 @@ def stream_export(
             numbers = frame[SOURCE_ROW]
             table = frame.drop(SOURCE_ROW)
             try:
-                if fmt in ("trl", "trl-conversational"):
-                    rows = to_trl(
-                        table,
-                        conversational=fmt == "trl-conversational",
-                        flatten=flatten,
-                        minimal=minimal,
-                        source=name,
-                    )
-                elif fmt == "openai":
-                    rows = to_openai(table, source=name)
-                else:
-                    rows, balance = to_kto(
-                        table,
-                        conversational=fmt == "kto-conversational",
-                        flatten=flatten,
-                        minimal=minimal,
-                        source=name,
-                    )
+                rows, balance = export_rows(
+                    table, fmt, flatten=flatten, minimal=minimal, source=name
+                )
+                if fmt.startswith("kto"):
                     label_counts[0] += balance["desirable"]
                     label_counts[1] += balance["undesirable"]
                     pairs_in += balance.get("pairs", 0)
