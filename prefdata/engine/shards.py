@@ -6,22 +6,29 @@ shard keeps the input's row order and a `_row` column with each row's position i
 table, so results computed on shards can be put back in the single-process order.
 
 The row-wise stages that shard (rule checks, dedup, train/test overlap) also take a LazyFrame
-(`pl.scan_parquet(...)`): on a distributed engine it stays lazy and its shards are written
-straight from the source, so the driver never holds the rows (`held_for`).
+(`pl.scan_parquet(...)`): on a distributed engine it stays lazy (`held_for`) and each worker
+cuts its own row range from the source, so the rows never pass through the driver and the
+shards are written in parallel (on several machines, from the files every worker reaches).
 """
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from prefdata.engine.base import Engine
+
 __all__ = [
     "ROW",
+    "SHIPPABLE_PLAN_BYTES",
+    "RangeCut",
     "Shard",
     "Table",
+    "cut_range",
     "held_for",
     "read_shard",
     "remove_shards",
@@ -33,6 +40,11 @@ __all__ = [
 ROW = "_row"  # each row's position in the whole table
 
 Table = pl.DataFrame | pl.LazyFrame
+
+# A lazy plan over files pickles to a few kB; a plan over a frame in memory pickles to the
+# frame. Past this size the driver writes the shards itself rather than send every worker
+# a copy of the whole table.
+SHIPPABLE_PLAN_BYTES = 1 << 20
 
 
 def held_for(table: Table, distributed: bool) -> Table:
@@ -72,13 +84,18 @@ def write_shards(
     *,
     key: str | None = None,
     columns: list[str] | None = None,
+    rows: int | None = None,
+    engine: Engine | None = None,
 ) -> list[Shard]:
     """Cut `table` (a frame, or a Parquet path read lazily) into `count` shards in `folder`.
 
     Without `key`: contiguous row ranges of near-equal size. With `key`: rows go to shard
     hash(key) % count, so all rows sharing a key value land in one shard (the candidates of
     one prompt), each shard in input order; `first_row` is then -1. `columns`: only these
-    (plus `_row`). Returns the shards in order; empty shards are left out.
+    (plus `_row`). `rows`: the table's row count when the caller has it (a lazy table is
+    not counted again). `engine`: a distributed engine's workers cut a lazy table's row
+    ranges themselves (see the module doc). Returns the shards in order; empty shards are
+    left out.
     """
     folder.mkdir(parents=True, exist_ok=True)
     lazy = (
@@ -90,28 +107,64 @@ def write_shards(
     )
     if columns is not None:
         lazy = lazy.select(columns)
-    rows = int(lazy.select(pl.len()).collect().item())
+    if rows is None:
+        rows = int(lazy.select(pl.len()).collect().item())
     count = max(1, min(count, rows))
-    shards: list[Shard] = []
-    for index in range(count):
-        path = folder / f"shard-{index:05d}.parquet"
-        if key is None:
-            start = rows * index // count
-            stop = rows * (index + 1) // count
-            # slice first, then number the rows: a row index before the slice makes polars
-            # read the whole table into memory for every shard
-            part = lazy.slice(start, stop - start).with_row_index(ROW, offset=start)
-            first = start
+    paths = [folder / f"shard-{index:05d}.parquet" for index in range(count)]
+    if key is not None:
+        cuts = [_key_cut(lazy, key, index, count, path) for index, path in enumerate(paths)]
+    else:
+        ranges = [(rows * index // count, rows * (index + 1) // count) for index in range(count)]
+        # (a frame in memory is already here: the driver writes it, shipping it gains nothing)
+        plan = b"" if isinstance(table, pl.DataFrame) else pickle.dumps(lazy)
+        if engine is not None and engine.distributed and 0 < len(plan) <= SHIPPABLE_PLAN_BYTES:
+            jobs = [RangeCut(plan, path, a, b) for path, (a, b) in zip(paths, ranges, strict=True)]
+            cuts = engine.map(cut_range, jobs, what="shards to cut")
         else:
-            part = lazy.with_row_index(ROW).filter(pl.col(key).hash(seed=0) % count == index)
-            first = -1
-        part.with_columns(pl.col(ROW).cast(pl.Int64)).sink_parquet(path)
-        n = int(pl.scan_parquet(path).select(pl.len()).collect().item())
+            cuts = [
+                _range_cut(lazy, path, a, b) for path, (a, b) in zip(paths, ranges, strict=True)
+            ]
+    shards: list[Shard] = []
+    for path, (first, n) in zip(paths, cuts, strict=True):
         if n:
             shards.append(Shard(path, len(shards), first, n))
         else:
             path.unlink()
     return shards
+
+
+@dataclass(frozen=True)
+class RangeCut:
+    """One contiguous shard for a worker to write: the pickled lazy source and its rows."""
+
+    plan: bytes
+    path: Path
+    start: int
+    stop: int
+
+
+def cut_range(job: RangeCut) -> tuple[int, int]:
+    """Write one contiguous shard from the pickled lazy source (on a worker)."""
+    return _range_cut(pickle.loads(job.plan), job.path, job.start, job.stop)
+
+
+def _range_cut(lazy: pl.LazyFrame, path: Path, start: int, stop: int) -> tuple[int, int]:
+    """Rows [start, stop) to `path`, numbered from `start`: (first row, rows written)."""
+    # slice first, then number the rows: a row index before the slice makes polars read the
+    # whole table into memory for every shard
+    part = lazy.slice(start, stop - start).with_row_index(ROW, offset=start)
+    return start, _sink(part, path)
+
+
+def _key_cut(lazy: pl.LazyFrame, key: str, index: int, count: int, path: Path) -> tuple[int, int]:
+    """The rows whose key hashes to shard `index` to `path`: (-1, rows written)."""
+    part = lazy.with_row_index(ROW).filter(pl.col(key).hash(seed=0) % count == index)
+    return -1, _sink(part, path)
+
+
+def _sink(part: pl.LazyFrame, path: Path) -> int:
+    part.with_columns(pl.col(ROW).cast(pl.Int64)).sink_parquet(path)
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
 
 
 def read_shard(shard: Shard | Path, *, keep_row: bool = False) -> pl.DataFrame:

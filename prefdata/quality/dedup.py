@@ -155,7 +155,7 @@ def _parts(table: Table, engine: Engine, columns: list[str], name: str) -> Itera
     rows = table_rows(table)
     count = shards_for(engine, rows, max_rows=SHARD_ROWS)
     try:
-        shards = write_shards(table, folder, count, columns=columns)
+        shards = write_shards(table, folder, count, columns=columns, rows=rows, engine=engine)
         yield [Part(s.first_row, s.rows, path=s.path) for s in shards]
     finally:
         remove_shards(folder)

@@ -427,7 +427,7 @@ def _on_shards(
     count = shards_for(engine, rows, max_rows=SHARD_ROWS)
     columns = ["pair_id", "chosen", "rejected", "prompt"]
     try:
-        shards = write_shards(pairs, folder, count, columns=columns)
+        shards = write_shards(pairs, folder, count, columns=columns, rows=rows, engine=engine)
         done = engine.map(_rules_on_shard, [(s.path, options) for s in shards], what="rule shards")
     finally:
         remove_shards(folder)

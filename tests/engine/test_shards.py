@@ -4,13 +4,15 @@ shard, with its position in the whole table, whether the table is a frame in mem
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 from prefdata.engine import LocalEngine, shards_for
-from prefdata.engine.shards import ROW, read_shard, write_shards
+from prefdata.engine.shards import ROW, SHIPPABLE_PLAN_BYTES, read_shard, write_shards
 
 
 @pytest.fixture
@@ -64,3 +66,41 @@ def test_shard_count_is_one_per_worker_unless_shards_would_exceed_max_rows() -> 
     assert shards_for(engine, 10_000, max_rows=3_000) == 4  # ceil(10,000 / 3,000)
     assert shards_for(engine, 10_000, max_rows=50_000) == 2
     assert shards_for(engine, 3, min_rows=8) == 1
+
+
+class Workers(LocalEngine):
+    """A distributed engine in this process that records what its workers were given."""
+
+    distributed = True
+    workers = 2
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def _run(self, fn: Callable[[Any], Any], items: list[Any], *, model: bool, gpus: float) -> Any:
+        self.ran.extend(fn.__name__ for _ in items)
+        return super()._run(fn, items, model=model, gpus=gpus)
+
+
+def test_workers_cut_a_scan_into_the_shards_the_driver_would_write(
+    table: Path, tmp_path: Path
+) -> None:
+    scan = pl.scan_parquet(table).filter(pl.col("group") != 3)
+    engine = Workers()
+    by_workers = write_shards(scan, tmp_path / "w", 3, columns=["id"], engine=engine)
+    assert engine.ran == ["cut_range"] * 3  # the driver wrote none of them
+    by_driver = write_shards(scan, tmp_path / "d", 3, columns=["id"])
+    assert [(s.first_row, s.rows) for s in by_workers] == [(s.first_row, s.rows) for s in by_driver]
+    for w, d in zip(by_workers, by_driver, strict=True):
+        assert read_shard(w, keep_row=True).equals(read_shard(d, keep_row=True))
+
+
+def test_a_plan_holding_its_rows_is_not_shipped_to_the_workers(tmp_path: Path) -> None:
+    # A lazy frame over rows in memory pickles to the rows: sending it to every worker would
+    # copy the whole table once per shard.
+    big = pl.DataFrame({"id": [f"row-{k:07d}" for k in range(2 * SHIPPABLE_PLAN_BYTES // 8)]})
+    engine = Workers()
+    shards = write_shards(big.lazy(), tmp_path / "out", 2, engine=engine)
+    assert engine.ran == []
+    merged = pl.concat([read_shard(s) for s in shards])
+    assert merged["id"].to_list() == big["id"].to_list()
