@@ -10,7 +10,7 @@ child process of its own that reads the pairs and runs the three phases:
 - local: the three library calls on the table read into one process; that process's peak
   RSS (sampled every 0.2 s with psutil), and above the table it read.
 - ray: the same calls with `engine=` a RayEngine on `ray.init(num_cpus=2)` (2 workers), on a
-  scan of the Parquet file (the engine writes the shards from the file: the driver never
+  scan of the Parquet file (the workers cut their shards from the file: the driver never
   holds the rows); the driver's peak RSS, and every Ray worker's peak RSS (processes named
   ray::*, sampled the same way): the figure that bounds what one machine of a cluster needs.
 
@@ -86,7 +86,7 @@ def run_engine(engine_name: str, work: Path) -> dict[str, Any]:
 
     memory = WorkerMemory().__enter__()
     source = work / "pairs.parquet"
-    # One process reads the table; the Ray driver passes a scan, which the engine shards
+    # One process reads the table; the Ray driver passes a scan, which the workers shard
     # from the file, so the driver never holds the rows.
     pairs: pl.DataFrame | pl.LazyFrame = (
         pl.scan_parquet(source) if engine_name == "ray" else pl.read_parquet(source)
