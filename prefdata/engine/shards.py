@@ -8,7 +8,9 @@ table, so results computed on shards can be put back in the single-process order
 The row-wise stages that shard (rule checks, dedup, train/test overlap) also take a LazyFrame
 (`pl.scan_parquet(...)`): on a distributed engine it stays lazy (`held_for`) and each worker
 cuts its own row range from the source, so the rows never pass through the driver and the
-shards are written in parallel (on several machines, from the files every worker reaches).
+shards are written in parallel (on several machines, from the files every worker reaches:
+like the scratch folder, a scan's files must be on storage every node shares, under the
+same absolute path).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def write_shards(
     """
     folder.mkdir(parents=True, exist_ok=True)
     lazy = (
-        pl.scan_parquet(table)
+        # absolute: a worker of a cluster joined with --address may run in another folder
+        pl.scan_parquet(Path(table).resolve())
         if isinstance(table, str | Path)
         else table.lazy()
         if isinstance(table, pl.DataFrame)

@@ -4,6 +4,7 @@ shard, with its position in the whole table, whether the table is a frame in mem
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,24 @@ def test_a_plan_holding_its_rows_is_not_shipped_to_the_workers(tmp_path: Path) -
     assert engine.ran == []
     merged = pl.concat([read_shard(s) for s in shards])
     assert merged["id"].to_list() == big["id"].to_list()
+
+
+def test_a_relative_path_is_cut_by_workers_running_in_another_folder(
+    table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Elsewhere(Workers):
+        """Workers of a cluster joined with --address: started in a folder of their own."""
+
+        def _run(
+            self, fn: Callable[[Any], Any], items: list[Any], *, model: bool, gpus: float
+        ) -> Any:
+            with contextlib.chdir(elsewhere):
+                return super()._run(fn, items, model=model, gpus=gpus)
+
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(table.parent)
+    engine = Elsewhere()
+    shards = write_shards(table.name, tmp_path / "out", 2, engine=engine)
+    assert engine.ran == ["cut_range"] * 2
+    assert sum(s.rows for s in shards) == 1000
