@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from prefdata.engine.base import Engine, LocalEngine
+from prefdata.engine.shards import Shard, Table, remove_shards, table_rows, write_shards
 from prefdata.errors import InputError, PrefdataError
 
 __all__ = [
     "Engine",
     "EngineName",
     "LocalEngine",
+    "cut_shards",
     "open_engine",
     "scratch_folder",
     "shards_for",
@@ -60,6 +62,22 @@ def shards_for(
         return 1
     count = max(1, min(engine.workers, rows // max(1, min_rows)))
     return count if max_rows is None else max(count, -(-rows // max_rows))
+
+
+@contextlib.contextmanager
+def cut_shards(
+    table: Table, engine: Engine, name: str, *, columns: list[str], max_rows: int
+) -> Iterator[list[Shard]]:
+    """`table`'s `columns` as contiguous Parquet shards for `engine` (one per worker, none
+    over `max_rows` rows) in a new scratch folder, removed on exit; a lazy table is cut by the
+    workers themselves (prefdata.engine.shards.write_shards)."""
+    folder = scratch_folder(engine, name)
+    rows = table_rows(table)
+    count = shards_for(engine, rows, max_rows=max_rows)
+    try:
+        yield write_shards(table, folder, count, columns=columns, rows=rows, engine=engine)
+    finally:
+        remove_shards(folder)
 
 
 @contextlib.contextmanager

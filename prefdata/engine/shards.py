@@ -119,8 +119,9 @@ def write_shards(
     else:
         ranges = [(rows * index // count, rows * (index + 1) // count) for index in range(count)]
         # (a frame in memory is already here: the driver writes it, shipping it gains nothing)
-        plan = b"" if isinstance(table, pl.DataFrame) else pickle.dumps(lazy)
-        if engine is not None and engine.distributed and 0 < len(plan) <= SHIPPABLE_PLAN_BYTES:
+        ships = engine is not None and engine.distributed and not isinstance(table, pl.DataFrame)
+        plan = pickle.dumps(lazy) if ships else b""
+        if engine is not None and 0 < len(plan) <= SHIPPABLE_PLAN_BYTES:
             jobs = [RangeCut(plan, path, a, b) for path, (a, b) in zip(paths, ranges, strict=True)]
             cuts = engine.map(cut_range, jobs, what="shards to cut")
         else:

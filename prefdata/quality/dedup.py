@@ -61,7 +61,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from prefdata.engine import Engine, LocalEngine, scratch_folder, shards_for
+from prefdata.engine import Engine, LocalEngine, cut_shards, scratch_folder
 from prefdata.engine.shards import (
     ROW,
     Table,
@@ -69,7 +69,6 @@ from prefdata.engine.shards import (
     remove_shards,
     table_columns,
     table_rows,
-    write_shards,
 )
 from prefdata.errors import ContractError
 from prefdata.quality.dedup_shards import (
@@ -151,14 +150,8 @@ def _parts(table: Table, engine: Engine, columns: list[str], name: str) -> Itera
         frame = table.select(columns).with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
         yield [Part(0, table.height, frame=frame)]
         return
-    folder = scratch_folder(engine, name)
-    rows = table_rows(table)
-    count = shards_for(engine, rows, max_rows=SHARD_ROWS)
-    try:
-        shards = write_shards(table, folder, count, columns=columns, rows=rows, engine=engine)
+    with cut_shards(table, engine, name, columns=columns, max_rows=SHARD_ROWS) as shards:
         yield [Part(s.first_row, s.rows, path=s.path) for s in shards]
-    finally:
-        remove_shards(folder)
 
 
 def _hashes(engine: Engine, parts: list[Part], seed: int, sides: bool) -> pl.DataFrame:

@@ -49,15 +49,12 @@ from typing import Any
 
 import polars as pl
 
-from prefdata.engine import Engine, scratch_folder, shards_for
+from prefdata.engine import Engine, cut_shards
 from prefdata.engine.shards import (
     Table,
     held_for,
     read_shard,
-    remove_shards,
     table_columns,
-    table_rows,
-    write_shards,
 )
 from prefdata.errors import OptionError
 from prefdata.schema import require_columns
@@ -422,15 +419,10 @@ def _on_shards(
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """rule_checks on contiguous shards: each check's rows in shard order are its rows in
     pair order, and every count adds up."""
-    folder = scratch_folder(engine, "rules")
-    rows = table_rows(pairs)
-    count = shards_for(engine, rows, max_rows=SHARD_ROWS)
     columns = ["pair_id", "chosen", "rejected", "prompt"]
-    try:
-        shards = write_shards(pairs, folder, count, columns=columns, rows=rows, engine=engine)
+    with cut_shards(pairs, engine, "rules", columns=columns, max_rows=SHARD_ROWS) as shards:
+        rows = sum(s.rows for s in shards)
         done = engine.map(_rules_on_shard, [(s.path, options) for s in shards], what="rule shards")
-    finally:
-        remove_shards(folder)
     rank = {name: k for k, name in enumerate(CHECKS)}
     issues = (
         pl.concat([d[0] for d in done])
